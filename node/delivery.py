@@ -1,0 +1,98 @@
+"""HTTP delivery of a trigger to its app: `POST {url}/job/{name}` (SPEC §4).
+
+One pooled keep-alive connector serves every app, because a busy node sends thousands of
+triggers a second to a handful of apps and a fresh TCP connection per trigger would cost more
+than the request. Each attempt has its own timeout; the failure policy (retries and their
+interval) belongs to the engine, which decides what a FAILED attempt means for the job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import quote
+
+import aiohttp
+
+from store.schedule import format_rfc3339_ms
+
+
+class Outcome(StrEnum):
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """One attempt at delivering one occurrence of a job."""
+
+    namespace: str
+    app: str
+    name: str
+    uid: str
+    scheduled_ms: int
+    attempt: int
+    data: bytes
+    content_type: str = "application/json"
+
+    @property
+    def trigger_id(self) -> str:
+        """The idempotency key: the same on every redelivery of one occurrence."""
+        return f"{self.scheduled_ms}:{self.uid}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    attempt_timeout_s: float = 5.0
+    connections_max: int = 256
+    connections_per_host_max: int = 128
+
+
+class HttpDelivery:
+    """Sends triggers over HTTP; one instance per node, created and closed on its event loop."""
+
+    def __init__(self, config: DeliveryConfig) -> None:
+        self._config = config
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._config.connections_max,
+                limit_per_host=self._config.connections_per_host_max,
+                keepalive_timeout=30,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self._config.attempt_timeout_s),
+                # Apps answer with whatever they like; tock reads only the status.
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def deliver(self, url: str, trigger: Trigger, app_token: str | None = None) -> Outcome:
+        """One attempt. 2xx and 404 are success (Dapr's rule); anything else, or no answer in
+        time, is a failure. Never raises for the app's faults: they are outcomes, not errors."""
+        headers = {
+            "content-type": trigger.content_type,
+            "dapr-app-id": trigger.app,
+            "dapr-namespace": trigger.namespace,
+            "tock-trigger-id": trigger.trigger_id,
+            "tock-scheduled-time": format_rfc3339_ms(trigger.scheduled_ms),
+            "tock-attempt": str(trigger.attempt),
+        }
+        if app_token:
+            headers["dapr-api-token"] = app_token
+        target = f"{url.rstrip('/')}/job/{quote(trigger.name, safe='')}"
+        try:
+            async with self._client().post(target, data=trigger.data, headers=headers) as reply:
+                await reply.read()
+                status = reply.status
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return Outcome.FAILED
+        return Outcome.SUCCESS if 200 <= status < 300 or status == 404 else Outcome.FAILED
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
