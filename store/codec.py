@@ -1,0 +1,578 @@
+"""The closed set of commands the job machine applies, and the bytes of commands and snapshots.
+
+A command travels as msgpack `[COMMAND_VERSION, tag, *fields]`; a snapshot as msgpack
+`[SNAPSHOT_VERSION, partitions, epoch, members, live, apps, heartbeats, jobs]`. Decoding checks
+every field's type: command bytes come over the network and are decoded inside apply, where a
+malformed command must become an error result on every replica alike, never an exception deep
+in the machine. Unknown versions and tags are CodecErrors: a node never guesses at a format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from enum import IntEnum
+from typing import NamedTuple, TypeVar
+
+import msgpack
+
+from store.errors import CodecError
+from store.jobs import FailureKind, FailurePolicy, Job, JobSpec, MisfirePolicy
+
+COMMAND_VERSION = 1
+SNAPSHOT_VERSION = 1
+
+# A snapshot stores each job as its fields in this order; changing Job's fields must bump
+# SNAPSHOT_VERSION and teach decode_snapshot the old layout.
+JOB_FIELDS_V1 = (
+    "namespace",
+    "app",
+    "name",
+    "uid",
+    "partition",
+    "spec",
+    "zone",
+    "created_ms",
+    "due_ms",
+    "expiry_ms",
+    "trigger_count",
+    "last_ms",
+    "next_ms",
+    "attempts",
+    "retry_ms",
+)
+SPEC_FIELDS_V1 = (
+    "name",
+    "schedule",
+    "due_time",
+    "repeats",
+    "ttl",
+    "data",
+    "data_type",
+    "failure_policy",
+    "misfire_policy",
+)
+assert Job._fields == JOB_FIELDS_V1, "Job changed: bump SNAPSHOT_VERSION"
+assert JobSpec._fields == SPEC_FIELDS_V1, "JobSpec changed: bump SNAPSHOT_VERSION"
+
+
+class CommandTag(IntEnum):
+    PUT = 1
+    DELETE = 2
+    DELETE_PREFIX = 3
+    REGISTER_APP = 4
+    UNREGISTER_APP = 5
+    ACK = 6
+    HEARTBEAT = 7
+    SET_MEMBERS = 8
+    BARRIER = 9
+
+
+class Outcome(IntEnum):
+    """How one attempt at an occurrence ended, as the owner reports it in an Ack."""
+
+    # Delivered: the occurrence is done and counted.
+    SUCCESS = 0
+    # Failed: retried if the failure policy allows, else exhausted (counted, as Dapr does).
+    FAILED = 1
+    # Passed over by a misfire policy: the sequence moves on without counting it.
+    SKIPPED = 2
+
+
+class AckEntry(NamedTuple):
+    uid: str
+    scheduled_ms: int
+    outcome: Outcome
+
+
+class Member(NamedTuple):
+    id: str
+    raft: str
+    http: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Put:
+    namespace: str
+    app: str
+    spec: JobSpec
+    overwrite: bool
+    # Stamped by the proposing node: its wall clock, a fresh uid and its default time zone.
+    now_ms: int
+    uid: str
+    zone: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delete:
+    namespace: str
+    app: str
+    name: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeletePrefix:
+    namespace: str
+    app: str
+    prefix: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RegisterApp:
+    namespace: str
+    app: str
+    url: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UnregisterApp:
+    namespace: str
+    app: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ack:
+    epoch: int
+    node: str
+    now_ms: int
+    entries: tuple[AckEntry, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Heartbeat:
+    node: str
+    now_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SetMembers:
+    epoch: int
+    members: tuple[Member, ...]
+    live: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Barrier:
+    """Changes nothing: a read that waits for it to apply has seen every earlier write."""
+
+
+Command = (
+    Put
+    | Delete
+    | DeletePrefix
+    | RegisterApp
+    | UnregisterApp
+    | Ack
+    | Heartbeat
+    | SetMembers
+    | Barrier
+)
+
+
+class MachineState(NamedTuple):
+    """Everything a JobMachine holds, in canonical order: what a snapshot stores."""
+
+    partitions: int
+    epoch: int
+    members: tuple[Member, ...]
+    live: tuple[str, ...]
+    # (namespace, app, url), sorted.
+    apps: tuple[tuple[str, str, str], ...]
+    # (node, last heartbeat ms), sorted by node.
+    heartbeats: tuple[tuple[str, int], ...]
+    # Sorted by (namespace, app, name).
+    jobs: Sequence[Job]
+
+
+T = TypeVar("T")
+
+
+class _Fields:
+    """Reads the fields of a decoded array in order, checking each one's type."""
+
+    def __init__(self, items: object, what: str) -> None:
+        if not isinstance(items, list | tuple):
+            raise CodecError(f"{what}: expected an array, got {type(items).__name__}")
+        self._items: Sequence[object] = items
+        self._position = 0
+        self._what = what
+
+    def take(self, kind: type[T], field: str) -> T:
+        if self._position >= len(self._items):
+            raise CodecError(f"{self._what}: missing {field}")
+        value = self._items[self._position]
+        self._position += 1
+        # bool is an int subclass; a flag must not pass for a number nor a number for a flag.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise CodecError(f"{self._what}: {field} must be {kind.__name__}, got {value!r:.80}")
+        return value
+
+    def optional(self, kind: type[T], field: str) -> T | None:
+        if self._position < len(self._items) and self._items[self._position] is None:
+            self._position += 1
+            return None
+        return self.take(kind, field)
+
+    def text(self, field: str) -> str:
+        return sys.intern(self.take(str, field))
+
+    def array(self, field: str) -> _Fields:
+        return _Fields(self.take(tuple, field), f"{self._what}.{field}")
+
+    def rest(self) -> Iterable[object]:
+        remaining = self._items[self._position :]
+        self._position = len(self._items)
+        return remaining
+
+    def done(self) -> None:
+        if self._position != len(self._items):
+            raise CodecError(f"{self._what}: {len(self._items) - self._position} extra fields")
+
+
+def encode_command(command: Command) -> bytes:
+    # Fields go in dataclass order; the nested JobSpec, AckEntry and Member are tuples.
+    fields = [getattr(command, field.name) for field in dataclasses.fields(command)]
+    packed: bytes = msgpack.packb(
+        [COMMAND_VERSION, _TAGS[type(command)], *fields], use_bin_type=True, default=_pack_policy
+    )
+    return packed
+
+
+def decode_command(data: bytes) -> Command:
+    """The command in `data`; CodecError for anything that is not a well-formed known command."""
+    try:
+        decoded = msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=True)
+    except Exception as error:  # msgpack raises several unrelated types for bad bytes.
+        raise CodecError(f"undecodable command: {error}") from None
+    fields = _Fields(decoded, "command")
+    version = fields.take(int, "version")
+    if version != COMMAND_VERSION:
+        raise CodecError(f"command version {version} is not {COMMAND_VERSION}")
+    tag = fields.take(int, "tag")
+    decoder = _DECODERS.get(tag)
+    if decoder is None:
+        raise CodecError(f"unknown command tag {tag}")
+    command = decoder(fields)
+    fields.done()
+    return command
+
+
+def encode_snapshot(state: MachineState) -> bytes:
+    # Job and JobSpec are tuples, their enums str and int: msgpack packs them in C, with no
+    # Python loop over a million jobs. Only a FailurePolicy needs the `default` hook.
+    packed: bytes = msgpack.packb(
+        [
+            SNAPSHOT_VERSION,
+            state.partitions,
+            state.epoch,
+            state.members,
+            state.live,
+            state.apps,
+            state.heartbeats,
+            state.jobs,
+        ],
+        use_bin_type=True,
+        default=_pack_policy,
+    )
+    return packed
+
+
+def decode_snapshot(data: bytes) -> MachineState:
+    """The state in `data`; CodecError for bytes that are not a snapshot of a known version.
+
+    Jobs are unpacked one row at a time, so a restore never holds every row and every Job at
+    once: at a million jobs that is half a gigabyte less at the peak.
+    """
+    unpacker = msgpack.Unpacker(
+        use_list=False, raw=False, strict_map_key=True, max_buffer_size=max(len(data), 1)
+    )
+    unpacker.feed(data)
+    try:
+        state = _read_snapshot(unpacker)
+    except (msgpack.UnpackException, ValueError) as error:
+        if isinstance(error, CodecError):
+            raise
+        raise CodecError(f"undecodable snapshot: {error!r}") from None
+    if unpacker.tell() != len(data):
+        raise CodecError(f"snapshot has {len(data) - unpacker.tell()} trailing bytes")
+    return state
+
+
+def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
+    top_fields = unpacker.read_array_header()
+    if top_fields < 1:
+        raise CodecError("snapshot: missing version")
+    head = _Fields(tuple(unpacker.unpack() for _ in range(min(top_fields, 7))), "snapshot")
+    version = head.take(int, "version")
+    if version != SNAPSHOT_VERSION or top_fields != 8:
+        raise CodecError(f"snapshot version {version} is not {SNAPSHOT_VERSION}")
+    partitions = head.take(int, "partitions")
+    epoch = head.take(int, "epoch")
+    members = _members(head.array("members"))
+    live = _texts(head.array("live"))
+    apps = tuple(_app(_Fields(row, "app")) for row in head.array("apps").rest())
+    heartbeats = tuple(
+        _heartbeat(_Fields(row, "heartbeat")) for row in head.array("heartbeats").rest()
+    )
+    head.done()
+    policies: dict[tuple[object, ...], FailurePolicy | None] = {}
+    jobs: list[Job] = []
+    for _ in range(unpacker.read_array_header()):
+        row = unpacker.unpack()
+        jobs.append(_job_fast(row, policies) or _job(_Fields(row, "job")))
+    return MachineState(partitions, epoch, members, live, apps, heartbeats, jobs)
+
+
+def _pack_policy(value: object) -> object:
+    if isinstance(value, FailurePolicy):
+        return (value.kind, value.interval_ms, value.max_retries)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _policy(fields: _Fields | None) -> FailurePolicy | None:
+    if fields is None:
+        return None
+    kind = fields.take(str, "kind")
+    interval_ms = fields.take(int, "interval_ms")
+    max_retries = fields.optional(int, "max_retries")
+    fields.done()
+    if kind not in _FAILURE_KINDS or interval_ms < 0 or (max_retries or 0) < 0:
+        raise CodecError(f"bad failure policy {kind!r} {interval_ms} {max_retries}")
+    return FailurePolicy(_FAILURE_KINDS[kind], interval_ms, max_retries)
+
+
+def _spec(fields: _Fields) -> JobSpec:
+    spec = JobSpec(
+        name=fields.take(str, "name"),
+        schedule=_optional_text(fields, "schedule"),
+        due_time=fields.optional(str, "due_time"),
+        repeats=fields.optional(int, "repeats"),
+        ttl=fields.optional(str, "ttl"),
+        data=fields.take(bytes, "data"),
+        data_type=fields.text("data_type"),
+        failure_policy=_policy(_optional_array(fields, "failure_policy")),
+        misfire_policy=_misfire(fields.take(str, "misfire_policy")),
+    )
+    fields.done()
+    return spec
+
+
+def _optional_text(fields: _Fields, field: str) -> str | None:
+    text = fields.optional(str, field)
+    return None if text is None else sys.intern(text)
+
+
+def _optional_array(fields: _Fields, field: str) -> _Fields | None:
+    items = fields.optional(tuple, field)
+    return None if items is None else _Fields(items, field)
+
+
+def _misfire(text: str) -> MisfirePolicy:
+    policy = _MISFIRE_POLICIES.get(text)
+    if policy is None:
+        raise CodecError(f"unknown misfire policy {text!r}")
+    return policy
+
+
+def _texts(fields: _Fields) -> tuple[str, ...]:
+    texts: list[str] = []
+    for item in fields.rest():
+        if not isinstance(item, str):
+            raise CodecError(f"expected a string, got {item!r:.80}")
+        texts.append(sys.intern(item))
+    return tuple(texts)
+
+
+def _members(fields: _Fields) -> tuple[Member, ...]:
+    return tuple(_member(_Fields(row, "member")) for row in fields.rest())
+
+
+def _member(fields: _Fields) -> Member:
+    member = Member(fields.text("id"), fields.take(str, "raft"), fields.take(str, "http"))
+    fields.done()
+    return member
+
+
+def _app(fields: _Fields) -> tuple[str, str, str]:
+    app = (fields.text("namespace"), fields.text("app"), fields.take(str, "url"))
+    fields.done()
+    return app
+
+
+def _heartbeat(fields: _Fields) -> tuple[str, int]:
+    heartbeat = (fields.text("node"), fields.take(int, "now_ms"))
+    fields.done()
+    return heartbeat
+
+
+_NONE = type(None)
+_TypeCheck = type | tuple[type, ...]
+_OPTIONAL_INT = (int, _NONE)
+_OPTIONAL_STR = (str, _NONE)
+_JOB_TYPES: tuple[_TypeCheck, ...] = (
+    *(str, str, str, str, int, tuple, str, int),
+    *(_OPTIONAL_INT, _OPTIONAL_INT, int, _OPTIONAL_INT, int, int, _OPTIONAL_INT),
+)
+_SPEC_TYPES: tuple[_TypeCheck, ...] = (
+    *(str, _OPTIONAL_STR, _OPTIONAL_STR, _OPTIONAL_INT, _OPTIONAL_STR),
+    *(bytes, str, (tuple, _NONE), str),
+)
+
+
+def _job_fast(row: object, policies: dict[tuple[object, ...], FailurePolicy | None]) -> Job | None:
+    """The job in a well-formed row, or None to let the field-by-field path name the fault.
+
+    The hot loop of a restore: type checks run in C (map over isinstance) and one shared
+    FailurePolicy per distinct policy, so a million jobs decode in seconds. A bool passes for an
+    int here, which only our own encoder could have written into a snapshot.
+    """
+    if not (isinstance(row, tuple) and len(row) == len(_JOB_TYPES)):
+        return None
+    spec = row[5]
+    if not (all(map(isinstance, row, _JOB_TYPES)) and len(spec) == len(_SPEC_TYPES)):
+        return None
+    if not all(map(isinstance, spec, _SPEC_TYPES)) or spec[0] != row[2]:
+        return None
+    misfire = _MISFIRE_POLICIES.get(spec[8])
+    policy_row = spec[7]
+    if misfire is None:
+        return None
+    if policy_row is None:
+        policy = None
+    elif policy_row in policies:
+        policy = policies[policy_row]
+    else:
+        policy = policies[policy_row] = _policy(_Fields(policy_row, "failure_policy"))
+    name, schedule, due_time, repeats, ttl, data, data_type = spec[:7]
+    schedule = schedule if schedule is None else sys.intern(schedule)
+    return Job(
+        sys.intern(row[0]),
+        sys.intern(row[1]),
+        row[2],
+        row[3],
+        row[4],
+        JobSpec(
+            name, schedule, due_time, repeats, ttl, data, sys.intern(data_type), policy, misfire
+        ),
+        sys.intern(row[6]),
+        *row[7:],
+    )
+
+
+def _job(fields: _Fields) -> Job:
+    job = Job(
+        namespace=fields.text("namespace"),
+        app=fields.text("app"),
+        name=fields.take(str, "name"),
+        uid=fields.take(str, "uid"),
+        partition=fields.take(int, "partition"),
+        spec=_spec(fields.array("spec")),
+        zone=fields.text("zone"),
+        created_ms=fields.take(int, "created_ms"),
+        due_ms=fields.optional(int, "due_ms"),
+        expiry_ms=fields.optional(int, "expiry_ms"),
+        trigger_count=fields.take(int, "trigger_count"),
+        last_ms=fields.optional(int, "last_ms"),
+        next_ms=fields.take(int, "next_ms"),
+        attempts=fields.take(int, "attempts"),
+        retry_ms=fields.optional(int, "retry_ms"),
+    )
+    fields.done()
+    if job.spec.name != job.name:
+        raise CodecError(f"job {job.name!r} carries the spec of {job.spec.name!r}")
+    return job
+
+
+def _decode_put(fields: _Fields) -> Put:
+    return Put(
+        namespace=fields.text("namespace"),
+        app=fields.text("app"),
+        spec=_spec(fields.array("spec")),
+        overwrite=fields.take(bool, "overwrite"),
+        now_ms=fields.take(int, "now_ms"),
+        uid=fields.take(str, "uid"),
+        zone=fields.text("zone"),
+    )
+
+
+def _decode_delete(fields: _Fields) -> Delete:
+    return Delete(fields.text("namespace"), fields.text("app"), fields.take(str, "name"))
+
+
+def _decode_delete_prefix(fields: _Fields) -> DeletePrefix:
+    return DeletePrefix(fields.text("namespace"), fields.text("app"), fields.take(str, "prefix"))
+
+
+def _decode_register_app(fields: _Fields) -> RegisterApp:
+    return RegisterApp(fields.text("namespace"), fields.text("app"), fields.take(str, "url"))
+
+
+def _decode_unregister_app(fields: _Fields) -> UnregisterApp:
+    return UnregisterApp(fields.text("namespace"), fields.text("app"))
+
+
+def _decode_ack(fields: _Fields) -> Ack:
+    return Ack(
+        epoch=fields.take(int, "epoch"),
+        node=fields.text("node"),
+        now_ms=fields.take(int, "now_ms"),
+        entries=tuple(
+            _ack_entry(_Fields(row, "ack entry")) for row in fields.array("entries").rest()
+        ),
+    )
+
+
+def _ack_entry(fields: _Fields) -> AckEntry:
+    uid = fields.take(str, "uid")
+    scheduled_ms = fields.take(int, "scheduled_ms")
+    outcome = _OUTCOMES.get(fields.take(int, "outcome"))
+    fields.done()
+    if outcome is None:
+        raise CodecError(f"ack entry for {uid!r}: unknown outcome")
+    return AckEntry(uid, scheduled_ms, outcome)
+
+
+def _decode_heartbeat(fields: _Fields) -> Heartbeat:
+    return Heartbeat(fields.text("node"), fields.take(int, "now_ms"))
+
+
+def _decode_set_members(fields: _Fields) -> SetMembers:
+    return SetMembers(
+        epoch=fields.take(int, "epoch"),
+        members=_members(fields.array("members")),
+        live=_texts(fields.array("live")),
+    )
+
+
+def _decode_barrier(fields: _Fields) -> Barrier:
+    return Barrier()
+
+
+_FAILURE_KINDS = {str(kind): kind for kind in FailureKind}
+_MISFIRE_POLICIES = {str(policy): policy for policy in MisfirePolicy}
+_OUTCOMES = {int(outcome): outcome for outcome in Outcome}
+
+_TAGS: dict[type, CommandTag] = {
+    Put: CommandTag.PUT,
+    Delete: CommandTag.DELETE,
+    DeletePrefix: CommandTag.DELETE_PREFIX,
+    RegisterApp: CommandTag.REGISTER_APP,
+    UnregisterApp: CommandTag.UNREGISTER_APP,
+    Ack: CommandTag.ACK,
+    Heartbeat: CommandTag.HEARTBEAT,
+    SetMembers: CommandTag.SET_MEMBERS,
+    Barrier: CommandTag.BARRIER,
+}
+_DECODERS: dict[int, Callable[[_Fields], Command]] = {
+    CommandTag.PUT: _decode_put,
+    CommandTag.DELETE: _decode_delete,
+    CommandTag.DELETE_PREFIX: _decode_delete_prefix,
+    CommandTag.REGISTER_APP: _decode_register_app,
+    CommandTag.UNREGISTER_APP: _decode_unregister_app,
+    CommandTag.ACK: _decode_ack,
+    CommandTag.HEARTBEAT: _decode_heartbeat,
+    CommandTag.SET_MEMBERS: _decode_set_members,
+    CommandTag.BARRIER: _decode_barrier,
+}
+assert set(_TAGS.values()) == set(CommandTag) == set(_DECODERS), "every tag has both directions"

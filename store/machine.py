@@ -1,0 +1,470 @@
+"""JobMachine: the whole replicated state of a tock cluster, changed only by `apply`.
+
+`apply(command) -> Result` is deterministic: no clock, no randomness, no I/O. Time, job uids and
+the default zone arrive inside the command, stamped by the node that proposed it, so every
+replica that applies the same commands in the same order holds the same state (`digest()`
+compares them). apply never raises on bad input: a command that breaks a rule yields an error
+result and changes nothing.
+
+Threads: the machine is not thread-safe. apply, the reads and to_bytes/load_bytes must run one
+at a time (the Raft layer runs them on its tick thread, or holds one lock). A Job is immutable,
+so a Job handed to another thread, in a read or in `Result.changes`, stays consistent there.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import NamedTuple
+
+from cluster.ring import PARTITIONS_DEFAULT, Ring
+from store.codec import (
+    Ack,
+    Barrier,
+    Command,
+    Delete,
+    DeletePrefix,
+    Heartbeat,
+    MachineState,
+    Member,
+    Outcome,
+    Put,
+    RegisterApp,
+    SetMembers,
+    UnregisterApp,
+    decode_command,
+    decode_snapshot,
+    encode_snapshot,
+)
+from store.errors import CodecError, ValidationError
+from store.jobs import Job, advance, derive_job, record_failure
+from store.machine_index import NameIndex
+
+APP_URL_SCHEMES = ("http://", "https://", "grpc://")
+
+JobKey = tuple[str, str, str]
+AppKey = tuple[str, str]
+
+
+class ErrorKind(StrEnum):
+    # The command breaks a rule (a 400): bad job, bad url, malformed bytes.
+    INVALID = "invalid"
+    # The job exists and overwrite was not asked for (a 409).
+    CONFLICT = "conflict"
+    # The command was made for an epoch that is not the current one.
+    STALE = "stale"
+
+
+class JobChange(NamedTuple):
+    """A job whose state changed in one apply: its new version, or None once deleted."""
+
+    key: JobKey
+    job: Job | None
+
+
+class AckCounts(NamedTuple):
+    applied: int
+    ignored: int
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What one apply did. `value` by command: Put the new Job; Delete and DeletePrefix the
+    number of jobs deleted; UnregisterApp whether the app was registered; Ack AckCounts."""
+
+    ok: bool = True
+    error: ErrorKind | None = None
+    message: str = ""
+    value: object = None
+    # What the trigger engine re-arms from: every job created, advanced or deleted.
+    changes: tuple[JobChange, ...] = ()
+    members_changed: bool = False
+    apps_changed: bool = False
+
+
+def _failed(error: ErrorKind, message: str, value: object = None) -> Result:
+    return Result(ok=False, error=error, message=message, value=value)
+
+
+class _AppJobs:
+    """One app's jobs: by name for lookups, and their names sorted for listing."""
+
+    __slots__ = ("by_name", "names")
+
+    def __init__(self, jobs: list[Job]) -> None:
+        self.by_name = {job.name: job for job in jobs}
+        self.names = NameIndex(job.name for job in jobs)
+
+
+class JobMachine:
+    def __init__(self, partitions: int = PARTITIONS_DEFAULT) -> None:
+        assert partitions > 0
+        self._partitions = partitions
+        self._by_uid: dict[str, Job] = {}
+        self._apps_jobs: dict[AppKey, _AppJobs] = {}
+        # Uids per partition: what an owner arms when it gains a partition.
+        self._by_partition: list[set[str]] = [set() for _ in range(partitions)]
+        self._app_urls: dict[AppKey, str] = {}
+        self._epoch = 0
+        self._members: tuple[Member, ...] = ()
+        self._live: tuple[str, ...] = ()
+        self._ring: Ring | None = None
+        self._heartbeats: dict[str, int] = {}
+
+    # ---- writes ----
+
+    def apply(self, command: Command) -> Result:
+        try:
+            return self._dispatch(command)
+        except ValidationError as error:
+            # Handlers validate before they change anything, so nothing has changed here.
+            return _failed(ErrorKind.INVALID, str(error))
+
+    def apply_command(self, data: bytes) -> Result:
+        """Decode and apply a command that came as bytes (the Raft layer's entry point)."""
+        try:
+            command = decode_command(data)
+        except CodecError as error:
+            return _failed(ErrorKind.INVALID, str(error))
+        return self.apply(command)
+
+    def _dispatch(self, command: Command) -> Result:
+        match command:
+            case Put():
+                return self._put(command)
+            case Delete():
+                return self._delete(command)
+            case DeletePrefix():
+                return self._delete_prefix(command)
+            case RegisterApp():
+                return self._register_app(command)
+            case UnregisterApp():
+                return self._unregister_app(command)
+            case Ack():
+                return self._ack(command)
+            case Heartbeat():
+                return self._heartbeat(command)
+            case SetMembers():
+                return self._set_members(command)
+            case Barrier():
+                return Result()
+
+    def _put(self, command: Put) -> Result:
+        job = derive_job(
+            command.spec,
+            command.namespace,
+            command.app,
+            command.uid,
+            command.now_ms,
+            command.zone,
+            self._partitions,
+        )
+        old = self.get(*job.key)
+        if old is not None and not command.overwrite:
+            return _failed(ErrorKind.CONFLICT, f"job already exists: '{job.name}'")
+        if job.uid in self._by_uid:
+            return _failed(ErrorKind.INVALID, f"job uid {job.uid!r} is already in use")
+        if old is not None:
+            self._remove(old)
+        self._insert(job)
+        return Result(value=job, changes=(JobChange(job.key, job),))
+
+    def _delete(self, command: Delete) -> Result:
+        job = self.get(command.namespace, command.app, command.name)
+        if job is None:
+            return Result(value=0)
+        self._remove(job)
+        return Result(value=1, changes=(JobChange(job.key, None),))
+
+    def _delete_prefix(self, command: DeletePrefix) -> Result:
+        app_jobs = self._apps_jobs.get((command.namespace, command.app))
+        if app_jobs is None:
+            return Result(value=0)
+        doomed = [
+            app_jobs.by_name[name] for name in app_jobs.names.page(command.prefix, None, None)
+        ]
+        for job in doomed:
+            self._remove(job)
+        return Result(value=len(doomed), changes=tuple(JobChange(job.key, None) for job in doomed))
+
+    def _register_app(self, command: RegisterApp) -> Result:
+        _check_scope(command.namespace, command.app)
+        if not command.url.startswith(APP_URL_SCHEMES):
+            schemes = ", ".join(APP_URL_SCHEMES)
+            raise ValidationError(f"app url must start with one of {schemes}: {command.url!r}")
+        self._app_urls[(command.namespace, command.app)] = command.url
+        return Result(apps_changed=True)
+
+    def _unregister_app(self, command: UnregisterApp) -> Result:
+        url = self._app_urls.pop((command.namespace, command.app), None)
+        return Result(value=url is not None, apps_changed=url is not None)
+
+    def _ack(self, command: Ack) -> Result:
+        if command.epoch != self._epoch:
+            message = f"ack for epoch {command.epoch}, the current epoch is {self._epoch}"
+            return _failed(ErrorKind.STALE, message, AckCounts(0, len(command.entries)))
+        changes: dict[JobKey, JobChange] = {}
+        applied = 0
+        for entry in command.entries:
+            job = self._by_uid.get(entry.uid)
+            # Only the owner's ack for the current occurrence counts: an ack for an older
+            # occurrence, an overwritten job (new uid) or from a former owner is a late echo.
+            if job is None or job.next_ms != entry.scheduled_ms:
+                continue
+            if self.owner(job.partition) != command.node:
+                continue
+            settled = _settle(job, entry.outcome, command.now_ms)
+            if settled is None:
+                self._remove(job)
+            else:
+                self._replace(job, settled)
+            changes[job.key] = JobChange(job.key, settled)
+            applied += 1
+        counts = AckCounts(applied, len(command.entries) - applied)
+        return Result(value=counts, changes=tuple(changes.values()))
+
+    def _heartbeat(self, command: Heartbeat) -> Result:
+        if not command.node:
+            raise ValidationError("heartbeat from a node with an empty id")
+        self._heartbeats[command.node] = command.now_ms
+        return Result()
+
+    def _set_members(self, command: SetMembers) -> Result:
+        if command.epoch != self._epoch + 1:
+            message = f"members for epoch {command.epoch}, the next epoch is {self._epoch + 1}"
+            return _failed(ErrorKind.STALE, message)
+        _check_members(command.members, command.live)
+        self._epoch = command.epoch
+        self._members = command.members
+        self._live = command.live
+        self._ring = Ring(command.live, self._partitions) if command.live else None
+        ids = {member.id for member in command.members}
+        # Forget the heartbeats of former members, so the table stays as small as the cluster.
+        self._heartbeats = {node: ms for node, ms in self._heartbeats.items() if node in ids}
+        return Result(members_changed=True)
+
+    # ---- the indexes ----
+
+    def _insert(self, job: Job) -> None:
+        app_jobs = self._apps_jobs.get((job.namespace, job.app))
+        if app_jobs is None:
+            app_jobs = self._apps_jobs[(job.namespace, job.app)] = _AppJobs([])
+        assert job.name not in app_jobs.by_name and job.uid not in self._by_uid
+        app_jobs.by_name[job.name] = job
+        app_jobs.names.add(job.name)
+        self._by_uid[job.uid] = job
+        self._by_partition[job.partition].add(job.uid)
+
+    def _remove(self, job: Job) -> None:
+        app_key = (job.namespace, job.app)
+        app_jobs = self._apps_jobs[app_key]
+        assert app_jobs.by_name[job.name] is job
+        del app_jobs.by_name[job.name]
+        app_jobs.names.remove(job.name)
+        if not app_jobs.by_name:
+            del self._apps_jobs[app_key]
+        del self._by_uid[job.uid]
+        self._by_partition[job.partition].remove(job.uid)
+
+    def _replace(self, old: Job, new: Job) -> None:
+        # An advance keeps the key, uid and partition; only the by-name and by-uid values move.
+        assert (old.key, old.uid, old.partition) == (new.key, new.uid, new.partition)
+        self._apps_jobs[(old.namespace, old.app)].by_name[old.name] = new
+        self._by_uid[old.uid] = new
+
+    # ---- reads ----
+
+    def get(self, namespace: str, app: str, name: str) -> Job | None:
+        app_jobs = self._apps_jobs.get((namespace, app))
+        return None if app_jobs is None else app_jobs.by_name.get(name)
+
+    def get_by_uid(self, uid: str) -> Job | None:
+        return self._by_uid.get(uid)
+
+    def list_jobs(
+        self,
+        namespace: str,
+        app: str,
+        prefix: str = "",
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """One page of an app's jobs whose name starts with `prefix`, in name order.
+
+        `cursor` is the last name of the previous page; the returned cursor is None on the last
+        page. Jobs created or deleted between pages are seen or not depending on their names.
+        """
+        assert limit > 0
+        app_jobs = self._apps_jobs.get((namespace, app))
+        if app_jobs is None:
+            return [], None
+        names = app_jobs.names.page(prefix, cursor, limit + 1)
+        jobs = [app_jobs.by_name[name] for name in names[:limit]]
+        return jobs, (names[limit - 1] if len(names) > limit else None)
+
+    def jobs_in_partition(self, partition: int) -> list[Job]:
+        return [self._by_uid[uid] for uid in self._by_partition[partition]]
+
+    def count(self) -> int:
+        return len(self._by_uid)
+
+    def count_app(self, namespace: str, app: str) -> int:
+        app_jobs = self._apps_jobs.get((namespace, app))
+        return 0 if app_jobs is None else len(app_jobs.by_name)
+
+    def app_url(self, namespace: str, app: str) -> str | None:
+        return self._app_urls.get((namespace, app))
+
+    def apps(self) -> dict[AppKey, str]:
+        return dict(self._app_urls)
+
+    @property
+    def partitions(self) -> int:
+        return self._partitions
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def members(self) -> tuple[Member, ...]:
+        return self._members
+
+    @property
+    def live(self) -> tuple[str, ...]:
+        return self._live
+
+    def owner(self, partition: int) -> str | None:
+        """The live member that fires the partition's jobs in the current epoch."""
+        return None if self._ring is None else self._ring.owner(partition)
+
+    def partitions_of(self, member: str) -> frozenset[int]:
+        return frozenset() if self._ring is None else self._ring.partitions_of(member)
+
+    def heartbeats(self) -> dict[str, int]:
+        return dict(self._heartbeats)
+
+    # ---- snapshots ----
+
+    def export_state(self) -> MachineState:
+        jobs = [
+            self._apps_jobs[app_key].by_name[name]
+            for app_key in sorted(self._apps_jobs)
+            for name in self._apps_jobs[app_key].names
+        ]
+        return MachineState(
+            partitions=self._partitions,
+            epoch=self._epoch,
+            members=self._members,
+            live=self._live,
+            apps=tuple((ns, app, url) for (ns, app), url in sorted(self._app_urls.items())),
+            heartbeats=tuple(sorted(self._heartbeats.items())),
+            jobs=jobs,
+        )
+
+    def to_bytes(self) -> bytes:
+        return encode_snapshot(self.export_state())
+
+    def load_bytes(self, data: bytes) -> None:
+        """Replace the whole state with a snapshot's; CodecError (and no change) if it is bad."""
+        restored = JobMachine.from_bytes(data)
+        for slot in _STATE_SLOTS:
+            setattr(self, slot, getattr(restored, slot))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> JobMachine:
+        # A restore allocates millions of long-lived objects: the cyclic collector would walk
+        # them over and over (it halves decode time at 100k jobs, more at 1M) and find nothing.
+        with _collector_paused():
+            return cls.from_state(decode_snapshot(data))
+
+    @classmethod
+    def from_state(cls, state: MachineState) -> JobMachine:
+        if state.partitions <= 0:
+            raise CodecError(f"snapshot with {state.partitions} partitions")
+        machine = cls(state.partitions)
+        machine._epoch = state.epoch
+        machine._members = state.members
+        machine._live = state.live
+        machine._ring = Ring(state.live, state.partitions) if state.live else None
+        machine._app_urls = {(ns, app): url for ns, app, url in state.apps}
+        machine._heartbeats = dict(state.heartbeats)
+        machine._load_jobs(state.jobs)
+        return machine
+
+    def _load_jobs(self, jobs: Sequence[Job]) -> None:
+        """Index a snapshot's jobs, which come sorted by (namespace, app, name)."""
+        previous: JobKey | None = None
+        app_group: list[Job] = []
+        for job in jobs:
+            key = job.key
+            if previous is not None and key <= previous:
+                raise CodecError(f"snapshot jobs out of order at {key}")
+            if not 0 <= job.partition < self._partitions or job.uid in self._by_uid:
+                raise CodecError(f"snapshot job {key} has a bad partition or a repeated uid")
+            if app_group and app_group[0].key[:2] != key[:2]:
+                self._apps_jobs[(app_group[0].namespace, app_group[0].app)] = _AppJobs(app_group)
+                app_group = []
+            app_group.append(job)
+            self._by_uid[job.uid] = job
+            self._by_partition[job.partition].add(job.uid)
+            previous = key
+        if app_group:
+            self._apps_jobs[(app_group[0].namespace, app_group[0].app)] = _AppJobs(app_group)
+
+    def digest(self) -> str:
+        """A hash of the canonical snapshot: equal digests mean equal replicas."""
+        return hashlib.blake2b(self.to_bytes(), digest_size=16).hexdigest()
+
+
+_STATE_SLOTS = (
+    "_partitions",
+    "_by_uid",
+    "_apps_jobs",
+    "_by_partition",
+    "_app_urls",
+    "_epoch",
+    "_members",
+    "_live",
+    "_ring",
+    "_heartbeats",
+)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _settle(job: Job, outcome: Outcome, now_ms: int) -> Job | None:
+    """The job after one acked attempt at its current occurrence (None: its sequence ended)."""
+    if outcome is Outcome.SUCCESS:
+        return advance(job, counted=True)
+    if outcome is Outcome.FAILED:
+        return record_failure(job, now_ms)
+    return advance(job, counted=False)
+
+
+def _check_scope(namespace: str, app: str) -> None:
+    if not namespace:
+        raise ValidationError("namespace is empty")
+    if not app:
+        raise ValidationError("app id is empty")
+
+
+def _check_members(members: tuple[Member, ...], live: tuple[str, ...]) -> None:
+    ids = [member.id for member in members]
+    if not all(ids) or len(set(ids)) != len(ids):
+        raise ValidationError(f"member ids must be unique and non-empty: {ids}")
+    if len(set(live)) != len(live) or not set(live) <= set(ids):
+        raise ValidationError(f"live members must be distinct members: {list(live)}")

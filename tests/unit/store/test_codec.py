@@ -1,0 +1,194 @@
+"""Commands and snapshots to bytes and back: exact round trips, and CodecError on bad bytes."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+
+from store.codec import (
+    COMMAND_VERSION,
+    SNAPSHOT_VERSION,
+    Ack,
+    AckEntry,
+    Barrier,
+    Command,
+    CommandTag,
+    Delete,
+    DeletePrefix,
+    Heartbeat,
+    Member,
+    Outcome,
+    Put,
+    RegisterApp,
+    SetMembers,
+    UnregisterApp,
+    decode_command,
+    decode_snapshot,
+    encode_command,
+    encode_snapshot,
+)
+from store.errors import CodecError
+from store.jobs import FAILURE_POLICY_DEFAULT, JobSpec, MisfirePolicy
+from store.machine import JobMachine
+from tests.unit.store.machine_streams import intents, materialize
+
+SPEC = JobSpec(
+    name="j",
+    schedule="@every 1s",
+    due_time="10s",
+    repeats=3,
+    ttl="1h",
+    data=b'{"a":1}',
+    data_type="application/json",
+    failure_policy=FAILURE_POLICY_DEFAULT,
+    misfire_policy=MisfirePolicy.SKIP,
+)
+COMMANDS: list[Command] = [
+    Put("ns", "app", SPEC, True, 1_700_000_000_000, "uid-1", "Europe/Paris"),
+    Put("ns", "app", JobSpec("k", due_time="1s"), False, 5, "uid-2", "UTC"),
+    Delete("ns", "app", "j"),
+    DeletePrefix("ns", "app", ""),
+    RegisterApp("ns", "app", "grpc://127.0.0.1:50051"),
+    UnregisterApp("ns", "app"),
+    Ack(
+        3, "n1", 42, (AckEntry("uid-1", 7, Outcome.SUCCESS), AckEntry("uid-2", 8, Outcome.SKIPPED))
+    ),
+    Ack(3, "n1", 42, ()),
+    Heartbeat("n2", 99),
+    SetMembers(4, (Member("n1", "127.0.0.1:7500", "127.0.0.1:3500"),), ("n1",)),
+    Barrier(),
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: type(c).__name__)
+def test_every_command_round_trips_exactly(command: Command) -> None:
+    decoded = decode_command(encode_command(command))
+    assert decoded == command and type(decoded) is type(command)
+
+
+def test_every_tag_has_an_example() -> None:
+    tags = {msgpack.unpackb(encode_command(c))[1] for c in COMMANDS}
+    assert tags == set(CommandTag)
+
+
+def raw(*fields: object) -> bytes:
+    packed: bytes = msgpack.packb(list(fields), use_bin_type=True)
+    return packed
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "undecodable command"),
+        (b"\xc1", "undecodable command"),
+        (raw(), "missing version"),
+        (raw(COMMAND_VERSION + 1, 1), "command version 2 is not 1"),
+        (raw(COMMAND_VERSION, 99), "unknown command tag 99"),
+        (raw(COMMAND_VERSION, True), "tag must be int"),
+        (raw(COMMAND_VERSION, CommandTag.DELETE, "ns", "app"), "missing name"),
+        (raw(COMMAND_VERSION, CommandTag.DELETE, "ns", "app", "j", "x"), "1 extra fields"),
+        (raw(COMMAND_VERSION, CommandTag.DELETE, "ns", 5, "j"), "app must be str"),
+        (raw(COMMAND_VERSION, CommandTag.HEARTBEAT, "n1", True), "now_ms must be int"),
+        (raw(COMMAND_VERSION, CommandTag.HEARTBEAT, "n1", 1.5), "now_ms must be int"),
+        (raw(COMMAND_VERSION, CommandTag.ACK, 1, "n1", 5, [["u", 1, 7]]), "unknown outcome"),
+        (raw(COMMAND_VERSION, CommandTag.ACK, 1, "n1", 5, "entries"), "entries must be tuple"),
+        (raw(COMMAND_VERSION, CommandTag.SET_MEMBERS, 1, [], [3]), "expected a string"),
+        (msgpack.packb({"a": 1}), "expected an array"),
+    ],
+)
+def test_malformed_commands_are_codec_errors(data: bytes, message: str) -> None:
+    with pytest.raises(CodecError, match=message):
+        decode_command(data)
+
+
+def put_with_spec_row(spec_row: list[object]) -> bytes:
+    return raw(COMMAND_VERSION, CommandTag.PUT, "ns", "app", spec_row, False, 1, "u", "UTC")
+
+
+@pytest.mark.parametrize(
+    ("spec_row", "message"),
+    [
+        (["j", None, "1s", None, None, b"", "", None, "sometimes"], "unknown misfire policy"),
+        (["j", None, "1s", None, None, "text", "", None, "all"], "data must be bytes"),
+        (["j", None, "1s", None, None, b"", "", ["linear", 1, None], "all"], "bad failure policy"),
+        (
+            ["j", None, "1s", None, None, b"", "", ["constant", -1, None], "all"],
+            "bad failure policy",
+        ),
+        (["j", None, "1s", None, None, b"", "", None], "missing misfire_policy"),
+    ],
+)
+def test_malformed_job_specs_in_a_put_are_codec_errors(
+    spec_row: list[object], message: str
+) -> None:
+    with pytest.raises(CodecError, match=message):
+        decode_command(put_with_spec_row(spec_row))
+
+
+@settings(deadline=None, max_examples=40)
+@given(intents)
+def test_snapshot_restore_snapshot_is_identical(stream: list[object]) -> None:
+    machine = JobMachine(64)
+    for command in materialize(stream):  # type: ignore[arg-type]
+        assert decode_command(encode_command(command)) == command
+        machine.apply(command)
+    snapshot = machine.to_bytes()
+    restored = JobMachine.from_bytes(snapshot)
+    assert restored.to_bytes() == snapshot
+    assert decode_snapshot(snapshot) == machine.export_state()
+    for partition in range(64):
+        assert sorted(restored.jobs_in_partition(partition)) == sorted(
+            machine.jobs_in_partition(partition)
+        )
+    assert (restored.epoch, restored.members, restored.apps()) == (
+        machine.epoch,
+        machine.members,
+        machine.apps(),
+    )
+
+
+def test_load_bytes_replaces_the_state_in_place() -> None:
+    source = JobMachine(8)
+    source.apply(COMMANDS[0])
+    target = JobMachine(8)
+    target.apply(COMMANDS[1])
+    target.load_bytes(source.to_bytes())
+    assert target.digest() == source.digest()
+    assert target.get("ns", "app", "k") is None and target.get("ns", "app", "j") is not None
+
+
+def snapshot_with_jobs(rows: list[object], partitions: int = 8) -> bytes:
+    return raw(SNAPSHOT_VERSION, partitions, 0, [], [], [], [], rows)
+
+
+def test_bad_snapshots_are_codec_errors_and_leave_the_machine_alone() -> None:
+    source = JobMachine(8)
+    source.apply(COMMANDS[0])
+    source.apply(Put("ns", "app", JobSpec("a", due_time="1s"), False, 5, "uid-3", "UTC"))
+    rows = list(msgpack.unpackb(source.to_bytes())[7])
+    target = JobMachine(8)
+    target.apply(COMMANDS[1])
+    before = target.digest()
+    bad = [
+        b"\x00",
+        source.to_bytes() + b"\x00",
+        source.to_bytes()[:-3],
+        raw(SNAPSHOT_VERSION + 1),
+        snapshot_with_jobs(rows[::-1]),
+        snapshot_with_jobs([rows[0], rows[0]]),
+        snapshot_with_jobs(rows, partitions=0),
+        snapshot_with_jobs([[*rows[0][:4], 99, *rows[0][5:]]]),
+        snapshot_with_jobs([[*rows[0][:5], ["other", *rows[0][5][1:]], *rows[0][6:]]]),
+        snapshot_with_jobs([rows[0][:-1]]),
+    ]
+    for data in bad:
+        with pytest.raises(CodecError):
+            target.load_bytes(data)
+    assert target.digest() == before
+
+
+def test_an_empty_machine_round_trips() -> None:
+    machine = JobMachine(16)
+    assert JobMachine.from_bytes(machine.to_bytes()).digest() == machine.digest()
+    assert encode_snapshot(decode_snapshot(machine.to_bytes())) == machine.to_bytes()
