@@ -143,6 +143,9 @@ class Ack:
 class Heartbeat:
     node: str
     now_ms: int
+    # Where the node serves Raft and HTTP: how the leader learns a member's addresses.
+    raft: str
+    http: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -179,8 +182,8 @@ class MachineState(NamedTuple):
     live: tuple[str, ...]
     # (namespace, app, url), sorted.
     apps: tuple[tuple[str, str, str], ...]
-    # (node, last heartbeat ms), sorted by node.
-    heartbeats: tuple[tuple[str, int], ...]
+    # (node, last heartbeat ms, raft address, http address), sorted by node.
+    heartbeats: tuple[tuple[str, int, str, str], ...]
     # Sorted by (namespace, app, name).
     jobs: Sequence[Job]
 
@@ -400,8 +403,13 @@ def _app(fields: _Fields) -> tuple[str, str, str]:
     return app
 
 
-def _heartbeat(fields: _Fields) -> tuple[str, int]:
-    heartbeat = (fields.text("node"), fields.take(int, "now_ms"))
+def _heartbeat(fields: _Fields) -> tuple[str, int, str, str]:
+    heartbeat = (
+        fields.text("node"),
+        fields.take(int, "now_ms"),
+        fields.take(str, "raft"),
+        fields.take(str, "http"),
+    )
     fields.done()
     return heartbeat
 
@@ -534,7 +542,12 @@ def _ack_entry(fields: _Fields) -> AckEntry:
 
 
 def _decode_heartbeat(fields: _Fields) -> Heartbeat:
-    return Heartbeat(fields.text("node"), fields.take(int, "now_ms"))
+    return Heartbeat(
+        fields.text("node"),
+        fields.take(int, "now_ms"),
+        fields.take(str, "raft"),
+        fields.take(str, "http"),
+    )
 
 
 def _decode_set_members(fields: _Fields) -> SetMembers:

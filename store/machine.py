@@ -113,7 +113,8 @@ class JobMachine:
         self._members: tuple[Member, ...] = ()
         self._live: tuple[str, ...] = ()
         self._ring: Ring | None = None
-        self._heartbeats: dict[str, int] = {}
+        # node -> (last heartbeat ms, raft address, http address)
+        self._heartbeats: dict[str, tuple[int, str, str]] = {}
 
     # ---- writes ----
 
@@ -230,7 +231,7 @@ class JobMachine:
     def _heartbeat(self, command: Heartbeat) -> Result:
         if not command.node:
             raise ValidationError("heartbeat from a node with an empty id")
-        self._heartbeats[command.node] = command.now_ms
+        self._heartbeats[command.node] = (command.now_ms, command.raft, command.http)
         return Result()
 
     def _set_members(self, command: SetMembers) -> Result:
@@ -244,7 +245,7 @@ class JobMachine:
         self._ring = Ring(command.live, self._partitions) if command.live else None
         ids = {member.id for member in command.members}
         # Forget the heartbeats of former members, so the table stays as small as the cluster.
-        self._heartbeats = {node: ms for node, ms in self._heartbeats.items() if node in ids}
+        self._heartbeats = {n: beat for n, beat in self._heartbeats.items() if n in ids}
         return Result(members_changed=True)
 
     # ---- the indexes ----
@@ -346,7 +347,14 @@ class JobMachine:
         return frozenset() if self._ring is None else self._ring.partitions_of(member)
 
     def heartbeats(self) -> dict[str, int]:
-        return dict(self._heartbeats)
+        """node -> wall ms of its last committed heartbeat."""
+        return {node: beat[0] for node, beat in self._heartbeats.items()}
+
+    def announced(self) -> dict[str, Member]:
+        """node -> the addresses it announced in its last heartbeat."""
+        return {
+            node: Member(node, raft, http) for node, (_, raft, http) in self._heartbeats.items()
+        }
 
     # ---- snapshots ----
 
@@ -362,7 +370,7 @@ class JobMachine:
             members=self._members,
             live=self._live,
             apps=tuple((ns, app, url) for (ns, app), url in sorted(self._app_urls.items())),
-            heartbeats=tuple(sorted(self._heartbeats.items())),
+            heartbeats=tuple((node, *beat) for node, beat in sorted(self._heartbeats.items())),
             jobs=jobs,
         )
 
@@ -392,7 +400,7 @@ class JobMachine:
         machine._live = state.live
         machine._ring = Ring(state.live, state.partitions) if state.live else None
         machine._app_urls = {(ns, app): url for ns, app, url in state.apps}
-        machine._heartbeats = dict(state.heartbeats)
+        machine._heartbeats = {node: (ms, raft, http) for node, ms, raft, http in state.heartbeats}
         machine._load_jobs(state.jobs)
         return machine
 

@@ -159,7 +159,8 @@ def _other(machine: JobMachine, intent: Other, now_ms: int) -> Command:
         case "unregister":
             return UnregisterApp("default", app)
         case "heartbeat":
-            return Heartbeat(NODES[intent.which % len(NODES)], now_ms)
+            node = NODES[intent.which % len(NODES)]
+            return Heartbeat(node, now_ms, f"127.0.0.1:{7500 + len(node)}", "127.0.0.1:3500")
         case "members":
             live = NODES[: 1 + intent.which % len(NODES)]
             return SetMembers(machine.epoch + 1, _members(), live)

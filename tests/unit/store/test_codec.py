@@ -55,7 +55,7 @@ COMMANDS: list[Command] = [
         3, "n1", 42, (AckEntry("uid-1", 7, Outcome.SUCCESS), AckEntry("uid-2", 8, Outcome.SKIPPED))
     ),
     Ack(3, "n1", 42, ()),
-    Heartbeat("n2", 99),
+    Heartbeat("n2", 99, "127.0.0.1:7501", "127.0.0.1:3501"),
     SetMembers(4, (Member("n1", "127.0.0.1:7500", "127.0.0.1:3500"),), ("n1",)),
     Barrier(),
 ]
@@ -89,8 +89,9 @@ def raw(*fields: object) -> bytes:
         (raw(COMMAND_VERSION, CommandTag.DELETE, "ns", "app"), "missing name"),
         (raw(COMMAND_VERSION, CommandTag.DELETE, "ns", "app", "j", "x"), "1 extra fields"),
         (raw(COMMAND_VERSION, CommandTag.DELETE, "ns", 5, "j"), "app must be str"),
-        (raw(COMMAND_VERSION, CommandTag.HEARTBEAT, "n1", True), "now_ms must be int"),
-        (raw(COMMAND_VERSION, CommandTag.HEARTBEAT, "n1", 1.5), "now_ms must be int"),
+        (raw(COMMAND_VERSION, CommandTag.HEARTBEAT, "n1", True, "r", "h"), "now_ms must be int"),
+        (raw(COMMAND_VERSION, CommandTag.HEARTBEAT, "n1", 1.5, "r", "h"), "now_ms must be int"),
+        (raw(COMMAND_VERSION, CommandTag.HEARTBEAT, "n1", 5, "r"), "missing http"),
         (raw(COMMAND_VERSION, CommandTag.ACK, 1, "n1", 5, [["u", 1, 7]]), "unknown outcome"),
         (raw(COMMAND_VERSION, CommandTag.ACK, 1, "n1", 5, "entries"), "entries must be tuple"),
         (raw(COMMAND_VERSION, CommandTag.SET_MEMBERS, 1, [], [3]), "expected a string"),

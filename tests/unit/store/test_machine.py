@@ -222,11 +222,12 @@ def test_set_members_refuses_bad_member_lists() -> None:
 
 def test_heartbeats_are_recorded_and_those_of_former_members_dropped() -> None:
     machine = machine_with_members()
-    machine.apply(Heartbeat("n1", NOW_MS))
-    machine.apply(Heartbeat("n2", NOW_MS + 5))
-    machine.apply(Heartbeat("n1", NOW_MS + 9))
+    machine.apply(Heartbeat("n1", NOW_MS, "h:1", "h:2"))
+    machine.apply(Heartbeat("n2", NOW_MS + 5, "h:3", "h:4"))
+    machine.apply(Heartbeat("n1", NOW_MS + 9, "h:1", "h:2"))
     assert machine.heartbeats() == {"n1": NOW_MS + 9, "n2": NOW_MS + 5}
-    assert not machine.apply(Heartbeat("", NOW_MS)).ok
+    assert machine.announced()["n2"] == Member("n2", "h:3", "h:4")
+    assert not machine.apply(Heartbeat("", NOW_MS, "h:1", "h:2")).ok
     machine.apply(SetMembers(2, MEMBERS[:1], ("n1",)))
     assert machine.heartbeats() == {"n1": NOW_MS + 9}
 
