@@ -1,0 +1,273 @@
+"""RaftStore: a StateMachine replicated by pysyncobj, driven from asyncio.
+
+The store is generic: it replicates opaque commands (bytes) into a StateMachine and knows
+nothing of jobs. Its parts, one file each:
+
+- raft_config.py   RaftConfig and the checked SyncObjConf (journal, dump, secret, timings);
+- raft_entry.py    the payload of one entry: a batch, a chunk of a large command, a barrier;
+- raft_chunks.py   deterministic reassembly of large commands (F8: entries stay < 32 KiB);
+- raft_state.py    StateMachine protocol; apply of one entry, never raising (F5);
+- raft_dump.py     msgpack snapshots written by a forked, watched child, durably;
+- raft_bridge.py   the SyncObj subclass, FAIL_REASON -> error mapping, crossing to the loop;
+- raft_batcher.py  application-level batching and the in-flight bound, on the loop;
+- raft_transport.py the hardened transport (group commit, F1 guards, F7 repair): not here.
+
+Threads: pysyncobj's tick thread applies entries; everything public here is called on the
+event loop, never blocks on the tick thread, and receives results through
+`loop.call_soon_threadsafe`, so subscribers see applied commands in log order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+
+from pysyncobj import FAIL_REASON
+
+from store.clock import Clock, SystemClock
+from store.errors import OutcomeUnknown, Unavailable
+from store.raft_batcher import Batcher
+from store.raft_bridge import CrossToLoop, ReplicatedNode, failure_error
+from store.raft_config import RaftConfig, syncobj_conf
+from store.raft_dump import ForkingDump
+from store.raft_entry import PROPOSER_ID_BYTES
+from store.raft_state import Applied, EntryApplied, ReplicatedState, StateMachine
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[Applied], None]
+
+_ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+# The status snapshot is rebuilt on the tick thread at most this often.
+_STATUS_REFRESH_S = 0.02
+# How long stop() lets a running dump child finish before killing it.
+_DUMP_CHILD_STOP_S_MAX = 10.0
+
+
+class RaftStore:
+    def __init__(self, config: RaftConfig, machine: StateMachine, clock: Clock | None = None):
+        config.validate()
+        self._config = config
+        self._clock = clock or SystemClock()
+        self._state = ReplicatedState(machine, config.chunk_assembly_entries_max)
+        self._dump = ForkingDump(
+            config.dump_file,
+            self._state,
+            self._clock,
+            seconds_max=config.dump_seconds_max,
+            retry_seconds=config.dump_retry_seconds,
+        )
+        self._subscribers: list[Subscriber] = []
+        self._node: ReplicatedNode | None = None
+        self._batcher: Batcher | None = None
+        self._cross: CrossToLoop | None = None
+        self._ready = asyncio.Event()
+        self._status: dict[str, object] = {"ready": False, "leader": None, "role": "stopped"}
+        self._status_refreshed_at = float("-inf")
+        # Written on the tick thread only (by _refresh_status).
+        self._last_leader: str | None = None
+        self._leader_changes = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the node (binds its port, replays its journal); call on the event loop."""
+        assert self._node is None, "a RaftStore starts once"
+        loop = asyncio.get_running_loop()
+        self._config.data_dir.mkdir(parents=True, exist_ok=True)
+        cross = self._cross = CrossToLoop(loop)
+        conf = syncobj_conf(
+            self._config,
+            serializer=self._dump.serialize,
+            deserializer=self._dump.deserialize,
+            serializeChecker=self._dump.check,
+            onReady=lambda: cross(self._ready.set),
+        )
+        node = ReplicatedNode(
+            self._config.self_address,
+            self._config.peer_addresses,
+            conf,
+            self._state,
+            self._on_applied,
+        )
+        node.addOnTickCallback(self._refresh_status)
+        self._node = node
+        self._batcher = Batcher(
+            loop=loop,
+            submit=lambda entry, on_done: node.submit(entry, on_done, cross),
+            proposer=os.urandom(PROPOSER_ID_BYTES),
+            config=self._config,
+        )
+
+    async def stop(self) -> None:
+        """Fail waiting callers, stop the tick thread and close journal and sockets."""
+        node, batcher = self._node, self._batcher
+        if node is None or batcher is None:
+            return
+        batcher.close()
+        # The tick thread leaves its poll within one tick period: joining it is short.
+        await asyncio.to_thread(node.destroy_synchronous)
+        await asyncio.to_thread(self._dump.finish, _DUMP_CHILD_STOP_S_MAX)
+        self._status = {"ready": False, "leader": None, "role": "stopped"}
+        self._node = None
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Wait until this node has caught up with the leader's commit index once."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
+        except TimeoutError:
+            raise Unavailable(f"the Raft node was not ready within {timeout_s} s") from None
+
+    # -- writes and reads ------------------------------------------------------------------
+
+    async def propose(self, command: bytes, timeout_s: float) -> object:
+        """Replicate one command; its result as returned by apply_command on this node.
+
+        Raises Unavailable when the command certainly was not applied (no leader, queue full,
+        not started, or not yet proposed at the timeout) and OutcomeUnknown when it may have
+        been (leadership lost after it left, or no apply within the timeout).
+        """
+        batcher = self._running_batcher()
+        if self._status["leader"] is None:
+            raise Unavailable("no Raft leader known to this node")
+        proposal = batcher.enqueue(command)
+        try:
+            return await asyncio.wait_for(proposal.future, timeout_s)
+        except TimeoutError:
+            if batcher.withdraw(proposal):
+                raise Unavailable(f"not proposed within {timeout_s} s") from None
+            raise OutcomeUnknown(f"not applied within {timeout_s} s; it may still be") from None
+
+    async def barrier(self, timeout_s: float) -> None:
+        """Return once this node has applied every write acknowledged before the call.
+
+        One entry goes through the log for all the barriers waiting at that moment (it is the
+        next batch of commands, or a no-op when there is none).
+        """
+        barrier = self._running_batcher().add_barrier()
+        try:
+            await asyncio.wait_for(barrier, timeout_s)
+        except TimeoutError:
+            raise Unavailable(f"barrier not confirmed within {timeout_s} s") from None
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Call subscriber(applied) on the loop for every command applied on this node, in log
+        order (including the replay of the journal at start). Returns the unsubscribe call."""
+        self._subscribers.append(subscriber)
+        return lambda: self._subscribers.remove(subscriber)
+
+    async def add_member(self, address: str, timeout_s: float) -> None:
+        """Add the node at raft `address` to the Raft cluster (one change at a time)."""
+        await self._change_membership("add", address, timeout_s)
+
+    async def remove_member(self, address: str, timeout_s: float) -> None:
+        """Remove the node at raft `address` from the Raft cluster."""
+        await self._change_membership("remove", address, timeout_s)
+
+    def cluster_addresses(self) -> frozenset[str]:
+        """The raft addresses of every member of the Raft cluster as this node knows it."""
+        members = self._status.get("members")
+        return frozenset(str(m) for m in members) if isinstance(members, list) else frozenset()
+
+    async def _change_membership(self, action: str, address: str, timeout_s: float) -> None:
+        node, cross = self._node, self._cross
+        if node is None or cross is None:
+            raise Unavailable("the Raft store is not running")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def settle(reason: int) -> None:
+            if done.done():
+                return
+            if reason == FAIL_REASON.SUCCESS:
+                done.set_result(None)
+            else:
+                done.set_exception(failure_error(reason))
+
+        def callback(_result: object, reason: int) -> None:
+            # On the tick thread; never raise here (F9).
+            try:
+                cross(settle, reason)
+            except Exception:
+                log.exception("membership callback failed")
+
+        change = node.addNodeToCluster if action == "add" else node.removeNodeFromCluster
+        change(address, callback=callback)
+        try:
+            await asyncio.wait_for(asyncio.shield(done), timeout_s)
+        except TimeoutError:
+            raise OutcomeUnknown(f"{action} {address} not confirmed within {timeout_s} s") from None
+
+    def force_compaction(self) -> None:
+        """Ask for a snapshot and log compaction at the next tick, whatever the thresholds."""
+        assert self._node is not None, "the store is not started"
+        self._node.forceLogCompaction()
+
+    # -- status ----------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def status(self) -> dict[str, object]:
+        """role, leader, term, commit and applied index, log size, last snapshot, quorum,
+        readiness and batching counters; a copy, refreshed by the tick thread every 20 ms."""
+        status = dict(self._status)
+        batcher = self._batcher
+        if batcher is not None:
+            status["entries_proposed"] = batcher.counters.entries
+            status["commands_proposed"] = batcher.counters.commands
+            status["entry_bytes_largest"] = batcher.counters.entry_bytes_largest
+            status["queued_commands"] = batcher.queued
+            status["entries_in_flight"] = batcher.in_flight
+        return status
+
+    def _refresh_status(self) -> None:
+        # On the tick thread, the only thread that may read pysyncobj's state safely.
+        now = self._clock.monotonic()
+        node = self._node
+        if node is None or now - self._status_refreshed_at < _STATUS_REFRESH_S:
+            return
+        self._status_refreshed_at = now
+        raw = node.getStatus()
+        leader = raw["leader"]
+        if leader is not None and str(leader) != self._last_leader:
+            self._last_leader = str(leader)
+            self._leader_changes += 1
+        self._status = {
+            "self": self._config.self_address,
+            "role": _ROLES.get(raw["state"], str(raw["state"])),
+            "leader": None if leader is None else str(leader),
+            "term": raw["raft_term"],
+            "commit_index": raw["commit_idx"],
+            "applied_index": raw["last_applied"],
+            "log_entries": raw["log_len"],
+            "has_quorum": raw["has_quorum"],
+            "ready": bool(node.isReady()),
+            "members": sorted([str(m) for m in node.otherNodes] + [self._config.self_address]),
+            "snapshot_index": self._dump.last_index,
+            "snapshot_wall_ms": self._dump.last_wall_ms,
+            "chunk_assemblies": self._state.pending_assemblies,
+            "leader_changes": self._leader_changes,
+        }
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _running_batcher(self) -> Batcher:
+        if self._batcher is None or self._node is None:
+            raise Unavailable("the Raft store is not running")
+        return self._batcher
+
+    def _on_applied(self, outcome: EntryApplied) -> None:
+        # On the tick thread: hand the applied commands to the loop, in log order.
+        if outcome.events and self._cross is not None:
+            self._cross(self._publish, outcome.events)
+
+    def _publish(self, events: tuple[Applied, ...]) -> None:
+        for event in events:
+            for subscriber in tuple(self._subscribers):
+                try:
+                    subscriber(event)
+                except Exception:
+                    log.exception("subscriber %r failed on index %d", subscriber, event.index)

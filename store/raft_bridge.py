@@ -1,0 +1,110 @@
+"""The pysyncobj side of the store: the SyncObj subclass and the crossing to the event loop.
+
+Everything here runs on pysyncobj's tick thread except `submit`, which only enqueues. Results
+reach the loop through `loop.call_soon_threadsafe`, which keeps their order. Nothing raised
+here may reach pysyncobj: an exception in a replicated method stalls the cluster (F5), one in
+a callback makes the leader apply the entry twice (F9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+
+from store.errors import OutcomeUnknown, TockError, Unavailable
+from store.raft_state import EntryApplied, ReplicatedState
+from store.raft_transport import HardenedTransport
+
+log = logging.getLogger(__name__)
+
+# Failures after which the entry certainly was not and will not be applied: it never reached
+# a leader's log (queue full, no leader, not the leader, denied), or another entry took its
+# index for good (discarded).
+_NOT_APPLIED = {
+    FAIL_REASON.QUEUE_FULL: "pysyncobj's command queue is full",
+    FAIL_REASON.MISSING_LEADER: "no leader",
+    FAIL_REASON.NOT_LEADER: "the node it was sent to is no longer the leader",
+    FAIL_REASON.REQUEST_DENIED: "request denied",
+    FAIL_REASON.DISCARDED: "a new leader replaced it in the log",
+}
+# Failures after which it may still be applied: it may sit in a leader's log unacknowledged.
+_MAY_APPLY = {
+    FAIL_REASON.LEADER_CHANGED: "the leader changed before acknowledging it",
+    FAIL_REASON.UNKNOWN_OUTCOME: "pysyncobj lost track of it",
+}
+
+EntryCallback = Callable[[EntryApplied | None, int], None]
+
+
+def failure_error(reason: int) -> TockError:
+    """The store error for a pysyncobj FAIL_REASON other than SUCCESS."""
+    assert reason != FAIL_REASON.SUCCESS
+    if reason in _NOT_APPLIED:
+        return Unavailable(f"not applied: {_NOT_APPLIED[reason]}")
+    return OutcomeUnknown(f"may or may not be applied: {_MAY_APPLY.get(reason, reason)}")
+
+
+class CrossToLoop:
+    """Hands calls from the tick thread to the event loop, in order; never raises."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def __call__(self, fn: Callable[..., None], *args: object) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            # The loop is closed: the store is shutting down and nobody waits any more.
+            log.debug("event loop closed; dropped %s", fn)
+
+
+class ReplicatedNode(SyncObj):  # type: ignore[misc]
+    """The SyncObj: one replicated method, applying one entry to the ReplicatedState.
+
+    Its own attributes are set before SyncObj.__init__, which records the attribute names that
+    exist then and treats any later one as snapshot state (the stock dump pickles them).
+    """
+
+    def __init__(
+        self,
+        self_address: str,
+        peer_addresses: tuple[str, ...],
+        conf: SyncObjConf,
+        state: ReplicatedState,
+        on_applied: Callable[[EntryApplied], None],
+    ) -> None:
+        self._tock_state = state
+        self._tock_on_applied = on_applied
+        super().__init__(
+            self_address, list(peer_addresses), conf=conf, transportClass=HardenedTransport
+        )
+
+    @replicated  # type: ignore[untyped-decorator]
+    def apply_entry(self, data: bytes) -> EntryApplied:
+        # pysyncobj advances raftLastApplied after this returns: the entry's index is one more.
+        index = int(self.raftLastApplied) + 1
+        try:
+            outcome = self._tock_state.apply_entry(index, data)
+        except Exception:
+            log.exception("apply_entry raised at index %d (a bug; nothing applied)", index)
+            return EntryApplied(index, (), failure="the store failed to apply the entry")
+        try:
+            self._tock_on_applied(outcome)
+        except Exception:
+            log.exception("on_applied raised at index %d", index)
+        return outcome
+
+    def submit(self, data: bytes, on_done: EntryCallback, cross: CrossToLoop) -> None:
+        """Propose one entry; on_done(outcome, reason) later runs on the loop. Never blocks."""
+
+        def callback(outcome: Any, reason: int) -> None:
+            try:
+                cross(on_done, outcome, reason)
+            except Exception:
+                log.exception("entry callback failed")
+
+        self.apply_entry(data, callback=callback)

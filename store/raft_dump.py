@@ -1,0 +1,217 @@
+"""Snapshots of the replicated state in pysyncobj's fullDumpFile: msgpack, forked, durable.
+
+pysyncobj's own dump pickles the SyncObj's __dict__. With a custom serializer it passes no
+state (data[0] is None), does not fork, and runs the serializer on the tick thread; then it
+renames `<dump>.tmp` over the dump and reports success on its own. So:
+
+- `serialize` forks a child and returns at once; the child captures the state as of the last
+  applied entry (the tick thread is the only writer), writes `<dump>.writing`, fsyncs it,
+  renames it over the dump and fsyncs the directory. It never touches `<dump>.tmp`, so the
+  library's rename right after `serialize` finds no such file and does nothing (pysyncobj
+  swallows that error and waits for `check`).
+- `check` (serializeChecker) reaps the child without blocking, and kills one that has run for
+  longer than dump_seconds_max: a hung child would otherwise stop log compaction forever.
+- `deserialize` restores the state and returns what pysyncobj keeps beside it: the last two
+  applied entries and the cluster members. A dump that exists but cannot be read stops the
+  process: pysyncobj would log the error and run on with an empty state.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import msgpack
+from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.node import TCPNode
+
+from store.clock import Clock
+from store.errors import CodecError
+from store.raft_state import ReplicatedState
+
+log = logging.getLogger(__name__)
+
+DUMP_VERSION = 1
+# The exit status of a node whose dump cannot be read: it must not serve an empty state.
+EXIT_DUMP_UNREADABLE = 70
+
+# How often finish() looks at a dump child it waits for.
+_FINISH_POLL_S = 0.05
+
+RaftEntryTuple = tuple[bytes, int, int]
+
+
+class ForkingDump:
+    def __init__(
+        self,
+        path: Path,
+        state: ReplicatedState,
+        clock: Clock,
+        *,
+        seconds_max: float,
+        retry_seconds: float,
+    ) -> None:
+        self._path = path
+        self._state = state
+        self._clock = clock
+        self._seconds_max = seconds_max
+        self._retry_seconds = retry_seconds
+        self._child_pid = 0
+        self._started_at = 0.0
+        self._pending_index = 0
+        self._retry_at = 0.0
+        self._deferred = False
+        self.last_index = 0
+        self.last_wall_ms = 0
+
+    @property
+    def writing_path(self) -> Path:
+        return self._path.with_name(self._path.name + ".writing")
+
+    def serialize(self, library_tmp: str, raft_data: tuple[object, ...]) -> None:
+        """pysyncobj's serializer hook, on the tick thread: start a dump child and return."""
+        assert self._child_pid == 0, "pysyncobj starts one dump at a time"
+        assert library_tmp != str(self.writing_path)
+        if self._clock.monotonic() < self._retry_at:
+            # A recent dump failed: report this one as in progress until the pause is over.
+            self._deferred = True
+            return
+        last_entry, previous_entry, cluster = raft_data
+        header = [DUMP_VERSION, last_entry, previous_entry, _member_ids(cluster)]
+        assert isinstance(last_entry, tuple)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            _die_with(parent)
+            self._write_in_child(header)
+        self._child_pid = pid
+        self._started_at = self._clock.monotonic()
+        self._pending_index = int(last_entry[1])
+
+    def _write_in_child(self, header: list[object]) -> None:
+        # Only os-level calls and pure Python from here: other threads' locks (logging's
+        # among them) may be held forever in a forked child.
+        status = 1
+        try:
+            body = msgpack.packb([*header, self._state.to_bytes()], use_bin_type=True)
+            write_durably(self.writing_path, self._path, body)
+            status = 0
+        finally:
+            os._exit(status)
+
+    def check(self) -> int:
+        """pysyncobj's serializeChecker hook, on the tick thread: the dump's SERIALIZER_STATE."""
+        if self._deferred:
+            if self._clock.monotonic() < self._retry_at:
+                return int(SERIALIZER_STATE.SERIALIZING)
+            self._deferred = False
+            return int(SERIALIZER_STATE.FAILED)
+        if self._child_pid == 0:
+            return int(SERIALIZER_STATE.NOT_SERIALIZING)
+        pid, status = os.waitpid(self._child_pid, os.WNOHANG)
+        if pid == 0:
+            if self._clock.monotonic() - self._started_at <= self._seconds_max:
+                return int(SERIALIZER_STATE.SERIALIZING)
+            log.error("dump child %d ran over %.0f s: killed", self._child_pid, self._seconds_max)
+            self.kill_child()
+            return self._failed(-1)
+        self._child_pid = 0
+        if status != 0:
+            return self._failed(status)
+        self.last_index = self._pending_index
+        self.last_wall_ms = self._clock.wall_ms()
+        return int(SERIALIZER_STATE.SUCCESS)
+
+    def _failed(self, wait_status: int) -> int:
+        log.error("dump failed (wait status %d); retry in %.0f s", wait_status, self._retry_seconds)
+        self._retry_at = self._clock.monotonic() + self._retry_seconds
+        return int(SERIALIZER_STATE.FAILED)
+
+    def deserialize(self, path: str) -> tuple[RaftEntryTuple, RaftEntryTuple, set[TCPNode]]:
+        """pysyncobj's deserializer hook: restore the state, return the dump's Raft metadata."""
+        try:
+            return self._restore(Path(path))
+        except Exception:
+            log.critical("dump %s cannot be read: stopping rather than serving no state", path)
+            logging.shutdown()
+            os._exit(EXIT_DUMP_UNREADABLE)
+
+    def _restore(self, path: Path) -> tuple[RaftEntryTuple, RaftEntryTuple, set[TCPNode]]:
+        fields = msgpack.unpackb(path.read_bytes(), raw=False)
+        version, last_entry, previous_entry, members, state = fields
+        if version != DUMP_VERSION:
+            raise CodecError(f"dump of unknown version {version!r}")
+        self._state.load_bytes(state)
+        self.last_index = int(last_entry[1])
+        return _entry(last_entry), _entry(previous_entry), {TCPNode(m) for m in members}
+
+    def finish(self, seconds: float) -> None:
+        """At shutdown, after the tick thread stopped: let a running dump child finish for up
+        to `seconds` (it may be the only recent snapshot), then kill it. Blocks: call it off
+        the event loop."""
+        deadline = self._clock.monotonic() + seconds
+        while self._child_pid and self.check() == SERIALIZER_STATE.SERIALIZING:
+            if self._clock.monotonic() > deadline:
+                self.kill_child()
+                return
+            time.sleep(_FINISH_POLL_S)
+
+    def kill_child(self) -> None:
+        if self._child_pid:
+            os.kill(self._child_pid, signal.SIGKILL)
+            os.waitpid(self._child_pid, 0)
+            self._child_pid = 0
+
+
+def _member_ids(cluster: object) -> list[str]:
+    assert isinstance(cluster, Iterable)
+    return sorted(str(node.id) for node in cluster)
+
+
+def _entry(fields: list[object]) -> RaftEntryTuple:
+    # pysyncobj compares these with its journal's (command, index, term) tuples.
+    command, index, term = fields
+    assert isinstance(command, bytes) and isinstance(index, int) and isinstance(term, int)
+    return command, index, term
+
+
+def write_durably(tmp_path: Path, path: Path, body: bytes) -> None:
+    """Write body to tmp_path, fsync it, rename it over path and fsync the directory."""
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(body)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp_path, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """Make this dump child die when the node that forked it dies (Linux prctl).
+
+    An orphaned child would go on holding the node's listening sockets (its restart could not
+    bind them) and could rename a dump older than one its restarted node has written since.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # Not Linux: the watchdog in the parent still bounds the child's life.
+    if os.getppid() != parent:
+        # The parent died between fork and prctl: nothing would ever read this dump.
+        os._exit(1)

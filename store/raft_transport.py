@@ -1,0 +1,509 @@
+"""HardenedTransport: pysyncobj's TCP transport, plus the fixes its core cannot take itself.
+
+pysyncobj 0.3.17 offers no journal factory and name-mangles its message handler, but it builds
+the transport after the journal, the dump serializer and the poller and before the tick thread
+starts (shared/reference/pysyncobj-hardening.md, "The hook"). So this constructor is the one
+race-free place to install, around an unchanged library:
+
+1. Group commit. Every outgoing Raft message is queued; at each flush point (once per tick, and
+   right after each poll) the journal is fdatasync'ed once if it changed, then the queue is sent.
+   A follower therefore acks only durable entries and a leader ships only durable entries: one
+   sync per batch of entries, never one per entry (durability: the library never syncs).
+2. Leader guard (F1). A success reply that would move a follower's nextIndex backwards is undone,
+   so the leader never re-sends from an old prevLogIdx and the follower never truncates entries
+   it already acked. Follower guard (backup): an AppendEntries that would truncate our entries
+   up to one of its own term gets our own copies appended, so nothing valid is cut.
+3. Atomic compaction and startup repair (F7). Compaction writes a new journal file, syncs it and
+   renames it over the old one; at the first dump load the journal is first compacted to start at
+   the dump, so the library's own load never clears it.
+4. Durable meta and dumps. Term, vote and commit index are written tmp + fsync + rename +
+   directory fsync; pysyncobj's own dump rename (a snapshot received from the leader, or a
+   stock dump) goes through the same durable replace (a process-wide patch of its module).
+5. Quiet start. A restarted node uses a long election timeout until it has caught up once, so a
+   restart does not push the cluster through needless elections (pysyncobj has no pre-vote).
+6. A frame cap. A length prefix above `frame_bytes_max` (or negative) closes the connection
+   before its body is buffered.
+
+What the store must provide: a SyncObjConf with `journalFile` and `fullDumpFile` (without a
+journal file the durability pieces are skipped, which suits only in-memory tests), and a
+deserializer that returns the dump's two log entries as tuples `(command, index, term)`, since
+the library compares them with `!=` against journal entries. Knobs: set
+`self.hardening = HardeningConfig(...)` on the SyncObj subclass BEFORE `super().__init__()`;
+without it the defaults below apply. `HardenedTransport.stats()` reports counters for metrics.
+
+A forked dump child should die with its node (prctl PR_SET_PDEATHSIG): after a SIGKILL an orphan
+child still holds the node's ports and may rename an older dump over a newer one written by the
+restarted node, which the repair cannot undo (the journal then starts after the dump).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import pysyncobj.serializer
+from pysyncobj.journal import FileJournal, MetaStorer
+from pysyncobj.monotonic import monotonic as library_monotonic
+from pysyncobj.pickle import dumps as library_pickle_dumps
+from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
+from pysyncobj.transport import TCPTransport
+
+logger = logging.getLogger(__name__)
+
+# A Raft log entry as pysyncobj keeps it: (command bytes, log index, term).
+Entry = tuple[bytes, int, int]
+
+# The library's private attributes this module reads or replaces, named once. They are stable in
+# 0.3.17 (pinned); a rename upstream makes the constructor fail loudly instead of running stock.
+_LOG = "_SyncObj__raftLog"
+_NEXT_INDEX = "_SyncObj__raftNextIndex"
+_MATCH_INDEX = "_SyncObj__raftMatchIndex"
+_STATE = "_SyncObj__raftState"
+_ELECTION_DEADLINE = "_SyncObj__raftElectionDeadline"
+_SERIALIZER = "_SyncObj__serializer"
+_LEADER_STATE = 2  # syncobj._RAFT_STATE.LEADER
+_FRAME_PREFIX = struct.Struct("i")  # tcp_connection frames: a native signed int32 length
+
+
+@dataclass(frozen=True, kw_only=True)
+class HardeningConfig:
+    """Knobs of the hardening; the store sets `self.hardening` before SyncObj.__init__ runs."""
+
+    # A restarted node campaigns only after this long without a leader, until it is ready.
+    # It must exceed the normal election timeout by far: a restarted node that campaigns with a
+    # lagging log only bumps the term and makes the live leader step down.
+    quiet_election_timeout_s_min: float = 5.0
+    quiet_election_timeout_s_max: float = 7.0
+    # Largest frame a peer may send. Raft messages here are a few hundred KiB at most (entries are
+    # batched by bytes, dump chunks are logCompactionBatchSize); the library itself would buffer
+    # up to 2 GiB for one length prefix.
+    frame_bytes_max: int = 16 * 1024 * 1024
+
+    def validate(self) -> None:
+        assert 0 < self.quiet_election_timeout_s_min <= self.quiet_election_timeout_s_max
+        assert self.frame_bytes_max > 0
+
+
+@dataclass
+class TransportStats:
+    """Counters of what the hardening did; read them through HardenedTransport.stats()."""
+
+    journal_syncs: int = 0
+    messages_sent: int = 0
+    next_index_restores: int = 0
+    follower_entries_kept: int = 0
+    acked_log_shrinks: int = 0
+    compactions: int = 0
+    startup_repairs: int = 0
+    frames_rejected: int = 0
+
+
+def fsync_directory(path: str) -> None:
+    """Make a rename or a file creation in `path` durable (a rename lives in the directory)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_replace(source: str, target: str) -> None:
+    """Rename `source` over `target` so that after power loss one of the two whole files is there.
+
+    The data is synced before the rename (else the new name may point at an empty file) and the
+    directory after it (else the rename itself may be lost).
+    """
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(source, target)
+    fsync_directory(os.path.dirname(os.path.abspath(target)))
+
+
+class DurableMetaStorer(MetaStorer):  # type: ignore[misc]
+    """Term, vote and commit index written durably (the library only flushes user space).
+
+    Raft needs term and vote on disk before any vote message leaves; the library stores them
+    synchronously but without fsync, so a power loss could let a node vote twice in one term.
+    """
+
+    def storeMeta(self, meta: dict[str, Any]) -> None:
+        temporary = self.getPath() + ".tmp"
+        with open(temporary, "wb") as file:
+            file.write(library_pickle_dumps(meta))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, self.getPath())
+        fsync_directory(os.path.dirname(os.path.abspath(self.getPath())))
+
+
+class JournalGuard:
+    """A FileJournal seen through a wrapper that knows whether it is synced and compacts atomically.
+
+    The library calls add/clear/deleteEntries*/__getitem__/... on this object as if it were the
+    journal itself; every mutation marks it dirty so that `sync` costs nothing when idle.
+    """
+
+    def __init__(self, journal: Any, path: str, stats: TransportStats) -> None:
+        self._journal = journal
+        self._path = path
+        self._stats = stats
+        self._dirty = True
+        self._install_durable_meta()
+
+    def _install_durable_meta(self) -> None:
+        storer = DurableMetaStorer(self._path + ".meta")
+        self._journal._FileJournal__metaStorer = storer
+
+    # The journal interface pysyncobj uses; mutations mark the journal dirty.
+
+    def add(self, command: bytes, index: int, term: int) -> None:
+        self._dirty = True
+        self._journal.add(command, index, term)
+
+    def clear(self) -> None:
+        self._dirty = True
+        self._journal.clear()
+
+    def deleteEntriesFrom(self, position: int) -> None:
+        self._dirty = True
+        self._journal.deleteEntriesFrom(position)
+
+    def deleteEntriesTo(self, position: int) -> None:
+        self.compact_to(position)
+
+    def __getitem__(self, item: Any) -> Any:
+        return self._journal[item]
+
+    def __len__(self) -> int:
+        return len(self._journal)
+
+    def __getattr__(self, name: str) -> Any:
+        # Meta accessors (term, vote, commit index), onOneSecondTimer and _destroy need no guard.
+        return getattr(self._journal, name)
+
+    # What the hardening adds.
+
+    def sync(self) -> bool:
+        """fdatasync the journal file if it changed since the last sync; True if it synced.
+
+        The journal is an mmap of this file; on Linux fdatasync on the file writes back pages
+        dirtied through the mapping as well, including the header's end-of-log field.
+        """
+        if not self._dirty:
+            return False
+        self._dirty = False
+        os.fdatasync(self._journal._FileJournal__journalFile._ResizableFile__f.fileno())
+        self._stats.journal_syncs += 1
+        return True
+
+    def compact_to(self, position: int) -> None:
+        """Drop the first `position` entries atomically (F7).
+
+        The library rewrites the journal in place (clear, then re-add), so a crash in between
+        leaves a journal that no longer holds the entries after the dump, and the next load
+        clears it. Here the kept entries go to a new file that is synced and renamed over the
+        old one: a crash leaves either the old journal or the new one, both complete.
+        """
+        kept: list[Entry] = list(self._journal[position:])
+        temporary = self._path + ".compact.tmp"
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        fresh = FileJournal(temporary)
+        try:
+            for entry in kept:
+                fresh.add(*entry)
+            fresh.flush()
+            durable_replace(temporary, self._path)
+        except OSError:
+            # The old journal is untouched and still in use; compaction is retried after the
+            # next dump, and a restart repairs the journal against the dump meanwhile.
+            fresh._destroy()
+            os.remove(temporary)
+            raise
+        self._adopt(fresh)
+        assert len(self._journal) == len(kept), "the compacted journal lost entries"
+        self._stats.compactions += 1
+
+    def _adopt(self, fresh: Any) -> None:
+        """Use the renamed file, keeping the in-memory meta (it may hold unsaved commits).
+
+        The new journal object stays open across the rename (same file, new name), so nothing is
+        parsed again; only its remembered name changes, which it uses when it grows the file.
+        """
+        old = self._journal
+        fresh._FileJournal__journalFile._ResizableFile__fileName = self._path
+        fresh._FileJournal__meta = old._FileJournal__meta
+        fresh._FileJournal__metaSaved = old._FileJournal__metaSaved
+        fresh._FileJournal__metaStorer = old._FileJournal__metaStorer
+        old._destroy()
+        self._journal = fresh
+        self._dirty = False
+
+    def align_to_dump(self, dump_entries: tuple[Any, Any]) -> bool:
+        """Compact so the journal starts with the dump's two entries if it holds them further in.
+
+        After a crash between the dump's rename and the end of compaction, the journal still
+        starts before the dump. The library would then clear it and lose every entry after the
+        dump; starting it at the dump's entries makes the library keep it.
+        """
+        before_last, last = dump_entries
+        position = before_last[1] - self._journal[0][1]
+        if position <= 0 or position + 1 >= len(self._journal):
+            return False
+        if self._journal[position] != before_last or self._journal[position + 1] != last:
+            return False
+        self.compact_to(position)
+        return True
+
+
+class _FrameCappedConnection(TcpConnection):  # type: ignore[misc]
+    """A TcpConnection that refuses a frame whose length prefix is absurd, before reading it.
+
+    The TCP server builds connections itself, so the transport switches each connection to this
+    class after creation (same object layout, one method more).
+    """
+
+    frame_bytes_max: int
+    stats: TransportStats
+
+    def _TcpConnection__processParseMessage(self) -> Any:
+        buffered: bytes = self._TcpConnection__readBuffer
+        if len(buffered) >= _FRAME_PREFIX.size:
+            (length,) = _FRAME_PREFIX.unpack_from(buffered)
+            if not 0 <= length <= self.frame_bytes_max:
+                logger.warning("closing a connection that announced a %d-byte frame", length)
+                self.stats.frames_rejected += 1
+                self.disconnect()
+                return None
+        return super()._TcpConnection__processParseMessage()
+
+
+class HardenedTransport(TCPTransport):  # type: ignore[misc]
+    """TCPTransport + group commit, F1 guards, F7 repair, durable meta, quiet start, frame cap."""
+
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
+        self._hardening: HardeningConfig = getattr(syncObj, "hardening", None) or HardeningConfig()
+        self._hardening.validate()
+        self._stats = TransportStats()
+        self._outbox: collections.deque[tuple[Any, Any]] = collections.deque()
+        self._acked: tuple[int, int] = (0, 0)  # (term, last index we acked in that term)
+        self._guard = self._install_journal_guard(syncObj)
+        self._normal_election_timeouts: tuple[float, float] | None = None
+        # The base constructor registers self._onTick and creates the first connections, so
+        # everything those use is set above.
+        super().__init__(syncObj, selfNode, otherNodes)
+        self._flush_after_each_poll(syncObj._poller)
+        self._align_journal_at_first_dump_load(syncObj)
+        self._start_quietly_if_restarted(syncObj)
+
+    def stats(self) -> TransportStats:
+        """A copy of the counters (they are written by the tick thread only)."""
+        return TransportStats(**vars(self._stats))
+
+    # 1. Group commit.
+
+    def send(self, node: Any, message: Any) -> bool:
+        """Queue the message; it leaves at the next flush point, after the journal is synced.
+
+        The library ignores the result except as a hint, so report the connection's state now.
+        """
+        self._outbox.append((node, message))
+        connection = self._connections.get(node)
+        return connection is not None and connection.state == CONNECTION_STATE.CONNECTED
+
+    def _flush_outbox(self) -> None:
+        """Sync the journal if it changed, then send everything queued before the sync.
+
+        Only messages queued before the sync are sent, so every entry a message refers to (an
+        AppendEntries it carries, an index it acks) is on disk when the message leaves.
+        """
+        pending = len(self._outbox)
+        # Sync even with nothing to send: a leader without peers (or whose peers are down)
+        # commits on its own at the next tick, and must do so from a durable journal too.
+        if self._guard is not None:
+            self._guard.sync()
+        for _ in range(pending):
+            node, message = self._outbox.popleft()
+            self._note_ack(message)
+            super().send(node, message)
+            self._stats.messages_sent += 1
+
+    def _onTick(self) -> None:
+        super()._onTick()
+        self._end_quiet_start_when_ready()
+        self._flush_outbox()
+
+    def _flush_after_each_poll(self, poller: Any) -> None:
+        """Flush right after the poll too: replies to the messages it delivered leave at once."""
+        poll = poller.poll
+
+        def poll_then_flush(timeout: float) -> None:
+            poll(timeout)
+            self._flush_outbox()
+
+        poller.poll = poll_then_flush
+
+    def _install_journal_guard(self, syncObj: Any) -> JournalGuard | None:
+        journal_file = syncObj.conf.journalFile
+        if journal_file is None:
+            return None
+        guard = JournalGuard(getattr(syncObj, _LOG), journal_file, self._stats)
+        setattr(syncObj, _LOG, guard)
+        pysyncobj.serializer.atomicReplace = durable_replace  # dumps: the fork child renames them
+        return guard
+
+    # 2. F1: the leader guard, the follower guard, and the check that would catch F1.
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "append_entries":
+            message = self._keep_own_matching_entries(message)
+            super()._onMessageReceived(node, message)
+            self._count_acked_log_shrink()
+        elif kind == "next_node_idx" and message.get("success") and not message.get("reset"):
+            before = getattr(self._syncObj, _NEXT_INDEX).get(node)
+            super()._onMessageReceived(node, message)
+            self._restore_next_index(node, before)
+        else:
+            super()._onMessageReceived(node, message)
+
+    def _restore_next_index(self, node: Any, before: int | None) -> None:
+        """Leader guard: a success reply must never move nextIndex backwards (F1).
+
+        Success replies to pipelined AppendEntries arrive after later batches were sent; the
+        library sets nextIndex to the reply's index, re-sends from there, and the follower
+        truncates what it already acked. Keeping the larger value is safe: a follower that truly
+        lacks entries answers with a `reset` reply, which this guard leaves alone.
+        """
+        next_index: dict[Any, int] = getattr(self._syncObj, _NEXT_INDEX)
+        if getattr(self._syncObj, _STATE) != _LEADER_STATE or before is None:
+            return
+        after = next_index.get(node)
+        if after is not None and after < before:
+            next_index[node] = before
+            self._stats.next_index_restores += 1
+
+    def _keep_own_matching_entries(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Follower guard: extend an AppendEntries with our entries it would needlessly truncate.
+
+        The library truncates everything after prevLogIdx, conflict or not. If our last entry
+        carries the message's term, this same leader wrote it (one leader per term), and by Raft's
+        log matching property our whole log up to it equals the leader's: every entry we hold
+        beyond the message may be kept. Re-appending them after the library's truncation leaves
+        the log as long as before. A mismatch inside the message, or an older last term (entries
+        a new leader may have to overwrite), leaves the message unchanged.
+        """
+        if "prevLogIdx" not in message or "transmission" in message:
+            return message
+        log = getattr(self._syncObj, _LOG)
+        first, last = log[0][1], log[-1][1]
+        previous = message["prevLogIdx"]
+        if previous is None or previous < first or log[-1][2] != message["term"]:
+            return message
+        entries = message.get("entries") or []
+        message_end = entries[-1][1] if entries else previous
+        if message_end >= last:
+            return message
+        if any(log[index - first][2] != term for _, index, term in entries):
+            return message
+        kept = list(log[message_end + 1 - first :])
+        self._stats.follower_entries_kept += len(kept)
+        return {**message, "entries": [*entries, *kept]}
+
+    def _note_ack(self, message: Any) -> None:
+        is_reply = isinstance(message, dict) and message.get("type") == "next_node_idx"
+        if is_reply and message.get("success"):
+            self._acked = (self._syncObj.raftCurrentTerm, message["next_node_idx"] - 1)
+
+    def _count_acked_log_shrink(self) -> None:
+        """Count a log end that fell below an index we acked to this term's leader.
+
+        With the guards this never happens; it is the observable symptom of F1, exported so
+        that tests and metrics would catch a regression.
+        """
+        term, acked_index = self._acked
+        log = getattr(self._syncObj, _LOG)
+        if term == self._syncObj.raftCurrentTerm and log[-1][1] < acked_index:
+            logger.error("log end %d fell below acked index %d", log[-1][1], acked_index)
+            self._stats.acked_log_shrinks += 1
+            self._acked = (term, log[-1][1])
+
+    # 3. F7: startup repair, done at the library's own first dump load.
+
+    def _align_journal_at_first_dump_load(self, syncObj: Any) -> None:
+        """Wrap the first Serializer.deserialize so the journal is aligned before the load.
+
+        The library loads the dump on its first tick and clears the journal unless it starts
+        with the dump's two entries. Aligning inside that same call reads the dump only once,
+        at the moment the library would read it anyway.
+        """
+        dump_file = syncObj.conf.fullDumpFile
+        guard = self._guard
+        if guard is None or dump_file is None or not os.path.isfile(dump_file):
+            return
+        serializer = getattr(syncObj, _SERIALIZER)
+
+        def deserialize_and_align() -> Any:
+            del serializer.deserialize  # one shot: later loads are snapshot installs
+            data = serializer.deserialize()
+            if guard.align_to_dump((data[2], data[1])):
+                logger.warning("journal compacted at startup to start at the dump (F7 repair)")
+                self._stats.startup_repairs += 1
+            return data
+
+        serializer.deserialize = deserialize_and_align
+
+    # 5. Quiet start.
+
+    def _start_quietly_if_restarted(self, syncObj: Any) -> None:
+        """Use the long election timeout until ready if this node has run before.
+
+        A fresh cluster must elect at once; a restarted node usually finds a live leader within
+        one heartbeat, and its campaign (no pre-vote) would only depose it.
+        """
+        log = getattr(syncObj, _LOG)
+        dump_file = syncObj.conf.fullDumpFile
+        restarted = (
+            len(log) > 1
+            or log.getCurrentTerm() > 0
+            or (dump_file is not None and os.path.isfile(dump_file))
+        )
+        if not restarted:
+            return
+        conf = syncObj.conf
+        self._normal_election_timeouts = (conf.raftMinTimeout, conf.raftMaxTimeout)
+        conf.raftMinTimeout = self._hardening.quiet_election_timeout_s_min
+        conf.raftMaxTimeout = self._hardening.quiet_election_timeout_s_max
+        # The first deadline was drawn with the normal timeouts before this constructor ran.
+        setattr(syncObj, _ELECTION_DEADLINE, library_monotonic() + conf.raftMinTimeout)
+
+    def _end_quiet_start_when_ready(self) -> None:
+        if self._normal_election_timeouts is None or not self._syncObj.isReady():
+            return
+        conf = self._syncObj.conf
+        conf.raftMinTimeout, conf.raftMaxTimeout = self._normal_election_timeouts
+        self._normal_election_timeouts = None
+
+    # 6. The frame cap, on every connection in both directions.
+
+    def addNode(self, node: Any) -> None:
+        super().addNode(node)
+        connection = self._connections.get(node)
+        if connection is not None:
+            self._cap_frames(connection)
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:
+        self._cap_frames(conn)
+        super()._onNewIncomingConnection(conn)
+
+    def _cap_frames(self, connection: Any) -> None:
+        connection.__class__ = _FrameCappedConnection
+        connection.frame_bytes_max = self._hardening.frame_bytes_max
+        connection.stats = self._stats

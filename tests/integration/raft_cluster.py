@@ -1,0 +1,265 @@
+"""Start, drive, kill and inspect raft_node.py processes on 127.0.0.1, from plain sync tests.
+
+    with RaftCluster(tmp_path, size=3) as cluster:
+        cluster.start()
+        leader = cluster.wait_leader()
+        leader.call("propose", command=b64(kv_set("k", b"v")))
+        cluster.wait_converged()
+
+Ports come from the kernel (bind to port 0), so tests run in parallel under pytest -n auto.
+Every wait is bounded; every failure names the node and shows the tail of its log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "integration-secret"
+# The journal file format of pysyncobj 0.3.17 (journal.py): a 40-byte header whose last 4 bytes
+# are the end offset, then records of size, (index, term, command), size.
+_JOURNAL_HEADER_BYTES = 40
+_JOURNAL_END_OFFSET_AT = 36
+
+
+class NodeError(AssertionError):
+    """A node did not answer or did not get where a test waited for it to be."""
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free right now on 127.0.0.1 (all held open together, so they are distinct)."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def journal_entry_sizes(journal: Path) -> list[int]:
+    """Size in bytes of every entry record in a pysyncobj journal file, as pysyncobj sends it
+    (index and term are 16 of them, as in pysyncobj's own framing)."""
+    data = journal.read_bytes()
+    (end,) = struct.unpack_from("<I", data, _JOURNAL_END_OFFSET_AT)
+    sizes: list[int] = []
+    offset = _JOURNAL_HEADER_BYTES
+    while offset < end:
+        (size,) = struct.unpack_from("<I", data, offset)
+        sizes.append(size)
+        offset += size + 8
+    return sizes
+
+
+@dataclass
+class RaftNodeProcess:
+    name: str
+    raft_port: int
+    control_port: int
+    data_dir: Path
+    peers: list[str]
+    secret: str | None = SECRET
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.raft_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "node.log"
+
+    def command_line(self) -> list[str]:
+        args = [sys.executable, "-m", "tests.integration.raft_node", "--self", self.address]
+        args += ["--peers", ",".join(self.peers), "--data-dir", str(self.data_dir)]
+        args += ["--control-port", str(self.control_port), *self.extra_args]
+        return args
+
+    def start(self) -> None:
+        assert self.process is None or self.process.poll() is not None, f"{self.name} runs"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k != "TOCK_RAFT_SECRET"}
+        if self.secret is not None:
+            env["TOCK_RAFT_SECRET"] = self.secret
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command_line(),
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+
+    def call(self, op: str, timeout: float = 15.0, **fields: Any) -> dict[str, Any]:
+        """Send one control request and return the answer (ok or not)."""
+        request = json.dumps({"op": op, **fields}).encode() + b"\n"
+        with socket.create_connection(("127.0.0.1", self.control_port), timeout=timeout) as sock:
+            sock.sendall(request)
+            with sock.makefile("rb") as answers:
+                line = answers.readline()
+        if not line:
+            raise NodeError(f"{self.name}: no answer to {op}")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def ok(self, op: str, timeout: float = 15.0, **fields: Any) -> dict[str, Any]:
+        """call(), asserting that the answer is ok."""
+        answer = self.call(op, timeout, **fields)
+        if not answer["ok"]:
+            raise NodeError(f"{self.name}: {op} failed: {answer}")
+        return answer
+
+    def status(self) -> dict[str, Any] | None:
+        """The node's status, or None if its control socket does not answer."""
+        try:
+            return self.ok("status", timeout=2.0)
+        except (OSError, NodeError, json.JSONDecodeError):
+            return None
+
+    def wait_up(self, timeout: float = 20.0) -> None:
+        wait_for(lambda: self.status() is not None, timeout, f"{self.name} control socket", self)
+
+    def exit_code(self, timeout: float) -> int:
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise NodeError(f"{self.name} did not exit within {timeout} s") from None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the node to stop cleanly; kill it if it does not."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            self.call("stop", timeout=timeout)
+            self.process.wait(timeout)
+        except (OSError, NodeError, subprocess.TimeoutExpired, json.JSONDecodeError):
+            self.kill()
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_for(
+    predicate: Callable[[], object],
+    timeout: float,
+    what: str,
+    *nodes: RaftNodeProcess,
+) -> None:
+    """Poll predicate every 50 ms until it is true; NodeError with the nodes' logs if not."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {n.name}\n{n.log_tail()}" for n in nodes)
+            raise NodeError(f"timed out after {timeout} s waiting for {what}\n{logs}")
+        time.sleep(0.05)
+
+
+class RaftCluster:
+    """size nodes under base_dir, each knowing all the others, started and stopped together."""
+
+    def __init__(
+        self,
+        base_dir: Path,
+        size: int = 3,
+        extra_args: list[str] | None = None,
+        secret: str | None = SECRET,
+    ) -> None:
+        ports = free_ports(2 * size)
+        raft_ports, control_ports = ports[:size], ports[size:]
+        addresses = [f"127.0.0.1:{p}" for p in raft_ports]
+        self.nodes = [
+            RaftNodeProcess(
+                name=f"n{i}",
+                raft_port=raft_ports[i],
+                control_port=control_ports[i],
+                data_dir=base_dir / f"n{i}",
+                peers=[a for a in addresses if a != addresses[i]],
+                secret=secret,
+                extra_args=list(extra_args or []),
+            )
+            for i in range(size)
+        ]
+
+    def __enter__(self) -> RaftCluster:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        for node in self.nodes:
+            node.wait_up()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def running(self) -> Iterator[RaftNodeProcess]:
+        return (n for n in self.nodes if n.process is not None and n.process.poll() is None)
+
+    def wait_leader(self, timeout: float = 30.0) -> RaftNodeProcess:
+        """The node every running node names as leader, once they all agree and are ready."""
+        found: list[RaftNodeProcess] = []
+
+        def agreed() -> bool:
+            statuses = [n.status() for n in self.running()]
+            if not statuses or any(s is None or not s["ready"] for s in statuses):
+                return False
+            leaders = {s["leader"] for s in statuses if s is not None}
+            leader = next((n for n in self.nodes if {n.address} == leaders), None)
+            found[:] = [leader] if leader is not None else []
+            return bool(found)
+
+        wait_for(agreed, timeout, "an agreed leader", *self.nodes)
+        return found[0]
+
+    def wait_converged(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until every running node applied the same index and holds the same digest."""
+        last: list[dict[str, Any]] = []
+
+        def converged() -> bool:
+            statuses = [n.status() for n in self.running()]
+            if any(s is None or "applied_index" not in s for s in statuses):
+                return False  # not answering, or not ticked once yet
+            last[:] = [s for s in statuses if s is not None]
+            applied = {s["applied_index"] for s in last}
+            digests = {s["digest"] for s in last}
+            commits = {s["commit_index"] for s in last}
+            return len(applied) == 1 and len(digests) == 1 and applied == commits
+
+        wait_for(converged, timeout, "equal applied index and digest", *self.nodes)
+        return last[0]

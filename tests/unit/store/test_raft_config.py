@@ -1,0 +1,77 @@
+"""RaftConfig refuses settings that cannot work, and SyncObjConf keys pysyncobj would ignore."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from store.errors import ValidationError
+from store.raft_config import RaftConfig, checked_syncobj_conf, syncobj_conf
+
+
+def config(**changes: object) -> RaftConfig:
+    base = RaftConfig(
+        self_address="127.0.0.1:7001",
+        peer_addresses=("127.0.0.1:7002", "127.0.0.1:7003"),
+        data_dir=Path("/nonexistent/tock"),
+        secret="s",
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_a_valid_config_passes() -> None:
+    config().validate()
+
+
+def test_an_empty_secret_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValidationError, match=r"secret is empty.*pickle"):
+        config(secret="").validate()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"self_address": "127.0.0.1"}, "host:port"),
+        ({"peer_addresses": ("127.0.0.1:99999",)}, "host:port"),
+        ({"peer_addresses": ("127.0.0.1:7001",)}, "must not contain self"),
+        ({"peer_addresses": ("h:1", "h:1")}, "duplicates"),
+        ({"election_timeout_s_min": 0.2}, "3 heartbeat periods"),
+        ({"election_timeout_s_max": 0.4}, "must exceed election_timeout_s_min"),
+        ({"leader_fallback_timeout_s": 0.05}, "heartbeat period"),
+        ({"connection_timeout_s": 1.0}, "connection_timeout_s"),
+        ({"batch_bytes_max": 64 * 1024}, "F8"),
+        ({"batch_bytes_max": 100}, "F8"),
+        ({"batch_commands_max": 0}, "batch_commands_max"),
+        ({"entries_in_flight_max": 0}, "entries_in_flight_max"),
+        ({"log_compaction_entries_min": 1}, "log_compaction_entries_min"),
+        ({"dump_seconds_max": 0.0}, "dump_seconds_max"),
+    ],
+)
+def test_impossible_settings_are_refused(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        config(**changes).validate()
+
+
+def test_unknown_syncobj_keys_are_refused() -> None:
+    with pytest.raises(ValidationError, match="flushJournal"):
+        checked_syncobj_conf(journalFile="j", flushJournal=True)
+
+
+def test_syncobj_conf_carries_the_mandatory_choices() -> None:
+    conf = syncobj_conf(config(log_compaction_entries_min=10))
+    assert conf.password == "s"
+    assert conf.journalFile == "/nonexistent/tock/raft.journal"
+    assert conf.fullDumpFile == "/nonexistent/tock/raft.dump"
+    assert conf.appendEntriesUseBatch is False
+    assert conf.dynamicMembershipChange is True
+    assert conf.connectionTimeout >= 1e6
+    assert conf.leaderFallbackTimeout == 3.0
+    assert conf.logCompactionMinEntries == 10
+    conf.validate()
+
+
+def test_syncobj_conf_validates_first() -> None:
+    with pytest.raises(ValidationError, match="secret"):
+        syncobj_conf(config(secret=""))

@@ -1,0 +1,78 @@
+"""The forked msgpack dump: written durably where pysyncobj expects it, restored with the Raft
+metadata pysyncobj compares, and a dump child that runs too long is killed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.node import TCPNode
+
+from store.clock import FakeClock
+from store.raft_dump import ForkingDump
+from store.raft_entry import encode_batch
+from store.raft_state import ReplicatedState
+
+LAST = (b"\x01last", 8, 2)
+PREVIOUS = (b"\x01prev", 7, 2)
+CLUSTER = {TCPNode("127.0.0.1:7001"), TCPNode("127.0.0.1:7002")}
+
+
+class Text:
+    def __init__(self, text: bytes = b"", delay_s: float = 0.0) -> None:
+        self.text = text
+        self.delay_s = delay_s
+
+    def apply_command(self, command: bytes) -> object:
+        self.text += command
+        return len(self.text)
+
+    def to_bytes(self) -> bytes:
+        time.sleep(self.delay_s)
+        return self.text
+
+    def load_bytes(self, data: bytes) -> None:
+        self.text = data
+
+
+def wait_done(dump: ForkingDump) -> int:
+    for _ in range(200):
+        state = dump.check()
+        if state != SERIALIZER_STATE.SERIALIZING:
+            return state
+        time.sleep(0.02)
+    raise AssertionError("the dump child did not finish")
+
+
+def test_a_dump_round_trips_state_and_raft_metadata(tmp_path: Path) -> None:
+    state = ReplicatedState(Text(), chunk_assembly_entries_max=10)
+    state.apply_entry(8, encode_batch([b"hello"]))
+    path = tmp_path / "raft.dump"
+    dump = ForkingDump(path, state, FakeClock(), seconds_max=30, retry_seconds=1)
+    dump.serialize(str(path) + ".tmp", (LAST, PREVIOUS, CLUSTER))
+    assert wait_done(dump) == SERIALIZER_STATE.SUCCESS
+    assert dump.last_index == 8 and not dump.writing_path.exists()
+    restored_machine = Text()
+    restored = ReplicatedState(restored_machine, chunk_assembly_entries_max=10)
+    reader = ForkingDump(path, restored, FakeClock(), seconds_max=30, retry_seconds=1)
+    assert reader.deserialize(str(path)) == (LAST, PREVIOUS, CLUSTER)
+    assert restored_machine.text == b"hello"
+
+
+def test_a_dump_child_running_too_long_is_killed_and_retried_later(tmp_path: Path) -> None:
+    clock = FakeClock()
+    state = ReplicatedState(Text(delay_s=30), chunk_assembly_entries_max=10)
+    path = tmp_path / "raft.dump"
+    dump = ForkingDump(path, state, clock, seconds_max=5, retry_seconds=10)
+    dump.serialize(str(path) + ".tmp", (LAST, PREVIOUS, CLUSTER))
+    assert dump.check() == SERIALIZER_STATE.SERIALIZING
+    clock.advance(6)
+    assert dump.check() == SERIALIZER_STATE.FAILED
+    assert not path.exists()
+    # Within the retry pause a new dump is not forked; it reports failure once the pause ends.
+    dump.serialize(str(path) + ".tmp", (LAST, PREVIOUS, CLUSTER))
+    assert dump.check() == SERIALIZER_STATE.SERIALIZING
+    clock.advance(10)
+    assert dump.check() == SERIALIZER_STATE.FAILED
+    assert dump.check() == SERIALIZER_STATE.NOT_SERIALIZING

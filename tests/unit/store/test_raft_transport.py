@@ -1,0 +1,319 @@
+"""HardenedTransport's pieces, each against a real pysyncobj node on 127.0.0.1 and real files.
+
+Where a piece neutralises a defect (F1, F7, the frame DoS), the same scenario also runs with the
+stock TCPTransport and shows the defect, so each test is known to be able to fail.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pysyncobj.pickle
+import pytest
+from pysyncobj import SyncObj, SyncObjConf
+from pysyncobj.journal import FileJournal
+from pysyncobj.serializer import Serializer
+from pysyncobj.transport import TCPTransport
+
+import store.raft_transport
+from store.raft_transport import (
+    HardenedTransport,
+    HardeningConfig,
+    JournalGuard,
+    TransportStats,
+    durable_replace,
+)
+from tests.chaos.cluster import free_ports
+
+NO_OP = b"\x01"  # pysyncobj's no-op command type: applying it does nothing
+LEADER = 2
+
+
+def make_node(transport: type, journal: Path | None = None, peers: int = 1) -> SyncObj:
+    self_port, *peer_ports = free_ports(1 + peers)
+    conf = SyncObjConf(
+        autoTick=False,
+        journalFile=str(journal) if journal else None,
+        fullDumpFile=str(journal) + ".dump" if journal else None,
+        useFork=False,
+    )
+    others = [f"127.0.0.1:{port}" for port in peer_ports]
+    return SyncObj(f"127.0.0.1:{self_port}", others, conf, transportClass=transport)
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[SyncObj]]:
+    made: list[SyncObj] = []
+    yield made
+    for node in made:
+        node.destroy()
+
+
+def log_of(node: SyncObj) -> Any:
+    return node._SyncObj__raftLog
+
+
+def transport_of(node: SyncObj) -> Any:
+    return node._SyncObj__transport
+
+
+def peer_of(node: SyncObj) -> Any:
+    return next(iter(node.otherNodes))
+
+
+@pytest.mark.parametrize(
+    ("transport", "next_index_after"), [(HardenedTransport, 21), (TCPTransport, 11)]
+)
+def test_leader_guard_keeps_next_index_from_moving_back(
+    nodes: list[SyncObj], transport: type, next_index_after: int
+) -> None:
+    """F1: a late success reply for entries up to 10, after entries up to 20 were sent."""
+    leader = make_node(transport)
+    nodes.append(leader)
+    peer = peer_of(leader)
+    leader._SyncObj__raftState = LEADER
+    leader._SyncObj__raftNextIndex[peer] = 21
+    leader._SyncObj__raftMatchIndex[peer] = 0
+    leader._SyncObj__lastResponseTime[peer] = 0.0
+    reply = {"type": "next_node_idx", "next_node_idx": 11, "success": True, "reset": False}
+    transport_of(leader)._onMessageReceived(peer, reply)
+    assert leader._SyncObj__raftMatchIndex[peer] == 10
+    assert leader._SyncObj__raftNextIndex[peer] == next_index_after
+
+
+def test_leader_guard_leaves_reset_replies_alone(nodes: list[SyncObj]) -> None:
+    """A follower that truly lacks entries answers `reset`; the leader must go back for it."""
+    leader = make_node(HardenedTransport)
+    nodes.append(leader)
+    peer = peer_of(leader)
+    leader._SyncObj__raftState = LEADER
+    leader._SyncObj__raftNextIndex[peer] = 21
+    leader._SyncObj__raftMatchIndex[peer] = 0
+    leader._SyncObj__lastResponseTime[peer] = 0.0
+    reply = {"type": "next_node_idx", "next_node_idx": 5, "success": False, "reset": True}
+    transport_of(leader)._onMessageReceived(peer, reply)
+    assert leader._SyncObj__raftNextIndex[peer] == 5
+
+
+def follower_with_log(tmp_path: Path, transport: type, nodes: list[SyncObj]) -> SyncObj:
+    follower = make_node(transport, tmp_path / "journal")
+    nodes.append(follower)
+    for index in range(2, 21):
+        log_of(follower).add(NO_OP, index, 1)
+    follower._SyncObj__raftCurrentTerm = 1
+    return follower
+
+
+def append_entries(term: int, previous: int, last: int, entries_term: int) -> dict[str, Any]:
+    entries = [(NO_OP, index, entries_term) for index in range(previous + 1, last + 1)]
+    return {
+        "type": "append_entries",
+        "term": term,
+        "commit_index": 1,
+        "prevLogIdx": previous,
+        "prevLogTerm": 1,
+        "entries": entries,
+    }
+
+
+@pytest.mark.parametrize(
+    ("transport", "log_end_after"), [(HardenedTransport, 20), (TCPTransport, 15)]
+)
+def test_follower_guard_keeps_matching_entries_of_the_current_term(
+    tmp_path: Path, nodes: list[SyncObj], transport: type, log_end_after: int
+) -> None:
+    """F1 backup: a re-sent AppendEntries for 11..15 must not cut our matching 16..20."""
+    follower = follower_with_log(tmp_path, transport, nodes)
+    message = append_entries(term=1, previous=10, last=15, entries_term=1)
+    transport_of(follower)._onMessageReceived(peer_of(follower), message)
+    assert log_of(follower)[-1][1] == log_end_after
+
+
+def test_follower_guard_lets_a_new_term_truncate_old_entries(
+    tmp_path: Path, nodes: list[SyncObj]
+) -> None:
+    """Entries of an older term beyond the message may conflict with the new leader: cut them."""
+    follower = follower_with_log(tmp_path, HardenedTransport, nodes)
+    message = append_entries(term=2, previous=10, last=15, entries_term=1)
+    transport_of(follower)._onMessageReceived(peer_of(follower), message)
+    assert log_of(follower)[-1][1] == 15
+
+
+def file_journal(path: Path, last: int) -> Any:
+    journal = FileJournal(str(path))
+    for index in range(1, last + 1):
+        journal.add(NO_OP + index.to_bytes(4, "big"), index, 1)
+    return journal
+
+
+def indexes_on_disk(path: Path) -> list[int]:
+    journal = FileJournal(str(path))
+    indexes = [entry[1] for entry in journal]
+    journal._destroy()
+    return indexes
+
+
+def test_compaction_rewrites_the_journal_into_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "journal"
+    guard = JournalGuard(file_journal(path, 100), str(path), TransportStats())
+    guard.setRaftCommitIndex(90)
+    guard.compact_to(40)
+    guard.add(NO_OP, 101, 1)  # The adopted file still grows under its new name.
+    assert [entry[1] for entry in guard[:]] == list(range(41, 102))
+    assert guard.getRaftCommitIndex() == 90, "the in-memory meta survives the reopen"
+    guard._destroy()
+    assert indexes_on_disk(path) == list(range(41, 102))
+    assert not (tmp_path / "journal.compact.tmp").exists()
+
+
+def test_a_crash_during_compaction_leaves_the_old_journal_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "journal"
+    guard = JournalGuard(file_journal(path, 100), str(path), TransportStats())
+
+    def crash(_source: str, _target: str) -> None:
+        raise OSError("crashed before the rename")
+
+    monkeypatch.setattr(store.raft_transport, "durable_replace", crash)
+    with pytest.raises(OSError):
+        guard.compact_to(40)
+    guard._destroy()
+    assert indexes_on_disk(path) == list(range(1, 101))
+
+
+def test_term_and_vote_are_fsynced_with_their_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "journal"
+    guard = JournalGuard(file_journal(path, 3), str(path), TransportStats())
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    guard.setCurrentTerm(7, "127.0.0.1:1")
+    assert synced == [str(path) + ".meta.tmp", str(tmp_path)]
+    guard._destroy()
+    meta = pysyncobj.pickle.loads((tmp_path / "journal.meta").read_bytes())
+    assert (meta["currentTerm"], meta["votedForNodeId"]) == (7, "127.0.0.1:1")
+
+
+def write_dump_at(path: Path, index: int) -> None:
+    """A pysyncobj dump taken when entries `index` and `index + 1` were the last applied."""
+    serializer = Serializer(str(path), 2**16, False, None, None, None)
+    before_last = (NO_OP + index.to_bytes(4, "big"), index, 1)
+    last = (NO_OP + (index + 1).to_bytes(4, "big"), index + 1, 1)
+    serializer.serialize(({}, last, before_last, set()), index)
+    assert path.exists()
+
+
+@pytest.mark.parametrize(
+    ("transport", "entries_kept"), [(HardenedTransport, 61), (TCPTransport, 2)]
+)
+def test_startup_repair_keeps_the_journal_after_a_crash_before_compaction(
+    tmp_path: Path, nodes: list[SyncObj], transport: type, entries_kept: int
+) -> None:
+    """F7: the dump (at 40) was renamed into place; the journal (1..100) was not yet compacted."""
+    journal = tmp_path / "journal"
+    file_journal(journal, 100)._destroy()
+    write_dump_at(Path(str(journal) + ".dump"), 40)
+    node = make_node(transport, journal, peers=0)
+    nodes.append(node)
+    node.doTick(0)
+    assert len(log_of(node)) == entries_kept
+    if transport is HardenedTransport:
+        assert [entry[1] for entry in log_of(node)] == list(range(40, 101))
+        assert transport_of(node).stats().startup_repairs == 1
+
+
+def test_a_fresh_node_elects_with_the_normal_timeout(tmp_path: Path, nodes: list[SyncObj]) -> None:
+    node = make_node(HardenedTransport, tmp_path / "journal")
+    nodes.append(node)
+    assert (node.conf.raftMinTimeout, node.conf.raftMaxTimeout) == (0.4, 1.4)
+
+
+def test_a_restarted_node_stays_quiet_until_ready(tmp_path: Path, nodes: list[SyncObj]) -> None:
+    journal = tmp_path / "journal"
+    file_journal(journal, 10)._destroy()
+    started = time.monotonic()
+    node = make_node(HardenedTransport, journal)
+    nodes.append(node)
+    quiet = HardeningConfig()
+    assert node.conf.raftMinTimeout == quiet.quiet_election_timeout_s_min
+    assert node.conf.raftMaxTimeout == quiet.quiet_election_timeout_s_max
+    deadline = node._SyncObj__raftElectionDeadline
+    assert deadline - started >= quiet.quiet_election_timeout_s_min - 1.0
+    node._SyncObj__onReadyCalled = True
+    transport_of(node)._onTick()
+    assert (node.conf.raftMinTimeout, node.conf.raftMaxTimeout) == (0.4, 1.4)
+
+
+@pytest.mark.parametrize(
+    ("transport", "closed"), [(HardenedTransport, True), (TCPTransport, False)]
+)
+def test_an_absurd_frame_length_closes_the_connection(
+    nodes: list[SyncObj], transport: type, closed: bool
+) -> None:
+    node = make_node(transport)
+    nodes.append(node)
+    port = int(node.selfNode.address.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall((2**31 - 1).to_bytes(4, "little") + b"x" * 1000)
+        sock.settimeout(0.05)
+        for _ in range(20):
+            node.doTick(0.01)
+        try:
+            assert (sock.recv(1) == b"") == closed
+        except TimeoutError:
+            assert not closed
+    if transport is HardenedTransport:
+        assert transport_of(node).stats().frames_rejected == 1
+
+
+def test_durable_replace_moves_the_whole_file(tmp_path: Path) -> None:
+    source, target = tmp_path / "new", tmp_path / "current"
+    source.write_bytes(b"new")
+    target.write_bytes(b"old")
+    durable_replace(str(source), str(target))
+    assert target.read_bytes() == b"new"
+    assert not source.exists()
+
+
+def test_a_lone_leader_acks_only_synced_entries(
+    tmp_path: Path, nodes: list[SyncObj], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without peers nothing is sent, yet the commit must still wait for the sync."""
+    node = make_node(HardenedTransport, tmp_path / "journal", peers=0)
+    nodes.append(node)
+    synced_ends: list[int] = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced_ends.append(log_of(node)[-1][1])
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    acked: list[tuple[int, int]] = []
+
+    def callback(_result: Any, error: int) -> None:
+        acked.append((error, max(synced_ends, default=0)))
+
+    deadline = time.monotonic() + 10
+    while not node._isLeader() and time.monotonic() < deadline:
+        node.doTick(0.01)
+    node.setCodeVersion(0, callback)
+    while not acked and time.monotonic() < deadline:
+        node.doTick(0.01)
+    assert acked, "the write was never acknowledged"
+    error, synced_end = acked[0]
+    assert error == 0
+    assert synced_end >= log_of(node)[-1][1]
