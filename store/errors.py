@@ -42,3 +42,7 @@ class Unavailable(TockError):
 
 class OutcomeUnknown(TockError):
     """The write may or may not have been committed (lost leadership, timeout). Maps to 503."""
+
+
+class AppNotFound(TockError, LookupError):
+    """No callback URL is registered for the app. Maps to 404 (HTTP only: gRPC has no apps)."""

@@ -194,9 +194,7 @@ class JobMachine:
 
     def _register_app(self, command: RegisterApp) -> Result:
         _check_scope(command.namespace, command.app)
-        if not command.url.startswith(APP_URL_SCHEMES):
-            schemes = ", ".join(APP_URL_SCHEMES)
-            raise ValidationError(f"app url must start with one of {schemes}: {command.url!r}")
+        check_app_url(command.url)
         self._app_urls[(command.namespace, command.app)] = command.url
         return Result(apps_changed=True)
 
@@ -461,6 +459,13 @@ def _settle(job: Job, outcome: Outcome, now_ms: int) -> Job | None:
     if outcome is Outcome.FAILED:
         return record_failure(job, now_ms)
     return advance(job, counted=False)
+
+
+def check_app_url(url: str) -> None:
+    """An app's callback URL: http(s) for HTTP delivery, grpc:// for Dapr's gRPC callback."""
+    if not url.startswith(APP_URL_SCHEMES):
+        schemes = ", ".join(APP_URL_SCHEMES)
+        raise ValidationError(f"app url must start with one of {schemes}: {url!r}")
 
 
 def _check_scope(namespace: str, app: str) -> None:

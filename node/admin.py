@@ -1,0 +1,136 @@
+"""The admin routes (SPEC §6): health probes, cluster status, membership, metrics, OpenAPI.
+
+The routes know nothing of Raft or membership: they read and act through an `AdminView`, which
+the node's server implements. The view is the whole contract between this file and the node.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, TypedDict
+
+from aiohttp import web
+
+from node.config import parse_address
+from node.http_body import read_json_object
+from node.openapi import openapi_document
+from store.errors import Unavailable, ValidationError
+from store.raft import RaftStore
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+NODE_ID_FORBIDDEN = "=:/ "
+
+
+class MemberStatus(TypedDict):
+    id: str
+    http: str
+    raft: str
+    # Whether the member's last heartbeat committed recently enough (it is in the epoch).
+    alive: bool
+    # How many partitions the member owns in the current epoch.
+    partitions: int
+
+
+class ClusterStatus(TypedDict):
+    """The body of GET /admin/cluster, exactly SPEC §6."""
+
+    node: str
+    role: str
+    leader: str | None
+    term: int
+    commitIndex: int
+    appliedIndex: int
+    epoch: int
+    # How many partitions this node owns in the current epoch.
+    partitions: int
+    # How many jobs the cluster holds (every node holds them all).
+    jobs: int
+    members: list[MemberStatus]
+
+
+class AdminView(Protocol):
+    """What the admin routes need of a node; implemented by the node's server."""
+
+    def ready(self) -> bool:
+        """True once the node has caught up with a leader; `raft_ready` is the usual answer."""
+        ...
+
+    def cluster_status(self) -> ClusterStatus: ...
+
+    def metrics_text(self) -> str:
+        """Every metric in the Prometheus text exposition format."""
+        ...
+
+    async def add_member(self, node_id: str, raft: str, http: str) -> None:
+        """Add a node to the cluster; raises a TockError when it cannot be added."""
+        ...
+
+    async def remove_member(self, node_id: str) -> None:
+        """Remove a node from the cluster; raises a TockError when it cannot be removed."""
+        ...
+
+
+def raft_ready(store: RaftStore) -> bool:
+    """Caught up with a leader: the store replayed up to a leader's commit and knows a leader."""
+    return store.ready and store.status().get("leader") is not None
+
+
+def add_admin_routes(app: web.Application, view: AdminView) -> None:
+    routes = AdminRoutes(view)
+    router = app.router
+    router.add_route("GET", "/v1.0/healthz", routes.healthz)
+    router.add_route("GET", "/v1.0/healthz/ready", routes.healthz_ready)
+    # Dapr SDKs wait for this probe before their first call.
+    router.add_route("GET", "/v1.0/healthz/outbound", routes.healthz)
+    router.add_route("GET", "/admin/cluster", routes.cluster)
+    router.add_route("POST", "/admin/members", routes.add_member)
+    router.add_route("DELETE", "/admin/members/{id}", routes.remove_member)
+    router.add_route("GET", "/metrics", routes.metrics)
+    router.add_route("GET", "/openapi.json", routes.openapi)
+
+
+def member_from_body(body: object) -> tuple[str, str, str]:
+    """(id, raft, http) from `{"id", "raft", "http"}`, each checked for its form."""
+    if not isinstance(body, dict):
+        raise ValidationError('the body must be {"id": ..., "raft": HOST:PORT, "http": HOST:PORT}')
+    node_id, raft, http = (body.get(key) for key in ("id", "raft", "http"))
+    if not isinstance(node_id, str) or not node_id or any(c in node_id for c in NODE_ID_FORBIDDEN):
+        raise ValidationError(f"member id {node_id!r} must be a non-empty word")
+    for key, address in (("raft", raft), ("http", http)):
+        if not isinstance(address, str):
+            raise ValidationError(f"member {key} must be a HOST:PORT string")
+        parse_address(address)
+    assert isinstance(raft, str) and isinstance(http, str)
+    return node_id, raft, http
+
+
+class AdminRoutes:
+    def __init__(self, view: AdminView) -> None:
+        self._view = view
+        self._openapi = openapi_document()
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def healthz_ready(self, request: web.Request) -> web.Response:
+        if not self._view.ready():
+            raise Unavailable("this node has not caught up with a leader yet")
+        return web.Response(status=204)
+
+    async def cluster(self, request: web.Request) -> web.Response:
+        return web.json_response(self._view.cluster_status())
+
+    async def add_member(self, request: web.Request) -> web.Response:
+        body = await read_json_object(request)
+        await self._view.add_member(*member_from_body(body))
+        return web.Response(status=204)
+
+    async def remove_member(self, request: web.Request) -> web.Response:
+        await self._view.remove_member(request.match_info["id"])
+        return web.Response(status=204)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        text = self._view.metrics_text()
+        return web.Response(body=text.encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(self._openapi)

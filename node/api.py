@@ -1,0 +1,152 @@
+"""The Dapr-compatible HTTP face: the jobs and apps routes, under /v1.0-alpha1/ and /v1.0/.
+
+Handlers only translate: they read the scope from Dapr's headers and the body as JSON, call
+JobService (the one implementation, shared with the gRPC face) and write its answer. Errors are
+raised as TockError leaves and turned into HTTP answers by http_errors.error_middleware.
+
+`build_app` assembles the whole HTTP server of a node: these routes, the admin routes, the
+error and token middlewares, and the request body bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from node.admin import AdminView, add_admin_routes
+from node.config import NodeConfig
+from node.http_body import read_json_object
+from node.http_errors import error_middleware, token_middleware
+from node.openapi import API_PREFIXES
+from node.service import JobService, Scope
+from store.errors import AppNotFound, ValidationError
+from store.jobs import job_to_json
+
+APP_ID_HEADER = "dapr-app-id"
+NAMESPACE_HEADER = "dapr-namespace"
+DEFAULT_SCOPE = Scope()
+URL_CHARS_MAX = 2048
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiConfig:
+    """What the HTTP face needs of a node's configuration."""
+
+    api_token: str | None = None
+    # Bodies above this are refused with 413 before they are parsed.
+    body_bytes_max: int = 4 * 1024 * 1024
+    # The longest app callback URL accepted by PUT /apps/{appId}.
+    url_chars_max: int = URL_CHARS_MAX
+    # The Retry-After header of a 503: when a client may try again.
+    retry_after_s: int = 1
+
+    @classmethod
+    def from_node_config(cls, config: NodeConfig) -> ApiConfig:
+        return cls(api_token=config.api_token, body_bytes_max=config.limits.body_bytes_max)
+
+
+def build_app(service: JobService, admin: AdminView, config: ApiConfig) -> web.Application:
+    """The HTTP server of one node: jobs, apps and admin routes behind the middlewares."""
+    middlewares: list[Middleware] = [error_middleware(config.retry_after_s)]
+    if config.api_token:
+        middlewares.append(token_middleware(config.api_token))
+    app = web.Application(client_max_size=config.body_bytes_max, middlewares=middlewares)
+    JobRoutes(service, config).register(app.router)
+    add_admin_routes(app, admin)
+    return app
+
+
+def scope_of(request: web.Request, app: str | None = None) -> Scope:
+    """The (namespace, app) a request acts for: Dapr's headers, each defaulting to "default"."""
+    return Scope(
+        namespace=request.headers.get(NAMESPACE_HEADER) or DEFAULT_SCOPE.namespace,
+        app=app or request.headers.get(APP_ID_HEADER) or DEFAULT_SCOPE.app,
+    )
+
+
+def parse_limit(text: str | None) -> int | None:
+    if text is None or text == "":
+        return None
+    if not text.isascii() or not text.isdecimal():
+        raise ValidationError(f"limit must be a positive integer: got {text!r}")
+    return int(text)
+
+
+class JobRoutes:
+    """The handlers of the jobs and apps routes, bound to one JobService."""
+
+    def __init__(self, service: JobService, config: ApiConfig) -> None:
+        self._service = service
+        self._config = config
+
+    def register(self, router: web.UrlDispatcher) -> None:
+        # `{name:.*}` also matches the empty name and names with a slash, so that they get the
+        # validation message ("Name is empty", "must not contain '/'") rather than a bare 404.
+        for prefix in API_PREFIXES:
+            job = f"{prefix}/jobs/{{name:.*}}"
+            router.add_route("POST", job, self.schedule)
+            router.add_route("GET", job, self.get)
+            router.add_route("DELETE", job, self.delete)
+            router.add_route("GET", f"{prefix}/jobs", self.list)
+            router.add_route("DELETE", f"{prefix}/jobs", self.delete_prefix)
+            app = f"{prefix}/apps/{{appId}}"
+            router.add_route("PUT", app, self.register_app)
+            router.add_route("GET", app, self.app_url)
+            router.add_route("DELETE", app, self.unregister_app)
+
+    async def schedule(self, request: web.Request) -> web.Response:
+        body = await read_json_object(request)
+        await self._service.schedule(scope_of(request), request.match_info["name"], body)
+        return web.Response(status=204)
+
+    async def get(self, request: web.Request) -> web.Response:
+        job = await self._service.get(scope_of(request), request.match_info["name"])
+        return web.json_response(job_to_json(job))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        await self._service.delete(scope_of(request), request.match_info["name"])
+        return web.Response(status=204)
+
+    async def list(self, request: web.Request) -> web.Response:
+        query = request.query
+        jobs, cursor = await self._service.list(
+            scope_of(request),
+            prefix=query.get("prefix", ""),
+            limit=parse_limit(query.get("limit")),
+            cursor=query.get("cursor"),
+        )
+        return web.json_response({"jobs": [job_to_json(j) for j in jobs], "nextCursor": cursor})
+
+    async def delete_prefix(self, request: web.Request) -> web.Response:
+        prefix = request.query.get("prefix", "")
+        deleted = await self._service.delete_prefix(scope_of(request), prefix)
+        return web.json_response({"deleted": deleted})
+
+    async def register_app(self, request: web.Request) -> web.Response:
+        body = await read_json_object(request) or {}
+        url = body.get("url")
+        if not isinstance(url, str) or not url:
+            raise ValidationError('the body must be {"url": "http://host:port"}')
+        if len(url) > self._config.url_chars_max:
+            raise ValidationError(
+                f"url is too long: {len(url)} characters, at most {self._config.url_chars_max}"
+            )
+        await self._service.register_app(self._app_scope(request), url)
+        return web.Response(status=204)
+
+    async def app_url(self, request: web.Request) -> web.Response:
+        scope = self._app_scope(request)
+        url = await self._service.app_url(scope)
+        if url is None:
+            raise AppNotFound(f"app {scope.app!r} has no registered url")
+        return web.json_response({"url": url})
+
+    async def unregister_app(self, request: web.Request) -> web.Response:
+        await self._service.unregister_app(self._app_scope(request))
+        return web.Response(status=204)
+
+    @staticmethod
+    def _app_scope(request: web.Request) -> Scope:
+        return scope_of(request, app=request.match_info["appId"])

@@ -1,0 +1,224 @@
+"""A Python client for a node's Jobs API, used by `tock job ...`, tests and benchmarks.
+
+Error answers come back as the TockError classes the server raised (ValidationError for a 400,
+JobNotFound for a 404, JobConflict for a 409, Unavailable or OutcomeUnknown for a 503), so
+callers handle them as they would in-process. Answers without a leaf of their own (401, 500)
+raise RequestFailed, which carries the status and Dapr's error code.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from node.http_errors import CODE_APP_NOT_FOUND, CODE_OUTCOME_UNKNOWN, TOKEN_HEADER
+from store.errors import (
+    AppNotFound,
+    JobConflict,
+    JobNotFound,
+    OutcomeUnknown,
+    TockError,
+    Unavailable,
+    ValidationError,
+)
+
+API_PREFIX = "/v1.0"
+REQUEST_TIMEOUT_S = 30.0
+
+
+class RequestFailed(TockError):
+    """An error answer with no TockError leaf of its own (a wrong token, a server fault)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+
+
+def error_of(status: int, code: str, message: str) -> TockError:
+    """The TockError a node's error answer stands for."""
+    if status in (400, 413):
+        return ValidationError(message)
+    if status == 404:
+        return AppNotFound(message) if code == CODE_APP_NOT_FOUND else JobNotFound(message)
+    if status == 409:
+        return JobConflict(message)
+    if status == 503:
+        return OutcomeUnknown(message) if code == CODE_OUTCOME_UNKNOWN else Unavailable(message)
+    return RequestFailed(status, code, message)
+
+
+def job_body(
+    *,
+    schedule: str | None = None,
+    due_time: str | None = None,
+    repeats: int | None = None,
+    ttl: str | None = None,
+    data: object = None,
+    overwrite: bool = False,
+    failure_policy: dict[str, object] | None = None,
+    misfire_policy: str | None = None,
+) -> dict[str, object]:
+    """The JSON body of a create, camelCase, without the fields left unset."""
+    fields: dict[str, object] = {
+        "schedule": schedule,
+        "dueTime": due_time,
+        "repeats": repeats,
+        "ttl": ttl,
+        "data": data,
+        "failurePolicy": failure_policy,
+        "misfirePolicy": misfire_policy,
+    }
+    body = {key: value for key, value in fields.items() if value is not None}
+    if overwrite:
+        body["overwrite"] = True
+    return body
+
+
+class TockClient:
+    """One node's Jobs API, acting for one (namespace, app). Use it as an async context manager,
+    or call `close()`: it holds a connection pool."""
+
+    def __init__(
+        self,
+        base_url: str,
+        app_id: str = "default",
+        namespace: str = "default",
+        token: str | None = None,
+        timeout_s: float = REQUEST_TIMEOUT_S,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"dapr-app-id": app_id, "dapr-namespace": namespace}
+        if token:
+            self._headers[TOKEN_HEADER] = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> TockClient:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    async def create(self, name: str, **fields: Any) -> None:
+        """Schedule a job; `fields` are those of `job_body` (schedule=, due_time=, ...)."""
+        await self._call("POST", _job_path(name), json=job_body(**fields))
+
+    async def create_raw(self, name: str, body: object) -> None:
+        """Schedule a job from a body as given, for callers that build their own."""
+        await self._call("POST", _job_path(name), json=body)
+
+    async def get(self, name: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._call("GET", _job_path(name))
+        return answer
+
+    async def list(
+        self, prefix: str = "", limit: int | None = None, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of jobs and the cursor of the next page (None on the last page)."""
+        params = {"prefix": prefix}
+        if limit is not None:
+            params["limit"] = str(limit)
+        if cursor is not None:
+            params["cursor"] = cursor
+        answer = await self._call("GET", f"{API_PREFIX}/jobs", params=params)
+        return answer["jobs"], answer["nextCursor"]
+
+    async def list_all(self, prefix: str = "", page_size: int | None = None) -> builtins.list[Any]:
+        """Every job whose name starts with `prefix`, following the cursor page by page."""
+        jobs, cursor = await self.list(prefix, page_size)
+        while cursor is not None:
+            page, cursor = await self.list(prefix, page_size, cursor)
+            jobs.extend(page)
+        return jobs
+
+    async def delete(self, name: str) -> None:
+        await self._call("DELETE", _job_path(name))
+
+    async def delete_prefix(self, prefix: str) -> int:
+        answer = await self._call("DELETE", f"{API_PREFIX}/jobs", params={"prefix": prefix})
+        deleted: int = answer["deleted"]
+        return deleted
+
+    # -- apps ------------------------------------------------------------------------------
+
+    async def register_app(self, url: str, app_id: str | None = None) -> None:
+        """Register where the triggers of `app_id` (default: this client's app) go."""
+        await self._call("PUT", self._app_path(app_id), json={"url": url})
+
+    async def app_url(self, app_id: str | None = None) -> str:
+        answer = await self._call("GET", self._app_path(app_id))
+        url: str = answer["url"]
+        return url
+
+    async def unregister_app(self, app_id: str | None = None) -> None:
+        await self._call("DELETE", self._app_path(app_id))
+
+    # -- admin -----------------------------------------------------------------------------
+
+    async def cluster_status(self) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._call("GET", "/admin/cluster")
+        return answer
+
+    async def ready(self) -> bool:
+        """Whether the node has caught up with a leader (GET /v1.0/healthz/ready)."""
+        try:
+            await self._call("GET", "/v1.0/healthz/ready")
+        except Unavailable:
+            return False
+        return True
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _app_path(self, app_id: str | None) -> str:
+        return f"{API_PREFIX}/apps/{quote(app_id or self._headers['dapr-app-id'], safe='')}"
+
+    async def _call(self, method: str, path: str, **options: Any) -> Any:
+        """Send one request; the decoded JSON answer (None when empty), or the typed error."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        # encoded=True: the path is already quoted, and a name's '%2F' must stay as it is.
+        url = URL(self.base_url + path, encoded=True)
+        try:
+            async with self._session.request(
+                method, url, headers=self._headers, **options
+            ) as response:
+                body = await response.read()
+                if response.status >= 400:
+                    raise _error_answer(response.status, body)
+                return json.loads(body) if body else None
+        except aiohttp.ClientConnectorError as error:
+            raise Unavailable(f"cannot reach {self.base_url}: {error}") from None
+        except (aiohttp.ClientError, TimeoutError) as error:
+            # The request left: a write may have been committed even though no answer came.
+            raise OutcomeUnknown(f"no answer from {self.base_url}: {error!r}") from None
+
+
+def _job_path(name: str) -> str:
+    return f"{API_PREFIX}/jobs/{quote(name, safe='')}"
+
+
+def _error_answer(status: int, body: bytes) -> TockError:
+    try:
+        answer = json.loads(body)
+        return error_of(status, str(answer["errorCode"]), str(answer["message"]))
+    except (ValueError, KeyError, TypeError):
+        return RequestFailed(status, "", body.decode(errors="replace")[:500])

@@ -1,0 +1,143 @@
+"""The Jobs API's one implementation; the HTTP face (api.py) and the gRPC face call it alike.
+
+Writes are validated here first (the edge: a bad request never reaches the log), stamped with
+this node's clock, a fresh job uid and its time zone, then proposed through Raft; the state
+machine validates them again when it applies them. Reads that must see every acknowledged write
+wait for a barrier through the log first, then read the local replica.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from store.clock import Clock
+from store.codec import (
+    Command,
+    Delete,
+    DeletePrefix,
+    Put,
+    RegisterApp,
+    UnregisterApp,
+    encode_command,
+)
+from store.errors import JobConflict, JobNotFound, OutcomeUnknown, ValidationError
+from store.jobs import Job, JobLimits, JobSpec, derive_job, spec_from_request, validate_name
+from store.machine import ErrorKind, Result, check_app_url
+from store.raft import RaftStore
+from store.shared_machine import SharedMachine
+
+LIST_LIMIT_DEFAULT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Who is asking: jobs are unique per (namespace, app)."""
+
+    namespace: str = "default"
+    app: str = "default"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceConfig:
+    time_zone: str
+    partitions: int
+    propose_timeout_s: float
+    read_timeout_s: float
+    list_limit_max: int
+    job_limits: JobLimits
+
+
+class JobService:
+    def __init__(
+        self, store: RaftStore, machine: SharedMachine, clock: Clock, config: ServiceConfig
+    ) -> None:
+        self._store = store
+        self._machine = machine
+        self._clock = clock
+        self._config = config
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    @property
+    def limits(self) -> JobLimits:
+        """The bounds a submitted job must keep: the gRPC face builds its specs with them."""
+        return self._config.job_limits
+
+    async def schedule(self, scope: Scope, name: str, body: object) -> Job:
+        spec, overwrite = spec_from_request(name, body, self._config.job_limits)
+        return await self.schedule_spec(scope, spec, overwrite)
+
+    async def schedule_spec(self, scope: Scope, spec: JobSpec, overwrite: bool) -> Job:
+        """Schedule a spec already checked against `limits` (by spec_from_request or alike)."""
+        put = Put(
+            namespace=scope.namespace,
+            app=scope.app,
+            spec=spec,
+            overwrite=overwrite,
+            now_ms=self._clock.wall_ms(),
+            uid=uuid.uuid4().hex,
+            zone=self._config.time_zone,
+        )
+        # The whole derivation (schedule, dueTime, ttl) runs here too, so that every error the
+        # machine would give comes back before anything is proposed.
+        derive_job(spec, put.namespace, put.app, put.uid, put.now_ms, put.zone, 1)
+        job = (await self._write(put)).value
+        assert isinstance(job, Job)
+        return job
+
+    async def get(self, scope: Scope, name: str) -> Job:
+        validate_name(name, self._config.job_limits.name_chars_max)
+        await self._store.barrier(self._config.read_timeout_s)
+        job = self._machine.read(lambda m: m.get(scope.namespace, scope.app, name))
+        if job is None:
+            raise JobNotFound(f"job not found: {name}")
+        return job
+
+    async def delete(self, scope: Scope, name: str) -> None:
+        validate_name(name, self._config.job_limits.name_chars_max)
+        await self._write(Delete(scope.namespace, scope.app, name))
+
+    async def list(
+        self, scope: Scope, prefix: str, limit: int | None, cursor: str | None
+    ) -> tuple[list[Job], str | None]:
+        limit_max = self._config.list_limit_max
+        if limit is None:
+            limit = min(LIST_LIMIT_DEFAULT, limit_max)
+        if not 1 <= limit <= limit_max:
+            raise ValidationError(f"limit must be between 1 and {limit_max}")
+        await self._store.barrier(self._config.read_timeout_s)
+        return self._machine.read(
+            lambda m: m.list_jobs(scope.namespace, scope.app, prefix, limit, cursor or None)
+        )
+
+    async def delete_prefix(self, scope: Scope, prefix: str) -> int:
+        deleted = (await self._write(DeletePrefix(scope.namespace, scope.app, prefix))).value
+        assert isinstance(deleted, int)
+        return deleted
+
+    # -- apps ------------------------------------------------------------------------------
+
+    async def register_app(self, scope: Scope, url: str) -> None:
+        check_app_url(url)
+        await self._write(RegisterApp(scope.namespace, scope.app, url))
+
+    async def app_url(self, scope: Scope) -> str | None:
+        await self._store.barrier(self._config.read_timeout_s)
+        return self._machine.read(lambda m: m.app_url(scope.namespace, scope.app))
+
+    async def unregister_app(self, scope: Scope) -> bool:
+        return bool((await self._write(UnregisterApp(scope.namespace, scope.app))).value)
+
+    # -- the write path --------------------------------------------------------------------
+
+    async def _write(self, command: Command) -> Result:
+        result = await self._store.propose(encode_command(command), self._config.propose_timeout_s)
+        if not isinstance(result, Result):
+            # The entry applied nothing (e.g. the Raft layer reported a failed assembly).
+            raise OutcomeUnknown(f"the command was not applied: {result}")
+        if result.ok:
+            return result
+        if result.error is ErrorKind.CONFLICT:
+            raise JobConflict(result.message)
+        raise ValidationError(result.message)

@@ -1,0 +1,185 @@
+"""A real one-node tock HTTP server for the API tests: RaftStore, JobService and build_app on an
+event loop in a thread of its own, serving on a free 127.0.0.1 port.
+
+`call` is a plain http.client request, so the server is tested independently of node/client.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import socket
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from node.admin import ClusterStatus, MemberStatus, raft_ready
+from node.api import ApiConfig, build_app
+from node.service import JobService, ServiceConfig
+from store.clock import SystemClock
+from store.jobs import JobLimits
+from store.machine import JobMachine
+from store.raft import RaftStore
+from store.raft_config import RaftConfig
+from store.shared_machine import SharedMachine
+
+T = TypeVar("T")
+
+STARTUP_S_MAX = 20.0
+LEADER_POLL_S = 0.02
+SECRET = "test"
+PARTITIONS = 16
+LIST_LIMIT_MAX = 50
+# Small limits, so that the tests of "too large" send kilobytes, not megabytes.
+DATA_BYTES_MAX = 2048
+BODY_BYTES_MAX = 16 * 1024
+# The member id whose removal makes the view fail unexpectedly (the 500 test).
+FAILING_MEMBER = "explodes"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class StoreView:
+    """An AdminView over one store: a single member owning every partition."""
+
+    store: RaftStore
+    machine: SharedMachine
+    http: str
+    added: list[tuple[str, str, str]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    def ready(self) -> bool:
+        return raft_ready(self.store)
+
+    def cluster_status(self) -> ClusterStatus:
+        status = self.store.status()
+        raft = str(status.get("self", ""))
+        member = MemberStatus(id="n1", http=self.http, raft=raft, alive=True, partitions=PARTITIONS)
+        return ClusterStatus(
+            node="n1",
+            role=str(status["role"]),
+            leader="n1" if status["leader"] else None,
+            term=int(str(status.get("term", 0))),
+            commitIndex=int(str(status.get("commit_index", 0))),
+            appliedIndex=int(str(status.get("applied_index", 0))),
+            epoch=1,
+            partitions=PARTITIONS,
+            jobs=self.machine.read(lambda m: m.count()),
+            members=[member],
+        )
+
+    def metrics_text(self) -> str:
+        return f"# TYPE tock_jobs gauge\ntock_jobs {self.machine.read(lambda m: m.count())}\n"
+
+    async def add_member(self, node_id: str, raft: str, http: str) -> None:
+        self.added.append((node_id, raft, http))
+
+    async def remove_member(self, node_id: str) -> None:
+        if node_id == FAILING_MEMBER:
+            raise RuntimeError("a bug in the view")
+        self.removed.append(node_id)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class LiveNode:
+    """One tock node's HTTP face over a real single-node Raft store, in a background thread."""
+
+    def __init__(self, data_dir: Path, api_token: str | None = None) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.api = ApiConfig(api_token=api_token, body_bytes_max=BODY_BYTES_MAX)
+        self.raft = RaftConfig(
+            self_address=f"127.0.0.1:{free_port()}",
+            peer_addresses=(),
+            data_dir=data_dir,
+            secret=SECRET,
+        )
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.store: RaftStore | None = None
+        self.view: StoreView | None = None
+        self._runner: web.AppRunner | None = None
+
+    def start(self) -> LiveNode:
+        self._thread.start()
+        self.run(self._start())
+        return self
+
+    def stop(self) -> None:
+        self.run(self._stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(STARTUP_S_MAX)
+        self.loop.close()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the node's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(STARTUP_S_MAX)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        """One request; a body that is not bytes is sent as JSON."""
+        raw = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=STARTUP_S_MAX)
+        try:
+            connection.request(method, path, body=raw, headers=headers or {})
+            response = connection.getresponse()
+            return Answer(response.status, dict(response.getheaders()), response.read())
+        finally:
+            connection.close()
+
+    async def _start(self) -> None:
+        machine = SharedMachine(JobMachine(partitions=PARTITIONS))
+        store = self.store = RaftStore(self.raft, machine)
+        store.start()
+        await store.wait_ready(STARTUP_S_MAX)
+        # No event tells when the status snapshot first names the leader: poll it, bounded.
+        for _ in range(int(STARTUP_S_MAX / LEADER_POLL_S)):
+            if raft_ready(store):
+                break
+            await asyncio.sleep(LEADER_POLL_S)
+        assert raft_ready(store), "the one-node store elected no leader"
+        service_config = ServiceConfig(
+            time_zone="UTC",
+            partitions=PARTITIONS,
+            propose_timeout_s=5.0,
+            read_timeout_s=5.0,
+            list_limit_max=LIST_LIMIT_MAX,
+            job_limits=JobLimits(data_bytes_max=DATA_BYTES_MAX),
+        )
+        service = JobService(store, machine, SystemClock(), service_config)
+        self.view = StoreView(store, machine, f"127.0.0.1:{self.port}")
+        self._runner = web.AppRunner(build_app(service, self.view, self.api))
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.store is not None:
+            await self.store.stop()
