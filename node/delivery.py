@@ -44,6 +44,9 @@ class Trigger:
 @dataclass(frozen=True, slots=True)
 class DeliveryConfig:
     attempt_timeout_s: float = 5.0
+    # Sent as `tock-node` with every trigger when set: which node delivered it (observability;
+    # the fencing tests use it to see that a node fires only the partitions it owns).
+    node_id: str | None = None
     connections_max: int = 256
     connections_per_host_max: int = 128
 
@@ -83,6 +86,8 @@ class HttpDelivery:
         }
         if app_token:
             headers["dapr-api-token"] = app_token
+        if self._config.node_id:
+            headers["tock-node"] = self._config.node_id
         target = f"{url.rstrip('/')}/job/{quote(trigger.name, safe='')}"
         try:
             async with self._client().post(target, data=trigger.data, headers=headers) as reply:

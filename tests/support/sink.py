@@ -32,6 +32,9 @@ class Sink:
     delay_s: float = 0.0
     calls: list[Call] = field(default_factory=list)
     port: int = 0
+    # Requests being answered right now, and the most there ever were at once.
+    in_flight: int = 0
+    in_flight_max: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _changed: threading.Condition = field(init=False)
     _loop: asyncio.AbstractEventLoop | None = None
@@ -97,7 +100,13 @@ class Sink:
         with self._changed:
             self.calls.append(call)
             number = sum(1 for c in self.calls if c.name == name)
+            self.in_flight += 1
+            self.in_flight_max = max(self.in_flight_max, self.in_flight)
             self._changed.notify_all()
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        return web.Response(status=self.status_for(name, number))
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            return web.Response(status=self.status_for(name, number))
+        finally:
+            with self._lock:
+                self.in_flight -= 1

@@ -1,0 +1,44 @@
+"""The engine's one delivery entry point: a trigger goes out by HTTP or gRPC, as its app's URL says.
+
+An app registered as `grpc://host:port` gets Dapr's gRPC job callback (grpc_delivery.py); any
+other URL gets `POST {url}/job/{name}` (delivery.py). Both report the same Outcome, and the engine
+applies the same failure policy to either.
+
+`Trigger.content_type` carries the job's stored data type: `application/json`, the type URL of an
+Any submitted over gRPC, or "" for none. The gRPC side sends the data as that Any; the HTTP side
+sends what Dapr's HTTP channel sends, the bytes with `content-type: application/json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+from node.delivery import HttpDelivery, Outcome, Trigger
+from node.grpc_delivery import GRPC_SCHEME, GrpcDelivery
+from store.jobs import DATA_TYPE_JSON
+
+
+class Delivers(Protocol):
+    """What the engine needs of delivery: one attempt at one trigger, reported as an Outcome."""
+
+    async def deliver(self, url: str, trigger: Trigger) -> Outcome: ...
+
+
+class Deliverer:
+    """Dispatches each trigger by its app URL's scheme; one per node, on its event loop."""
+
+    def __init__(self, http: HttpDelivery, grpc: GrpcDelivery) -> None:
+        self._http = http
+        self._grpc = grpc
+
+    async def deliver(self, url: str, trigger: Trigger) -> Outcome:
+        if url.startswith(GRPC_SCHEME):
+            return await self._grpc.deliver(url, trigger)
+        if trigger.content_type != DATA_TYPE_JSON:
+            trigger = dataclasses.replace(trigger, content_type=DATA_TYPE_JSON)
+        return await self._http.deliver(url, trigger)
+
+    async def close(self) -> None:
+        await self._http.close()
+        await self._grpc.close()

@@ -1,0 +1,404 @@
+"""The trigger engine: owned jobs -> timing wheel -> delivery -> batched acks through Raft.
+
+The engine keeps one wheel timer per job of the partitions this node owns in the current epoch,
+at the job's `fire_ms`. It learns every change from the store's applied commands, in log order
+(`on_applied`): a create, overwrite or delete, an ack that advanced a job, a new member list.
+Its loop wakes at the wheel's next deadline, takes the due timers (never early: the wheel only
+returns deadlines <= now) and delivers each as a task of its own. Outcomes go to the ack batcher,
+whose committed Ack advances the job in the machine; the change comes back as an applied event
+and re-arms the job. Retries need nothing here: a FAILED ack sets `retry_ms` in the machine.
+
+One trigger per job is in flight: from firing until its ack settles, the job is held. A change
+that arrives meanwhile (the ack's own advance, an overwrite, a delete) is remembered and applied
+when the hold ends; with none, the job is re-read from the machine, which already holds whatever
+the settled ack did. The held jobs are what `deliveries_in_flight_max` bounds: the loop takes at
+most as many due timers as there are free slots, and the rest wait in the wheel.
+
+Fencing: a job fires only while its partition is owned here in the current epoch and `lease()`
+holds. Its ack carries the epoch in which the delivery started; an ack rejected as STALE is
+re-sent with the new epoch when this node still owns the job (the delivery happened: recording
+it avoids a duplicate), and dropped otherwise (the new owner delivers again: at least once).
+
+Threads: everything here runs on the event loop. Reads of the machine go through
+SharedMachine.read. An applied event may come after the machine has moved further (events cross
+to the loop after the apply), so a job read from the machine can briefly be newer than the
+events still queued for it; the queued events then re-arm it, in order, to the same final state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from node import delivery
+from node.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
+from node.deliverer import Delivers
+from node.engine_metrics import EngineMetrics
+from node.misfire import skipped_occurrences
+from node.wheel import TimingWheel
+from store.clock import Clock
+from store.codec import AckEntry, Outcome
+from store.errors import ValidationError
+from store.jobs import Job
+from store.machine import AppKey, JobKey, JobMachine, Result
+from store.raft import RaftStore
+from store.raft_state import Applied
+from store.shared_machine import SharedMachine
+
+log = logging.getLogger(__name__)
+
+_OUTCOMES = {delivery.Outcome.SUCCESS: Outcome.SUCCESS, delivery.Outcome.FAILED: Outcome.FAILED}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    # Jobs fired and not yet settled (delivery plus ack): the back-pressure bound.
+    deliveries_in_flight_max: int = 2048
+    # An occurrence more than this late at fire time counts as missed (misfire policies).
+    misfire_grace_ms: int = 5000
+    # SKIPPED entries sent for one job in one ack; a longer run of misses takes several.
+    misfire_skips_max: int = 256
+    # How often the loop looks at the lease again while it has none.
+    lease_poll_ms: int = 50
+    # How long an ack that could not be proposed (no leader) waits before it is sent again.
+    ack_retry_ms: int = 100
+    # How long stop() waits for running deliveries, then for their acks.
+    stop_timeout_s: float = 5.0
+    acks: AckConfig = field(default_factory=AckConfig)
+
+    def validate(self) -> None:
+        self.acks.validate()
+        if min(self.deliveries_in_flight_max, self.lease_poll_ms, self.ack_retry_ms) <= 0:
+            raise ValidationError(
+                "deliveries_in_flight_max, lease_poll_ms and ack_retry_ms must be positive"
+            )
+        if self.misfire_grace_ms < 0 or self.stop_timeout_s <= 0:
+            raise ValidationError("misfire_grace_ms must be >= 0 and stop_timeout_s positive")
+        if not 0 < self.misfire_skips_max <= self.acks.acks_per_command_max:
+            raise ValidationError("misfire_skips_max must be in 1..acks_per_command_max")
+
+
+class _Hold:
+    """A fired job whose outcome is not settled yet, and the latest change seen meanwhile."""
+
+    __slots__ = ("changed", "job", "latest")
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.changed = False
+        self.latest: Job | None = None
+
+
+class TriggerEngine:
+    """Fires the due jobs of the partitions `node_id` owns; one per node, on the event loop.
+
+    `lease()` says whether this node may fire right now (its last heartbeat committed less
+    than a lease ago); without it nothing fires and the timers stay. `metrics` is read by the
+    admin API.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        store: RaftStore,
+        machine: SharedMachine,
+        deliverer: Delivers,
+        clock: Clock,
+        lease: Callable[[], bool],
+        config: EngineConfig,
+    ) -> None:
+        config.validate()
+        self._node_id = node_id
+        self._store = store
+        self._machine = machine
+        self._deliverer = deliverer
+        self._clock = clock
+        self._lease = lease
+        self._config = config
+        self.metrics = EngineMetrics()
+        self._acks = AckBatcher(
+            node_id=node_id,
+            propose=store.propose,
+            clock=clock,
+            config=config.acks,
+            settle=self._settle,
+            metrics=self.metrics,
+        )
+        self._wheel: TimingWheel[JobKey, Job] = TimingWheel(clock.wall_ms())
+        self._epoch = 0
+        self._owned: frozenset[int] = frozenset()
+        self._app_urls: dict[AppKey, str] = {}
+        self._held: dict[JobKey, _Hold] = {}
+        # Due jobs of apps with no URL, by app: they fire when the app registers.
+        self._waiting: dict[AppKey, dict[JobKey, Job]] = {}
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        # While the loop sleeps: the wall ms it wakes at (inf: only when woken). While it runs:
+        # -inf, so that nothing wakes it needlessly.
+        self._wake_at_ms = -math.inf
+        self._slots_full = False
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # ---- lifecycle ----
+
+    def start(self) -> None:
+        """Subscribe to the store, arm the owned jobs and start the loop; call on the loop."""
+        assert self._task is None, "an engine starts once"
+        self._unsubscribe = self._store.subscribe(self.on_applied)
+        self._sync_apps()
+        self._sync_ownership()
+        self._task = asyncio.create_task(self._run(), name=f"trigger engine {self._node_id}")
+
+    async def stop(self) -> None:
+        """Stop firing, wait (bounded) for running deliveries, then commit their acks.
+
+        Idempotent: a second call finds nothing left to wait for."""
+        self._stopping = True
+        self._wake.set()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._task is not None:
+            await self._task
+        timeout_s = self._config.stop_timeout_s
+        if self._deliveries:
+            _done, late = await asyncio.wait(set(self._deliveries), timeout=timeout_s)
+            for task in late:
+                task.cancel()
+        await self._acks.drain(timeout_s)
+
+    @property
+    def owned_partitions(self) -> frozenset[int]:
+        return self._owned
+
+    @property
+    def timers(self) -> int:
+        return len(self._wheel)
+
+    # ---- applied events ----
+
+    def on_applied(self, applied: Applied) -> None:
+        """The store's subscriber: keep the timers in step with every applied command."""
+        result = applied.result
+        if not isinstance(result, Result):
+            return
+        for change in result.changes:
+            hold = self._held.get(change.key)
+            if hold is None:
+                self._arm(change.key, change.job)
+            else:
+                hold.changed, hold.latest = True, change.job
+        if result.members_changed:
+            self._sync_ownership()
+        if result.apps_changed:
+            self._sync_apps()
+
+    def _arm(self, key: JobKey, job: Job | None) -> None:
+        """Keep the job's timer at its fire time, or drop it (deleted, or not ours)."""
+        self._unpark(key)
+        if job is None or job.partition not in self._owned:
+            self._wheel.cancel(key)
+            return
+        self._wheel.add(key, job.fire_ms, job)
+        if job.fire_ms < self._wake_at_ms:
+            self._wake.set()
+
+    def _sync_ownership(self) -> None:
+        node_id = self._node_id
+        epoch, owned = self._machine.read(
+            lambda m: (m.epoch, m.partitions_of(node_id) if node_id in m.live else frozenset())
+        )
+        lost, gained = self._owned - owned, owned - self._owned
+        self._epoch, self._owned = epoch, owned
+        for partition in sorted(lost):
+            for job in self._jobs_in(partition):
+                self._wheel.cancel(job.key)
+        for app_key in list(self._waiting):
+            for key, job in list(self._waiting[app_key].items()):
+                if job.partition in lost:
+                    self._unpark(key)
+        for partition in sorted(gained):
+            for job in self._jobs_in(partition):
+                if job.key not in self._held:
+                    self._arm(job.key, job)
+
+    def _jobs_in(self, partition: int) -> list[Job]:
+        return self._machine.read(lambda m: m.jobs_in_partition(partition))
+
+    def _sync_apps(self) -> None:
+        self._app_urls = self._machine.read(JobMachine.apps)
+        for app_key in [app for app in self._waiting if app in self._app_urls]:
+            for key, job in list(self._waiting[app_key].items()):
+                self._arm(key, job)
+
+    def _park(self, job: Job) -> None:
+        self._waiting.setdefault((job.namespace, job.app), {})[job.key] = job
+        self.metrics.triggers_waiting_for_app += 1
+
+    def _unpark(self, key: JobKey) -> None:
+        app_key = (key[0], key[1])
+        waiting = self._waiting.get(app_key)
+        if waiting is not None and waiting.pop(key, None) is not None:
+            self.metrics.triggers_waiting_for_app -= 1
+            if not waiting:
+                del self._waiting[app_key]
+
+    # ---- the loop ----
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            now_ms = self._clock.wall_ms()
+            sleep_ms = self._fire_due(now_ms)
+            if sleep_ms == 0:
+                # More is due: let deliveries and events run, then come straight back.
+                await asyncio.sleep(0)
+            else:
+                await self._sleep(now_ms, sleep_ms)
+
+    def _fire_due(self, now_ms: int) -> float:
+        """Fire what is due and free slots allow; the ms to sleep (inf: until woken)."""
+        if not self._lease():
+            return self._config.lease_poll_ms
+        free = self._config.deliveries_in_flight_max - len(self._held)
+        self._slots_full = free <= 0
+        if self._slots_full:
+            return math.inf
+        for key, deadline_ms, job in self._wheel.expire(now_ms, free):
+            assert key == job.key and deadline_ms == job.fire_ms <= now_ms, "never early"
+            self._fire(job, now_ms)
+        next_ms = self._wheel.next_deadline_ms()
+        return math.inf if next_ms is None else max(next_ms - now_ms, 0)
+
+    async def _sleep(self, now_ms: int, sleep_ms: float) -> None:
+        self._wake.clear()
+        self._wake_at_ms = now_ms + sleep_ms
+        timeout_s = None if math.isinf(sleep_ms) else sleep_ms / 1000
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._wake.wait()
+        self._wake_at_ms = -math.inf
+
+    def _fire(self, job: Job, now_ms: int) -> None:
+        """Deliver the job's current attempt, skip its missed occurrences, or park it."""
+        key = job.key
+        assert key not in self._held, "one trigger per job in flight"
+        if job.partition not in self._owned:
+            return
+        url = self._app_urls.get((job.namespace, job.app))
+        if url is None:
+            self._park(job)
+            return
+        self._held[key] = _Hold(job)
+        self.metrics.jobs_in_flight = len(self._held)
+        config = self._config
+        skipped = skipped_occurrences(
+            job, now_ms, config.misfire_grace_ms, config.misfire_skips_max
+        )
+        if skipped:
+            self.metrics.triggers[Outcome.SKIPPED] += len(skipped)
+            entries = tuple(AckEntry(job.uid, ms, Outcome.SKIPPED) for ms in skipped)
+            self._acks.add(PendingAck(key, self._epoch, entries))
+            return
+        task = asyncio.create_task(self._deliver(job, url, self._epoch, now_ms))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(self, job: Job, url: str, epoch: int, started_ms: int) -> None:
+        # The lateness of the attempt against the time it was due; the wheel never fires early.
+        self.metrics.lateness_ms.observe(started_ms - job.fire_ms)
+        trigger = delivery.Trigger(
+            namespace=job.namespace,
+            app=job.app,
+            name=job.name,
+            uid=job.uid,
+            scheduled_ms=job.next_ms,
+            attempt=job.attempts + 1,
+            data=job.spec.data,
+            # The stored type ("" for none): each protocol renders the data its own way.
+            content_type=job.spec.data_type,
+        )
+        self.metrics.deliveries_in_flight += 1
+        began = self._clock.monotonic()
+        try:
+            outcome = await self._deliverer.deliver(url, trigger)
+        except Exception:
+            # Delivery reports the app's faults as outcomes; anything raised is our bug. It
+            # must still end in an ack, or the job would stay held and never fire again.
+            log.exception("delivery of %s raised", trigger.trigger_id)
+            outcome = delivery.Outcome.FAILED
+        finally:
+            self.metrics.deliveries_in_flight -= 1
+        self.metrics.delivery_ms.observe(round((self._clock.monotonic() - began) * 1000))
+        self.metrics.triggers[_OUTCOMES[outcome]] += 1
+        entry = AckEntry(job.uid, job.next_ms, _OUTCOMES[outcome])
+        self._acks.add(PendingAck(job.key, epoch, (entry,)))
+
+    # ---- settling ----
+
+    def _settle(self, pendings: list[PendingAck], verdict: AckVerdict) -> None:
+        """The ack batcher's verdict on a batch: send it again, or release its jobs."""
+        if verdict is AckVerdict.STALE:
+            pendings = self._resend_owned(pendings)
+        elif verdict is AckVerdict.UNAVAILABLE:
+            pendings = self._retry_later(pendings)
+        elif verdict is AckVerdict.UNKNOWN:
+            # Released as they are: re-read from the machine, a job whose ack did not apply
+            # fires again (a duplicate only because a fault hit it in flight).
+            self.metrics.acks_dropped += sum(len(pending.entries) for pending in pendings)
+        self._release([pending.key for pending in pendings])
+
+    def _resend_owned(self, pendings: list[PendingAck]) -> list[PendingAck]:
+        """Re-send, in the machine's new epoch, the acks of jobs this node still owns there;
+        return the others, to release."""
+        node_id = self._node_id
+        partitions = [self._held[pending.key].job.partition for pending in pendings]
+        epoch, owners = self._machine.read(lambda m: (m.epoch, [m.owner(p) for p in partitions]))
+        dropped: list[PendingAck] = []
+        for pending, owner in zip(pendings, owners, strict=True):
+            if owner == node_id and not self._stopping:
+                self._acks.add(pending._replace(epoch=epoch))
+                self.metrics.acks_resent += len(pending.entries)
+            else:
+                dropped.append(pending)
+                self.metrics.acks_dropped += len(pending.entries)
+        return dropped
+
+    def _retry_later(self, pendings: list[PendingAck]) -> list[PendingAck]:
+        """Send the acks of owned jobs again after a pause (a new leader takes a moment);
+        return the others, to release. Redelivering instead would flood the app while the
+        store has no leader, until the lease runs out."""
+        if self._stopping:
+            return pendings
+        kept: list[PendingAck] = []
+        released: list[PendingAck] = []
+        for pending in pendings:
+            owned = self._held[pending.key].job.partition in self._owned
+            (kept if owned else released).append(pending)
+        if kept:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self._config.ack_retry_ms / 1000, self._send_again, kept)
+        return released
+
+    def _send_again(self, pendings: list[PendingAck]) -> None:
+        if self._stopping:
+            self._release([pending.key for pending in pendings])
+            return
+        for pending in pendings:
+            self._acks.add(pending)
+
+    def _release(self, keys: list[JobKey]) -> None:
+        """End the holds of `keys` and re-arm each from its latest version."""
+        holds = [(key, self._held.pop(key)) for key in keys]
+        unseen = [key for key, hold in holds if not hold.changed]
+        current = self._machine.read(lambda m: {key: m.get(*key) for key in unseen})
+        for key, hold in holds:
+            self._arm(key, hold.latest if hold.changed else current[key])
+        self.metrics.jobs_in_flight = len(self._held)
+        if self._slots_full and holds:
+            self._wake.set()

@@ -1,0 +1,128 @@
+"""gRPC delivery of a trigger to an app registered as `grpc://host:port` (SPEC §4).
+
+This is Dapr's gRPC app callback, as daprd with `--app-protocol grpc` calls it:
+`AppCallback.OnJobEvent(JobEventRequest)`, and `AppCallbackAlpha.OnJobEventAlpha1` for an app that
+answers the stable method with UNIMPLEMENTED (SDKs older than the stable Jobs API). OK and
+NOT_FOUND are success, as 2xx and 404 are over HTTP; any other code, or no answer before the
+attempt's deadline, is a failure. The failure policy belongs to the engine, as for HTTP.
+
+One channel per app address is kept open and reused (a channel multiplexes every call over one
+HTTP/2 connection); the least recently used is closed beyond `channels_max`. Channels retry a lost
+connection after at most `reconnect_backoff_max_ms`, so an app that comes back is reached soon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import grpc
+from dapr.proto.common.v1 import common_pb2
+from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
+
+from node.delivery import Outcome, Trigger
+from node.grpc_payload import any_of
+from store.schedule import format_rfc3339_ms
+
+GRPC_SCHEME = "grpc://"
+_SUCCESS_CODES = frozenset({grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND})
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcDeliveryConfig:
+    # One attempt, the Alpha1 fallback included, ends by this deadline.
+    attempt_timeout_s: float = 5.0
+    # Sent as `tock-node` metadata when set, as HTTP delivery sends the header: who delivered.
+    node_id: str | None = None
+    channels_max: int = 256
+    reconnect_backoff_max_ms: int = 1000
+
+
+class GrpcDelivery:
+    """Sends triggers over gRPC; one instance per node, used and closed on its event loop."""
+
+    def __init__(self, config: GrpcDeliveryConfig) -> None:
+        self._config = config
+        self._channels: OrderedDict[str, grpc.aio.Channel] = OrderedDict()
+
+    async def deliver(self, url: str, trigger: Trigger) -> Outcome:
+        """One attempt. Never raises for the app's faults: they are outcomes, not errors."""
+        channel = await self._channel(url.removeprefix(GRPC_SCHEME).rstrip("/"))
+        request = job_event_request(trigger)
+        metadata = trigger_metadata(trigger, self._config.node_id)
+        deadline = asyncio.get_running_loop().time() + self._config.attempt_timeout_s
+        # The generated gRPC stubs carry no type annotations.
+        stable = appcallback_pb2_grpc.AppCallbackStub(channel)  # type: ignore[no-untyped-call]
+        code = await _call(stable.OnJobEvent, request, metadata, deadline)
+        if code is grpc.StatusCode.UNIMPLEMENTED:
+            alpha = appcallback_pb2_grpc.AppCallbackAlphaStub(channel)  # type: ignore[no-untyped-call]
+            code = await _call(alpha.OnJobEventAlpha1, request, metadata, deadline)
+        return Outcome.SUCCESS if code in _SUCCESS_CODES else Outcome.FAILED
+
+    async def close(self) -> None:
+        channels, self._channels = list(self._channels.values()), OrderedDict()
+        for channel in channels:
+            await channel.close()
+
+    async def _channel(self, target: str) -> grpc.aio.Channel:
+        channel = self._channels.get(target)
+        if channel is not None:
+            self._channels.move_to_end(target)
+            return channel
+        if len(self._channels) >= self._config.channels_max:
+            _, oldest = self._channels.popitem(last=False)
+            # Calls still running on it end with CANCELLED: failures the engine retries.
+            await oldest.close()
+        backoff_ms = self._config.reconnect_backoff_max_ms
+        channel = grpc.aio.insecure_channel(
+            target,
+            options=[
+                ("grpc.initial_reconnect_backoff_ms", min(backoff_ms, 1000)),
+                ("grpc.max_reconnect_backoff_ms", backoff_ms),
+            ],
+        )
+        self._channels[target] = channel
+        return channel
+
+
+def job_event_request(trigger: Trigger) -> appcallback_pb2.JobEventRequest:
+    """The request daprd sends an app for a job trigger."""
+    data = any_of(trigger.data, trigger.content_type)
+    return appcallback_pb2.JobEventRequest(
+        name=trigger.name,
+        data=data,
+        method=f"job/{trigger.name}",
+        content_type="" if data is None else data.type_url,
+        http_extension=common_pb2.HTTPExtension(verb=common_pb2.HTTPExtension.Verb.POST),
+    )
+
+
+def trigger_metadata(trigger: Trigger, node_id: str | None) -> tuple[tuple[str, str], ...]:
+    """The headers HTTP delivery sends, as gRPC metadata: scope, idempotency key, attempt."""
+    metadata = (
+        ("dapr-app-id", trigger.app),
+        ("dapr-namespace", trigger.namespace),
+        ("tock-trigger-id", trigger.trigger_id),
+        ("tock-scheduled-time", format_rfc3339_ms(trigger.scheduled_ms)),
+        ("tock-attempt", str(trigger.attempt)),
+    )
+    return (*metadata, ("tock-node", node_id)) if node_id else metadata
+
+
+async def _call(
+    method: grpc.aio.UnaryUnaryMultiCallable[
+        appcallback_pb2.JobEventRequest, appcallback_pb2.JobEventResponse
+    ],
+    request: appcallback_pb2.JobEventRequest,
+    metadata: tuple[tuple[str, str], ...],
+    deadline: float,
+) -> grpc.StatusCode:
+    remaining_s = deadline - asyncio.get_running_loop().time()
+    if remaining_s <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    try:
+        await method(request, timeout=remaining_s, metadata=metadata)
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK

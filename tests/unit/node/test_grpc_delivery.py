@@ -1,0 +1,180 @@
+"""gRPC delivery against real in-process gRPC apps: Dapr's JobEventRequest, the Alpha1 fallback,
+which codes are success, and that a slow or absent app is a failure, never an exception."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import grpc
+import pytest
+from dapr.proto.common.v1 import common_pb2
+from dapr.proto.runtime.v1 import appcallback_pb2
+from google.protobuf import struct_pb2
+
+from node.deliverer import Deliverer
+from node.delivery import DeliveryConfig, HttpDelivery, Outcome, Trigger
+from node.grpc_delivery import GrpcDelivery, GrpcDeliveryConfig
+from node.grpc_payload import VALUE_TYPE_URL
+from store.jobs import DATA_TYPE_JSON
+from tests.support.local_cluster import port_block
+
+TRIGGER = Trigger(
+    namespace="ns",
+    app="app",
+    name="backup",
+    uid="u1",
+    scheduled_ms=1_700_000_000_000,
+    attempt=2,
+    data=b'{"db":"prod"}',
+    content_type=DATA_TYPE_JSON,
+)
+Request = appcallback_pb2.JobEventRequest
+Reply = appcallback_pb2.JobEventResponse
+Answer = Callable[[appcallback_pb2.JobEventRequest], Awaitable[grpc.StatusCode]]
+Received = list[tuple[str, appcallback_pb2.JobEventRequest, dict[str, str]]]
+
+
+async def serve_app(methods: dict[str, Answer], received: Received) -> tuple[grpc.aio.Server, str]:
+    """A gRPC app serving `methods` ("AppCallback/OnJobEvent", ...) with the given answers."""
+    server = grpc.aio.server()
+    by_service: dict[str, dict[str, grpc.RpcMethodHandler[Request, Reply]]] = {}
+    for path, answer in methods.items():
+        service, method = path.split("/")
+
+        async def handle(
+            request: appcallback_pb2.JobEventRequest,
+            context: grpc.aio.ServicerContext[Request, Reply],
+            answer: Answer = answer,
+            path: str = path,
+        ) -> appcallback_pb2.JobEventResponse:
+            metadata = {key: str(value) for key, value in context.invocation_metadata() or ()}
+            received.append((path, request, metadata))
+            code = await answer(request)
+            if code is not grpc.StatusCode.OK:
+                await context.abort(code, "scripted")
+            return appcallback_pb2.JobEventResponse()
+
+        by_service.setdefault(service, {})[method] = grpc.unary_unary_rpc_method_handler(
+            handle,
+            request_deserializer=appcallback_pb2.JobEventRequest.FromString,
+            response_serializer=serialize,
+        )
+    for service, handlers in by_service.items():
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(f"dapr.proto.runtime.v1.{service}", handlers),)
+        )
+    address = f"127.0.0.1:{port_block(1)}"
+    server.add_insecure_port(address)
+    await server.start()
+    return server, f"grpc://{address}"
+
+
+def serialize(reply: Reply) -> bytes:
+    return reply.SerializeToString()
+
+
+def answering(code: grpc.StatusCode, delay_s: float = 0.0) -> Answer:
+    async def answer(_request: appcallback_pb2.JobEventRequest) -> grpc.StatusCode:
+        await asyncio.sleep(delay_s)
+        return code
+
+    return answer
+
+
+async def deliver_to(
+    methods: dict[str, Answer], timeout_s: float = 3.0
+) -> tuple[Outcome, Received]:
+    received: Received = []
+    server, url = await serve_app(methods, received)
+    delivery = GrpcDelivery(GrpcDeliveryConfig(attempt_timeout_s=timeout_s, node_id="n7"))
+    try:
+        outcome = await delivery.deliver(url, TRIGGER)
+    finally:
+        await delivery.close()
+        await server.stop(0)
+    return outcome, received
+
+
+def run(coroutine: Awaitable[tuple[Outcome, Received]]) -> tuple[Outcome, Received]:
+    async def bounded() -> tuple[Outcome, Received]:
+        async with asyncio.timeout(20):
+            return await coroutine
+
+    return asyncio.run(bounded())
+
+
+def test_the_request_is_daprs_job_event() -> None:
+    outcome, received = run(deliver_to({"AppCallback/OnJobEvent": answering(grpc.StatusCode.OK)}))
+    assert outcome is Outcome.SUCCESS
+    ((path, request, metadata),) = received
+    assert path == "AppCallback/OnJobEvent"
+    assert (request.name, request.method) == ("backup", "job/backup")
+    assert request.http_extension.verb == common_pb2.HTTPExtension.Verb.POST
+    assert request.content_type == request.data.type_url == VALUE_TYPE_URL
+    value = struct_pb2.Value()
+    assert request.data.Unpack(value)
+    assert value.struct_value.fields["db"].string_value == "prod"
+    assert metadata["tock-trigger-id"] == "1700000000000:u1"
+    assert (metadata["tock-attempt"], metadata["tock-node"]) == ("2", "n7")
+    assert (metadata["dapr-app-id"], metadata["dapr-namespace"]) == ("app", "ns")
+    assert metadata["tock-scheduled-time"] == "2023-11-14T22:13:20.000Z"
+
+
+def test_an_app_without_the_stable_method_gets_alpha1() -> None:
+    methods = {"AppCallbackAlpha/OnJobEventAlpha1": answering(grpc.StatusCode.OK)}
+    outcome, received = run(deliver_to(methods))
+    assert outcome is Outcome.SUCCESS
+    assert [path for path, _, _ in received] == ["AppCallbackAlpha/OnJobEventAlpha1"]
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [
+        (grpc.StatusCode.NOT_FOUND, Outcome.SUCCESS),
+        (grpc.StatusCode.INTERNAL, Outcome.FAILED),
+        (grpc.StatusCode.UNAVAILABLE, Outcome.FAILED),
+        (grpc.StatusCode.INVALID_ARGUMENT, Outcome.FAILED),
+    ],
+)
+def test_ok_and_not_found_are_success(code: grpc.StatusCode, outcome: Outcome) -> None:
+    got, received = run(deliver_to({"AppCallback/OnJobEvent": answering(code)}))
+    assert (got, len(received)) == (outcome, 1)
+
+
+def test_unimplemented_everywhere_is_a_failure() -> None:
+    outcome, received = run(deliver_to({}))
+    assert (outcome, received) == (Outcome.FAILED, [])
+
+
+def test_an_app_slower_than_the_deadline_is_a_failure() -> None:
+    slow = {"AppCallback/OnJobEvent": answering(grpc.StatusCode.OK, delay_s=2.0)}
+    outcome, received = run(deliver_to(slow, timeout_s=0.3))
+    assert (outcome, len(received)) == (Outcome.FAILED, 1)
+
+
+def test_an_absent_app_is_a_failure() -> None:
+    async def absent() -> tuple[Outcome, Received]:
+        delivery = GrpcDelivery(GrpcDeliveryConfig(attempt_timeout_s=1.0))
+        try:
+            return await delivery.deliver(f"grpc://127.0.0.1:{port_block(1)}", TRIGGER), []
+        finally:
+            await delivery.close()
+
+    assert run(absent())[0] is Outcome.FAILED
+
+
+def test_the_deliverer_sends_grpc_urls_to_grpc() -> None:
+    async def through_deliverer() -> tuple[Outcome, Received]:
+        received: Received = []
+        methods = {"AppCallback/OnJobEvent": answering(grpc.StatusCode.OK)}
+        server, url = await serve_app(methods, received)
+        deliverer = Deliverer(HttpDelivery(DeliveryConfig()), GrpcDelivery(GrpcDeliveryConfig()))
+        try:
+            return await deliverer.deliver(url, TRIGGER), received
+        finally:
+            await deliverer.close()
+            await server.stop(0)
+
+    outcome, received = run(through_deliverer())
+    assert (outcome, len(received)) == (Outcome.SUCCESS, 1)
