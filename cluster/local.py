@@ -1,0 +1,336 @@
+"""A local cluster of N node processes on 127.0.0.1: what `tock up`, the integration and chaos
+tests and the benchmarks start, stop, kill, pause and restart.
+
+Node k (1..N) is `n{k}`, serves HTTP on `http_port + k - 1`, Raft on `raft_port + k - 1` and gRPC
+on `grpc_port + k - 1`, and keeps its data in `{data_dir}/n{k}`. The cluster secret is generated
+once into `{data_dir}/secret` (mode 0600) and read by every node from there, so running the same
+command again on the same data dir brings back the same cluster with all its jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+READY_TIMEOUT_S_DEFAULT = 60.0
+STOP_TIMEOUT_S = 15.0
+MEMBER_CHANGE_TIMEOUT_S = 20.0
+# Each node takes one port of each kind after the base ports: the test harness reserves 15.
+NODES_MAX = 15
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalClusterConfig:
+    nodes: int = 3
+    data_dir: Path = Path(".tock")
+    http_port: int = 3500
+    raft_port: int = 7500
+    grpc_port: int = 50001
+    time_zone: str | None = None
+    api_token: str | None = None
+    # Extra `tock node` arguments for every node (tests shorten timings with these).
+    node_args: tuple[str, ...] = ()
+
+
+@dataclass
+class NodeProcess:
+    node_id: str
+    http: str
+    raft: str
+    grpc: str
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+    log_file: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_file = self.data_dir / "node.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.http}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class LocalCluster:
+    def __init__(self, config: LocalClusterConfig) -> None:
+        if not 1 <= config.nodes <= NODES_MAX:
+            raise ValueError(f"a local cluster has 1 to {NODES_MAX} nodes")
+        self.config = config
+        self.data_dir = config.data_dir.resolve()
+        self.nodes = [self._node_process(k) for k in range(1, config.nodes + 1)]
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._ensure_secret()
+        for node in self.nodes:
+            self.start_node(node.node_id)
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM every running node (a clean stop), then SIGKILL whatever is left."""
+        for node in self.nodes:
+            if node.running():
+                assert node.process is not None
+                node.process.send_signal(signal.SIGCONT)
+                node.process.terminate()
+        deadline = time.monotonic() + timeout_s
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            try:
+                node.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait(5)
+
+    def node(self, node_id: str) -> NodeProcess:
+        for node in self.nodes:
+            if node.node_id == node_id:
+                return node
+        raise KeyError(f"no node {node_id!r} in this cluster")
+
+    def start_node(self, node_id: str) -> NodeProcess:
+        node = self.node(node_id)
+        assert not node.running(), f"{node_id} is already running"
+        node.data_dir.mkdir(parents=True, exist_ok=True)
+        log = node.log_file.open("ab")
+        node.process = subprocess.Popen(
+            self._command(node),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self._environment(),
+        )
+        log.close()
+        return node
+
+    def kill(self, node_id: str) -> None:
+        """SIGKILL: a crash, with no chance to flush or say goodbye."""
+        node = self.node(node_id)
+        assert node.process is not None
+        node.process.send_signal(signal.SIGCONT)
+        node.process.kill()
+        node.process.wait(10)
+
+    def pause(self, node_id: str) -> None:
+        process = self.node(node_id).process
+        assert process is not None
+        process.send_signal(signal.SIGSTOP)
+
+    def resume(self, node_id: str) -> None:
+        process = self.node(node_id).process
+        assert process is not None
+        process.send_signal(signal.SIGCONT)
+
+    def restart(self, node_id: str) -> NodeProcess:
+        node = self.node(node_id)
+        if node.running():
+            self.kill(node_id)
+        return self.start_node(node_id)
+
+    # -- membership changes ----------------------------------------------------------------
+
+    def add_node(self, timeout_s: float = MEMBER_CHANGE_TIMEOUT_S) -> NodeProcess:
+        """Add a node to the running cluster and start it; return it (not yet ready).
+
+        The next number after the highest in use names it (`n{k}`, its ports as for node k).
+        The members add its Raft address first (`POST /admin/members` on a running node), then
+        it starts with every current member as a peer, which is what pysyncobj asks of a
+        joining node. It heartbeats, and so takes partitions, only once it has caught up.
+        """
+        k = max(int(node.node_id.removeprefix("n")) for node in self.nodes) + 1
+        if k > NODES_MAX:
+            raise ValueError(f"a local cluster has at most {NODES_MAX} nodes")
+        node = self._node_process(k)
+        body = {"id": node.node_id, "raft": node.raft, "http": node.http}
+        self._admin("POST", "/admin/members", body, timeout_s)
+        self.nodes.append(node)
+        return self.start_node(node.node_id)
+
+    def remove_node(self, node_id: str, timeout_s: float = MEMBER_CHANGE_TIMEOUT_S) -> None:
+        """Stop a node cleanly, then remove it from the cluster (`DELETE /admin/members/{id}`
+        on another node) and forget it; its data dir stays.
+
+        Stopping first is what makes the removal lose and repeat nothing: a clean stop ends
+        the node's deliveries and commits their acks while it is still a member. Removed while
+        running, its last acks could no longer commit, and the new owners would deliver those
+        occurrences again.
+        """
+        node = self.node(node_id)
+        if node.running():
+            assert node.process is not None
+            node.process.send_signal(signal.SIGCONT)
+            node.process.terminate()
+            try:
+                node.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait(5)
+        self._admin("DELETE", f"/admin/members/{node_id}", None, timeout_s, avoid=node_id)
+        self.nodes.remove(node)
+
+    # -- readiness -------------------------------------------------------------------------
+
+    def wait_ready(
+        self, timeout_s: float = READY_TIMEOUT_S_DEFAULT, nodes: list[str] | None = None
+    ) -> str:
+        """Wait until every (given, running) node is ready and they agree on one leader with
+        every node live in the current epoch; return the leader's id."""
+        wanted = [self.node(n) for n in nodes] if nodes else [n for n in self.nodes if n.process]
+        deadline = time.monotonic() + timeout_s
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            for node in wanted:
+                if not node.running():
+                    raise RuntimeError(f"{node.node_id} exited; see {node.log_file}")
+            try:
+                views = [self.cluster_status(node.node_id) for node in wanted]
+            except (OSError, urllib.error.URLError, ValueError) as error:
+                last = str(error)
+                time.sleep(0.1)
+                continue
+            leader = _agreed_leader(views, {node.node_id for node in wanted})
+            if leader is not None:
+                return leader
+            last = json.dumps([{k: v.get(k) for k in ("node", "leader", "epoch")} for v in views])
+            time.sleep(0.1)
+        raise TimeoutError(f"cluster not ready within {timeout_s} s: {last}")
+
+    def cluster_status(self, node_id: str) -> dict[str, object]:
+        url = f"{self.node(node_id).url}/admin/cluster"
+        request = urllib.request.Request(url, headers=self._headers())
+        with urllib.request.urlopen(request, timeout=2) as reply:
+            status: dict[str, object] = json.loads(reply.read())
+        # The readiness probe needs the API token too: only the liveness probe is exempt.
+        ready = urllib.request.Request(
+            f"{self.node(node_id).url}/v1.0/healthz/ready", headers=self._headers()
+        )
+        try:
+            with urllib.request.urlopen(ready, timeout=2) as reply:
+                status["ready"] = reply.status == 204
+        except urllib.error.HTTPError:
+            status["ready"] = False
+        return status
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _node_process(self, k: int) -> NodeProcess:
+        config = self.config
+        return NodeProcess(
+            node_id=f"n{k}",
+            http=f"127.0.0.1:{config.http_port + k - 1}",
+            raft=f"127.0.0.1:{config.raft_port + k - 1}",
+            grpc=f"127.0.0.1:{config.grpc_port + k - 1}",
+            data_dir=self.data_dir / f"n{k}",
+        )
+
+    def _admin(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, str] | None,
+        timeout_s: float,
+        avoid: str | None = None,
+    ) -> None:
+        """Send a membership change to the first running node (not `avoid`) that takes it.
+
+        A node that cannot answer (stopped, or no leader just now) is skipped, and the round
+        is tried again until `timeout_s`; an answer other than 2xx or 503 is final.
+        """
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"content-type": "application/json", **self._headers()}
+        deadline = time.monotonic() + timeout_s
+        last = "no running node"
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                if node.node_id == avoid or not node.running():
+                    continue
+                request = urllib.request.Request(
+                    node.url + path, data=data, headers=headers, method=method
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=timeout_s):
+                        return
+                except urllib.error.HTTPError as error:
+                    if error.code != 503:
+                        raise RuntimeError(
+                            f"{method} {path}: {error.code} {error.read()!r}"
+                        ) from None
+                    last = f"{node.node_id}: 503"
+                except OSError as error:
+                    last = f"{node.node_id}: {error}"
+            time.sleep(0.2)
+        raise TimeoutError(f"{method} {path} not accepted within {timeout_s} s: {last}")
+
+    def _ensure_secret(self) -> None:
+        path = self.data_dir / "secret"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+
+    def _command(self, node: NodeProcess) -> list[str]:
+        command = [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "node",
+            "--id",
+            node.node_id,
+            "--http",
+            node.http,
+            "--raft",
+            node.raft,
+            "--grpc",
+            node.grpc,
+            "--data-dir",
+            str(node.data_dir),
+            "--secret-file",
+            str(self.data_dir / "secret"),
+        ]
+        for peer in self.nodes:
+            if peer is not node:
+                command += ["--peer", f"{peer.node_id}={peer.raft}"]
+        if self.config.time_zone:
+            command += ["--time-zone", self.config.time_zone]
+        return command + list(self.config.node_args)
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("TOCK_CLUSTER_SECRET", None)
+        if self.config.api_token:
+            env["TOCK_API_TOKEN"] = self.config.api_token
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _headers(self) -> dict[str, str]:
+        return {"dapr-api-token": self.config.api_token} if self.config.api_token else {}
+
+
+def _agreed_leader(views: list[dict[str, object]], wanted: set[str]) -> str | None:
+    leaders = {view.get("leader") for view in views}
+    epochs = {view.get("epoch") for view in views}
+    if len(leaders) != 1 or len(epochs) != 1 or not all(view.get("ready") for view in views):
+        return None
+    leader = leaders.pop()
+    members = views[0].get("members")
+    if not isinstance(leader, str) or not isinstance(members, list):
+        return None
+    live = {m["id"] for m in members if isinstance(m, dict) and m.get("alive")}
+    return leader if wanted <= live else None

@@ -1,0 +1,168 @@
+"""Liveness, leases and epochs: who may fire, decided through the log (DESIGN §2).
+
+Every node commits a heartbeat through Raft every `heartbeat_s`. A node holds a lease, and may
+fire triggers, only while its own last heartbeat committed less than `lease_s` ago, counted from
+the moment it was *sent* on the node's monotonic clock: a node cut off from the majority (or
+paused) stops firing by itself once the lease runs out, without hearing from anyone.
+
+The leader watches the committed heartbeats. A member whose last heartbeat is older than
+`dead_s` (> lease + margin, so its lease has surely run out) is dropped from the live set, and a
+member heartbeating again is taken back; each change is committed as a new epoch. Partitions
+move only with an epoch, so the old owner has stopped firing before the new owner starts: no
+duplicate from a healthy failover, only from deliveries in flight when a node died.
+
+A heartbeat is stamped with its sender's wall clock and judged against the leader's: this
+assumes clocks within a small fraction of `dead_s - lease_s` of each other, which NTP gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from store.clock import Clock
+from store.codec import Heartbeat, Member, SetMembers, encode_command
+from store.errors import TockError
+from store.raft import RaftStore
+from store.shared_machine import SharedMachine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MembershipConfig:
+    heartbeat_s: float = 0.5
+    lease_s: float = 1.5
+    dead_s: float = 2.5
+
+    def __post_init__(self) -> None:
+        assert 0 < self.heartbeat_s < self.lease_s < self.dead_s
+
+
+@dataclass(frozen=True)
+class MembersView:
+    """The committed membership as one read sees it."""
+
+    epoch: int
+    members: tuple[Member, ...]
+    live: tuple[str, ...]
+    heartbeats: dict[str, int]
+    announced: dict[str, Member]
+
+
+def next_membership(
+    view: MembersView,
+    raft_members: frozenset[str],
+    now_ms: int,
+    config: MembershipConfig,
+    may_declare_dead: bool,
+) -> tuple[tuple[Member, ...], tuple[str, ...]] | None:
+    """The (members, live) the leader should commit now, or None when nothing changes. Pure.
+
+    Members are the nodes of the Raft cluster (by raft address) that have announced themselves
+    in a heartbeat. A live member stays live until its heartbeat is `dead_s` old; a member not
+    live becomes live once its heartbeat is fresher than `lease_s` (it has caught up: a node
+    heartbeats only once it is ready). `may_declare_dead` is False during a new leader's first
+    `dead_s`, while heartbeats from before an election or restart are still arriving.
+    """
+    members = tuple(
+        sorted(
+            (m for m in view.announced.values() if m.raft in raft_members),
+            key=lambda m: m.id,
+        )
+    )
+    ids = {m.id for m in members}
+    live = []
+    for node in sorted(ids):
+        age_ms = now_ms - view.heartbeats.get(node, -(10**15))
+        if node in view.live:
+            keep = age_ms < config.dead_s * 1000 or not may_declare_dead
+        else:
+            keep = age_ms < config.lease_s * 1000
+        if keep:
+            live.append(node)
+    if members == view.members and tuple(live) == view.live:
+        return None
+    return members, tuple(live)
+
+
+class Membership:
+    """Runs this node's heartbeats, holds its lease, and (on the leader) commits epochs."""
+
+    def __init__(
+        self,
+        me: Member,
+        store: RaftStore,
+        machine: SharedMachine,
+        clock: Clock,
+        config: MembershipConfig,
+    ) -> None:
+        self._me = me
+        self._store = store
+        self._machine = machine
+        self._clock = clock
+        self._config = config
+        self._lease_until = float("-inf")
+        self._leading_since: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def may_fire(self) -> bool:
+        """True while this node's lease holds and it is live in the current epoch."""
+        if self._clock.monotonic() >= self._lease_until:
+            return False
+        return self._machine.read(lambda m: self._me.id in m.live)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="membership")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self._lease_until = float("-inf")
+
+    async def _run(self) -> None:
+        while True:
+            if self._store.ready:
+                await self._beat()
+                await self._lead_if_leader()
+            await asyncio.sleep(self._config.heartbeat_s)
+
+    async def _beat(self) -> None:
+        sent = self._clock.monotonic()
+        heartbeat = Heartbeat(self._me.id, self._clock.wall_ms(), self._me.raft, self._me.http)
+        try:
+            await self._store.propose(encode_command(heartbeat), self._config.lease_s)
+        except TockError as error:
+            log.debug("heartbeat not committed: %s", error)
+            return
+        self._lease_until = sent + self._config.lease_s
+
+    async def _lead_if_leader(self) -> None:
+        if self._store.status().get("role") != "leader":
+            self._leading_since = None
+            return
+        now = self._clock.monotonic()
+        if self._leading_since is None:
+            self._leading_since = now
+        view = self._machine.read(
+            lambda m: MembersView(m.epoch, m.members, m.live, m.heartbeats(), m.announced())
+        )
+        change = next_membership(
+            view,
+            self._store.cluster_addresses(),
+            self._clock.wall_ms(),
+            self._config,
+            may_declare_dead=now - self._leading_since >= self._config.dead_s,
+        )
+        if change is None:
+            return
+        members, live = change
+        log.info("epoch %d: live %s", view.epoch + 1, ", ".join(live) or "(none)")
+        command = SetMembers(view.epoch + 1, members, live)
+        try:
+            await self._store.propose(encode_command(command), self._config.lease_s)
+        except TockError as error:
+            log.warning("epoch %d not committed: %s", view.epoch + 1, error)

@@ -1,0 +1,158 @@
+"""`tock`: start a local cluster (`up`), run one node (`node`), or talk to a cluster (`job`,
+`status`). SPEC §1 is the contract for every command and flag here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+from cluster.local import LocalCluster, LocalClusterConfig
+from node import job_cli
+from node.config import NodeConfig, local_zone, parse_address
+from store.errors import TockError, ValidationError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tock", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_up(commands)
+    _add_node(commands)
+    job_cli.add_commands(commands)
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except (TockError, OSError) as error:
+        print(f"tock: {error}", file=sys.stderr)
+        return 1
+    return result
+
+
+# -- tock up ---------------------------------------------------------------------------------
+
+
+def _add_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    up = commands.add_parser("up", help="start a local cluster of N node processes")
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--data-dir", type=Path, default=Path(".tock"))
+    up.add_argument("--http-port", type=int, default=3500)
+    up.add_argument("--raft-port", type=int, default=7500)
+    up.add_argument("--grpc-port", type=int, default=50001)
+    up.add_argument("--app-url", help="register the callback URL of app 'default'")
+    up.add_argument("--time-zone", help="zone for schedules without CRON_TZ= (default: local)")
+    up.add_argument("--ready-timeout", type=float, default=60.0)
+    up.set_defaults(func=_up)
+
+
+def _up(args: argparse.Namespace) -> int:
+    cluster = LocalCluster(
+        LocalClusterConfig(
+            nodes=args.nodes,
+            data_dir=args.data_dir,
+            http_port=args.http_port,
+            raft_port=args.raft_port,
+            grpc_port=args.grpc_port,
+            time_zone=args.time_zone,
+            api_token=os.environ.get("TOCK_API_TOKEN") or None,
+        )
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    cluster.start()
+    try:
+        for node in cluster.nodes:
+            addresses = f"http://{node.http} raft {node.raft} grpc {node.grpc}"
+            print(f"{node.node_id} {addresses} pid {node.pid}", flush=True)
+        leader = cluster.wait_ready(args.ready_timeout)
+        if args.app_url:
+            _register_app(cluster.nodes[0].url, args.app_url, cluster.config.api_token)
+        print(f"ready: leader {leader}", flush=True)
+        while not stop.wait(1.0):
+            for node in cluster.nodes:
+                if node.process is not None and not node.running():
+                    print(f"{node.node_id} exited; see {node.log_file}", file=sys.stderr)
+                    node.process = None
+    finally:
+        cluster.stop()
+    return 0
+
+
+def _register_app(node_url: str, app_url: str, token: str | None) -> None:
+    body = json.dumps({"url": app_url}).encode()
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["dapr-api-token"] = token
+    request = urllib.request.Request(
+        f"{node_url}/v1.0/apps/default", data=body, headers=headers, method="PUT"
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+# -- tock node -------------------------------------------------------------------------------
+
+
+def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    node = commands.add_parser("node", help="run one node of a cluster")
+    node.add_argument("--id", required=True)
+    node.add_argument("--http", required=True, help="HOST:PORT of the HTTP API")
+    node.add_argument("--raft", required=True, help="HOST:PORT of Raft traffic")
+    node.add_argument("--grpc", help="HOST:PORT of Dapr's gRPC API")
+    node.add_argument("--peer", action="append", default=[], help="ID=HOST:PORT (raft)")
+    node.add_argument("--data-dir", type=Path, required=True)
+    node.add_argument("--secret-file", type=Path, help="else TOCK_CLUSTER_SECRET")
+    node.add_argument("--api-token-file", type=Path, help="else TOCK_API_TOKEN")
+    node.add_argument("--time-zone", help="zone for schedules without CRON_TZ= (default: local)")
+    node.add_argument("--partitions", type=int, default=1024)
+    node.add_argument("--log-level", default="INFO")
+    node.set_defaults(func=_node)
+
+
+def node_config(args: argparse.Namespace) -> NodeConfig:
+    peers: dict[str, str] = {}
+    for peer in args.peer:
+        peer_id, sep, address = peer.partition("=")
+        if not sep:
+            raise ValidationError(f"--peer {peer!r} is not ID=HOST:PORT")
+        parse_address(address)
+        peers[peer_id] = address
+    return NodeConfig(
+        node_id=args.id,
+        http=args.http,
+        raft=args.raft,
+        grpc=args.grpc,
+        peers=peers,
+        data_dir=args.data_dir,
+        secret=_secret(args.secret_file, "TOCK_CLUSTER_SECRET"),
+        api_token=_secret(args.api_token_file, "TOCK_API_TOKEN") or None,
+        time_zone=args.time_zone or local_zone(),
+        partitions=args.partitions,
+    ).validate()
+
+
+def _secret(path: Path | None, variable: str) -> str:
+    if path is not None:
+        return path.read_text().strip()
+    return os.environ.get(variable, "").strip()
+
+
+def _node(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = node_config(args)
+    from node.server import run_node
+
+    return run_node(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

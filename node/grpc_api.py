@@ -1,0 +1,208 @@
+"""The Dapr-compatible gRPC face: the job methods of `dapr.proto.runtime.v1.Dapr` (SPEC §2).
+
+It serves ScheduleJob, GetJob, DeleteJob, ListJobs and DeleteJobsByPrefix and their Alpha1 twins
+with the request and response types of the stubs the official `dapr` package ships, so Dapr's
+SDKs talk to a node unchanged. Only these methods are registered: every other method of the Dapr
+service is unknown to the server, which answers UNIMPLEMENTED by itself.
+
+Handlers only translate, as the HTTP face's do: the scope comes from the `dapr-app-id` and
+`dapr-namespace` metadata, the work is JobService's (the one implementation under both faces),
+and TockError leaves become gRPC status codes in `status_of`, the one place that maps them. The
+server is grpcio's asyncio server, on the node's event loop.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
+
+import grpc
+from dapr.proto.runtime.v1 import jobs_pb2
+from google.protobuf.message import Message
+
+from node.grpc_jobs import proto_of, spec_from_proto
+from node.service import JobService, Scope
+from store.errors import JobConflict, JobNotFound, OutcomeUnknown, Unavailable, ValidationError
+
+log = logging.getLogger(__name__)
+
+DAPR_SERVICE = "dapr.proto.runtime.v1.Dapr"
+APP_ID_KEY = "dapr-app-id"
+NAMESPACE_KEY = "dapr-namespace"
+TOKEN_KEY = "dapr-api-token"
+DEFAULT_SCOPE = Scope()
+
+Request = TypeVar("Request", bound=Message)
+Context = grpc.aio.ServicerContext[Message, Message]
+ListReply = jobs_pb2.ListJobsResponse | jobs_pb2.ListJobsResponseAlpha1
+PrefixReply = jobs_pb2.DeleteJobsByPrefixResponse | jobs_pb2.DeleteJobsByPrefixResponseAlpha1
+
+
+@dataclass(frozen=True, kw_only=True)
+class GrpcApiConfig:
+    address: str
+    # When set, every call must carry it in the `dapr-api-token` metadata (SPEC §1).
+    api_token: str | None = None
+    # Requests above this are refused (RESOURCE_EXHAUSTED) before they are parsed.
+    message_bytes_max: int = 4 * 1024 * 1024
+    # How long stop() lets calls in progress finish before cancelling them.
+    stop_grace_s: float = 5.0
+
+
+def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status for an exception a handler raised: code and message."""
+    match error:
+        case ValidationError():
+            return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+        case JobNotFound():
+            return grpc.StatusCode.NOT_FOUND, str(error)
+        case JobConflict():
+            return grpc.StatusCode.ALREADY_EXISTS, str(error)
+        case Unavailable() | OutcomeUnknown():
+            return grpc.StatusCode.UNAVAILABLE, str(error)
+    return grpc.StatusCode.INTERNAL, "internal error; the node's log has the details"
+
+
+class GrpcApi:
+    """One node's gRPC server; created, started and stopped on the node's event loop."""
+
+    def __init__(self, service: JobService, config: GrpcApiConfig) -> None:
+        self._service = service
+        self._config = config
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> None:
+        limit = self._config.message_bytes_max
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit)])
+        handlers = grpc.method_handlers_generic_handler(DAPR_SERVICE, self._handlers())
+        server.add_generic_rpc_handlers((handlers,))
+        if server.add_insecure_port(self._config.address) == 0:
+            raise OSError(f"cannot listen for gRPC on {self._config.address}")
+        await server.start()
+        self._server = server
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(self._config.stop_grace_s)
+            self._server = None
+
+    # -- the method table ------------------------------------------------------------------
+
+    def _handlers(self) -> dict[str, grpc.RpcMethodHandler[Message, Message]]:
+        handlers: dict[str, grpc.RpcMethodHandler[Message, Message]] = {}
+        for suffix in ("", "Alpha1"):
+            handlers[f"ScheduleJob{suffix}"] = self._unary(
+                jobs_pb2.ScheduleJobRequest, self._schedule
+            )
+            handlers[f"GetJob{suffix}"] = self._unary(jobs_pb2.GetJobRequest, self._get)
+            handlers[f"DeleteJob{suffix}"] = self._unary(jobs_pb2.DeleteJobRequest, self._delete)
+        handlers["ListJobs"] = self._unary(
+            jobs_pb2.ListJobsRequest, partial(self._list, jobs_pb2.ListJobsResponse)
+        )
+        handlers["ListJobsAlpha1"] = self._unary(
+            jobs_pb2.ListJobsRequestAlpha1, partial(self._list, jobs_pb2.ListJobsResponseAlpha1)
+        )
+        handlers["DeleteJobsByPrefix"] = self._unary(
+            jobs_pb2.DeleteJobsByPrefixRequest,
+            partial(self._delete_prefix, jobs_pb2.DeleteJobsByPrefixResponse),
+        )
+        handlers["DeleteJobsByPrefixAlpha1"] = self._unary(
+            jobs_pb2.DeleteJobsByPrefixRequestAlpha1,
+            partial(self._delete_prefix, jobs_pb2.DeleteJobsByPrefixResponseAlpha1),
+        )
+        return handlers
+
+    def _unary(
+        self, request_type: type[Request], call: Callable[[Request, Scope], Awaitable[Message]]
+    ) -> grpc.RpcMethodHandler[Message, Message]:
+        """A unary handler around `call`: the token check, the scope, and errors as codes."""
+
+        async def handle(request: Request, context: Context) -> Message:
+            await self._check_token(context)
+            try:
+                return await call(request, _scope_of(context))
+            except Exception as error:
+                code, message = status_of(error)
+                if code is grpc.StatusCode.INTERNAL:
+                    log.exception("gRPC %s failed", request_type.DESCRIPTOR.name)
+                await context.abort(code, message)
+
+        return grpc.unary_unary_rpc_method_handler(
+            handle,
+            request_deserializer=request_type.FromString,
+            response_serializer=_serialize,
+        )
+
+    async def _check_token(self, context: Context) -> None:
+        expected = self._config.api_token
+        if not expected:
+            return
+        given = _metadata(context).get(TOKEN_KEY, "")
+        # Constant time: the comparison must not tell an attacker how much of a guess is right.
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, f"missing or wrong {TOKEN_KEY} metadata"
+            )
+
+    # -- the methods -----------------------------------------------------------------------
+
+    async def _schedule(
+        self, request: jobs_pb2.ScheduleJobRequest, scope: Scope
+    ) -> jobs_pb2.ScheduleJobResponse:
+        if not request.HasField("job"):
+            raise ValidationError("Job is empty")
+        spec = spec_from_proto(request.job, self._service.limits)
+        await self._service.schedule_spec(scope, spec, request.overwrite)
+        return jobs_pb2.ScheduleJobResponse()
+
+    async def _get(self, request: jobs_pb2.GetJobRequest, scope: Scope) -> jobs_pb2.GetJobResponse:
+        job = await self._service.get(scope, request.name)
+        return jobs_pb2.GetJobResponse(job=proto_of(job.spec))
+
+    async def _delete(
+        self, request: jobs_pb2.DeleteJobRequest, scope: Scope
+    ) -> jobs_pb2.DeleteJobResponse:
+        await self._service.delete(scope, request.name)
+        return jobs_pb2.DeleteJobResponse()
+
+    async def _list(self, reply: type[ListReply], _request: Message, scope: Scope) -> ListReply:
+        """Every job of the app: Dapr's ListJobs has no paging, so read the pages through."""
+        jobs: list[jobs_pb2.Job] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = await self._service.list(scope, "", None, cursor)
+            jobs.extend(proto_of(job.spec) for job in page)
+            if cursor is None:
+                return reply(jobs=jobs)
+
+    async def _delete_prefix(
+        self,
+        reply: type[PrefixReply],
+        request: jobs_pb2.DeleteJobsByPrefixRequest | jobs_pb2.DeleteJobsByPrefixRequestAlpha1,
+        scope: Scope,
+    ) -> PrefixReply:
+        # An unset prefix deletes all of the app's jobs, as an empty one does.
+        await self._service.delete_prefix(scope, request.name_prefix)
+        return reply()
+
+
+def _metadata(context: Context) -> dict[str, str]:
+    pairs = context.invocation_metadata() or ()
+    return {key: value for key, value in pairs if isinstance(value, str)}
+
+
+def _scope_of(context: Context) -> Scope:
+    """The (namespace, app) a call acts for: Dapr's metadata, each defaulting to "default"."""
+    metadata = _metadata(context)
+    return Scope(
+        namespace=metadata.get(NAMESPACE_KEY) or DEFAULT_SCOPE.namespace,
+        app=metadata.get(APP_ID_KEY) or DEFAULT_SCOPE.app,
+    )
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()

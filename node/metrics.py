@@ -1,0 +1,69 @@
+"""Prometheus text for GET /metrics: jobs, triggers by outcome, lateness, delivery time, Raft.
+
+Rendered on demand from the counters the parts keep (the engine's EngineMetrics, the store's
+status); nothing here keeps state of its own, so a scrape costs one pass over a few dozen numbers.
+"""
+
+from __future__ import annotations
+
+from node.engine_metrics import EngineMetrics, Histogram
+from store.shared_machine import SharedMachine
+
+
+def render_metrics(raft: dict[str, object], engine: EngineMetrics, machine: SharedMachine) -> str:
+    jobs, epoch = machine.read(lambda m: (m.count(), m.epoch))
+    lines: list[str] = []
+    _gauge(lines, "tock_jobs", "Jobs held by the cluster.", jobs)
+    _gauge(lines, "tock_epoch", "Current membership epoch.", epoch)
+    lines += [
+        "# HELP tock_triggers_total Trigger attempts by outcome.",
+        "# TYPE tock_triggers_total counter",
+    ]
+    for outcome, count in sorted(engine.triggers.items()):
+        lines.append(f'tock_triggers_total{{outcome="{outcome.name.lower()}"}} {count}')
+    _histogram(
+        lines,
+        "tock_trigger_lateness_ms",
+        "Delivery start minus scheduled time, in ms.",
+        engine.lateness_ms,
+    )
+    _histogram(
+        lines, "tock_delivery_ms", "Duration of one delivery attempt, in ms.", engine.delivery_ms
+    )
+    _gauge(
+        lines, "tock_deliveries_in_flight", "Deliveries running now.", engine.deliveries_in_flight
+    )
+    _counter(lines, "tock_acks_proposed_total", "Trigger acks proposed.", engine.acks_proposed)
+    _counter(lines, "tock_acks_ignored_total", "Trigger acks not applied.", engine.acks_ignored)
+    _gauge(lines, "tock_raft_term", "Raft term.", raft.get("term", 0))
+    _gauge(lines, "tock_raft_commit_index", "Raft commit index.", raft.get("commit_index", 0))
+    _gauge(lines, "tock_raft_applied_index", "Raft applied index.", raft.get("applied_index", 0))
+    _gauge(lines, "tock_raft_log_entries", "Entries in the Raft log.", raft.get("log_entries", 0))
+    _gauge(lines, "tock_raft_is_leader", "1 on the leader.", int(raft.get("role") == "leader"))
+    _counter(
+        lines,
+        "tock_raft_leader_changes_total",
+        "Leader changes seen by this node.",
+        raft.get("leader_changes", 0),
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _gauge(lines: list[str], name: str, help_text: str, value: object) -> None:
+    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {_number(value)}"]
+
+
+def _counter(lines: list[str], name: str, help_text: str, value: object) -> None:
+    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {_number(value)}"]
+
+
+def _histogram(lines: list[str], name: str, help_text: str, histogram: Histogram) -> None:
+    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+    for bound, count in histogram.cumulative():
+        le = "+Inf" if bound == float("inf") else str(int(bound))
+        lines.append(f'{name}_bucket{{le="{le}"}} {count}')
+    lines += [f"{name}_sum {histogram.total}", f"{name}_count {histogram.count}"]
+
+
+def _number(value: object) -> int | float:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else 0

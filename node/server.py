@@ -1,0 +1,226 @@
+"""One tock node: wires the Raft store, membership, the trigger engine and the HTTP and gRPC APIs.
+
+Start order matters: the store first (it replays the journal, and every later part reads the
+machine), then membership (heartbeats give this node its lease), then the engine (it fires only
+under a lease), then the HTTP and gRPC listeners. Stop runs the other way round, and the engine
+finishes or hands back its in-flight deliveries and flushes its acks before the store goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import uvloop
+from aiohttp import web
+
+from cluster.membership import Membership, MembershipConfig
+from node.admin import ClusterStatus, raft_ready
+from node.api import ApiConfig, build_app
+from node.config import NodeConfig
+from node.deliverer import Deliverer
+from node.delivery import DeliveryConfig, HttpDelivery
+from node.engine import EngineConfig, TriggerEngine
+from node.grpc_api import GrpcApi, GrpcApiConfig
+from node.grpc_delivery import GrpcDelivery, GrpcDeliveryConfig
+from node.metrics import render_metrics
+from node.service import JobService, ServiceConfig
+from store.clock import Clock, SystemClock
+from store.codec import Member
+from store.errors import ValidationError
+from store.jobs import JobLimits
+from store.machine import JobMachine
+from store.raft import RaftStore
+from store.raft_config import RaftConfig
+from store.shared_machine import SharedMachine
+
+log = logging.getLogger(__name__)
+
+READY_WAIT_S = 3600.0
+STOP_TIMEOUT_S = 10.0
+
+
+class Node:
+    def __init__(self, config: NodeConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.me = Member(config.node_id, config.raft, config.http)
+        self.machine = SharedMachine(JobMachine(config.partitions))
+        self.store = RaftStore(
+            RaftConfig(
+                self_address=config.raft,
+                peer_addresses=tuple(config.peers.values()),
+                data_dir=config.data_dir / "raft",
+                secret=config.secret,
+            ),
+            self.machine,
+            self.clock,
+        )
+        timing = config.timing
+        self.membership = Membership(
+            self.me,
+            self.store,
+            self.machine,
+            self.clock,
+            MembershipConfig(
+                heartbeat_s=timing.heartbeat_s, lease_s=timing.lease_s, dead_s=timing.dead_s
+            ),
+        )
+        self.delivery = Deliverer(
+            HttpDelivery(
+                DeliveryConfig(attempt_timeout_s=timing.delivery_timeout_s, node_id=config.node_id)
+            ),
+            GrpcDelivery(
+                GrpcDeliveryConfig(
+                    attempt_timeout_s=timing.delivery_timeout_s, node_id=config.node_id
+                )
+            ),
+        )
+        self.engine = TriggerEngine(
+            config.node_id,
+            self.store,
+            self.machine,
+            self.delivery,
+            self.clock,
+            self.membership.may_fire,
+            EngineConfig(deliveries_in_flight_max=config.limits.deliveries_in_flight_max),
+        )
+        self.service = JobService(
+            self.store,
+            self.machine,
+            self.clock,
+            ServiceConfig(
+                time_zone=config.time_zone,
+                partitions=config.partitions,
+                propose_timeout_s=timing.propose_timeout_s,
+                read_timeout_s=timing.propose_timeout_s,
+                list_limit_max=config.limits.list_limit_max,
+                job_limits=JobLimits(data_bytes_max=config.limits.data_bytes_max),
+            ),
+        )
+        self.grpc_api = (
+            None
+            if config.grpc is None
+            else GrpcApi(
+                self.service,
+                GrpcApiConfig(
+                    address=config.grpc,
+                    api_token=config.api_token,
+                    message_bytes_max=config.limits.body_bytes_max,
+                ),
+            )
+        )
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self.store.start()
+        self.membership.start()
+        self.engine.start()
+        app = build_app(self.service, self, ApiConfig.from_node_config(self.config))
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=STOP_TIMEOUT_S)
+        await self._runner.setup()
+        host, _, port = self.config.http.rpartition(":")
+        await web.TCPSite(self._runner, host, int(port)).start()
+        if self.grpc_api is not None:
+            await self.grpc_api.start()
+        log.info(
+            "node %s serving http %s grpc %s raft %s",
+            self.me.id,
+            self.me.http,
+            self.config.grpc,
+            self.me.raft,
+        )
+
+    async def stop(self) -> None:
+        if self.grpc_api is not None:
+            await self.grpc_api.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.engine.stop()
+        await self.membership.stop()
+        await self.delivery.close()
+        await self.store.stop()
+        log.info("node %s stopped", self.me.id)
+
+    # -- the admin view (node/admin.py renders it) ----------------------------------------
+
+    def ready(self) -> bool:
+        return raft_ready(self.store)
+
+    def cluster_status(self) -> ClusterStatus:
+        raft = self.store.status()
+        epoch, members, live, owned, jobs, announced = self.machine.read(
+            lambda m: (
+                m.epoch,
+                m.members,
+                set(m.live),
+                {member.id: len(m.partitions_of(member.id)) for member in m.members},
+                m.count(),
+                m.announced(),
+            )
+        )
+        ids_by_raft = {self.me.raft: self.me.id}
+        ids_by_raft.update({raft_address: i for i, raft_address in self.config.peers.items()})
+        ids_by_raft.update({m.raft: m.id for m in (*announced.values(), *members)})
+        leader = raft.get("leader")
+        return {
+            "node": self.me.id,
+            "role": str(raft.get("role")),
+            "leader": ids_by_raft.get(str(leader), str(leader)) if leader else None,
+            "term": _int(raft.get("term")),
+            "commitIndex": _int(raft.get("commit_index")),
+            "appliedIndex": _int(raft.get("applied_index")),
+            "epoch": epoch,
+            "partitions": owned.get(self.me.id, 0),
+            "jobs": jobs,
+            "members": [
+                {
+                    "id": m.id,
+                    "http": m.http,
+                    "raft": m.raft,
+                    "alive": m.id in live,
+                    "partitions": owned.get(m.id, 0),
+                }
+                for m in members
+            ],
+        }
+
+    def metrics_text(self) -> str:
+        return render_metrics(self.store.status(), self.engine.metrics, self.machine)
+
+    async def add_member(self, node_id: str, raft: str, http: str) -> None:
+        known = self.machine.read(lambda m: {member.id for member in m.members})
+        if node_id in known:
+            raise ValidationError(f"member {node_id!r} already exists")
+        await self.store.add_member(raft, self.config.timing.propose_timeout_s)
+
+    async def remove_member(self, node_id: str) -> None:
+        members = self.machine.read(lambda m: {member.id: member for member in m.members})
+        member = members.get(node_id)
+        if member is None:
+            raise ValidationError(f"no member {node_id!r}")
+        await self.store.remove_member(member.raft, self.config.timing.propose_timeout_s)
+
+
+def _int(value: object) -> int:
+    """A counter from the Raft status, which is 0 until the tick thread first fills it in."""
+    return value if isinstance(value, int) else 0
+
+
+async def serve(config: NodeConfig) -> None:
+    node = Node(config)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await node.start()
+    try:
+        await stopping.wait()
+    finally:
+        await node.stop()
+
+
+def run_node(config: NodeConfig) -> int:
+    uvloop.run(serve(config))
+    return 0
