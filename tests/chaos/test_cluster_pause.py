@@ -123,7 +123,7 @@ def test_a_paused_node_fires_nothing_it_no_longer_owns(cluster: LocalCluster, si
         assert call.received_ms >= fenced_until_ms, (call.name, call.received_ms, fenced_until_ms)
         assert owner_of(after, call.name) == victim, call.name
     print(
-        f"victim {victim}: re-admitted {fenced_until_ms - resumed_ms:.0f} ms after SIGCONT; "
+        f"victim {victim}: still fenced {fenced_until_ms - resumed_ms:.0f} ms after SIGCONT; "
         f"{len(late)} deliveries from it after resuming"
     )
     log.assert_one_leader_per_term()

@@ -1,0 +1,204 @@
+"""The `tock` command line as a user runs it, each command a real subprocess: `tock job
+create|get|list|delete` and `tock status` against a real 3-process cluster, and `tock up`
+itself, from its first printed line to SIGTERM leaving no node process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from tests.integration.node_helpers import App, Rig, call, running_rig, settle, wait_until
+from tests.support.local_cluster import port_block
+from tests.support.sink import Sink
+
+REPO = Path(__file__).resolve().parents[2]
+COMMAND_TIMEOUT_S = 30.0
+UP_READY_S = 60.0
+UP_STOP_S = 30.0
+
+
+def tock(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TOCK_API_TOKEN"}
+    return subprocess.run(
+        [sys.executable, "-m", "node.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        cwd=REPO,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    with running_rig(tmp_path_factory.mktemp("cli")) as rig:
+        yield rig
+
+
+@pytest.fixture
+def app(rig: Rig) -> App:
+    return rig.app()
+
+
+def job_cli(app: App, node: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """`tock job ARGS` against node `node`, acting for `app`."""
+    command, *rest = args
+    return tock("job", command, *rest, "--node", app.rig.url(node), "--app-id", app.id)
+
+
+def test_create_get_list_and_delete_round_trip_across_nodes(app: App) -> None:
+    name = app.name("cli")
+    created = job_cli(
+        app,
+        1,
+        "create",
+        name,
+        "--schedule",
+        "@every 1h",
+        "--data",
+        '{"a": [1, 2]}',
+        "--failure-policy",
+        "constant:2s:3",
+    )
+    assert (created.returncode, created.stdout.strip()) == (0, f"created {name}"), created
+    got = job_cli(app, 3, "get", name)
+    assert got.returncode == 0, got
+    job = json.loads(got.stdout)
+    assert (job["name"], job["schedule"], job["data"]) == (name, "@every 1h", {"a": [1, 2]})
+    assert job["failurePolicy"] == {"constant": {"interval": "2s", "maxRetries": 3}}
+    listed = job_cli(app, 2, "list", "--prefix", name[:5])
+    assert [j["name"] for j in json.loads(listed.stdout)] == [name]
+    deleted = job_cli(app, 2, "delete", name)
+    assert (deleted.returncode, deleted.stdout.strip()) == (0, f"deleted {name}"), deleted
+    missing = job_cli(app, 1, "get", name)
+    assert missing.returncode == 1
+    assert "not found" in missing.stderr
+
+
+def test_a_job_created_from_the_command_line_fires(rig: Rig, app: App) -> None:
+    name = app.name("fires")
+    assert job_cli(app, 2, "create", name, "--due-time", "1s", "--data", '"hi"').returncode == 0
+    calls = settle(rig.sink, name, 1, quiet_s=1.0, timeout_s=10)
+    assert [c.body for c in calls] == [b'"hi"']
+
+
+def test_errors_exit_1_with_the_message_and_change_nothing(app: App) -> None:
+    name = app.name("err")
+    bad = job_cli(app, 1, "create", name, "--schedule", "every day")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: "), bad
+    assert json.loads(job_cli(app, 3, "list").stdout) == []
+    assert job_cli(app, 1, "create", name, "--schedule", "@daily").returncode == 0
+    conflict = job_cli(app, 2, "create", name, "--schedule", "@hourly")
+    assert conflict.returncode == 1 and name in conflict.stderr, conflict
+    overwrite = job_cli(app, 3, "create", name, "--schedule", "@hourly", "--overwrite")
+    assert overwrite.returncode == 0, overwrite
+    assert json.loads(job_cli(app, 1, "get", name).stdout)["schedule"] == "@hourly"
+    usage = job_cli(app, 1, "create", name, "--failure-policy", "sometimes")
+    assert usage.returncode == 2 and "drop or constant" in usage.stderr, usage
+
+
+def test_status_prints_the_node_and_every_member(rig: Rig) -> None:
+    answer = tock("status", "--node", rig.url(2))
+    assert answer.returncode == 0, answer
+    lines = answer.stdout.splitlines()
+    assert lines[0].split() == ["node", "n2"]
+    leader = next(line.split()[1] for line in lines if line.startswith("leader"))
+    assert leader in {"n1", "n2", "n3"}
+    header = next(i for i, line in enumerate(lines) if line.startswith("MEMBER"))
+    members = {line.split()[0]: line.split() for line in lines[header + 1 :]}
+    assert set(members) == {"n1", "n2", "n3"}, answer.stdout
+    assert all(row[3] == "yes" for row in members.values()), answer.stdout
+
+
+def test_status_of_an_unreachable_node_exits_1() -> None:
+    port = port_block(1)
+    answer = tock("status", "--node", f"http://127.0.0.1:{port}")
+    assert answer.returncode == 1 and "cannot reach" in answer.stderr, answer
+
+
+# -- tock up ---------------------------------------------------------------------------------
+
+
+class Lines:
+    """The lines a subprocess prints, read by a thread so that waits can be bounded."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self._queue: queue.Queue[str] = queue.Queue()
+        assert process.stdout is not None
+        threading.Thread(target=self._pump, args=(process.stdout,), daemon=True).start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._queue.put(line)
+
+    def next(self, timeout_s: float) -> str:
+        try:
+            return self._queue.get(timeout=timeout_s).rstrip("\n")
+        except queue.Empty:
+            raise AssertionError(f"no line within {timeout_s} s") from None
+
+
+def test_tock_up_prints_its_nodes_registers_the_app_and_stops_every_node(tmp_path: Path) -> None:
+    sink = Sink().start()
+    base = port_block(45)
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "node.cli", "up", "--nodes", "3", "--data-dir", str(tmp_path)),
+            *("--http-port", str(base), "--raft-port", str(base + 15)),
+            *("--grpc-port", str(base + 30), "--app-url", sink.url, "--time-zone", "UTC"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        lines = Lines(process)
+        # One line per node: `n1 http://HOST:PORT raft HOST:PORT grpc HOST:PORT pid PID`.
+        nodes = [lines.next(UP_READY_S).split() for _ in range(3)]
+        pids = []
+        for k, (node_id, http, *pairs) in enumerate(nodes, start=1):
+            assert (node_id, http) == (f"n{k}", f"http://127.0.0.1:{base + k - 1}"), nodes
+            fields = dict(zip(pairs[::2], pairs[1::2], strict=True))
+            assert fields["raft"] == f"127.0.0.1:{base + 15 + k - 1}", nodes
+            assert fields["grpc"] == f"127.0.0.1:{base + 30 + k - 1}", nodes
+            pids.append(int(fields["pid"]))
+        ready = lines.next(UP_READY_S)
+        assert ready in {f"ready: leader n{k}" for k in (1, 2, 3)}, ready
+
+        node2 = f"http://127.0.0.1:{base + 1}"
+        assert call(node2 + "/v1.0/apps/default").json == {"url": sink.url}
+        answer = call(node2 + "/v1.0/jobs/hello", "POST", {"dueTime": "1s"})
+        assert answer.status == 204, answer
+        assert len(sink.wait_for("hello", 1, timeout_s=10)) == 1
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(UP_STOP_S) == 0
+        wait_until(lambda: not any(_alive(pid) for pid in pids), 10, f"node pids {pids} gone")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        assert process.stdout is not None
+        process.stdout.close()
+        sink.stop()
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs (a zombie waiting to be reaped does not count)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"

@@ -1,0 +1,236 @@
+"""cluster/membership.py `next_membership`: the leader's pure decision of the next epoch.
+
+Method: a table pins the decision in named situations (first heartbeats, a death, the grace
+period, a return, a removal from Raft), and hypothesis checks the rules over random clusters of
+up to six nodes, each announced or not, in the Raft cluster or not, live or not, with a
+heartbeat of any age around the lease and dead thresholds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cluster.membership import MembershipConfig, MembersView, next_membership
+from store.codec import Member
+
+CONFIG = MembershipConfig(heartbeat_s=0.5, lease_s=1.5, dead_s=2.5)
+LEASE_MS = 1500
+DEAD_MS = 2500
+NOW_MS = 1_000_000
+NODE_IDS = [f"n{k}" for k in range(1, 7)]
+
+
+def member(node: str) -> Member:
+    return Member(node, f"127.0.0.1:{7500 + int(node[1:])}", f"127.0.0.1:{3500 + int(node[1:])}")
+
+
+def raft_of(*nodes: str) -> frozenset[str]:
+    return frozenset(member(node).raft for node in nodes)
+
+
+def view(
+    live: tuple[str, ...], ages_ms: dict[str, int], members: tuple[str, ...] = ()
+) -> MembersView:
+    """A committed state whose announced nodes are those with a heartbeat age."""
+    return MembersView(
+        epoch=7,
+        members=tuple(member(node) for node in sorted(members or live)),
+        live=live,
+        heartbeats={node: NOW_MS - age for node, age in ages_ms.items()},
+        announced={node: member(node) for node in ages_ms},
+    )
+
+
+def decide(state: MembersView, raft: frozenset[str], may_declare_dead: bool = True) -> object:
+    change = next_membership(state, raft, NOW_MS, CONFIG, may_declare_dead)
+    if change is None:
+        return None
+    members, live = change
+    return tuple(m.id for m in members), live
+
+
+ALL3 = raft_of("n1", "n2", "n3")
+FRESH3 = {"n1": 100, "n2": 100, "n3": 100}
+
+TABLE = [
+    (
+        "first heartbeats found the cluster",
+        view((), FRESH3),
+        ALL3,
+        True,
+        (("n1", "n2", "n3"), ("n1", "n2", "n3")),
+    ),
+    ("steady state changes nothing", view(("n1", "n2", "n3"), FRESH3), ALL3, True, None),
+    (
+        "late but not dead stays live",
+        view(("n1", "n2", "n3"), {**FRESH3, "n3": DEAD_MS - 1}),
+        ALL3,
+        True,
+        None,
+    ),
+    (
+        "dead is dropped from live, stays a member",
+        view(("n1", "n2", "n3"), {**FRESH3, "n3": DEAD_MS}),
+        ALL3,
+        True,
+        (("n1", "n2", "n3"), ("n1", "n2")),
+    ),
+    (
+        "the grace period declares no one dead",
+        view(("n1", "n2", "n3"), {**FRESH3, "n3": 60_000}),
+        ALL3,
+        False,
+        None,
+    ),
+    (
+        "a returning member with a stale heartbeat waits",
+        view(("n1", "n2"), {**FRESH3, "n3": LEASE_MS}, ("n1", "n2", "n3")),
+        ALL3,
+        True,
+        None,
+    ),
+    (
+        "a returning member with a fresh heartbeat is taken back",
+        view(("n1", "n2"), {**FRESH3, "n3": LEASE_MS - 1}, ("n1", "n2", "n3")),
+        ALL3,
+        True,
+        (("n1", "n2", "n3"), ("n1", "n2", "n3")),
+    ),
+    (
+        "a node outside the Raft cluster is not admitted",
+        view(("n1", "n2", "n3"), {**FRESH3, "n4": 100}),
+        ALL3,
+        True,
+        None,
+    ),
+    (
+        "a node added to Raft joins with its first heartbeat",
+        view(("n1", "n2", "n3"), {**FRESH3, "n4": 100}),
+        raft_of("n1", "n2", "n3", "n4"),
+        True,
+        (("n1", "n2", "n3", "n4"), ("n1", "n2", "n3", "n4")),
+    ),
+    (
+        "a node removed from Raft leaves members and live",
+        view(("n1", "n2", "n3"), FRESH3),
+        raft_of("n1", "n2"),
+        True,
+        (("n1", "n2"), ("n1", "n2")),
+    ),
+    (
+        "a node removed from Raft leaves even in the grace period",
+        view(("n1", "n2", "n3"), FRESH3),
+        raft_of("n1", "n2"),
+        False,
+        (("n1", "n2"), ("n1", "n2")),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "raft", "may_declare_dead", "expected"),
+    [case[1:] for case in TABLE],
+    ids=[case[0] for case in TABLE],
+)
+def test_next_membership_table(
+    state: MembersView, raft: frozenset[str], may_declare_dead: bool, expected: object
+) -> None:
+    assert decide(state, raft, may_declare_dead) == expected
+
+
+@dataclass(frozen=True)
+class Situation:
+    state: MembersView
+    raft: frozenset[str]
+    ages_ms: dict[str, int]
+    may_declare_dead: bool
+
+
+# Ages cluster around the thresholds, where an off-by-one would hide.
+ages = st.one_of(
+    st.integers(0, 10_000),
+    st.sampled_from([LEASE_MS - 1, LEASE_MS, DEAD_MS - 1, DEAD_MS]),
+)
+
+
+@st.composite
+def situations(draw: st.DrawFn) -> Situation:
+    nodes = draw(st.lists(st.sampled_from(NODE_IDS), unique=True, max_size=6))
+    announced = [node for node in nodes if draw(st.booleans())]
+    ages_ms = {node: draw(ages) for node in announced}
+    in_raft = [node for node in nodes if draw(st.booleans())]
+    members = sorted(node for node in announced if draw(st.booleans()))
+    live = tuple(node for node in members if draw(st.booleans()))
+    state = MembersView(
+        epoch=draw(st.integers(0, 100)),
+        members=tuple(member(node) for node in members),
+        live=live,
+        heartbeats={node: NOW_MS - age for node, age in ages_ms.items()},
+        announced={node: member(node) for node in announced},
+    )
+    return Situation(state, raft_of(*in_raft), ages_ms, draw(st.booleans()))
+
+
+def outcome(s: Situation) -> tuple[tuple[Member, ...], tuple[str, ...]]:
+    """The (members, live) after the decision: the change, or the state as it is."""
+    change = next_membership(s.state, s.raft, NOW_MS, CONFIG, s.may_declare_dead)
+    return change if change is not None else (s.state.members, s.state.live)
+
+
+def eligible(s: Situation, node: str) -> bool:
+    return node in s.ages_ms and member(node).raft in s.raft
+
+
+@settings(deadline=None, max_examples=400)
+@given(situations())
+def test_only_raft_cluster_nodes_that_announced_themselves_are_members(s: Situation) -> None:
+    members, live = outcome(s)
+    assert [m.id for m in members] == sorted(node for node in NODE_IDS if eligible(s, node))
+    assert set(live) <= {m.id for m in members}
+    assert list(live) == sorted(live)
+
+
+@settings(deadline=None, max_examples=400)
+@given(situations())
+def test_a_live_member_stays_live_until_dead(s: Situation) -> None:
+    _, live = outcome(s)
+    for node in s.state.live:
+        if not eligible(s, node):
+            continue
+        dead = s.ages_ms[node] >= DEAD_MS and s.may_declare_dead
+        assert (node in live) is not dead, (node, s.ages_ms[node])
+
+
+@settings(deadline=None, max_examples=400)
+@given(situations())
+def test_a_returning_member_is_readmitted_only_with_a_fresh_heartbeat(s: Situation) -> None:
+    _, live = outcome(s)
+    for node in NODE_IDS:
+        if node in s.state.live or not eligible(s, node):
+            continue
+        assert (node in live) is (s.ages_ms[node] < LEASE_MS), (node, s.ages_ms[node])
+
+
+@settings(deadline=None, max_examples=400)
+@given(situations())
+def test_the_grace_period_declares_no_one_dead(s: Situation) -> None:
+    if s.may_declare_dead:
+        return
+    _, live = outcome(s)
+    assert {node for node in s.state.live if eligible(s, node)} <= set(live)
+
+
+@settings(deadline=None, max_examples=400)
+@given(situations())
+def test_no_change_is_none_and_a_decision_is_a_fixed_point(s: Situation) -> None:
+    change = next_membership(s.state, s.raft, NOW_MS, CONFIG, s.may_declare_dead)
+    if change is None:
+        return
+    members, live = change
+    assert (members, live) != (s.state.members, s.state.live)
+    committed = MembersView(s.state.epoch + 1, members, live, s.state.heartbeats, s.state.announced)
+    assert next_membership(committed, s.raft, NOW_MS, CONFIG, s.may_declare_dead) is None
