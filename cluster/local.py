@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,12 +84,19 @@ class LocalCluster:
             self.start_node(node.node_id)
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM every running node (a clean stop), then SIGKILL whatever is left."""
-        for node in self.nodes:
-            if node.running():
-                assert node.process is not None
-                node.process.send_signal(signal.SIGCONT)
-                node.process.terminate()
+        """Quiesce every running node, then SIGTERM them (a clean stop), then SIGKILL whatever
+        is left. Quiescing all first lets each node's last acks commit while every store still
+        serves: stopped at once, the acks of the last deliveries could find no quorum left, and
+        those occurrences would be delivered again after a restart."""
+        running = [node for node in self.nodes if node.running()]
+        for node in running:
+            assert node.process is not None
+            node.process.send_signal(signal.SIGCONT)
+        with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+            list(pool.map(lambda node: self._quiesce(node, timeout_s), running))
+        for node in running:
+            assert node.process is not None
+            node.process.terminate()
         deadline = time.monotonic() + timeout_s
         for node in self.nodes:
             if node.process is None:
@@ -98,6 +106,17 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 node.process.kill()
                 node.process.wait(5)
+
+    def _quiesce(self, node: NodeProcess, timeout_s: float) -> None:
+        request = urllib.request.Request(
+            f"{node.url}/admin/quiesce", data=b"", headers=self._headers(), method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s):
+                pass
+        except (OSError, urllib.error.URLError) as error:
+            # A node that cannot answer (crashed, partitioned) has nothing left to settle.
+            print(f"{node.node_id}: not quiesced ({error}); stopping it anyway", file=sys.stderr)
 
     def node(self, node_id: str) -> NodeProcess:
         for node in self.nodes:

@@ -68,6 +68,11 @@ class AdminView(Protocol):
         """Remove a node from the cluster; raises a TockError when it cannot be removed."""
         ...
 
+    async def quiesce(self) -> None:
+        """Stop firing and settle every delivery in flight (its ack committed), keeping the
+        store serving; the first step of stopping a whole cluster without duplicates."""
+        ...
+
 
 def raft_ready(store: RaftStore) -> bool:
     """Caught up with a leader: the store replayed up to a leader's commit and knows a leader."""
@@ -84,6 +89,7 @@ def add_admin_routes(app: web.Application, view: AdminView) -> None:
     router.add_route("GET", "/admin/cluster", routes.cluster)
     router.add_route("POST", "/admin/members", routes.add_member)
     router.add_route("DELETE", "/admin/members/{id}", routes.remove_member)
+    router.add_route("POST", "/admin/quiesce", routes.quiesce)
     router.add_route("GET", "/metrics", routes.metrics)
     router.add_route("GET", "/openapi.json", routes.openapi)
 
@@ -126,6 +132,10 @@ class AdminRoutes:
 
     async def remove_member(self, request: web.Request) -> web.Response:
         await self._view.remove_member(request.match_info["id"])
+        return web.Response(status=204)
+
+    async def quiesce(self, request: web.Request) -> web.Response:
+        await self._view.quiesce()
         return web.Response(status=204)
 
     async def metrics(self, request: web.Request) -> web.Response:

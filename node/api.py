@@ -10,7 +10,9 @@ error and token middlewares, and the request body bound.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -47,13 +49,23 @@ class ApiConfig:
         return cls(api_token=config.api_token, body_bytes_max=config.limits.body_bytes_max)
 
 
-def build_app(service: JobService, admin: AdminView, config: ApiConfig) -> web.Application:
-    """The HTTP server of one node: jobs, apps and admin routes behind the middlewares."""
+class Routes(Protocol):
+    """A set of routes served beside the jobs API (the watch stream, the internal hop)."""
+
+    def register(self, router: web.UrlDispatcher) -> None: ...
+
+
+def build_app(
+    service: JobService, admin: AdminView, config: ApiConfig, routes: Sequence[Routes] = ()
+) -> web.Application:
+    """The HTTP server of one node: jobs, apps, admin and `routes` behind the middlewares."""
     middlewares: list[Middleware] = [error_middleware(config.retry_after_s)]
     if config.api_token:
         middlewares.append(token_middleware(config.api_token))
     app = web.Application(client_max_size=config.body_bytes_max, middlewares=middlewares)
     JobRoutes(service, config).register(app.router)
+    for extra in routes:
+        extra.register(app.router)
     add_admin_routes(app, admin)
     return app
 
@@ -127,21 +139,25 @@ class JobRoutes:
     async def register_app(self, request: web.Request) -> web.Response:
         body = await read_json_object(request) or {}
         url = body.get("url")
-        if not isinstance(url, str) or not url:
-            raise ValidationError('the body must be {"url": "http://host:port"}')
+        token = body.get("token")
+        if token is None:
+            token = ""
+        if not isinstance(url, str) or not url or not isinstance(token, str):
+            raise ValidationError('the body must be {"url": "http://host:port", "token": "..."}')
         if len(url) > self._config.url_chars_max:
             raise ValidationError(
                 f"url is too long: {len(url)} characters, at most {self._config.url_chars_max}"
             )
-        await self._service.register_app(self._app_scope(request), url)
+        await self._service.register_app(self._app_scope(request), url, token)
         return web.Response(status=204)
 
     async def app_url(self, request: web.Request) -> web.Response:
         scope = self._app_scope(request)
-        url = await self._service.app_url(scope)
-        if url is None:
+        route = await self._service.app_route(scope)
+        if route is None:
             raise AppNotFound(f"app {scope.app!r} has no registered url")
-        return web.json_response({"url": url})
+        # The token itself never leaves the cluster: only whether one is set.
+        return web.json_response({"url": route.url, "hasToken": bool(route.token)})
 
     async def unregister_app(self, request: web.Request) -> web.Response:
         await self._service.unregister_app(self._app_scope(request))

@@ -1,15 +1,28 @@
-"""A Python client for a node's Jobs API, used by `tock job ...`, tests and benchmarks.
+"""A Python client for a node's Jobs API and watch stream: for `tock job ...`, tests, benchmarks.
 
 Error answers come back as the TockError classes the server raised (ValidationError for a 400,
 JobNotFound for a 404, JobConflict for a 409, Unavailable or OutcomeUnknown for a 503), so
 callers handle them as they would in-process. Answers without a leaf of their own (401, 500)
 raise RequestFailed, which carries the status and Dapr's error code.
+
+The watch stream (SPEC §4) is `client.watch()`: while it is open, the app's triggers come to it
+rather than to the app's URL, from whichever node owns each job:
+
+    async with client.watch() as stream:
+        async for batch in stream:
+            await stream.ack([(trigger.id, "SUCCESS") for trigger in batch])
+
+or `await stream.serve(handler)`, with an async handler that returns True for success.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +31,7 @@ import aiohttp
 from yarl import URL
 
 from node.http_errors import CODE_APP_NOT_FOUND, CODE_OUTCOME_UNKNOWN, TOKEN_HEADER
+from node.watch_frames import decode_triggers, encode_acks
 from store.errors import (
     AppNotFound,
     JobConflict,
@@ -30,6 +44,10 @@ from store.errors import (
 
 API_PREFIX = "/v1.0"
 REQUEST_TIMEOUT_S = 30.0
+# The largest frame of triggers a watch stream accepts from a node.
+WATCH_FRAME_BYTES_MAX = 256 * 1024 * 1024
+SUCCESS = "SUCCESS"
+FAILED = "FAILED"
 
 
 class RequestFailed(TockError):
@@ -79,6 +97,68 @@ def job_body(
     if overwrite:
         body["overwrite"] = True
     return body
+
+
+@dataclass(frozen=True, slots=True)
+class WatchTrigger:
+    """One trigger as a watch stream delivers it; ack it by `id`."""
+
+    id: int
+    name: str
+    data: bytes
+    scheduled_time: str
+    attempt: int
+    trigger_id: str
+
+    @classmethod
+    def from_frame(cls, item: dict[str, Any]) -> WatchTrigger:
+        return cls(
+            id=item["id"],
+            name=str(item.get("name", "")),
+            data=bytes(item.get("data") or b""),
+            scheduled_time=str(item.get("scheduledTime", "")),
+            attempt=int(item.get("attempt", 1)),
+            trigger_id=str(item.get("triggerId", "")),
+        )
+
+
+class WatchStream:
+    """An open watch stream: iterate it for batches of triggers, and ack each by id."""
+
+    def __init__(self, socket: aiohttp.ClientWebSocketResponse) -> None:
+        self._socket = socket
+
+    def __aiter__(self) -> WatchStream:
+        return self
+
+    async def __anext__(self) -> list[WatchTrigger]:
+        """The next frame's triggers; the iteration ends when the node closes the stream."""
+        message = await self._socket.receive()
+        if message.type is aiohttp.WSMsgType.BINARY:
+            frame = decode_triggers(message.data, WATCH_FRAME_BYTES_MAX)
+            return [WatchTrigger.from_frame(item) for item in frame]
+        raise StopAsyncIteration
+
+    async def ack(self, acks: Iterable[tuple[int, str]]) -> None:
+        """Report outcomes, `(id, "SUCCESS" | "FAILED")`, in one frame."""
+        await self._socket.send_bytes(encode_acks(list(acks)))
+
+    async def serve(self, handler: Callable[[WatchTrigger], Awaitable[bool]]) -> None:
+        """Run `handler` on every trigger (a frame's concurrently) and ack each: SUCCESS when
+        it returns True, FAILED when it returns anything else or raises. Ends with the stream."""
+        async for batch in self:
+            results = await asyncio.gather(*map(handler, batch), return_exceptions=True)
+            await self.ack(
+                (trigger.id, SUCCESS if result is True else FAILED)
+                for trigger, result in zip(batch, results, strict=True)
+            )
+
+    @property
+    def closed(self) -> bool:
+        return self._socket.closed
+
+    async def close(self) -> None:
+        await self._socket.close()
 
 
 class TockClient:
@@ -160,9 +240,18 @@ class TockClient:
 
     # -- apps ------------------------------------------------------------------------------
 
-    async def register_app(self, url: str, app_id: str | None = None) -> None:
-        """Register where the triggers of `app_id` (default: this client's app) go."""
-        await self._call("PUT", self._app_path(app_id), json={"url": url})
+    async def register_app(
+        self, url: str, app_id: str | None = None, token: str | None = None
+    ) -> None:
+        """Register where the triggers of `app_id` (default: this client's app) go, and the
+        token they carry as `dapr-api-token`."""
+        body = {"url": url} if token is None else {"url": url, "token": token}
+        await self._call("PUT", self._app_path(app_id), json=body)
+
+    async def app_info(self, app_id: str | None = None) -> dict[str, Any]:
+        """`{"url", "hasToken"}` of a registered app."""
+        answer: dict[str, Any] = await self._call("GET", self._app_path(app_id))
+        return answer
 
     async def app_url(self, app_id: str | None = None) -> str:
         answer = await self._call("GET", self._app_path(app_id))
@@ -171,6 +260,27 @@ class TockClient:
 
     async def unregister_app(self, app_id: str | None = None) -> None:
         await self._call("DELETE", self._app_path(app_id))
+
+    # -- the watch stream ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def watch(self, app_id: str | None = None) -> AsyncIterator[WatchStream]:
+        """Hold a watch stream for `app_id` (default: this client's app) on this node. Once it
+        is open, the cluster has recorded it (or gave up waiting for a quorum)."""
+        url = URL(self.base_url + self._app_path(app_id) + "/watch", encoded=True)
+        try:
+            socket = await self._client().ws_connect(
+                url, headers=self._headers, max_msg_size=WATCH_FRAME_BYTES_MAX
+            )
+        except aiohttp.WSServerHandshakeError as error:
+            raise error_of(error.status, "", error.message) from None
+        except aiohttp.ClientConnectorError as error:
+            raise Unavailable(f"cannot reach {self.base_url}: {error}") from None
+        stream = WatchStream(socket)
+        try:
+            yield stream
+        finally:
+            await stream.close()
 
     # -- admin -----------------------------------------------------------------------------
 
@@ -193,12 +303,10 @@ class TockClient:
 
     async def _call(self, method: str, path: str, **options: Any) -> Any:
         """Send one request; the decoded JSON answer (None when empty), or the typed error."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
         # encoded=True: the path is already quoted, and a name's '%2F' must stay as it is.
         url = URL(self.base_url + path, encoded=True)
         try:
-            async with self._session.request(
+            async with self._client().request(
                 method, url, headers=self._headers, **options
             ) as response:
                 body = await response.read()
@@ -210,6 +318,11 @@ class TockClient:
         except (aiohttp.ClientError, TimeoutError) as error:
             # The request left: a write may have been committed even though no answer came.
             raise OutcomeUnknown(f"no answer from {self.base_url}: {error!r}") from None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
 
 
 def _job_path(name: str) -> str:

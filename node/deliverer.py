@@ -1,8 +1,11 @@
-"""The engine's one delivery entry point: a trigger goes out by HTTP or gRPC, as its app's URL says.
+"""The engine's one delivery entry point: a trigger goes to a watch stream of its app if one is
+connected anywhere in the cluster, else by HTTP or gRPC, as its app's URL says.
 
 An app registered as `grpc://host:port` gets Dapr's gRPC job callback (grpc_delivery.py); any
-other URL gets `POST {url}/job/{name}` (delivery.py). Both report the same Outcome, and the engine
-applies the same failure policy to either.
+other URL gets `POST {url}/job/{name}` (delivery.py). While the app holds watch streams
+(watch_delivery.py), its triggers go to them instead; when the last one has just closed, the
+trigger falls back to the URL, or is UNDELIVERABLE for an app without one. Every path reports the
+same Outcome, and the engine applies the same failure policy to each.
 
 `Trigger.content_type` carries the job's stored data type: `application/json`, the type URL of an
 Any submitted over gRPC, or "" for none. The gRPC side sends the data as that Any; the HTTP side
@@ -16,11 +19,14 @@ from typing import Protocol
 
 from node.delivery import HttpDelivery, Outcome, Trigger
 from node.grpc_delivery import GRPC_SCHEME, GrpcDelivery
+from node.watch_delivery import WatchDelivery
 from store.jobs import DATA_TYPE_JSON
 
 
 class Delivers(Protocol):
-    """What the engine needs of delivery: one attempt at one trigger, reported as an Outcome."""
+    """What the engine needs of delivery: one attempt at one trigger, reported as an Outcome.
+
+    `url` is "" for an app that registered none (its triggers can only go to watch streams)."""
 
     async def deliver(self, url: str, trigger: Trigger) -> Outcome: ...
 
@@ -28,11 +34,20 @@ class Delivers(Protocol):
 class Deliverer:
     """Dispatches each trigger by its app URL's scheme; one per node, on its event loop."""
 
-    def __init__(self, http: HttpDelivery, grpc: GrpcDelivery) -> None:
+    def __init__(
+        self, http: HttpDelivery, grpc: GrpcDelivery, watch: WatchDelivery | None = None
+    ) -> None:
         self._http = http
         self._grpc = grpc
+        self._watch = watch
 
     async def deliver(self, url: str, trigger: Trigger) -> Outcome:
+        if self._watch is not None and self._watch.watched(trigger):
+            outcome = await self._watch.deliver(trigger)
+            if outcome is not Outcome.UNDELIVERABLE:
+                return outcome
+        if not url:
+            return Outcome.UNDELIVERABLE
         if url.startswith(GRPC_SCHEME):
             return await self._grpc.deliver(url, trigger)
         if trigger.content_type != DATA_TYPE_JSON:

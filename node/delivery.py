@@ -8,7 +8,7 @@ interval) belongs to the engine, which decides what a FAILED attempt means for t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import quote
 
@@ -20,6 +20,9 @@ from store.schedule import format_rfc3339_ms
 class Outcome(StrEnum):
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
+    # Nobody could be asked: the app's watch streams closed and it has no URL. Not an attempt:
+    # the engine holds the trigger back until the app can be reached, as for an unknown app.
+    UNDELIVERABLE = "UNDELIVERABLE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,8 @@ class Trigger:
     attempt: int
     data: bytes
     content_type: str = "application/json"
+    # Sent as `dapr-api-token` when the app registered one; kept out of reprs and logs.
+    app_token: str = field(default="", repr=False)
 
     @property
     def trigger_id(self) -> str:
@@ -73,7 +78,7 @@ class HttpDelivery:
             )
         return self._session
 
-    async def deliver(self, url: str, trigger: Trigger, app_token: str | None = None) -> Outcome:
+    async def deliver(self, url: str, trigger: Trigger) -> Outcome:
         """One attempt. 2xx and 404 are success (Dapr's rule); anything else, or no answer in
         time, is a failure. Never raises for the app's faults: they are outcomes, not errors."""
         headers = {
@@ -84,8 +89,8 @@ class HttpDelivery:
             "tock-scheduled-time": format_rfc3339_ms(trigger.scheduled_ms),
             "tock-attempt": str(trigger.attempt),
         }
-        if app_token:
-            headers["dapr-api-token"] = app_token
+        if trigger.app_token:
+            headers["dapr-api-token"] = trigger.app_token
         if self._config.node_id:
             headers["tock-node"] = self._config.node_id
         target = f"{url.rstrip('/')}/job/{quote(trigger.name, safe='')}"

@@ -41,10 +41,10 @@ from node.engine_metrics import EngineMetrics
 from node.misfire import skipped_occurrences
 from node.wheel import TimingWheel
 from store.clock import Clock
-from store.codec import AckEntry, Outcome
-from store.errors import ValidationError
+from store.codec import AckEntry, Outcome, Release, encode_command
+from store.errors import TockError, ValidationError
 from store.jobs import Job
-from store.machine import AppKey, JobKey, JobMachine, Result
+from store.machine import AppKey, AppRoute, JobKey, JobMachine, Result
 from store.raft import RaftStore
 from store.raft_state import Applied
 from store.shared_machine import SharedMachine
@@ -66,15 +66,20 @@ class EngineConfig:
     lease_poll_ms: int = 50
     # How long an ack that could not be proposed (no leader) waits before it is sent again.
     ack_retry_ms: int = 100
+    # How long a trigger nobody could take (its app's watch streams had just closed) is held
+    # back before it fires again.
+    undeliverable_retry_ms: int = 100
     # How long stop() waits for running deliveries, then for their acks.
     stop_timeout_s: float = 5.0
     acks: AckConfig = field(default_factory=AckConfig)
 
     def validate(self) -> None:
         self.acks.validate()
-        if min(self.deliveries_in_flight_max, self.lease_poll_ms, self.ack_retry_ms) <= 0:
+        periods = (self.lease_poll_ms, self.ack_retry_ms, self.undeliverable_retry_ms)
+        if min(self.deliveries_in_flight_max, *periods) <= 0:
             raise ValidationError(
-                "deliveries_in_flight_max, lease_poll_ms and ack_retry_ms must be positive"
+                "deliveries_in_flight_max, lease_poll_ms, ack_retry_ms and "
+                "undeliverable_retry_ms must be positive"
             )
         if self.misfire_grace_ms < 0 or self.stop_timeout_s <= 0:
             raise ValidationError("misfire_grace_ms must be >= 0 and stop_timeout_s positive")
@@ -131,9 +136,12 @@ class TriggerEngine:
         self._wheel: TimingWheel[JobKey, Job] = TimingWheel(clock.wall_ms())
         self._epoch = 0
         self._owned: frozenset[int] = frozenset()
-        self._app_urls: dict[AppKey, str] = {}
+        self._apps: dict[AppKey, AppRoute] = {}
+        # Apps with watch streams somewhere in the cluster: deliverable even without a URL.
+        self._watched: frozenset[AppKey] = frozenset()
         self._held: dict[JobKey, _Hold] = {}
-        # Due jobs of apps with no URL, by app: they fire when the app registers.
+        # Due jobs of apps with no URL and no watcher, by app: they fire when the app registers
+        # or a watcher connects.
         self._waiting: dict[AppKey, dict[JobKey, Job]] = {}
         self._deliveries: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -144,6 +152,12 @@ class TriggerEngine:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
+        # Gained partitions whose previous owner has not released them yet (it may still be
+        # delivering one of their occurrences), by that owner: they fire once it has.
+        self._handoff_waits: dict[str, set[int]] = {}
+        # The epoch in which this node released the partitions it lost (0: none yet).
+        self._released_epoch = 0
+        self._release_proposals: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ----
 
@@ -196,13 +210,15 @@ class TriggerEngine:
                 hold.changed, hold.latest = True, change.job
         if result.members_changed:
             self._sync_ownership()
-        if result.apps_changed:
+        if result.released is not None:
+            self._take_over_from(result.released)
+        if result.apps_changed or result.watchers_changed:
             self._sync_apps()
 
     def _arm(self, key: JobKey, job: Job | None) -> None:
         """Keep the job's timer at its fire time, or drop it (deleted, or not ours)."""
         self._unpark(key)
-        if job is None or job.partition not in self._owned:
+        if job is None or job.partition not in self._owned or self._handing_over(job.partition):
             self._wheel.cancel(key)
             return
         self._wheel.add(key, job.fire_ms, job)
@@ -211,10 +227,23 @@ class TriggerEngine:
 
     def _sync_ownership(self) -> None:
         node_id = self._node_id
-        epoch, owned = self._machine.read(
-            lambda m: (m.epoch, m.partitions_of(node_id) if node_id in m.live else frozenset())
-        )
-        lost, gained = self._owned - owned, owned - self._owned
+        waiting = {p for parts in self._handoff_waits.values() for p in parts}
+
+        def read(m: JobMachine) -> tuple[int, frozenset[int], dict[str, set[int]]]:
+            owned = m.partitions_of(node_id) if node_id in m.live else frozenset()
+            waits: dict[str, set[int]] = {}
+            # A partition new here (or still waiting) is taken over only once its previous
+            # owner has released it; a previous owner that is not live has stopped firing.
+            for partition in (owned - self._owned) | (waiting & owned):
+                previous = m.previous_owner(partition)
+                if previous is None or previous == node_id or previous not in m.live:
+                    continue
+                if not m.has_released(previous):
+                    waits.setdefault(previous, set()).add(partition)
+            return m.epoch, owned, waits
+
+        epoch, owned, self._handoff_waits = self._machine.read(read)
+        lost, gained = self._owned - owned, (owned - self._owned) | (waiting & owned)
         self._epoch, self._owned = epoch, owned
         for partition in sorted(lost):
             for job in self._jobs_in(partition):
@@ -224,18 +253,59 @@ class TriggerEngine:
                 if job.partition in lost:
                     self._unpark(key)
         for partition in sorted(gained):
-            for job in self._jobs_in(partition):
-                if job.key not in self._held:
-                    self._arm(job.key, job)
+            if not self._handing_over(partition):
+                self._arm_partition(partition)
+        self._release_lost_partitions()
+
+    def _arm_partition(self, partition: int) -> None:
+        for job in self._jobs_in(partition):
+            if job.key not in self._held:
+                self._arm(job.key, job)
+
+    def _handing_over(self, partition: int) -> bool:
+        return any(partition in parts for parts in self._handoff_waits.values())
+
+    def _take_over_from(self, previous: str) -> None:
+        """`previous` released what it lost this epoch: fire the partitions it handed over."""
+        for partition in sorted(self._handoff_waits.pop(previous, set())):
+            if partition in self._owned:
+                self._arm_partition(partition)
+
+    def _release_lost_partitions(self) -> None:
+        """Once nothing is in flight for partitions this node lost in the current epoch, say so
+        through the log (Release): their new owners wait for it before they fire them."""
+        if self._epoch == 0 or self._released_epoch == self._epoch or self._stopping:
+            return
+        if any(hold.job.partition not in self._owned for hold in self._held.values()):
+            return
+        self._released_epoch = self._epoch
+        task = asyncio.create_task(self._propose_release(self._epoch))
+        self._release_proposals.add(task)
+        task.add_done_callback(self._release_proposals.discard)
+
+    async def _propose_release(self, epoch: int) -> None:
+        command = encode_command(Release(epoch, self._node_id))
+        try:
+            await self._store.propose(command, self._config.acks.propose_timeout_s)
+        except TockError as error:
+            log.warning("release of epoch %d not committed (%s); retrying", epoch, error)
+            if self._released_epoch == epoch:
+                self._released_epoch = 0
+                loop = asyncio.get_running_loop()
+                loop.call_later(self._config.ack_retry_ms / 1000, self._release_lost_partitions)
 
     def _jobs_in(self, partition: int) -> list[Job]:
         return self._machine.read(lambda m: m.jobs_in_partition(partition))
 
     def _sync_apps(self) -> None:
-        self._app_urls = self._machine.read(JobMachine.apps)
-        for app_key in [app for app in self._waiting if app in self._app_urls]:
+        self._apps, watchers = self._machine.read(lambda m: (m.app_routes(), m.watchers()))
+        self._watched = frozenset(watchers)
+        for app_key in [app for app in self._waiting if self._deliverable(app)]:
             for key, job in list(self._waiting[app_key].items()):
                 self._arm(key, job)
+
+    def _deliverable(self, app_key: AppKey) -> bool:
+        return app_key in self._apps or app_key in self._watched
 
     def _park(self, job: Job) -> None:
         self._waiting.setdefault((job.namespace, job.app), {})[job.key] = job
@@ -290,8 +360,8 @@ class TriggerEngine:
         assert key not in self._held, "one trigger per job in flight"
         if job.partition not in self._owned:
             return
-        url = self._app_urls.get((job.namespace, job.app))
-        if url is None:
+        app_key = (job.namespace, job.app)
+        if not self._deliverable(app_key):
             self._park(job)
             return
         self._held[key] = _Hold(job)
@@ -305,11 +375,12 @@ class TriggerEngine:
             entries = tuple(AckEntry(job.uid, ms, Outcome.SKIPPED) for ms in skipped)
             self._acks.add(PendingAck(key, self._epoch, entries))
             return
-        task = asyncio.create_task(self._deliver(job, url, self._epoch, now_ms))
+        route = self._apps.get(app_key)
+        task = asyncio.create_task(self._deliver(job, route, self._epoch, now_ms))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
-    async def _deliver(self, job: Job, url: str, epoch: int, started_ms: int) -> None:
+    async def _deliver(self, job: Job, route: AppRoute | None, epoch: int, started_ms: int) -> None:
         # The lateness of the attempt against the time it was due; the wheel never fires early.
         self.metrics.lateness_ms.observe(started_ms - job.fire_ms)
         trigger = delivery.Trigger(
@@ -322,11 +393,12 @@ class TriggerEngine:
             data=job.spec.data,
             # The stored type ("" for none): each protocol renders the data its own way.
             content_type=job.spec.data_type,
+            app_token=route.token if route else "",
         )
         self.metrics.deliveries_in_flight += 1
         began = self._clock.monotonic()
         try:
-            outcome = await self._deliverer.deliver(url, trigger)
+            outcome = await self._deliverer.deliver(route.url if route else "", trigger)
         except Exception:
             # Delivery reports the app's faults as outcomes; anything raised is our bug. It
             # must still end in an ack, or the job would stay held and never fire again.
@@ -334,6 +406,12 @@ class TriggerEngine:
             outcome = delivery.Outcome.FAILED
         finally:
             self.metrics.deliveries_in_flight -= 1
+        if outcome is delivery.Outcome.UNDELIVERABLE:
+            # Not an attempt: nothing is acked, and the job fires again after a pause (or
+            # waits for its app, if it has neither a URL nor a watcher any more).
+            await asyncio.sleep(self._config.undeliverable_retry_ms / 1000)
+            self._release([job.key])
+            return
         self.metrics.delivery_ms.observe(round((self._clock.monotonic() - began) * 1000))
         self.metrics.triggers[_OUTCOMES[outcome]] += 1
         entry = AckEntry(job.uid, job.next_ms, _OUTCOMES[outcome])
@@ -400,5 +478,6 @@ class TriggerEngine:
         for key, hold in holds:
             self._arm(key, hold.latest if hold.changed else current[key])
         self.metrics.jobs_in_flight = len(self._held)
+        self._release_lost_partitions()
         if self._slots_full and holds:
             self._wake.set()

@@ -99,14 +99,17 @@ def job_event_request(trigger: Trigger) -> appcallback_pb2.JobEventRequest:
 
 
 def trigger_metadata(trigger: Trigger, node_id: str | None) -> tuple[tuple[str, str], ...]:
-    """The headers HTTP delivery sends, as gRPC metadata: scope, idempotency key, attempt."""
-    metadata = (
+    """The headers HTTP delivery sends, as gRPC metadata: scope, idempotency key, attempt, and
+    the app's token when it has one."""
+    metadata: tuple[tuple[str, str], ...] = (
         ("dapr-app-id", trigger.app),
         ("dapr-namespace", trigger.namespace),
         ("tock-trigger-id", trigger.trigger_id),
         ("tock-scheduled-time", format_rfc3339_ms(trigger.scheduled_ms)),
         ("tock-attempt", str(trigger.attempt)),
     )
+    if trigger.app_token:
+        metadata = (*metadata, ("dapr-api-token", trigger.app_token))
     return (*metadata, ("tock-node", node_id)) if node_id else metadata
 
 

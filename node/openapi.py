@@ -129,18 +129,30 @@ def _jobs_path() -> Json:
 
 
 def _app_path() -> Json:
-    url = {"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}}}
+    text = {"type": "string"}
+    token = {"type": "string", "description": "sent as dapr-api-token with every trigger"}
+    registration = {
+        "type": "object",
+        "required": ["url"],
+        "properties": {"url": text, "token": token},
+    }
+    registered = {
+        "type": "object",
+        "required": ["url", "hasToken"],
+        "properties": {"url": text, "hasToken": {"type": "boolean"}},
+    }
     return {
         "parameters": [APP_ID, SCOPE_HEADERS[1]],
         "put": _operation(
-            "Register where the app's triggers go (http://, https:// or grpc://)",
+            "Register where the app's triggers go (http://, https:// or grpc://), and the "
+            "token they carry",
             {"204": _answer("registered"), "400": BAD_INPUT, "503": UNAVAILABLE},
-            requestBody={"content": _json_content(url)},
+            requestBody={"content": _json_content(registration)},
         ),
         "get": _operation(
-            "The app's registered callback URL",
+            "The app's registered callback URL, and whether it has a token (never the token)",
             {
-                "200": _answer("the url", url),
+                "200": _answer("the url", registered),
                 "404": _error("the app has no registered url"),
                 "503": UNAVAILABLE,
             },
@@ -149,6 +161,33 @@ def _app_path() -> Json:
             "Forget the app's callback URL",
             {"204": _answer("unregistered"), "503": UNAVAILABLE},
         ),
+    }
+
+
+def _watch_path() -> Json:
+    return {
+        "parameters": [APP_ID, SCOPE_HEADERS[1]],
+        "get": _operation(
+            "Watch stream: a WebSocket on which the app gets its triggers while it is connected "
+            "(to any node), instead of at its URL. Binary msgpack frames: the node sends "
+            '{"triggers": [{"id", "name", "data", "scheduledTime", "attempt", "triggerId"}]}, '
+            'the app answers {"acks": [[id, "SUCCESS" | "FAILED"]]}; unknown or repeated ids '
+            "are ignored, unacked triggers of a stream that closes are redelivered, and a "
+            "trigger not acked within the delivery timeout is FAILED",
+            {"101": _answer("switching to the WebSocket protocol"), "400": BAD_INPUT},
+        ),
+    }
+
+
+def _internal_path() -> Json:
+    msgpack = {"application/msgpack": {"schema": {"type": "string", "format": "binary"}}}
+    return {
+        "post": _operation(
+            "Internal, between members: push a batch of triggers down this node's watch "
+            "streams; requires tock-internal-token (derived from the cluster secret)",
+            {"200": {"description": "one outcome per trigger", "content": msgpack}},
+            requestBody={"content": msgpack},
+        )
     }
 
 
@@ -188,6 +227,12 @@ def _admin_paths() -> Json:
                 "Remove a node from the cluster",
                 {"204": _answer("removed"), "400": BAD_INPUT, "503": UNAVAILABLE},
             ),
+        },
+        "/admin/quiesce": {
+            "post": _operation(
+                "Stop firing and settle deliveries in flight (before stopping the node)",
+                {"204": _answer("quiesced")},
+            )
         },
         "/metrics": {
             "get": _operation(
@@ -267,6 +312,8 @@ def openapi_document() -> Json:
         paths[f"{prefix}/jobs/{{name}}"] = _job_path()
         paths[f"{prefix}/jobs"] = _jobs_path()
         paths[f"{prefix}/apps/{{appId}}"] = _app_path()
+        paths[f"{prefix}/apps/{{appId}}/watch"] = _watch_path()
+    paths["/internal/v1/deliver"] = _internal_path()
     paths.update(_admin_paths())
     return {
         "openapi": OPENAPI_VERSION,

@@ -1,9 +1,11 @@
 """One tock node: wires the Raft store, membership, the trigger engine and the HTTP and gRPC APIs.
 
 Start order matters: the store first (it replays the journal, and every later part reads the
-machine), then membership (heartbeats give this node its lease), then the engine (it fires only
-under a lease), then the HTTP and gRPC listeners. Stop runs the other way round, and the engine
-finishes or hands back its in-flight deliveries and flushes its acks before the store goes.
+machine), then membership (heartbeats give this node its lease), then the watch registry's
+copy and announcer, then the engine (it fires only under a lease), then the HTTP and gRPC
+listeners. Stop runs the other way round: the watch streams close first (their unacked triggers
+go back to their owners), and the engine finishes or hands back its in-flight deliveries and
+flushes its acks before the store goes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from node.grpc_api import GrpcApi, GrpcApiConfig
 from node.grpc_delivery import GrpcDelivery, GrpcDeliveryConfig
 from node.metrics import render_metrics
 from node.service import JobService, ServiceConfig
+from node.watch import LocalWatchers, WatchConfig, WatchRoute
+from node.watch_announcer import AnnouncerConfig, WatchAnnouncer
+from node.watch_delivery import WatchDelivery
+from node.watch_forward import ForwardConfig, Forwarder, ForwardRoute
 from store.clock import Clock, SystemClock
 from store.codec import Member
 from store.errors import ValidationError
@@ -67,6 +73,23 @@ class Node:
                 heartbeat_s=timing.heartbeat_s, lease_s=timing.lease_s, dead_s=timing.dead_s
             ),
         )
+        self.watchers = LocalWatchers(
+            WatchConfig(ack_timeout_s=timing.delivery_timeout_s),
+            on_change=lambda: self.announcer.changed(),
+        )
+        self.announcer = WatchAnnouncer(
+            config.node_id,
+            self.store,
+            self.machine,
+            self.watchers.counts,
+            AnnouncerConfig(propose_timeout_s=timing.propose_timeout_s),
+        )
+        self.forwarder = Forwarder(
+            ForwardConfig(), timing.delivery_timeout_s, config.secret, config.api_token
+        )
+        self.watch_delivery = WatchDelivery(
+            config.node_id, self.store, self.machine, self.watchers, self.forwarder
+        )
         self.delivery = Deliverer(
             HttpDelivery(
                 DeliveryConfig(attempt_timeout_s=timing.delivery_timeout_s, node_id=config.node_id)
@@ -76,6 +99,7 @@ class Node:
                     attempt_timeout_s=timing.delivery_timeout_s, node_id=config.node_id
                 )
             ),
+            self.watch_delivery,
         )
         self.engine = TriggerEngine(
             config.node_id,
@@ -116,8 +140,14 @@ class Node:
     async def start(self) -> None:
         self.store.start()
         self.membership.start()
+        self.watch_delivery.start()
+        self.announcer.start()
         self.engine.start()
-        app = build_app(self.service, self, ApiConfig.from_node_config(self.config))
+        watch_routes = (
+            WatchRoute(self.watchers, self.announcer.registered),
+            ForwardRoute(self.watchers, self.config.secret, self.config.limits.body_bytes_max),
+        )
+        app = build_app(self.service, self, ApiConfig.from_node_config(self.config), watch_routes)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=STOP_TIMEOUT_S)
         await self._runner.setup()
         host, _, port = self.config.http.rpartition(":")
@@ -132,13 +162,28 @@ class Node:
             self.me.raft,
         )
 
+    async def quiesce(self) -> None:
+        """Stop firing, finish the deliveries in flight and commit their acks, stop heartbeats
+        (so the partitions move once the leader declares this node dead); the store and the
+        APIs keep serving. Idempotent. `LocalCluster.stop` quiesces every node before it stops
+        any: stopped together, a node's last acks could otherwise find no quorum left, and the
+        occurrences they settled would be delivered again after a restart."""
+        await self.engine.stop()
+        await self.membership.stop()
+
     async def stop(self) -> None:
+        await self.quiesce()
         if self.grpc_api is not None:
             await self.grpc_api.stop()
+        # Open WebSockets would hold the HTTP server's shutdown until its timeout.
+        await self.watchers.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.engine.stop()
+        await self.announcer.stop()
+        self.watch_delivery.stop()
         await self.membership.stop()
+        await self.forwarder.close()
         await self.delivery.close()
         await self.store.stop()
         log.info("node %s stopped", self.me.id)

@@ -23,7 +23,7 @@ from store.codec import (
 )
 from store.errors import JobConflict, JobNotFound, OutcomeUnknown, ValidationError
 from store.jobs import Job, JobLimits, JobSpec, derive_job, spec_from_request, validate_name
-from store.machine import ErrorKind, Result, check_app_url
+from store.machine import AppRoute, ErrorKind, Result, check_app_token, check_app_url
 from store.raft import RaftStore
 from store.shared_machine import SharedMachine
 
@@ -118,13 +118,15 @@ class JobService:
 
     # -- apps ------------------------------------------------------------------------------
 
-    async def register_app(self, scope: Scope, url: str) -> None:
+    async def register_app(self, scope: Scope, url: str, token: str = "") -> None:
+        """Send the app's triggers to `url`, with `dapr-api-token: token` unless it is ""."""
         check_app_url(url)
-        await self._write(RegisterApp(scope.namespace, scope.app, url))
+        check_app_token(token)
+        await self._write(RegisterApp(scope.namespace, scope.app, url, token))
 
-    async def app_url(self, scope: Scope) -> str | None:
+    async def app_route(self, scope: Scope) -> AppRoute | None:
         await self._store.barrier(self._config.read_timeout_s)
-        return self._machine.read(lambda m: m.app_url(scope.namespace, scope.app))
+        return self._machine.read(lambda m: m.app_route(scope.namespace, scope.app))
 
     async def unregister_app(self, scope: Scope) -> bool:
         return bool((await self._write(UnregisterApp(scope.namespace, scope.app))).value)

@@ -1,10 +1,11 @@
 """The closed set of commands the job machine applies, and the bytes of commands and snapshots.
 
 A command travels as msgpack `[COMMAND_VERSION, tag, *fields]`; a snapshot as msgpack
-`[SNAPSHOT_VERSION, partitions, epoch, members, live, apps, heartbeats, jobs]`. Decoding checks
-every field's type: command bytes come over the network and are decoded inside apply, where a
-malformed command must become an error result on every replica alike, never an exception deep
-in the machine. Unknown versions and tags are CodecErrors: a node never guesses at a format.
+`[SNAPSHOT_VERSION, partitions, epoch, members, live, apps, heartbeats, watchers, jobs]`.
+Decoding checks every field's type: command bytes come over the network and are decoded inside
+apply, where a malformed command must become an error result on every replica alike, never an
+exception deep in the machine. Unknown versions and tags are CodecErrors: a node never guesses
+at a format.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class CommandTag(IntEnum):
     HEARTBEAT = 7
     SET_MEMBERS = 8
     BARRIER = 9
+    WATCHERS_CHANGED = 10
+    RELEASE = 11
 
 
 class Outcome(IntEnum):
@@ -123,6 +126,8 @@ class RegisterApp:
     namespace: str
     app: str
     url: str
+    # Sent to the app as `dapr-api-token` with each trigger; "" for none.
+    token: str = dataclasses.field(default="", repr=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -156,6 +161,25 @@ class SetMembers:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class WatchersChanged:
+    """`node` now holds `count` watch streams of the app (0: none): where its triggers go."""
+
+    namespace: str
+    app: str
+    node: str
+    count: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Release:
+    """`node` has nothing in flight for partitions it lost when `epoch` began: their new owners
+    may fire them now without delivering an occurrence the old owner is still delivering."""
+
+    epoch: int
+    node: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Barrier:
     """Changes nothing: a read that waits for it to apply has seen every earlier write."""
 
@@ -170,6 +194,8 @@ Command = (
     | Heartbeat
     | SetMembers
     | Barrier
+    | WatchersChanged
+    | Release
 )
 
 
@@ -180,10 +206,16 @@ class MachineState(NamedTuple):
     epoch: int
     members: tuple[Member, ...]
     live: tuple[str, ...]
-    # (namespace, app, url), sorted.
-    apps: tuple[tuple[str, str, str], ...]
+    # The live members of the epoch before: who owned a partition until this epoch began.
+    previous_live: tuple[str, ...]
+    # Members that released the partitions they lost in this epoch (see Release), sorted.
+    released: tuple[str, ...]
+    # (namespace, app, url, token), sorted.
+    apps: tuple[tuple[str, str, str, str], ...]
     # (node, last heartbeat ms, raft address, http address), sorted by node.
     heartbeats: tuple[tuple[str, int, str, str], ...]
+    # (namespace, app, node, count of watch streams), sorted.
+    watchers: tuple[tuple[str, str, str, int], ...]
     # Sorted by (namespace, app, name).
     jobs: Sequence[Job]
 
@@ -271,8 +303,11 @@ def encode_snapshot(state: MachineState) -> bytes:
             state.epoch,
             state.members,
             state.live,
+            state.previous_live,
+            state.released,
             state.apps,
             state.heartbeats,
+            state.watchers,
             state.jobs,
         ],
         use_bin_type=True,
@@ -306,25 +341,30 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
     top_fields = unpacker.read_array_header()
     if top_fields < 1:
         raise CodecError("snapshot: missing version")
-    head = _Fields(tuple(unpacker.unpack() for _ in range(min(top_fields, 7))), "snapshot")
+    head = _Fields(tuple(unpacker.unpack() for _ in range(min(top_fields, 10))), "snapshot")
     version = head.take(int, "version")
-    if version != SNAPSHOT_VERSION or top_fields != 8:
+    if version != SNAPSHOT_VERSION or top_fields != 11:
         raise CodecError(f"snapshot version {version} is not {SNAPSHOT_VERSION}")
     partitions = head.take(int, "partitions")
     epoch = head.take(int, "epoch")
     members = _members(head.array("members"))
     live = _texts(head.array("live"))
+    previous_live = _texts(head.array("previous_live"))
+    released = _texts(head.array("released"))
     apps = tuple(_app(_Fields(row, "app")) for row in head.array("apps").rest())
     heartbeats = tuple(
         _heartbeat(_Fields(row, "heartbeat")) for row in head.array("heartbeats").rest()
     )
+    watchers = tuple(_watchers(_Fields(row, "watchers")) for row in head.array("watchers").rest())
     head.done()
     policies: dict[tuple[object, ...], FailurePolicy | None] = {}
     jobs: list[Job] = []
     for _ in range(unpacker.read_array_header()):
         row = unpacker.unpack()
         jobs.append(_job_fast(row, policies) or _job(_Fields(row, "job")))
-    return MachineState(partitions, epoch, members, live, apps, heartbeats, jobs)
+    return MachineState(
+        partitions, epoch, members, live, previous_live, released, apps, heartbeats, watchers, jobs
+    )
 
 
 def _pack_policy(value: object) -> object:
@@ -397,10 +437,26 @@ def _member(fields: _Fields) -> Member:
     return member
 
 
-def _app(fields: _Fields) -> tuple[str, str, str]:
-    app = (fields.text("namespace"), fields.text("app"), fields.take(str, "url"))
+def _app(fields: _Fields) -> tuple[str, str, str, str]:
+    app = (
+        fields.text("namespace"),
+        fields.text("app"),
+        fields.take(str, "url"),
+        fields.take(str, "token"),
+    )
     fields.done()
     return app
+
+
+def _watchers(fields: _Fields) -> tuple[str, str, str, int]:
+    row = (
+        fields.text("namespace"),
+        fields.text("app"),
+        fields.text("node"),
+        fields.take(int, "count"),
+    )
+    fields.done()
+    return row
 
 
 def _heartbeat(fields: _Fields) -> tuple[str, int, str, str]:
@@ -513,7 +569,12 @@ def _decode_delete_prefix(fields: _Fields) -> DeletePrefix:
 
 
 def _decode_register_app(fields: _Fields) -> RegisterApp:
-    return RegisterApp(fields.text("namespace"), fields.text("app"), fields.take(str, "url"))
+    return RegisterApp(
+        fields.text("namespace"),
+        fields.text("app"),
+        fields.take(str, "url"),
+        fields.take(str, "token"),
+    )
 
 
 def _decode_unregister_app(fields: _Fields) -> UnregisterApp:
@@ -562,6 +623,19 @@ def _decode_barrier(fields: _Fields) -> Barrier:
     return Barrier()
 
 
+def _decode_release(fields: _Fields) -> Release:
+    return Release(fields.take(int, "epoch"), fields.text("node"))
+
+
+def _decode_watchers_changed(fields: _Fields) -> WatchersChanged:
+    return WatchersChanged(
+        fields.text("namespace"),
+        fields.text("app"),
+        fields.text("node"),
+        fields.take(int, "count"),
+    )
+
+
 _FAILURE_KINDS = {str(kind): kind for kind in FailureKind}
 _MISFIRE_POLICIES = {str(policy): policy for policy in MisfirePolicy}
 _OUTCOMES = {int(outcome): outcome for outcome in Outcome}
@@ -576,6 +650,8 @@ _TAGS: dict[type, CommandTag] = {
     Heartbeat: CommandTag.HEARTBEAT,
     SetMembers: CommandTag.SET_MEMBERS,
     Barrier: CommandTag.BARRIER,
+    WatchersChanged: CommandTag.WATCHERS_CHANGED,
+    Release: CommandTag.RELEASE,
 }
 _DECODERS: dict[int, Callable[[_Fields], Command]] = {
     CommandTag.PUT: _decode_put,
@@ -587,5 +663,7 @@ _DECODERS: dict[int, Callable[[_Fields], Command]] = {
     CommandTag.HEARTBEAT: _decode_heartbeat,
     CommandTag.SET_MEMBERS: _decode_set_members,
     CommandTag.BARRIER: _decode_barrier,
+    CommandTag.WATCHERS_CHANGED: _decode_watchers_changed,
+    CommandTag.RELEASE: _decode_release,
 }
 assert set(_TAGS.values()) == set(CommandTag) == set(_DECODERS), "every tag has both directions"

@@ -34,8 +34,10 @@ from store.codec import (
     Outcome,
     Put,
     RegisterApp,
+    Release,
     SetMembers,
     UnregisterApp,
+    WatchersChanged,
     decode_command,
     decode_snapshot,
     encode_snapshot,
@@ -45,6 +47,10 @@ from store.jobs import Job, advance, derive_job, record_failure
 from store.machine_index import NameIndex
 
 APP_URL_SCHEMES = ("http://", "https://", "grpc://")
+# An app token is a header value: printable ASCII, bounded.
+APP_TOKEN_CHARS_MAX = 512
+# A node's count of one app's watch streams, as recorded: a bound on what a command may claim.
+WATCHERS_PER_NODE_MAX = 1_000_000
 
 JobKey = tuple[str, str, str]
 AppKey = tuple[str, str]
@@ -66,6 +72,13 @@ class JobChange(NamedTuple):
     job: Job | None
 
 
+class AppRoute(NamedTuple):
+    """Where an app's triggers go, and the token they carry ("" for none)."""
+
+    url: str
+    token: str
+
+
 class AckCounts(NamedTuple):
     applied: int
     ignored: int
@@ -84,6 +97,10 @@ class Result:
     changes: tuple[JobChange, ...] = ()
     members_changed: bool = False
     apps_changed: bool = False
+    # The watch-stream registry changed: which nodes hold watchers of which apps.
+    watchers_changed: bool = False
+    # A member released the partitions it lost in this epoch: their new owners may fire them.
+    released: str | None = None
 
 
 def _failed(error: ErrorKind, message: str, value: object = None) -> Result:
@@ -108,10 +125,17 @@ class JobMachine:
         self._apps_jobs: dict[AppKey, _AppJobs] = {}
         # Uids per partition: what an owner arms when it gains a partition.
         self._by_partition: list[set[str]] = [set() for _ in range(partitions)]
-        self._app_urls: dict[AppKey, str] = {}
+        self._app_routes: dict[AppKey, AppRoute] = {}
+        # app -> {node: its count of the app's watch streams}; only live nodes, none with 0.
+        self._watchers: dict[AppKey, dict[str, int]] = {}
         self._epoch = 0
         self._members: tuple[Member, ...] = ()
         self._live: tuple[str, ...] = ()
+        # The epoch before's live members and ring: a partition's owner until this epoch began,
+        # whose acks still count until it has released the partitions it lost (see _release).
+        self._previous_live: tuple[str, ...] = ()
+        self._previous_ring: Ring | None = None
+        self._released: set[str] = set()
         self._ring: Ring | None = None
         # node -> (last heartbeat ms, raft address, http address)
         self._heartbeats: dict[str, tuple[int, str, str]] = {}
@@ -151,6 +175,10 @@ class JobMachine:
                 return self._heartbeat(command)
             case SetMembers():
                 return self._set_members(command)
+            case WatchersChanged():
+                return self._watchers_changed(command)
+            case Release():
+                return self._release(command)
             case Barrier():
                 return Result()
 
@@ -195,15 +223,45 @@ class JobMachine:
     def _register_app(self, command: RegisterApp) -> Result:
         _check_scope(command.namespace, command.app)
         check_app_url(command.url)
-        self._app_urls[(command.namespace, command.app)] = command.url
+        check_app_token(command.token)
+        self._app_routes[(command.namespace, command.app)] = AppRoute(command.url, command.token)
         return Result(apps_changed=True)
 
     def _unregister_app(self, command: UnregisterApp) -> Result:
-        url = self._app_urls.pop((command.namespace, command.app), None)
-        return Result(value=url is not None, apps_changed=url is not None)
+        route = self._app_routes.pop((command.namespace, command.app), None)
+        return Result(value=route is not None, apps_changed=route is not None)
+
+    def _watchers_changed(self, command: WatchersChanged) -> Result:
+        _check_scope(command.namespace, command.app)
+        if not 0 <= command.count <= WATCHERS_PER_NODE_MAX:
+            raise ValidationError(f"watcher count {command.count} is out of range")
+        if command.node not in self._live:
+            # Only a live node can be reached with triggers; a node that comes back re-announces
+            # its watchers once an epoch counts it live again.
+            return _failed(ErrorKind.STALE, f"watchers of {command.node!r}, not a live member")
+        key = (command.namespace, command.app)
+        nodes = self._watchers.setdefault(key, {})
+        if command.count:
+            nodes[command.node] = command.count
+        else:
+            nodes.pop(command.node, None)
+        if not nodes:
+            del self._watchers[key]
+        return Result(watchers_changed=True)
 
     def _ack(self, command: Ack) -> Result:
-        if command.epoch != self._epoch:
+        # An ack counts from the current owner, or from the previous epoch's owner until it has
+        # released: a delivery it started before the epoch changed must still be recorded, or
+        # the new owner would deliver that occurrence again.
+        if command.epoch == self._epoch:
+            ring = self._ring
+        elif (
+            command.epoch == self._epoch - 1
+            and self._previous_ring is not None
+            and command.node not in self._released
+        ):
+            ring = self._previous_ring
+        else:
             message = f"ack for epoch {command.epoch}, the current epoch is {self._epoch}"
             return _failed(ErrorKind.STALE, message, AckCounts(0, len(command.entries)))
         changes: dict[JobKey, JobChange] = {}
@@ -214,7 +272,7 @@ class JobMachine:
             # occurrence, an overwritten job (new uid) or from a former owner is a late echo.
             if job is None or job.next_ms != entry.scheduled_ms:
                 continue
-            if self.owner(job.partition) != command.node:
+            if ring is None or ring.owner(job.partition) != command.node:
                 continue
             settled = _settle(job, entry.outcome, command.now_ms)
             if settled is None:
@@ -237,6 +295,8 @@ class JobMachine:
             message = f"members for epoch {command.epoch}, the next epoch is {self._epoch + 1}"
             return _failed(ErrorKind.STALE, message)
         _check_members(command.members, command.live)
+        self._previous_live, self._previous_ring = self._live, self._ring
+        self._released = set()
         self._epoch = command.epoch
         self._members = command.members
         self._live = command.live
@@ -244,7 +304,30 @@ class JobMachine:
         ids = {member.id for member in command.members}
         # Forget the heartbeats of former members, so the table stays as small as the cluster.
         self._heartbeats = {n: beat for n, beat in self._heartbeats.items() if n in ids}
-        return Result(members_changed=True)
+        return Result(members_changed=True, watchers_changed=self._forget_watchers_of_dead())
+
+    def _release(self, command: Release) -> Result:
+        if command.epoch != self._epoch:
+            message = f"release for epoch {command.epoch}, the current epoch is {self._epoch}"
+            return _failed(ErrorKind.STALE, message)
+        if command.node not in {member.id for member in self._members}:
+            raise ValidationError(f"release from {command.node!r}, not a member")
+        if command.node in self._released:
+            return Result()
+        self._released.add(command.node)
+        return Result(released=command.node)
+
+    def _forget_watchers_of_dead(self) -> bool:
+        """Drop the watchers of nodes no longer live: their streams are gone or unreachable."""
+        live = set(self._live)
+        kept: dict[AppKey, dict[str, int]] = {}
+        for key, nodes in self._watchers.items():
+            alive = {node: count for node, count in nodes.items() if node in live}
+            if alive:
+                kept[key] = alive
+        changed = kept != self._watchers
+        self._watchers = kept
+        return changed
 
     # ---- the indexes ----
 
@@ -316,10 +399,27 @@ class JobMachine:
         return 0 if app_jobs is None else len(app_jobs.by_name)
 
     def app_url(self, namespace: str, app: str) -> str | None:
-        return self._app_urls.get((namespace, app))
+        route = self._app_routes.get((namespace, app))
+        return None if route is None else route.url
+
+    def app_route(self, namespace: str, app: str) -> AppRoute | None:
+        return self._app_routes.get((namespace, app))
 
     def apps(self) -> dict[AppKey, str]:
-        return dict(self._app_urls)
+        """app -> its URL."""
+        return {key: route.url for key, route in self._app_routes.items()}
+
+    def app_routes(self) -> dict[AppKey, AppRoute]:
+        """app -> its URL and token."""
+        return dict(self._app_routes)
+
+    def watchers(self) -> dict[AppKey, dict[str, int]]:
+        """app -> {live node: how many watch streams of the app it holds}."""
+        return {key: dict(nodes) for key, nodes in self._watchers.items()}
+
+    def watchers_on(self, node: str) -> dict[AppKey, int]:
+        """app -> how many of its watch streams `node` holds, as committed."""
+        return {key: nodes[node] for key, nodes in self._watchers.items() if node in nodes}
 
     @property
     def partitions(self) -> int:
@@ -340,6 +440,15 @@ class JobMachine:
     def owner(self, partition: int) -> str | None:
         """The live member that fires the partition's jobs in the current epoch."""
         return None if self._ring is None else self._ring.owner(partition)
+
+    def previous_owner(self, partition: int) -> str | None:
+        """Who owned the partition in the epoch before the current one."""
+        ring = self._previous_ring
+        return None if ring is None else ring.owner(partition)
+
+    def has_released(self, member: str) -> bool:
+        """Whether `member` released the partitions it lost when this epoch began."""
+        return member in self._released
 
     def partitions_of(self, member: str) -> frozenset[int]:
         return frozenset() if self._ring is None else self._ring.partitions_of(member)
@@ -367,8 +476,15 @@ class JobMachine:
             epoch=self._epoch,
             members=self._members,
             live=self._live,
-            apps=tuple((ns, app, url) for (ns, app), url in sorted(self._app_urls.items())),
+            previous_live=self._previous_live,
+            released=tuple(sorted(self._released)),
+            apps=tuple((*key, *route) for key, route in sorted(self._app_routes.items())),
             heartbeats=tuple((node, *beat) for node, beat in sorted(self._heartbeats.items())),
+            watchers=tuple(
+                (*key, node, count)
+                for key, nodes in sorted(self._watchers.items())
+                for node, count in sorted(nodes.items())
+            ),
             jobs=jobs,
         )
 
@@ -397,10 +513,24 @@ class JobMachine:
         machine._members = state.members
         machine._live = state.live
         machine._ring = Ring(state.live, state.partitions) if state.live else None
-        machine._app_urls = {(ns, app): url for ns, app, url in state.apps}
+        machine._previous_live = state.previous_live
+        machine._previous_ring = (
+            Ring(state.previous_live, state.partitions) if state.previous_live else None
+        )
+        machine._released = set(state.released)
+        machine._app_routes = {
+            (ns, app): AppRoute(url, token) for ns, app, url, token in state.apps
+        }
+        machine._load_watchers(state.watchers)
         machine._heartbeats = {node: (ms, raft, http) for node, ms, raft, http in state.heartbeats}
         machine._load_jobs(state.jobs)
         return machine
+
+    def _load_watchers(self, rows: Sequence[tuple[str, str, str, int]]) -> None:
+        for namespace, app, node, count in rows:
+            if count <= 0 or node not in self._live:
+                raise CodecError(f"snapshot watchers of {node!r} with count {count}")
+            self._watchers.setdefault((namespace, app), {})[node] = count
 
     def _load_jobs(self, jobs: Sequence[Job]) -> None:
         """Index a snapshot's jobs, which come sorted by (namespace, app, name)."""
@@ -432,11 +562,15 @@ _STATE_SLOTS = (
     "_by_uid",
     "_apps_jobs",
     "_by_partition",
-    "_app_urls",
+    "_app_routes",
+    "_watchers",
     "_epoch",
     "_members",
     "_live",
     "_ring",
+    "_previous_live",
+    "_previous_ring",
+    "_released",
     "_heartbeats",
 )
 
@@ -466,6 +600,16 @@ def check_app_url(url: str) -> None:
     if not url.startswith(APP_URL_SCHEMES):
         schemes = ", ".join(APP_URL_SCHEMES)
         raise ValidationError(f"app url must start with one of {schemes}: {url!r}")
+
+
+def check_app_token(token: str) -> None:
+    """An app token goes out as a header value: printable ASCII without spaces, bounded."""
+    if len(token) > APP_TOKEN_CHARS_MAX:
+        raise ValidationError(
+            f"app token is too long: {len(token)} characters, at most {APP_TOKEN_CHARS_MAX}"
+        )
+    if not all("!" <= char <= "~" for char in token):
+        raise ValidationError("app token must be printable ASCII without spaces")
 
 
 def _check_scope(namespace: str, app: str) -> None:

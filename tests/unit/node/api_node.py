@@ -58,6 +58,7 @@ class StoreView:
     http: str
     added: list[tuple[str, str, str]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    quiesced: int = 0
 
     def ready(self) -> bool:
         return raft_ready(self.store)
@@ -89,6 +90,9 @@ class StoreView:
         if node_id == FAILING_MEMBER:
             raise RuntimeError("a bug in the view")
         self.removed.append(node_id)
+
+    async def quiesce(self) -> None:
+        self.quiesced += 1
 
 
 @dataclass(frozen=True)

@@ -219,7 +219,8 @@ def test_apps_register_read_and_unregister(app: App, prefix: str) -> None:
     assert_error(app.call("GET", path, prefix=prefix), 404, "ERR_APP_NOT_FOUND", app.id)
     put = app.call("PUT", path, {"url": "http://127.0.0.1:9999"}, prefix)
     assert (put.status, put.body) == (204, b"")
-    assert app.call("GET", path, prefix=prefix).json == {"url": "http://127.0.0.1:9999"}
+    expected = {"url": "http://127.0.0.1:9999", "hasToken": False}
+    assert app.call("GET", path, prefix=prefix).json == expected
     assert app.call("DELETE", path, prefix=prefix).status == 204
     assert app.call("GET", path, prefix=prefix).status == 404
 
@@ -231,12 +232,24 @@ def test_apps_register_read_and_unregister(app: App, prefix: str) -> None:
         ({"url": 5}, '{"url"'),
         ({"url": "ftp://x"}, "app url must start with"),
         ({"url": "http://" + "x" * 3000}, "url is too long"),
+        ({"url": "http://h", "token": 5}, '"token"'),
+        ({"url": "http://h", "token": "two words"}, "app token must be printable"),
+        ({"url": "http://h", "token": "x" * 600}, "app token is too long"),
     ],
 )
 def test_a_bad_app_url_is_a_400_and_registers_nothing(app: App, body: object, message: str) -> None:
     path = f"/apps/{app.id}"
     assert_error(app.call("PUT", path, body), 400, "DAPR_SCHEDULER_SCHEDULE_JOB", message)
     assert app.call("GET", path).status == 404
+
+
+def test_an_app_token_is_stored_but_never_shown(app: App) -> None:
+    path = f"/apps/{app.id}"
+    put = app.call("PUT", path, {"url": "http://127.0.0.1:9999", "token": "s3cret"})
+    assert put.status == 204
+    answer = app.call("GET", path)
+    assert answer.json == {"url": "http://127.0.0.1:9999", "hasToken": True}
+    assert b"s3cret" not in answer.body
 
 
 def test_unknown_routes_and_methods_answer_json_errors(app: App) -> None:

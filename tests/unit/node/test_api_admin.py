@@ -11,6 +11,8 @@ from aiohttp import web
 from node.api import ApiConfig, build_app
 from node.http_errors import describe
 from node.openapi import openapi_document
+from node.watch import LocalWatchers, WatchConfig, WatchRoute
+from node.watch_forward import ForwardRoute
 from store.errors import OutcomeUnknown
 from tests.unit.node.api_node import BODY_BYTES_MAX, FAILING_MEMBER, LiveNode
 
@@ -106,7 +108,10 @@ def test_openapi_describes_every_registered_route(node: LiveNode) -> None:
     served = node.call("GET", "/openapi.json").json
     assert served == openapi_document()
     assert served["openapi"].startswith("3.")
-    app = build_app(service=None, admin=None, config=ApiConfig())  # type: ignore[arg-type]
+    # The node's watch routes sit beside the jobs API; none of their handlers runs here.
+    watchers = LocalWatchers(WatchConfig(), on_change=lambda: None)
+    extra = (WatchRoute(watchers, registered=None), ForwardRoute(watchers, "secret", 1))  # type: ignore[arg-type]
+    app = build_app(service=None, admin=None, config=ApiConfig(), routes=extra)  # type: ignore[arg-type]
     routes = {
         (route.method.lower(), route.resource.canonical)
         for route in app.router.routes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from collections.abc import Iterator
 
@@ -30,11 +31,11 @@ def sink() -> Iterator[Sink]:
     app.stop()
 
 
-def deliver(url: str, trigger: Trigger, token: str | None = None, timeout_s: float = 5) -> Outcome:
+def deliver(url: str, trigger: Trigger, token: str = "", timeout_s: float = 5) -> Outcome:
     async def go() -> Outcome:
         delivery = HttpDelivery(DeliveryConfig(attempt_timeout_s=timeout_s))
         try:
-            return await delivery.deliver(url, trigger, token)
+            return await delivery.deliver(url, dataclasses.replace(trigger, app_token=token))
         finally:
             await delivery.close()
 

@@ -243,7 +243,9 @@ def test_deliveries_in_flight_are_bounded(harness: Harness, slow_sink: Sink) -> 
     for name in names:
         harness.wait_gone(name, app="slow")
     assert slow_sink.in_flight_max == IN_FLIGHT_MAX
-    assert sorted(call.name for call in slow_sink.calls) == sorted(names)
+    # The slow app is shared by the module's tests: count this test's jobs only.
+    crowd = sorted(call.name for call in slow_sink.calls if call.name.startswith("crowd-"))
+    assert crowd == sorted(names)
     assert harness.engine.metrics.jobs_in_flight == 0
 
 
@@ -271,17 +273,15 @@ def test_a_node_without_partitions_fires_nothing_and_resumes_when_it_gets_them_b
         harness.put("unowned", due_time="200ms")
         assert sink.wait_for("unowned", 1, timeout_s=1.0) == []
         assert harness.engine.timers == 0
-        # The in-flight delivery's ack was dropped: the new owner must deliver it again.
-        after = harness.job("orphan", app="slow")
-        assert after is not None and after.trigger_count == 0
+        # The delivery in flight when the partition moved still counts: the machine takes the
+        # previous owner's ack (stamped with the epoch it fired in), so nobody delivers it again.
+        harness.wait_gone("orphan", app="slow")
     finally:
         harness.set_live((NODE,))
     harness.wait_gone("unowned")
-    harness.wait_gone("orphan", app="slow")
     assert len(sink.calls_for("unowned")) == 1
-    # At least once: the occurrence whose ack was lost with the partition goes out again.
     ids = [call.headers["tock-trigger-id"] for call in slow_sink.calls_for("orphan")]
-    assert ids == [in_flight.trigger_id, in_flight.trigger_id]
+    assert ids == [in_flight.trigger_id]
 
 
 def test_acks_are_batched_and_stale_epochs_are_refused(harness: Harness) -> None:

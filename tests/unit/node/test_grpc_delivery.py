@@ -4,6 +4,7 @@ which codes are success, and that a slow or absent app is a failure, never an ex
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -178,3 +179,22 @@ def test_the_deliverer_sends_grpc_urls_to_grpc() -> None:
 
     outcome, received = run(through_deliverer())
     assert (outcome, len(received)) == (Outcome.SUCCESS, 1)
+
+
+def test_the_apps_token_goes_as_metadata_only_when_it_has_one() -> None:
+    async def deliver(trigger: Trigger) -> dict[str, str]:
+        received: Received = []
+        server, url = await serve_app(
+            {"AppCallback/OnJobEvent": answering(grpc.StatusCode.OK)}, received
+        )
+        delivery = GrpcDelivery(GrpcDeliveryConfig(attempt_timeout_s=3.0))
+        try:
+            assert await delivery.deliver(url, trigger) is Outcome.SUCCESS
+        finally:
+            await delivery.close()
+            await server.stop(0)
+        return received[0][2]
+
+    with_token = asyncio.run(deliver(dataclasses.replace(TRIGGER, app_token="s3cret")))
+    assert with_token["dapr-api-token"] == "s3cret"
+    assert "dapr-api-token" not in asyncio.run(deliver(TRIGGER))

@@ -26,6 +26,7 @@ from store.codec import (
     RegisterApp,
     SetMembers,
     UnregisterApp,
+    WatchersChanged,
 )
 from store.jobs import FAILURE_POLICY_DROP, FailureKind, FailurePolicy, JobSpec, MisfirePolicy
 from store.machine import JobMachine
@@ -90,7 +91,10 @@ _acks = st.builds(
 _others = st.builds(
     Other,
     kind=st.sampled_from(
-        ["delete", "prefix", "register", "unregister", "heartbeat", "members", "barrier"]
+        [
+            *("delete", "prefix", "register", "unregister"),
+            *("heartbeat", "members", "barrier", "watchers"),
+        ]
     ),
     which=st.integers(0, 7),
 )
@@ -155,7 +159,8 @@ def _other(machine: JobMachine, intent: Other, now_ms: int) -> Command:
         case "prefix":
             return DeletePrefix("default", app, NAMES[intent.which % len(NAMES)][:1])
         case "register":
-            return RegisterApp("default", app, f"http://127.0.0.1:{8000 + intent.which}")
+            token = f"token-{intent.which}" if intent.which % 2 else ""
+            return RegisterApp("default", app, f"http://127.0.0.1:{8000 + intent.which}", token)
         case "unregister":
             return UnregisterApp("default", app)
         case "heartbeat":
@@ -164,6 +169,9 @@ def _other(machine: JobMachine, intent: Other, now_ms: int) -> Command:
         case "members":
             live = NODES[: 1 + intent.which % len(NODES)]
             return SetMembers(machine.epoch + 1, _members(), live)
+        case "watchers":
+            # Counts 0..3 on any node, live or not: the machine must refuse the dead ones.
+            return WatchersChanged("default", app, NODES[intent.which % 3], intent.which // 2)
     return Barrier()
 
 

@@ -21,8 +21,10 @@ from store.codec import (
     Outcome,
     Put,
     RegisterApp,
+    Release,
     SetMembers,
     UnregisterApp,
+    WatchersChanged,
     decode_command,
     decode_snapshot,
     encode_command,
@@ -50,6 +52,7 @@ COMMANDS: list[Command] = [
     Delete("ns", "app", "j"),
     DeletePrefix("ns", "app", ""),
     RegisterApp("ns", "app", "grpc://127.0.0.1:50051"),
+    RegisterApp("ns", "app", "http://127.0.0.1:6000", "s3cret"),
     UnregisterApp("ns", "app"),
     Ack(
         3, "n1", 42, (AckEntry("uid-1", 7, Outcome.SUCCESS), AckEntry("uid-2", 8, Outcome.SKIPPED))
@@ -58,6 +61,9 @@ COMMANDS: list[Command] = [
     Heartbeat("n2", 99, "127.0.0.1:7501", "127.0.0.1:3501"),
     SetMembers(4, (Member("n1", "127.0.0.1:7500", "127.0.0.1:3500"),), ("n1",)),
     Barrier(),
+    WatchersChanged("ns", "app", "n2", 3),
+    WatchersChanged("ns", "app", "n2", 0),
+    Release(4, "n1"),
 ]
 
 
@@ -142,10 +148,11 @@ def test_snapshot_restore_snapshot_is_identical(stream: list[object]) -> None:
         assert sorted(restored.jobs_in_partition(partition)) == sorted(
             machine.jobs_in_partition(partition)
         )
-    assert (restored.epoch, restored.members, restored.apps()) == (
+    assert (restored.epoch, restored.members, restored.app_routes(), restored.watchers()) == (
         machine.epoch,
         machine.members,
-        machine.apps(),
+        machine.app_routes(),
+        machine.watchers(),
     )
 
 
@@ -160,14 +167,18 @@ def test_load_bytes_replaces_the_state_in_place() -> None:
 
 
 def snapshot_with_jobs(rows: list[object], partitions: int = 8) -> bytes:
-    return raw(SNAPSHOT_VERSION, partitions, 0, [], [], [], [], rows)
+    return raw(SNAPSHOT_VERSION, partitions, 0, [], [], [], [], [], [], [], rows)
+
+
+def snapshot_with(apps: list[object], watchers: list[object], live: list[str]) -> bytes:
+    return raw(SNAPSHOT_VERSION, 8, 1, [], live, [], [], apps, [], watchers, [])
 
 
 def test_bad_snapshots_are_codec_errors_and_leave_the_machine_alone() -> None:
     source = JobMachine(8)
     source.apply(COMMANDS[0])
     source.apply(Put("ns", "app", JobSpec("a", due_time="1s"), False, 5, "uid-3", "UTC"))
-    rows = list(msgpack.unpackb(source.to_bytes())[7])
+    rows = list(msgpack.unpackb(source.to_bytes())[-1])
     target = JobMachine(8)
     target.apply(COMMANDS[1])
     before = target.digest()
@@ -182,11 +193,28 @@ def test_bad_snapshots_are_codec_errors_and_leave_the_machine_alone() -> None:
         snapshot_with_jobs([[*rows[0][:4], 99, *rows[0][5:]]]),
         snapshot_with_jobs([[*rows[0][:5], ["other", *rows[0][5][1:]], *rows[0][6:]]]),
         snapshot_with_jobs([rows[0][:-1]]),
+        # An apps row without its token, and watchers of a dead node or with no streams.
+        snapshot_with([["ns", "app", "http://h"]], [], []),
+        snapshot_with([], [["ns", "app", "n9", 1]], []),
+        snapshot_with([], [["ns", "app", "n1", 0]], ["n1"]),
+        snapshot_with([], [["ns", "app", "n1", "1"]], ["n1"]),
     ]
     for data in bad:
         with pytest.raises(CodecError):
             target.load_bytes(data)
     assert target.digest() == before
+
+
+def test_app_tokens_and_watchers_survive_a_snapshot() -> None:
+    source = JobMachine(8)
+    source.apply(SetMembers(1, (Member("n1", "r1", "h1"), Member("n2", "r2", "h2")), ("n1", "n2")))
+    source.apply(RegisterApp("ns", "app", "http://127.0.0.1:6000", "s3cret"))
+    source.apply(WatchersChanged("ns", "app", "n2", 2))
+    source.apply(WatchersChanged("ns", "other", "n1", 1))
+    restored = JobMachine.from_bytes(source.to_bytes())
+    assert restored.app_route("ns", "app") == ("http://127.0.0.1:6000", "s3cret")
+    assert restored.watchers() == {("ns", "app"): {"n2": 2}, ("ns", "other"): {"n1": 1}}
+    assert restored.digest() == source.digest()
 
 
 def test_an_empty_machine_round_trips() -> None:

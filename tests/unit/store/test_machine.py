@@ -18,10 +18,19 @@ from store.codec import (
     RegisterApp,
     SetMembers,
     UnregisterApp,
+    WatchersChanged,
     encode_command,
 )
 from store.jobs import FAILURE_POLICY_DROP, Job, JobSpec
-from store.machine import AckCounts, ErrorKind, JobChange, JobMachine, Result
+from store.machine import (
+    APP_TOKEN_CHARS_MAX,
+    AckCounts,
+    AppRoute,
+    ErrorKind,
+    JobChange,
+    JobMachine,
+    Result,
+)
 from store.schedule import parse_schedule
 from tests.unit.store.machine_streams import intents, materialize
 
@@ -194,6 +203,51 @@ def test_apps_register_and_unregister() -> None:
     assert machine.apply(UnregisterApp("ns", "app")) == Result(value=True, apps_changed=True)
     assert machine.apply(UnregisterApp("ns", "app")) == Result(value=False)
     assert machine.app_url("ns", "app") is None
+
+
+def test_an_app_token_is_kept_with_the_url_and_checked() -> None:
+    machine = JobMachine()
+    assert machine.apply(RegisterApp("ns", "app", "http://127.0.0.1:6000", "s3cret")).ok
+    assert machine.app_route("ns", "app") == AppRoute("http://127.0.0.1:6000", "s3cret")
+    assert machine.app_routes() == {("ns", "app"): AppRoute("http://127.0.0.1:6000", "s3cret")}
+    # Registering again without a token clears it.
+    assert machine.apply(RegisterApp("ns", "app", "http://127.0.0.1:6000")).ok
+    assert machine.app_route("ns", "app") == AppRoute("http://127.0.0.1:6000", "")
+    for bad_token in ("has space", "line\nbreak", "é", "x" * (APP_TOKEN_CHARS_MAX + 1)):
+        result = machine.apply(RegisterApp("ns", "app", "http://h", bad_token))
+        assert (result.ok, result.error) == (False, ErrorKind.INVALID), bad_token
+        assert "app token" in result.message
+    assert machine.apply(RegisterApp("ns", "app", "http://h", "x" * APP_TOKEN_CHARS_MAX)).ok
+
+
+def test_watchers_are_recorded_per_app_and_node() -> None:
+    machine = machine_with_members()
+    changed = machine.apply(WatchersChanged("ns", "app", "n1", 1))
+    assert changed == Result(watchers_changed=True)
+    machine.apply(WatchersChanged("ns", "app", "n2", 3))
+    machine.apply(WatchersChanged("ns", "other", "n2", 1))
+    assert machine.watchers() == {("ns", "app"): {"n1": 1, "n2": 3}, ("ns", "other"): {"n2": 1}}
+    assert machine.watchers_on("n2") == {("ns", "app"): 3, ("ns", "other"): 1}
+    # A count of 0 removes the node, and the app once no node is left.
+    machine.apply(WatchersChanged("ns", "app", "n1", 0))
+    machine.apply(WatchersChanged("ns", "other", "n2", 0))
+    assert machine.watchers() == {("ns", "app"): {"n2": 3}}
+    assert machine.watchers_on("n1") == {}
+
+
+def test_watchers_of_nodes_that_are_not_live_are_refused_and_forgotten() -> None:
+    machine = machine_with_members()
+    refused = machine.apply(WatchersChanged("ns", "app", "n9", 1))
+    assert (refused.ok, refused.error) == (False, ErrorKind.STALE)
+    for bad in (WatchersChanged("ns", "app", "n1", -1), WatchersChanged("", "app", "n1", 1)):
+        assert machine.apply(bad).error is ErrorKind.INVALID
+    machine.apply(WatchersChanged("ns", "app", "n1", 1))
+    machine.apply(WatchersChanged("ns", "app", "n2", 2))
+    # n2 leaves the live set: its watchers go with it, and the result says so.
+    assert machine.apply(SetMembers(2, MEMBERS, ("n1",))).watchers_changed
+    assert machine.watchers() == {("ns", "app"): {"n1": 1}}
+    assert not machine.apply(SetMembers(3, MEMBERS, ("n1",))).watchers_changed
+    assert machine.apply(WatchersChanged("ns", "app", "n2", 1)).error is ErrorKind.STALE
 
 
 def test_set_members_moves_to_the_next_epoch_only() -> None:

@@ -1,0 +1,261 @@
+"""The watch stream (SPEC §4): apps that hold `GET /v1.0/apps/{appId}/watch` get their triggers
+pushed over a WebSocket, and this node's registry of the streams connected to it.
+
+A `Watcher` is one stream. Each trigger pushed on it gets the stream's next id and waits, in
+`in_flight`, for the app's ack; triggers ready together go out in one frame. `LocalWatchers`
+holds this node's watchers by app and delivers a trigger to one of them in turn: a stream that
+closes hands its unacked triggers back, and they go to the app's next watcher here. Only when no
+watcher of the app is left here is a trigger UNDELIVERABLE, for the caller to try elsewhere.
+
+Which nodes hold watchers of which app is replicated (watch_announcer.py), so the owner of a
+job can find a watcher anywhere in the cluster (watch_delivery.py).
+
+Threads: everything here runs on the node's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from node.delivery import Outcome, Trigger
+from node.openapi import API_PREFIXES
+from node.watch_frames import decode_acks, encode_triggers
+from store.errors import Unavailable, ValidationError
+from store.machine import AppKey
+
+log = logging.getLogger(__name__)
+
+NAMESPACE_HEADER = "dapr-namespace"
+WATCH_PATH = "/apps/{appId}/watch"
+
+
+@dataclass(frozen=True, kw_only=True)
+class WatchConfig:
+    # A pushed trigger not acked within this is FAILED (the failure policy applies).
+    ack_timeout_s: float = 5.0
+    # Triggers sent in one frame at most.
+    frame_triggers_max: int = 256
+    # The largest frame an app may send (its acks).
+    frame_bytes_max: int = 1024 * 1024
+    # Triggers pushed on one stream and not yet acked; a full stream makes deliveries wait.
+    stream_in_flight_max: int = 4096
+    # Streams one node holds, over every app.
+    watchers_max: int = 1024
+    # How long the handshake waits for the cluster to record the new watcher.
+    register_wait_s: float = 5.0
+    # Pings keep idle streams alive through proxies and find dead peers.
+    heartbeat_s: float = 10.0
+    # How long a close waits for the app's closing answer.
+    close_timeout_s: float = 2.0
+
+    def validate(self) -> None:
+        counts = (self.frame_triggers_max, self.frame_bytes_max, self.stream_in_flight_max)
+        periods = (self.ack_timeout_s, self.register_wait_s, self.heartbeat_s, self.close_timeout_s)
+        if min(*counts, self.watchers_max) <= 0 or min(periods) <= 0:
+            raise ValidationError("every watch limit and timeout must be positive")
+
+
+class Closed(Exception):
+    """The stream closed before the trigger was acked: it goes to another watcher."""
+
+
+class Watcher:
+    """One app's WebSocket: pushes triggers in frames and matches the app's acks to them."""
+
+    def __init__(self, app: AppKey, socket: web.WebSocketResponse, config: WatchConfig) -> None:
+        self.app = app
+        self._socket = socket
+        self._config = config
+        self._ids = itertools.count(1)
+        self._in_flight: dict[int, asyncio.Future[Outcome]] = {}
+        self._outbox: asyncio.Queue[tuple[int, Trigger]] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(config.stream_in_flight_max)
+        self.closed = False
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def push(self, trigger: Trigger) -> Outcome:
+        """Send the trigger and wait for its ack; Closed if the stream ends first. The caller
+        bounds the wait: cancelled, the trigger is forgotten and a late ack for it ignored."""
+        async with self._slots:
+            if self.closed:
+                raise Closed
+            stream_id = next(self._ids)
+            acked: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+            self._in_flight[stream_id] = acked
+            self._outbox.put_nowait((stream_id, trigger))
+            try:
+                return await acked
+            finally:
+                self._in_flight.pop(stream_id, None)
+
+    async def serve(self, request: web.Request) -> None:
+        """Answer the handshake, then send frames and read acks until the app or the node
+        closes the stream; whatever is unacked then is handed back (Closed)."""
+        sender: asyncio.Task[None] | None = None
+        try:
+            if self.closed:
+                return
+            await self._socket.prepare(request)
+            sender = asyncio.create_task(self._send_frames())
+            await self._read_acks()
+        finally:
+            self.closed = True
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+            for acked in self._in_flight.values():
+                if not acked.done():
+                    acked.set_exception(Closed())
+
+    async def close(self) -> None:
+        # A stream still in its handshake is never served (serve checks `closed` first).
+        self.closed = True
+        if self._socket.prepared:
+            await self._socket.close(code=WSCloseCode.GOING_AWAY, message=b"node stopping")
+
+    async def _send_frames(self) -> None:
+        while True:
+            frame = [await self._outbox.get()]
+            while len(frame) < self._config.frame_triggers_max and not self._outbox.empty():
+                frame.append(self._outbox.get_nowait())
+            # A trigger whose wait ended (timeout) while queued is not sent at all.
+            live = [(stream_id, t) for stream_id, t in frame if stream_id in self._in_flight]
+            if not live:
+                continue
+            try:
+                await self._socket.send_bytes(encode_triggers(live))
+            except (ConnectionError, RuntimeError):
+                # The stream broke under us: closing it ends the ack loop, which hands back
+                # everything in flight.
+                await self._socket.close()
+                return
+
+    async def _read_acks(self) -> None:
+        async for message in self._socket:
+            if message.type is not WSMsgType.BINARY:
+                await self._socket.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"binary only")
+                return
+            try:
+                acks = decode_acks(message.data, self._config.frame_bytes_max)
+            except ValidationError as error:
+                await self._socket.close(code=WSCloseCode.INVALID_TEXT, message=str(error).encode())
+                return
+            for stream_id, outcome in acks:
+                # Unknown and repeated ids find nothing: ignored, as Dapr ignores them.
+                acked = self._in_flight.pop(stream_id, None)
+                if acked is not None and not acked.done():
+                    acked.set_result(outcome)
+
+
+class LocalWatchers:
+    """This node's watchers, by app. `on_change` is called whenever an app's count changes."""
+
+    def __init__(self, config: WatchConfig, on_change: Callable[[], None]) -> None:
+        config.validate()
+        self.config = config
+        self._on_change = on_change
+        self._by_app: dict[AppKey, list[Watcher]] = {}
+        self._turn = itertools.count()
+
+    def counts(self) -> dict[AppKey, int]:
+        return {app: len(watchers) for app, watchers in self._by_app.items()}
+
+    def has(self, app: AppKey) -> bool:
+        return app in self._by_app
+
+    def add(self, watcher: Watcher) -> None:
+        if sum(map(len, self._by_app.values())) >= self.config.watchers_max:
+            raise Unavailable(f"this node holds {self.config.watchers_max} watchers already")
+        self._by_app.setdefault(watcher.app, []).append(watcher)
+        self._on_change()
+
+    def remove(self, watcher: Watcher) -> None:
+        watchers = self._by_app.get(watcher.app, [])
+        if watcher in watchers:
+            watchers.remove(watcher)
+            if not watchers:
+                del self._by_app[watcher.app]
+            self._on_change()
+
+    async def deliver(self, trigger: Trigger, timeout_s: float) -> Outcome:
+        """Push to the app's watchers here, the next one after a stream closes; FAILED when
+        no ack comes in `timeout_s`, UNDELIVERABLE when no watcher of the app is left here."""
+        app = (trigger.namespace, trigger.app)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while (watcher := self._pick(app)) is not None:
+                    try:
+                        return await watcher.push(trigger)
+                    except Closed:
+                        continue
+        except TimeoutError:
+            return Outcome.FAILED
+        return Outcome.UNDELIVERABLE
+
+    def _pick(self, app: AppKey) -> Watcher | None:
+        """The next open watcher of the app in turn, the least busy one first among equals."""
+        watchers = [w for w in self._by_app.get(app, ()) if not w.closed]
+        if not watchers:
+            return None
+        start = next(self._turn) % len(watchers)
+        rotated = watchers[start:] + watchers[:start]
+        return min(rotated, key=lambda w: w.in_flight)
+
+    async def close(self) -> None:
+        """Close every stream here, at once: each close waits for the app's answer."""
+        every = [watcher for watchers in self._by_app.values() for watcher in watchers]
+        await asyncio.gather(*(watcher.close() for watcher in every))
+
+
+class WatchRoute:
+    """`GET {prefix}/apps/{appId}/watch`: upgrade to a WebSocket and serve it as a watcher.
+
+    `registered(app)` waits (bounded) until the cluster has recorded this node's watchers of
+    the app, so that once the handshake answers, triggers anywhere in the cluster come here."""
+
+    def __init__(
+        self,
+        watchers: LocalWatchers,
+        registered: Callable[[AppKey, float], Awaitable[None]],
+    ) -> None:
+        self._watchers = watchers
+        self._registered = registered
+
+    def register(self, router: web.UrlDispatcher) -> None:
+        for prefix in API_PREFIXES:
+            router.add_route("GET", prefix + WATCH_PATH, self.watch)
+
+    async def watch(self, request: web.Request) -> web.WebSocketResponse:
+        app = (request.headers.get(NAMESPACE_HEADER) or "default", request.match_info["appId"])
+        if not app[1]:
+            raise ValidationError("app id is empty")
+        config = self._watchers.config
+        socket = web.WebSocketResponse(
+            max_msg_size=config.frame_bytes_max,
+            heartbeat=config.heartbeat_s,
+            timeout=config.close_timeout_s,
+        )
+        if not socket.can_prepare(request).ok:
+            raise ValidationError("the watch route needs a WebSocket upgrade")
+        watcher = Watcher(app, socket, config)
+        self._watchers.add(watcher)
+        try:
+            # Served even if the cluster cannot record it now (no quorum): the announcer keeps
+            # trying, and this node's own jobs reach the watcher meanwhile.
+            with contextlib.suppress(TimeoutError):
+                await self._registered(app, config.register_wait_s)
+            await watcher.serve(request)
+        finally:
+            self._watchers.remove(watcher)
+        return socket

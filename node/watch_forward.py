@@ -1,0 +1,204 @@
+"""The hop from a job's owner to the node that holds a watcher of its app: batched HTTP.
+
+The owner's `Forwarder` keeps one lane per target node. Triggers queue in the lane, and whatever
+is queued when the lane's pump runs (up to `batch_max` and `batch_bytes_max`) goes as one
+`POST /internal/v1/deliver`; up to `requests_per_node_max` such requests are in flight at once,
+so a slow watcher delays its own batch, not the next. The target answers one outcome per
+trigger once every one is acked, FAILED or timed out (`ForwardRoute`).
+
+A request that never reached the target (connection refused) is UNDELIVERABLE: the owner may
+try elsewhere. One that may have reached it and got no answer is FAILED, as an HTTP delivery
+with no answer is: the failure policy retries it.
+
+The route is internal: it requires `tock-internal-token`, a key derived from the cluster secret
+that only members know, besides the API token every route requires when one is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from node.delivery import Outcome, Trigger
+from node.http_errors import TOKEN_HEADER
+from node.watch import LocalWatchers
+from node.watch_frames import decode_forward, decode_outcomes, encode_forward, encode_outcomes
+from store.errors import ValidationError
+
+log = logging.getLogger(__name__)
+
+INTERNAL_DELIVER_PATH = "/internal/v1/deliver"
+INTERNAL_TOKEN_HEADER = "tock-internal-token"
+MSGPACK = "application/msgpack"
+
+
+def internal_token(secret: str) -> str:
+    """The members' key for internal routes: derived, so the cluster secret never travels."""
+    return hmac.new(secret.encode(), b"tock internal deliver v1", hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForwardConfig:
+    batch_max: int = 256
+    batch_bytes_max: int = 2 * 1024 * 1024
+    requests_per_node_max: int = 8
+    # Triggers waiting for a request to one node; beyond it they are UNDELIVERABLE (held back).
+    queue_max: int = 8192
+    # How much longer than the watcher's ack timeout the owner waits for the target's answer.
+    answer_margin_s: float = 2.0
+    # The largest answer accepted from a target.
+    answer_bytes_max: int = 1024 * 1024
+
+    def validate(self) -> None:
+        bounds = (self.batch_max, self.batch_bytes_max, self.requests_per_node_max, self.queue_max)
+        if min(*bounds, self.answer_bytes_max) <= 0 or self.answer_margin_s < 0:
+            raise ValidationError("every forward limit must be positive")
+
+
+_Pending = tuple[Trigger, asyncio.Future[Outcome]]
+
+
+class _Lane:
+    """The triggers bound for one node and the pump that sends them in batches."""
+
+    def __init__(self, url: str, forwarder: Forwarder) -> None:
+        self._url = url
+        self._forwarder = forwarder
+        config = forwarder.config
+        self._queue: deque[_Pending] = deque()
+        self._queued = asyncio.Event()
+        self._requests = asyncio.Semaphore(config.requests_per_node_max)
+        self._sending: set[asyncio.Task[None]] = set()
+        self._pump = asyncio.create_task(self._run(), name=f"forward to {url}")
+
+    async def deliver(self, trigger: Trigger) -> Outcome:
+        if len(self._queue) >= self._forwarder.config.queue_max:
+            return Outcome.UNDELIVERABLE
+        outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._queue.append((trigger, outcome))
+        self._queued.set()
+        return await outcome
+
+    async def _run(self) -> None:
+        while True:
+            await self._queued.wait()
+            self._queued.clear()
+            while self._queue:
+                await self._requests.acquire()
+                task = asyncio.create_task(self._send(self._take_batch()))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+
+    def _take_batch(self) -> list[_Pending]:
+        """The oldest queued triggers, as many as fit one request (at least one)."""
+        config = self._forwarder.config
+        batch = [self._queue.popleft()]
+        size = len(batch[0][0].data)
+        while self._queue and len(batch) < config.batch_max:
+            size += len(self._queue[0][0].data)
+            if size > config.batch_bytes_max:
+                break
+            batch.append(self._queue.popleft())
+        return batch
+
+    async def _send(self, batch: list[_Pending]) -> None:
+        # Cancelled (the node is stopping), the batch is handed back rather than left waiting.
+        outcomes = [Outcome.UNDELIVERABLE] * len(batch)
+        try:
+            outcomes = await self._forwarder.post(self._url, [trigger for trigger, _ in batch])
+        finally:
+            self._requests.release()
+            for (_, outcome), value in zip(batch, outcomes, strict=True):
+                if not outcome.done():
+                    outcome.set_result(value)
+
+    async def close(self) -> None:
+        self._pump.cancel()
+        for task in (self._pump, *self._sending):
+            task.cancel()
+        await asyncio.gather(self._pump, *self._sending, return_exceptions=True)
+        while self._queue:
+            _, outcome = self._queue.popleft()
+            if not outcome.done():
+                outcome.set_result(Outcome.UNDELIVERABLE)
+
+
+class Forwarder:
+    """Delivers triggers through the watchers other nodes hold; one per node, on its loop."""
+
+    def __init__(
+        self, config: ForwardConfig, ack_timeout_s: float, secret: str, api_token: str | None
+    ) -> None:
+        config.validate()
+        self.config = config
+        self._ack_timeout_s = ack_timeout_s
+        self._headers = {INTERNAL_TOKEN_HEADER: internal_token(secret), "content-type": MSGPACK}
+        if api_token:
+            self._headers[TOKEN_HEADER] = api_token
+        self._lanes: dict[str, _Lane] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def deliver(self, http_address: str, trigger: Trigger) -> Outcome:
+        """One attempt through the node serving HTTP at `http_address` (HOST:PORT)."""
+        lane = self._lanes.get(http_address)
+        if lane is None:
+            lane = self._lanes[http_address] = _Lane(f"http://{http_address}", self)
+        return await lane.deliver(trigger)
+
+    async def post(self, base_url: str, triggers: list[Trigger]) -> list[Outcome]:
+        """One batch to one node: an outcome per trigger, never an exception for its faults."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        body = encode_forward(triggers, round(self._ack_timeout_s * 1000))
+        timeout = aiohttp.ClientTimeout(total=self._ack_timeout_s + self.config.answer_margin_s)
+        url = base_url + INTERNAL_DELIVER_PATH
+        try:
+            async with self._session.post(
+                url, data=body, headers=self._headers, timeout=timeout
+            ) as reply:
+                answer = await reply.read()
+                if reply.status != 200:
+                    log.warning("%s answered %d: %.200r", url, reply.status, answer)
+                    return [Outcome.FAILED] * len(triggers)
+                return decode_outcomes(answer, len(triggers), self.config.answer_bytes_max)
+        except aiohttp.ClientConnectorError:
+            return [Outcome.UNDELIVERABLE] * len(triggers)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValidationError) as error:
+            log.warning("forwarding %d triggers to %s: %r", len(triggers), url, error)
+            return [Outcome.FAILED] * len(triggers)
+
+    async def close(self) -> None:
+        lanes, self._lanes = list(self._lanes.values()), {}
+        for lane in lanes:
+            await lane.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class ForwardRoute:
+    """`POST /internal/v1/deliver`: push a batch from an owner down this node's watchers."""
+
+    def __init__(self, watchers: LocalWatchers, secret: str, body_bytes_max: int) -> None:
+        self._watchers = watchers
+        self._token = internal_token(secret).encode()
+        self._body_bytes_max = body_bytes_max
+
+    def register(self, router: web.UrlDispatcher) -> None:
+        router.add_route("POST", INTERNAL_DELIVER_PATH, self.deliver)
+
+    async def deliver(self, request: web.Request) -> web.Response:
+        given = request.headers.get(INTERNAL_TOKEN_HEADER, "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, self._token):
+            raise web.HTTPUnauthorized(text=f"missing or wrong {INTERNAL_TOKEN_HEADER} header")
+        triggers, timeout_ms = decode_forward(await request.read(), self._body_bytes_max)
+        timeout_s = min(timeout_ms / 1000, self._watchers.config.ack_timeout_s)
+        outcomes = await asyncio.gather(*(self._watchers.deliver(t, timeout_s) for t in triggers))
+        return web.Response(body=encode_outcomes(outcomes), content_type=MSGPACK)
