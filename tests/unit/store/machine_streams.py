@@ -24,6 +24,7 @@ from store.codec import (
     Outcome,
     Put,
     RegisterApp,
+    Release,
     SetMembers,
     UnregisterApp,
     WatchersChanged,
@@ -93,7 +94,7 @@ _others = st.builds(
     kind=st.sampled_from(
         [
             *("delete", "prefix", "register", "unregister"),
-            *("heartbeat", "members", "barrier", "watchers"),
+            *("heartbeat", "members", "barrier", "watchers", "release"),
         ]
     ),
     which=st.integers(0, 7),
@@ -148,7 +149,9 @@ def _ack(machine: JobMachine, intent: AckIntent, now_ms: int) -> Ack:
     node = owner if intent.as_owner else next(n for n in NODES if n != owner)
     scheduled_ms = job.next_ms if intent.current else job.next_ms - 1
     entry = AckEntry(job.uid, scheduled_ms, intent.outcome)
-    return Ack(machine.epoch, node, now_ms + intent.later_ms, (entry,))
+    # Now and then an ack stamped with the epoch before: a delivery started before a handoff.
+    epoch = machine.epoch - 1 if intent.later_ms % 3 == 0 else machine.epoch
+    return Ack(epoch, node, now_ms + intent.later_ms, (entry,))
 
 
 def _other(machine: JobMachine, intent: Other, now_ms: int) -> Command:
@@ -172,6 +175,10 @@ def _other(machine: JobMachine, intent: Other, now_ms: int) -> Command:
         case "watchers":
             # Counts 0..3 on any node, live or not: the machine must refuse the dead ones.
             return WatchersChanged("default", app, NODES[intent.which % 3], intent.which // 2)
+        case "release":
+            # For the current epoch or, now and then, a stale one.
+            epoch = machine.epoch - intent.which % 2
+            return Release(epoch, NODES[intent.which % len(NODES)])
     return Barrier()
 
 
