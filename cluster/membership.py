@@ -32,12 +32,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class MembershipConfig:
-    heartbeat_s: float = 0.5
-    lease_s: float = 1.5
-    dead_s: float = 2.5
+    heartbeat_s: float = 0.25
+    lease_s: float = 1.0
+    dead_s: float = 1.5
 
     def __post_init__(self) -> None:
         assert 0 < self.heartbeat_s < self.lease_s < self.dead_s
+
+    @property
+    def leader_grace_s(self) -> float:
+        """How long a new leader waits before it declares anyone dead: long enough for every
+        live node to commit a heartbeat under it (heartbeats fail fast during an election and
+        are retried every heartbeat_s), so a slow election does not kill everybody."""
+        return 3 * self.heartbeat_s
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ def next_membership(
     in a heartbeat. A live member stays live until its heartbeat is `dead_s` old; a member not
     live becomes live once its heartbeat is fresher than `lease_s` (it has caught up: a node
     heartbeats only once it is ready). `may_declare_dead` is False during a new leader's first
-    `dead_s`, while heartbeats from before an election or restart are still arriving.
+    `leader_grace_s`, while the live nodes' first heartbeats under it are still arriving.
     """
     members = tuple(
         sorted(
@@ -155,7 +162,7 @@ class Membership:
             self._store.cluster_addresses(),
             self._clock.wall_ms(),
             self._config,
-            may_declare_dead=now - self._leading_since >= self._config.dead_s,
+            may_declare_dead=now - self._leading_since >= self._config.leader_grace_s,
         )
         if change is None:
             return

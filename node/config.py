@@ -42,9 +42,11 @@ class Timing:
     """Liveness: heartbeats every `heartbeat_s`; a node fires only while its own last heartbeat
     committed less than `lease_s` ago; the leader declares a node dead after `dead_s`."""
 
-    heartbeat_s: float = 0.5
-    lease_s: float = 1.5
-    dead_s: float = 2.5
+    # Failover (a dead node's partitions firing elsewhere) takes about dead_s + heartbeat_s;
+    # a lease of four heartbeats rides out a few slow commits without the node going quiet.
+    heartbeat_s: float = 0.25
+    lease_s: float = 1.0
+    dead_s: float = 1.5
     propose_timeout_s: float = 5.0
     delivery_timeout_s: float = 5.0
 

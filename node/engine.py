@@ -157,6 +157,7 @@ class TriggerEngine:
         self._handoff_waits: dict[str, set[int]] = {}
         # The epoch in which this node released the partitions it lost (0: none yet).
         self._released_epoch = 0
+        self._release_warned_epoch = 0
         self._release_proposals: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ----
@@ -288,7 +289,10 @@ class TriggerEngine:
         try:
             await self._store.propose(command, self._config.acks.propose_timeout_s)
         except TockError as error:
-            log.warning("release of epoch %d not committed (%s); retrying", epoch, error)
+            # Without a leader this retries every ack_retry_ms: say it once per epoch.
+            level = logging.DEBUG if self._release_warned_epoch == epoch else logging.WARNING
+            self._release_warned_epoch = epoch
+            log.log(level, "release of epoch %d not committed (%s); retrying", epoch, error)
             if self._released_epoch == epoch:
                 self._released_epoch = 0
                 loop = asyncio.get_running_loop()
@@ -426,9 +430,7 @@ class TriggerEngine:
         elif verdict is AckVerdict.UNAVAILABLE:
             pendings = self._retry_later(pendings)
         elif verdict is AckVerdict.UNKNOWN:
-            # Released as they are: re-read from the machine, a job whose ack did not apply
-            # fires again (a duplicate only because a fault hit it in flight).
-            self.metrics.acks_dropped += sum(len(pending.entries) for pending in pendings)
+            pendings = self._resend_idempotent(pendings)
         self._release([pending.key for pending in pendings])
 
     def _resend_owned(self, pendings: list[PendingAck]) -> list[PendingAck]:
@@ -446,6 +448,31 @@ class TriggerEngine:
                 dropped.append(pending)
                 self.metrics.acks_dropped += len(pending.entries)
         return dropped
+
+    def _resend_idempotent(self, pendings: list[PendingAck]) -> list[PendingAck]:
+        """Send again, after a pause, the acks whose outcome is unknown (leadership changed
+        under them) and which are safe to apply twice; return the others, to release.
+
+        A SUCCESS or SKIPPED entry is idempotent: if the first copy applied, the job has moved
+        past that occurrence and the machine ignores the second. Re-sending it spares the app a
+        duplicate that releasing would cause (the job, re-read, would fire again). A FAILED entry
+        would count an attempt twice, so it is released: at worst one extra attempt. Released
+        too once the lease is gone: then the job fires nowhere until ownership is settled."""
+        if self._stopping or not self._lease():
+            self.metrics.acks_dropped += sum(len(pending.entries) for pending in pendings)
+            return pendings
+        safe = [
+            pending
+            for pending in pendings
+            if all(entry.outcome is not Outcome.FAILED for entry in pending.entries)
+        ]
+        released = [pending for pending in pendings if pending not in safe]
+        self.metrics.acks_dropped += sum(len(pending.entries) for pending in released)
+        if safe:
+            self.metrics.acks_resent += sum(len(pending.entries) for pending in safe)
+            loop = asyncio.get_running_loop()
+            loop.call_later(self._config.ack_retry_ms / 1000, self._send_again, safe)
+        return released
 
     def _retry_later(self, pendings: list[PendingAck]) -> list[PendingAck]:
         """Send the acks of owned jobs again after a pause (a new leader takes a moment);

@@ -20,7 +20,12 @@ RESULTS = HERE.parent / "bench-results"
 
 
 def cases() -> list[str]:
-    return sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+    """Every scripts/bench_CASE.py that defines main() (bench_support.py is shared code)."""
+    return sorted(
+        path.stem.removeprefix("bench_")
+        for path in HERE.glob("bench_*.py")
+        if "\ndef main(" in path.read_text()
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -24,6 +24,7 @@ from typing import Any
 
 from cluster.local import LocalCluster
 from cluster.ring import Ring, partition_of
+from node.config import Timing
 from tests.support.local_cluster import running_cluster
 from tests.support.sink import Call, Sink
 
@@ -32,7 +33,7 @@ PARTITIONS = 1024
 HTTP_TIMEOUT_S = 15.0
 # The node's membership timings (node/config.py Timing): a dead node's partitions move after
 # `DEAD_S`, and the new owner fires once its own lease holds.
-DEAD_S = 2.5
+DEAD_S = Timing().dead_s
 
 
 @dataclass(frozen=True)
