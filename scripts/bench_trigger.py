@@ -1,0 +1,202 @@
+"""Trigger throughput and lateness, end to end over HTTP: one-shot jobs in a real 3-node tock
+cluster fire, go to a local app (`POST /job/{name}`), and are acked through Raft.
+
+    scripts/bench trigger [--burst 5000] [--spread 20000] [--spread-seconds 20] [--in-flight 64]
+
+Two scenarios, one after the other on the same cluster:
+- burst: `burst` jobs all due at the same instant;
+- spread: `spread` jobs due uniformly over `spread-seconds`.
+The app is an aiohttp sink in this process that answers 200 at once and records each trigger's
+receive time. Jobs are created first (concurrently, over all 3 nodes) with an absolute dueTime
+far enough ahead that every create has answered before the first job is due: the lead time is
+chosen from the create rate measured on a calibration batch (which also warms up delivery).
+
+Figures per scenario: triggers delivered (must be all) and duplicates; lateness = receive time -
+scheduled time (the `tock-scheduled-time` header) as min/p50/p99/max in ms, where the min must
+never be below zero; delivered/s over [first due, last delivery]; acked/s over [first due, the
+cluster holding none of the jobs any more], i.e. fired + delivered + acked through Raft.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from bench_support import (
+    Load,
+    Receipt,
+    TriggerSink,
+    closed_loop,
+    get_json,
+    now_ms,
+    post_expecting,
+    register_app,
+    rfc3339,
+    running_sink,
+    spread,
+    tock_cluster,
+)
+
+CALIBRATION_JOBS = 300
+CALIBRATION_DUE_S = 2.0
+# Lead time = jobs / measured create rate x this, plus the margin: creates under load can be
+# slower than in the calibration, and the first job must not be due before the last create.
+LEAD_SAFETY_FACTOR = 2.0
+LEAD_MARGIN_S = 3.0
+DELIVERY_TIMEOUT_S = 120.0
+ACKED_TIMEOUT_S = 60.0
+ACKED_POLL_S = 0.1
+# After everything arrived, listen this long more for duplicates.
+QUIET_S = 1.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    jobs: int
+    spread_ms: int
+
+
+@dataclass
+class Rig:
+    node_urls: list[str]
+    sink: TriggerSink
+    session: aiohttp.ClientSession
+    in_flight: int
+
+
+async def create_jobs(rig: Rig, prefix: str, due_ms: list[int]) -> Load:
+    """Create one-shot jobs `{prefix}-{i}` due at `due_ms[i]`, spread over the nodes."""
+
+    async def send(session: aiohttp.ClientSession, worker: int, i: int) -> None:
+        url = f"{rig.node_urls[worker % len(rig.node_urls)]}/v1.0/jobs/{prefix}-{i:06d}"
+        body = json.dumps({"dueTime": rfc3339(due_ms[i]), "data": {"i": i}}).encode()
+        await post_expecting(session, url, body, 204)
+
+    return await closed_loop(send, range(len(due_ms)), rig.in_flight)
+
+
+def receipts_of(rig: Rig, prefix: str) -> list[Receipt]:
+    return [r for r in rig.sink.receipts if r.name.startswith(prefix + "-")]
+
+
+async def wait_no_jobs(rig: Rig, timeout_s: float) -> float | None:
+    """Poll until the cluster holds no jobs; the wall time (ms) it was seen, or None."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = await get_json(rig.session, f"{rig.node_urls[0]}/admin/cluster")
+        if status["jobs"] == 0:
+            return time.time_ns() / 1_000_000
+        await asyncio.sleep(ACKED_POLL_S)
+    return None
+
+
+async def calibrate(rig: Rig) -> float:
+    """Creates/s on a small batch of jobs, which are then delivered and acked (a warm-up)."""
+    due = now_ms() + int(CALIBRATION_DUE_S * 1000)
+    load = await create_jobs(rig, "calibrate", [due] * CALIBRATION_JOBS)
+    await rig.sink.wait_for(load.done, DELIVERY_TIMEOUT_S)
+    await wait_no_jobs(rig, ACKED_TIMEOUT_S)
+    return load.done / load.elapsed_s
+
+
+async def run_scenario(rig: Rig, scenario: Scenario, create_rate: float) -> dict[str, object]:
+    lead_ms = int((scenario.jobs / create_rate * LEAD_SAFETY_FACTOR + LEAD_MARGIN_S) * 1000)
+    first_due = now_ms() + lead_ms
+    step = scenario.spread_ms / scenario.jobs
+    due_ms = [first_due + int(i * step) for i in range(scenario.jobs)]
+    # Scenarios run one after the other, each only once the last one's jobs are all acked.
+    before = len(rig.sink.receipts)
+    load = await create_jobs(rig, scenario.name, due_ms)
+    created_ms = now_ms()
+    await rig.sink.wait_for(
+        before + load.done, (due_ms[-1] - created_ms) / 1000 + DELIVERY_TIMEOUT_S
+    )
+    acked_ms = await wait_no_jobs(rig, ACKED_TIMEOUT_S)
+    await asyncio.sleep(QUIET_S)
+    receipts = receipts_of(rig, scenario.name)
+    return {
+        "jobs": scenario.jobs,
+        "spread_s": scenario.spread_ms / 1000,
+        "lead_s": lead_ms / 1000,
+        "create": load.figures(),
+        "created_before_first_due": created_ms < first_due,
+        **delivery_figures(receipts, load.done, first_due, acked_ms),
+    }
+
+
+def delivery_figures(
+    receipts: list[Receipt], created: int, first_due: int, acked_ms: float | None
+) -> dict[str, object]:
+    if not receipts:
+        return {"delivered": 0, "missing": created}
+    distinct = {r.trigger_id for r in receipts}
+    lateness = [r.received_ms - r.scheduled_ms for r in receipts]
+    last_ms = max(r.received_ms for r in receipts)
+    delivered_s = max(last_ms - first_due, 1.0) / 1000
+    figures: dict[str, object] = {
+        "delivered": len(distinct),
+        "missing": created - len(distinct),
+        "duplicates": len(receipts) - len(distinct),
+        "lateness_ms": spread(lateness),
+        "early": sum(1 for x in lateness if x < 0),
+        "delivered_per_s": round(len(distinct) / delivered_s, 1),
+        "acked_per_s": None,
+    }
+    if acked_ms is not None:
+        figures["acked_per_s"] = round(len(distinct) / (max(acked_ms - first_due, 1.0) / 1000), 1)
+    return figures
+
+
+async def run(node_urls: list[str], args: argparse.Namespace) -> dict[str, object]:
+    scenarios = [
+        Scenario("burst", args.burst, 0),
+        Scenario("spread", args.spread, int(args.spread_seconds * 1000)),
+    ]
+    async with running_sink() as sink, aiohttp.ClientSession() as session:
+        rig = Rig(node_urls, sink, session, args.in_flight)
+        await register_app(session, node_urls[0], sink.url)
+        create_rate = await calibrate(rig)
+        rows = {s.name: await run_scenario(rig, s, create_rate) for s in scenarios if s.jobs > 0}
+    return {"calibration_creates_per_s": round(create_rate, 1), **rows}
+
+
+def print_table(figures: dict[str, object]) -> None:
+    print(
+        f"{'scenario':>8} {'jobs':>6} {'deliv':>6} {'dup':>4} {'deliv/s':>8} {'acked/s':>8} "
+        f"{'late min':>8} {'p50':>7} {'p99':>7} {'max':>7} {'lead s':>6} {'in time':>7}"
+    )
+    for name in ("burst", "spread"):
+        row = figures.get(name)
+        if not isinstance(row, dict):
+            continue
+        late = row.get("lateness_ms", {})
+        print(
+            f"{name:>8} {row['jobs']:>6} {row['delivered']:>6} {row.get('duplicates', '-'):>4} "
+            f"{row.get('delivered_per_s', '-'):>8} {row.get('acked_per_s', '-')!s:>8} "
+            f"{late.get('min', '-'):>8} {late.get('p50', '-'):>7} {late.get('p99', '-'):>7} "
+            f"{late.get('max', '-'):>7} {row['lead_s']:>6} {row['created_before_first_due']!s:>7}"
+        )
+        if row.get("early"):
+            print(f"!! {name}: {row['early']} triggers arrived before their scheduled time")
+
+
+def main(argv: list[str]) -> dict[str, object]:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench trigger",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--burst", type=int, default=5000, help="jobs due at one instant")
+    parser.add_argument("--spread", type=int, default=20000, help="jobs due over a window")
+    parser.add_argument("--spread-seconds", type=float, default=20.0, help="that window")
+    parser.add_argument("--in-flight", type=int, default=64, help="concurrent creates")
+    args = parser.parse_args(argv)
+    with tock_cluster() as cluster:
+        figures = asyncio.run(run([node.url for node in cluster.nodes], args))
+    print_table(figures)
+    return figures
