@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import asdict
 
 from pysyncobj import FAIL_REASON
 
@@ -212,7 +213,8 @@ class RaftStore:
 
     def status(self) -> dict[str, object]:
         """role, leader, term, commit and applied index, log size, last snapshot, quorum,
-        readiness and batching counters; a copy, refreshed by the tick thread every 20 ms."""
+        readiness, batching counters and the transport's counters ("transport": journal syncs,
+        F1 guards, F7 repairs); a copy, refreshed by the tick thread every 20 ms."""
         status = dict(self._status)
         batcher = self._batcher
         if batcher is not None:
@@ -250,6 +252,7 @@ class RaftStore:
             "snapshot_wall_ms": self._dump.last_wall_ms,
             "chunk_assemblies": self._state.pending_assemblies,
             "leader_changes": self._leader_changes,
+            "transport": asdict(node.transport_stats()),
         }
 
     # -- internals -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
 from store.errors import OutcomeUnknown, TockError, Unavailable
 from store.raft_state import EntryApplied, ReplicatedState
-from store.raft_transport import HardenedTransport
+from store.raft_transport import HardenedTransport, TransportStats
 
 log = logging.getLogger(__name__)
 
@@ -108,3 +108,8 @@ class ReplicatedNode(SyncObj):  # type: ignore[misc]
                 log.exception("entry callback failed")
 
         self.apply_entry(data, callback=callback)
+
+    def transport_stats(self) -> TransportStats:
+        """What the hardened transport did so far (group commits, F1 guards, F7 repairs)."""
+        transport: HardenedTransport = self._SyncObj__transport
+        return transport.stats()

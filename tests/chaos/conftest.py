@@ -1,8 +1,12 @@
 """Fixtures of the Raft fault tests: trial count, a printed seed, and clusters that always stop.
 
-TOCK_CHAOS_TRIALS sets the number of trials of each fault test (default 3, for CI); a long run
-sets it to 15-20. TOCK_CHAOS_SEED replays a run: every test prints the seed it used and its
-fault schedule, which pytest shows when the test fails (or always, with -s).
+The clusters are processes of tests/integration/raft_node.py, each hosting the real RaftStore
+(batching, chunking, forked msgpack dumps, the hardened transport) with its kv machine.
+
+TOCK_CHAOS_TRIALS sets the number of trials of each fault test (default 2, so the whole chaos
+directory stays within a few minutes in the suite; trials.py); a long run sets it to 10-20.
+TOCK_CHAOS_SEED replays a run: every test prints the seed it used and its fault schedule,
+which pytest shows when the test fails (or always, with -s).
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.cluster import Cluster
+from tests.chaos import trials
+from tests.integration.raft_cluster import RaftCluster
 
 
 @pytest.fixture
 def chaos_trials() -> int:
-    return int(os.environ.get("TOCK_CHAOS_TRIALS", "3"))
+    return trials.chaos_trials()
 
 
 @pytest.fixture
@@ -30,14 +35,16 @@ def chaos_random(request: pytest.FixtureRequest) -> random.Random:
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
-    clusters: list[Cluster] = []
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., RaftCluster]]:
+    """Started clusters of raft_node processes, SIGKILLed at the end of the test."""
+    clusters: list[RaftCluster] = []
 
-    def make(size: int = 3, extra_arguments: list[str] | None = None) -> Cluster:
-        cluster = Cluster(tmp_path / f"cluster{len(clusters)}", size, extra_arguments or [])
+    def make(extra_args: list[str] | None = None) -> RaftCluster:
+        cluster = RaftCluster(tmp_path / f"cluster{len(clusters)}", extra_args=extra_args)
         clusters.append(cluster)
+        cluster.start()
         return cluster
 
     yield make
     for cluster in clusters:
-        cluster.stop()
+        cluster.kill_all()

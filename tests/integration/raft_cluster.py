@@ -6,6 +6,8 @@
         leader.call("propose", command=b64(kv_set("k", b"v")))
         cluster.wait_converged()
 
+Fault tests add kill_all() (every node SIGKILLed back to back) and wait_dump_renamed() (to
+time a kill to log compaction); raft_writer.py keeps writes in flight through the cluster.
 Ports come from the kernel (bind to port 0), so tests run in parallel under pytest -n auto.
 Every wait is bounded; every failure names the node and shows the tail of its log.
 """
@@ -17,7 +19,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -28,12 +29,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from store.raft_config import DUMP_FILE_NAME
+
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "integration-secret"
-# The journal file format of pysyncobj 0.3.17 (journal.py): a 40-byte header whose last 4 bytes
-# are the end offset, then records of size, (index, term, command), size.
-_JOURNAL_HEADER_BYTES = 40
-_JOURNAL_END_OFFSET_AT = 36
+# A dump is renamed into place in a moment: the files are polled this often to catch it.
+DUMP_POLL_S = 0.001
 
 
 class NodeError(AssertionError):
@@ -51,20 +52,6 @@ def free_ports(count: int) -> list[int]:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def journal_entry_sizes(journal: Path) -> list[int]:
-    """Size in bytes of every entry record in a pysyncobj journal file, as pysyncobj sends it
-    (index and term are 16 of them, as in pysyncobj's own framing)."""
-    data = journal.read_bytes()
-    (end,) = struct.unpack_from("<I", data, _JOURNAL_END_OFFSET_AT)
-    sizes: list[int] = []
-    offset = _JOURNAL_HEADER_BYTES
-    while offset < end:
-        (size,) = struct.unpack_from("<I", data, offset)
-        sizes.append(size)
-        offset += size + 8
-    return sizes
 
 
 @dataclass
@@ -160,6 +147,18 @@ class RaftNodeProcess:
         except (OSError, NodeError, subprocess.TimeoutExpired, json.JSONDecodeError):
             self.kill()
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def dump_identity(self) -> tuple[int, int] | None:
+        """Inode and mtime of the node's dump file: they change when a new dump is renamed in."""
+        try:
+            stat = (self.data_dir / DUMP_FILE_NAME).stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns
+
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():
             return "(no log)"
@@ -171,14 +170,15 @@ def wait_for(
     timeout: float,
     what: str,
     *nodes: RaftNodeProcess,
+    poll_s: float = 0.05,
 ) -> None:
-    """Poll predicate every 50 ms until it is true; NodeError with the nodes' logs if not."""
+    """Poll predicate every poll_s until it is true; NodeError with the nodes' logs if not."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             logs = "\n".join(f"--- {n.name}\n{n.log_tail()}" for n in nodes)
             raise NodeError(f"timed out after {timeout} s waiting for {what}\n{logs}")
-        time.sleep(0.05)
+        time.sleep(poll_s)
 
 
 class RaftCluster:
@@ -229,10 +229,42 @@ class RaftCluster:
             node.stop()
 
     def running(self) -> Iterator[RaftNodeProcess]:
-        return (n for n in self.nodes if n.process is not None and n.process.poll() is None)
+        return (n for n in self.nodes if n.running)
+
+    def kill_all(self) -> None:
+        """SIGKILL every running node back to back (microseconds apart), then reap them all.
+
+        Killing them one by one with a wait in between would let the survivors move on.
+        """
+        processes = [n.process for n in self.nodes if n.running and n.process is not None]
+        for process in processes:
+            process.send_signal(signal.SIGKILL)
+        for process in processes:
+            process.wait(10)
+
+    def statuses(self) -> dict[str, dict[str, Any] | None]:
+        """The status of every running node by name (None for one that does not answer)."""
+        return {n.name: n.status() for n in self.running()}
+
+    def wait_dump_renamed(self, timeout: float = 20.0) -> RaftNodeProcess:
+        """Poll the dump files every millisecond; the first node whose dump was renamed in.
+
+        That moment is when pysyncobj compacts its journal, the window a kill aims at (F7).
+        """
+        before = [n.dump_identity() for n in self.nodes]
+        renamed: list[RaftNodeProcess] = []
+
+        def one_renamed() -> bool:
+            renamed[:] = [
+                n for n, b in zip(self.nodes, before, strict=True) if n.dump_identity() != b
+            ]
+            return bool(renamed)
+
+        wait_for(one_renamed, timeout, "a dump renamed into place", *self.nodes, poll_s=DUMP_POLL_S)
+        return renamed[0]
 
     def wait_leader(self, timeout: float = 30.0) -> RaftNodeProcess:
-        """The node every running node names as leader, once they all agree and are ready."""
+        """The running node every running node names as leader, once they agree and are ready."""
         found: list[RaftNodeProcess] = []
 
         def agreed() -> bool:
@@ -240,7 +272,7 @@ class RaftCluster:
             if not statuses or any(s is None or not s["ready"] for s in statuses):
                 return False
             leaders = {s["leader"] for s in statuses if s is not None}
-            leader = next((n for n in self.nodes if {n.address} == leaders), None)
+            leader = next((n for n in self.running() if {n.address} == leaders), None)
             found[:] = [leader] if leader is not None else []
             return bool(found)
 
@@ -248,7 +280,8 @@ class RaftCluster:
         return found[0]
 
     def wait_converged(self, timeout: float = 30.0) -> dict[str, Any]:
-        """Wait until every running node applied the same index and holds the same digest."""
+        """Wait until every running node applied the same index and holds the same digest, with
+        no proposal of its own still queued or in flight (one could still change the state)."""
         last: list[dict[str, Any]] = []
 
         def converged() -> bool:
@@ -259,7 +292,8 @@ class RaftCluster:
             applied = {s["applied_index"] for s in last}
             digests = {s["digest"] for s in last}
             commits = {s["commit_index"] for s in last}
-            return len(applied) == 1 and len(digests) == 1 and applied == commits
+            idle = all(s["queued_commands"] == s["entries_in_flight"] == 0 for s in last)
+            return idle and len(applied) == 1 and len(digests) == 1 and applied == commits
 
         wait_for(converged, timeout, "equal applied index and digest", *self.nodes)
         return last[0]

@@ -6,22 +6,26 @@ benchmark drives its load from inside one of them. The CLI is stable:
     python -m tests.integration.raft_node --self 127.0.0.1:P --peers 127.0.0.1:Q,127.0.0.1:R
         --data-dir DIR --control-port C [--secret S] [--machine kv|jobs]
         [--log-compaction-entries N] [--batch-window-ms MS] [--batch-commands-max N]
-        [--entries-in-flight-max N] [--chunk-assembly-entries-max N]
+        [--entries-in-flight-max N] [--chunk-assembly-entries-max N] [--audit-io]
 
 The secret comes from --secret, else from the TOCK_RAFT_SECRET environment variable; without
 one the node refuses to start (exit status 2, the reason on stderr). Logs go to stderr.
 
 Control protocol: one JSON object per line on 127.0.0.1:C, answered by one JSON object per
 line: {"ok": true, ...} or {"ok": false, "error": "<exception class>", "message": "..."}.
-Bytes travel as base64 text. Requests ("op" and its fields):
+Bytes travel as base64 text. Requests on one connection run concurrently, so a client may
+pipeline them; their answers come in completion order, each echoing the request's "id" field
+when it had one. Requests ("op" and its fields):
 
-- status: the store's status() plus digest (of the machine's to_bytes), events (commands seen
-  by the subscriber), events_in_order (subscriber indexes never went back), pid.
+- status: the store's status() (with the transport's counters under "transport") plus digest
+  (of the machine's to_bytes), events (commands seen by the subscriber), events_in_order
+  (subscriber indexes never went back), pid, and io_audit (raft_io_audit.py) with --audit-io.
 - propose {command, timeout}: {result}. The result is JSON as is, or its repr.
 - propose_many {commands, timeout}: all proposed concurrently; {results: [{ok, result|error}]}.
 - barrier {timeout}: returns once every write acknowledged before has been applied here.
 - get {keys} (kv machine): {values: {key: base64 or null}} read locally; barrier first if
   asked with "barrier": true.
+- items (kv machine): {items: {key: base64 or integer}}, the whole map, read locally.
 - compact: force a snapshot and log compaction now.
 - load {seconds, in_flight, value_bytes}: closed-loop writes of kv "set" commands from this
   node, `in_flight` proposals outstanding at all times: {committed, failed, seconds,
@@ -29,8 +33,8 @@ Bytes travel as base64 text. Requests ("op" and its fields):
 - stop: stop the store cleanly, answer, exit 0.
 
 Machines: `kv` is a small deterministic key/value machine defined here (commands are msgpack
-["set", key, value] and ["incr", key, n]); `jobs` carries store.machine.JobMachine (commands
-are store.codec encodings).
+["set", key, value], ["set_many", [keys], value] and ["incr", key, n]); `jobs` carries
+store.machine.JobMachine (commands are store.codec encodings).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -53,6 +58,7 @@ from store.errors import TockError, ValidationError
 from store.raft import RaftStore
 from store.raft_config import RaftConfig
 from store.raft_state import Applied, StateMachine
+from tests.integration.raft_io_audit import IoAudit
 
 log = logging.getLogger("raft_node")
 
@@ -77,6 +83,10 @@ class KvMachine:
         if op == "set" and isinstance(key, str) and isinstance(value, bytes):
             self.data[key] = value
             return self.applied
+        if op == "set_many" and isinstance(key, list) and isinstance(value, bytes):
+            # One command, so all its keys are set together or none is: what a chaos test checks.
+            self.data.update(dict.fromkeys(map(str, key), value))
+            return self.applied
         if op == "incr" and isinstance(key, str) and isinstance(value, int):
             current = self.data.get(key, 0)
             total = (current if isinstance(current, int) else 0) + value
@@ -95,6 +105,10 @@ class KvMachine:
 
 def kv_set(key: str, value: bytes) -> bytes:
     return msgpack.packb(["set", key, value], use_bin_type=True)
+
+
+def kv_set_many(keys: list[str], value: bytes) -> bytes:
+    return msgpack.packb(["set_many", keys, value], use_bin_type=True)
 
 
 def kv_incr(key: str, amount: int) -> bytes:
@@ -119,12 +133,17 @@ def _error(error: BaseException) -> dict[str, object]:
     return {"ok": False, "error": type(error).__name__, "message": str(error)}
 
 
+def _encoded(value: bytes | int | None) -> object:
+    return base64.b64encode(value).decode() if isinstance(value, bytes) else value
+
+
 class Node:
     """The store, its machine, and the control requests."""
 
-    def __init__(self, store: RaftStore, machine: StateMachine) -> None:
+    def __init__(self, store: RaftStore, machine: StateMachine, audit: IoAudit | None) -> None:
         self.store = store
         self.machine = machine
+        self.audit = audit
         self.events = 0
         self.last_event_index = 0
         self.events_in_order = True
@@ -155,6 +174,7 @@ class Node:
             "events": self.events,
             "events_in_order": self.events_in_order,
             "pid": os.getpid(),
+            "io_audit": None if self.audit is None else self.audit.snapshot(),
         }
 
     async def op_propose(self, request: dict[str, Any]) -> dict[str, object]:
@@ -183,18 +203,19 @@ class Node:
         return {}
 
     async def op_get(self, request: dict[str, Any]) -> dict[str, object]:
-        if not isinstance(self.machine, KvMachine):
-            raise ValidationError("get needs the kv machine")
+        machine = self._kv_machine("get")
         if request.get("barrier"):
             await self.store.barrier(float(request.get("timeout", 10.0)))
-        values: dict[str, object] = {}
-        for key in request["keys"]:
-            value = self.machine.data.get(key)
-            if isinstance(value, bytes):
-                values[key] = base64.b64encode(value).decode()
-            else:
-                values[key] = value
-        return {"values": values}
+        return {"values": {key: _encoded(machine.data.get(key)) for key in request["keys"]}}
+
+    async def op_items(self, request: dict[str, Any]) -> dict[str, object]:
+        machine = self._kv_machine("items")
+        return {"items": {key: _encoded(value) for key, value in machine.data.items()}}
+
+    def _kv_machine(self, op: str) -> KvMachine:
+        if not isinstance(self.machine, KvMachine):
+            raise ValidationError(f"{op} needs the kv machine")
+        return self.machine
 
     async def op_compact(self, request: dict[str, Any]) -> dict[str, object]:
         self.store.force_compaction()
@@ -267,11 +288,27 @@ def _counter(status: dict[str, object], name: str) -> int:
 
 async def serve_control(node: Node, port: int) -> asyncio.Server:
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answering: set[asyncio.Task[None]] = set()
+        writing = asyncio.Lock()
+
+        async def answer_one(request: dict[str, Any]) -> None:
+            answer = await node.handle(request)
+            if "id" in request:
+                answer["id"] = request["id"]
+            # A client that went away has given up on its answers (they are unknown to it).
+            async with writing:
+                if not writer.is_closing():
+                    writer.write(json.dumps(answer).encode() + b"\n")
+                    with contextlib.suppress(ConnectionError):
+                        await writer.drain()
+
         try:
             while line := await reader.readline():
-                answer = await node.handle(json.loads(line))
-                writer.write(json.dumps(answer).encode() + b"\n")
-                await writer.drain()
+                task = asyncio.create_task(answer_one(json.loads(line)))
+                answering.add(task)
+                task.add_done_callback(answering.discard)
+            if answering:
+                await asyncio.wait(answering)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -293,6 +330,7 @@ def parse_config(argv: list[str]) -> tuple[RaftConfig, argparse.Namespace]:
     parser.add_argument("--batch-commands-max", type=int, default=50)
     parser.add_argument("--entries-in-flight-max", type=int, default=16)
     parser.add_argument("--chunk-assembly-entries-max", type=int, default=100_000)
+    parser.add_argument("--audit-io", action="store_true", help="run raft_io_audit.py")
     args = parser.parse_args(argv)
     config = RaftConfig(
         self_address=args.self_address,
@@ -310,8 +348,11 @@ def parse_config(argv: list[str]) -> tuple[RaftConfig, argparse.Namespace]:
 
 async def run(config: RaftConfig, args: argparse.Namespace) -> None:
     machine = make_machine(args.machine)
+    audit = IoAudit(config.journal_file) if args.audit_io else None
+    if audit is not None:
+        audit.install()
     store = RaftStore(config, machine)
-    node = Node(store, machine)
+    node = Node(store, machine, audit)
     store.start()
     server = await serve_control(node, args.control_port)
     log.info("node %s up, control port %d", config.self_address, args.control_port)
