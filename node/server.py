@@ -139,6 +139,7 @@ class Node:
 
     async def start(self) -> None:
         self.store.start()
+        await self.store.wait_bound()
         self.membership.start()
         self.watch_delivery.start()
         self.announcer.start()

@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict
 
-from pysyncobj import FAIL_REASON
+from pysyncobj import FAIL_REASON, SyncObjException
 
 from store.clock import Clock, SystemClock
 from store.errors import OutcomeUnknown, Unavailable
@@ -113,6 +113,23 @@ class RaftStore:
         await asyncio.to_thread(self._dump.finish, _DUMP_CHILD_STOP_S_MAX)
         self._status = {"ready": False, "leader": None, "role": "stopped"}
         self._node = None
+
+    async def wait_bound(self) -> None:
+        """Return once the Raft port is bound; else stop the store and raise Unavailable.
+
+        A node whose Raft port is taken would otherwise serve HTTP forever with no Raft peer:
+        it dials no one until bound, so it never learns the leader (nor rejoins after a restart).
+        """
+        node = self._node
+        assert node is not None, "the store is not started"
+        try:
+            await asyncio.to_thread(node.waitBinded)
+        except SyncObjException:
+            await self.stop()
+            raise Unavailable(
+                f"could not bind the Raft port {self._config.self_address} in "
+                f"{self._config.bind_attempts_max} attempts (is another socket using it?)"
+            ) from None
 
     async def wait_ready(self, timeout_s: float) -> None:
         """Wait until this node has caught up with the leader's commit index once."""

@@ -48,6 +48,11 @@ class RaftConfig:
     # lost on a dead socket. TCP keepalive still detects dead peers.
     connection_timeout_s: float = 1e6
     tick_period_s: float = 0.05
+    # The Raft port is tried once a second this many times, then the node gives up (start fails).
+    # Any process's outgoing connection may hold the port of a crashed node (an ephemeral port,
+    # or its TIME_WAIT for 60 s); the library would retry forever without a word, leaving a node
+    # that serves HTTP but can reach no peer and is reached by none.
+    bind_attempts_max: int = 30
     log_compaction_entries_min: int = 5000
     log_compaction_interval_s_min: float = 300.0
     # Entries waiting in pysyncobj's own queue (ours are bounded by entries_in_flight_max).
@@ -121,6 +126,7 @@ class RaftConfig:
             "command_bytes_max": self.command_bytes_max,
             "chunk_assembly_entries_max": self.chunk_assembly_entries_max,
             "syncobj_queue_entries_max": self.syncobj_queue_entries_max,
+            "bind_attempts_max": self.bind_attempts_max,
         }
         for name, value in positive.items():
             if value < 1:
@@ -166,6 +172,7 @@ def syncobj_conf(config: RaftConfig, **callbacks: Any) -> SyncObjConf:
         appendEntriesPeriod=config.append_entries_period_s,
         leaderFallbackTimeout=config.leader_fallback_timeout_s,
         connectionTimeout=config.connection_timeout_s,
+        maxBindRetries=config.bind_attempts_max,
         logCompactionMinEntries=config.log_compaction_entries_min,
         logCompactionMinTime=config.log_compaction_interval_s_min,
         commandsQueueSize=config.syncobj_queue_entries_max,
