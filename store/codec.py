@@ -267,7 +267,7 @@ class _Fields:
 
 def encode_command(command: Command) -> bytes:
     # Fields go in dataclass order; the nested JobSpec, AckEntry and Member are tuples.
-    fields = [getattr(command, field.name) for field in dataclasses.fields(command)]
+    fields = [getattr(command, name) for name in _FIELD_NAMES[type(command)]]
     packed: bytes = msgpack.packb(
         [COMMAND_VERSION, _TAGS[type(command)], *fields], use_bin_type=True, default=_pack_policy
     )
@@ -652,6 +652,11 @@ _TAGS: dict[type, CommandTag] = {
     Barrier: CommandTag.BARRIER,
     WatchersChanged: CommandTag.WATCHERS_CHANGED,
     Release: CommandTag.RELEASE,
+}
+# Each command type's field names in dataclass order, computed once: dataclasses.fields()
+# rebuilds its tuple on every call (about a third of encode_command's time for a Put).
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {
+    kind: tuple(field.name for field in dataclasses.fields(kind)) for kind in _TAGS
 }
 _DECODERS: dict[int, Callable[[_Fields], Command]] = {
     CommandTag.PUT: _decode_put,
