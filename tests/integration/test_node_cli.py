@@ -178,7 +178,7 @@ def test_tock_up_prints_its_nodes_registers_the_app_and_stops_every_node(tmp_pat
         assert ready in {f"ready: leader n{k}" for k in (1, 2, 3)}, ready
 
         node2 = f"http://127.0.0.1:{base + 1}"
-        assert call(node2 + "/v1.0/apps/default").json == {"url": sink.url}
+        assert call(node2 + "/v1.0/apps/default").json == {"url": sink.url, "hasToken": False}
         answer = call(node2 + "/v1.0/jobs/hello", "POST", {"dueTime": "1s"})
         assert answer.status == 204, answer
         assert len(sink.wait_for("hello", 1, timeout_s=10)) == 1
