@@ -456,15 +456,18 @@ class TriggerEngine:
         A SUCCESS or SKIPPED entry is idempotent: if the first copy applied, the job has moved
         past that occurrence and the machine ignores the second. Re-sending it spares the app a
         duplicate that releasing would cause (the job, re-read, would fire again). A FAILED entry
-        would count an attempt twice, so it is released: at worst one extra attempt. Released
-        too once the lease is gone: then the job fires nowhere until ownership is settled."""
-        if self._stopping or not self._lease():
+        would count an attempt twice, so it is released: at worst one extra attempt. The lease
+        does not matter here: it may well lapse during the election that made the outcome
+        unknown, but it guards firing, and this delivery has already happened; ownership does
+        (a job that moved is the new owner's to settle)."""
+        if self._stopping:
             self.metrics.acks_dropped += sum(len(pending.entries) for pending in pendings)
             return pendings
         safe = [
             pending
             for pending in pendings
-            if all(entry.outcome is not Outcome.FAILED for entry in pending.entries)
+            if self._held[pending.key].job.partition in self._owned
+            and all(entry.outcome is not Outcome.FAILED for entry in pending.entries)
         ]
         released = [pending for pending in pendings if pending not in safe]
         self.metrics.acks_dropped += sum(len(pending.entries) for pending in released)
