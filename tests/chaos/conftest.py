@@ -18,8 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from cluster.local import LocalCluster
 from tests.chaos import trials
 from tests.integration.raft_cluster import RaftCluster
+from tests.support.local_cluster import running_cluster
+from tests.support.sink import Sink
 
 
 @pytest.fixture
@@ -48,3 +51,18 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., RaftCluster]]:
     yield make
     for cluster in clusters:
         cluster.kill_all()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A ready 3-node tock cluster of real processes, stopped (logs shown) after the test."""
+    with running_cluster(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    """A real HTTP app on 127.0.0.1 that records every trigger it receives."""
+    app = Sink().start()
+    yield app
+    app.stop()

@@ -16,10 +16,6 @@ import threading
 import time
 import urllib.error
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from cluster.local import LocalCluster
 from tests.support.cluster_watch import (
@@ -30,7 +26,6 @@ from tests.support.cluster_watch import (
     owner_of,
     register_app,
 )
-from tests.support.local_cluster import running_cluster
 from tests.support.sink import Sink
 
 NODES = ["n1", "n2", "n3"]
@@ -41,19 +36,6 @@ AGREE_TIMEOUT_S = 30.0
 HOLD_S = 3.0
 FIRE_TIMEOUT_S = 30.0
 SETTLE_S = 2.0
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with running_cluster(tmp_path) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    sink = Sink().start()
-    yield sink
-    sink.stop()
 
 
 class Creator:

@@ -13,11 +13,7 @@ and only for jobs it owns in the epoch that re-admitted it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
-
-import pytest
 
 from cluster.local import LocalCluster
 from tests.support.cluster_watch import (
@@ -29,7 +25,6 @@ from tests.support.cluster_watch import (
     register_app,
     wait_until,
 )
-from tests.support.local_cluster import running_cluster
 from tests.support.sink import Call, Sink
 
 NODES = ["n1", "n2", "n3"]
@@ -41,19 +36,6 @@ AGREE_TIMEOUT_S = 30.0
 READMIT_TIMEOUT_S = 15.0
 FIRE_TIMEOUT_S = 20.0
 SETTLE_S = 2.0
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with running_cluster(tmp_path) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    sink = Sink().start()
-    yield sink
-    sink.stop()
 
 
 def rfc3339(wall_s: float) -> str:
