@@ -5,6 +5,7 @@ itself, from its first printed line to SIGTERM leaving no node process behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -162,6 +163,8 @@ def test_tock_up_prints_its_nodes_registers_the_app_and_stops_every_node(tmp_pat
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPO,
+        # Its own process group, which its nodes join: the cleanup can reach all of them.
+        start_new_session=True,
     )
     try:
         lines = Lines(process)
@@ -187,9 +190,17 @@ def test_tock_up_prints_its_nodes_registers_the_app_and_stops_every_node(tmp_pat
         assert process.wait(UP_STOP_S) == 0
         wait_until(lambda: not any(_alive(pid) for pid in pids), 10, f"node pids {pids} gone")
     finally:
+        # Even when an assertion failed: ask tock up to stop its nodes, then make sure that
+        # nothing of its process group outlives the test (a leaked node would hold its ports).
         if process.poll() is None:
-            process.kill()
-            process.wait(10)
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(UP_STOP_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         assert process.stdout is not None
         process.stdout.close()
         sink.stop()
