@@ -21,6 +21,7 @@ from node.client import TockClient, WatchStream, WatchTrigger
 from store.errors import JobNotFound
 from tests.support.local_cluster import running_cluster
 from tests.support.sink import Sink
+from tests.support.watch_streams import hand_over_on_close
 
 PARTITIONS = 1024
 WAIT_S = 20.0
@@ -153,15 +154,7 @@ def test_triggers_in_flight_on_a_closed_stream_go_to_the_other_watcher(
             n2.watch() as two,
         ):
             await n1.create(name, due_time="1s")
-            streams = {asyncio.create_task(next_batch(s)): s for s in (one, two)}
-            done, pending = await asyncio.wait(streams, return_when=asyncio.FIRST_COMPLETED)
-            (got,) = done
-            (waiting,) = pending
-            (first,) = got.result()
-            await streams[got].close()
-            (second,) = await waiting
-            assert (second.trigger_id, second.attempt) == (first.trigger_id, 1)
-            await streams[waiting].ack([(second.id, "SUCCESS")])
+            await hand_over_on_close(one, two, WAIT_S)
             await wait_gone(n1, [name])
 
     scenario(body)

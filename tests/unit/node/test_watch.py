@@ -20,6 +20,7 @@ from node.watch_frames import decode_outcomes, encode_forward
 from store.errors import JobNotFound
 from store.schedule import format_rfc3339_ms
 from tests.support.sink import Sink
+from tests.support.watch_streams import hand_over_on_close
 from tests.unit.node.watch_node import WatchNode
 
 DELIVERY_TIMEOUT_S = 1.5
@@ -186,16 +187,7 @@ def test_triggers_of_a_closed_stream_go_to_another_watcher(node: WatchNode) -> N
     async def body(client: TockClient) -> None:
         async with client.watch() as a, client.watch() as b:
             await client.create("handover", due_time="200ms")
-            streams = {asyncio.create_task(next_batch(s)): s for s in (a, b)}
-            done, pending = await asyncio.wait(streams, return_when=asyncio.FIRST_COMPLETED)
-            (got,) = done
-            (waiting,) = pending
-            (first,) = got.result()
-            # The stream that got it closes without acking: the other one gets it.
-            await streams[got].close()
-            (second,) = await waiting
-            assert (second.trigger_id, second.attempt) == (first.trigger_id, 1)
-            await streams[waiting].ack([(second.id, "SUCCESS")])
+            await hand_over_on_close(a, b, WAIT_S)
             await wait_gone(client, "handover")
 
     scenario(node, body)
