@@ -66,13 +66,8 @@ def peer_of(node: SyncObj) -> Any:
     return next(iter(node.otherNodes))
 
 
-@pytest.mark.parametrize(
-    ("transport", "next_index_after"), [(HardenedTransport, 21), (TCPTransport, 11)]
-)
-def test_leader_guard_keeps_next_index_from_moving_back(
-    nodes: list[SyncObj], transport: type, next_index_after: int
-) -> None:
-    """F1: a late success reply for entries up to 10, after entries up to 20 were sent."""
+def leader_that_sent_up_to_20(nodes: list[SyncObj], transport: type) -> tuple[SyncObj, Any]:
+    """A node made leader whose next entry for its peer is 21, with nothing acknowledged yet."""
     leader = make_node(transport)
     nodes.append(leader)
     peer = peer_of(leader)
@@ -80,6 +75,17 @@ def test_leader_guard_keeps_next_index_from_moving_back(
     leader._SyncObj__raftNextIndex[peer] = 21
     leader._SyncObj__raftMatchIndex[peer] = 0
     leader._SyncObj__lastResponseTime[peer] = 0.0
+    return leader, peer
+
+
+@pytest.mark.parametrize(
+    ("transport", "next_index_after"), [(HardenedTransport, 21), (TCPTransport, 11)]
+)
+def test_leader_guard_keeps_next_index_from_moving_back(
+    nodes: list[SyncObj], transport: type, next_index_after: int
+) -> None:
+    """F1: a late success reply for entries up to 10, after entries up to 20 were sent."""
+    leader, peer = leader_that_sent_up_to_20(nodes, transport)
     reply = {"type": "next_node_idx", "next_node_idx": 11, "success": True, "reset": False}
     transport_of(leader)._onMessageReceived(peer, reply)
     assert leader._SyncObj__raftMatchIndex[peer] == 10
@@ -88,13 +94,7 @@ def test_leader_guard_keeps_next_index_from_moving_back(
 
 def test_leader_guard_leaves_reset_replies_alone(nodes: list[SyncObj]) -> None:
     """A follower that truly lacks entries answers `reset`; the leader must go back for it."""
-    leader = make_node(HardenedTransport)
-    nodes.append(leader)
-    peer = peer_of(leader)
-    leader._SyncObj__raftState = LEADER
-    leader._SyncObj__raftNextIndex[peer] = 21
-    leader._SyncObj__raftMatchIndex[peer] = 0
-    leader._SyncObj__lastResponseTime[peer] = 0.0
+    leader, peer = leader_that_sent_up_to_20(nodes, HardenedTransport)
     reply = {"type": "next_node_idx", "next_node_idx": 5, "success": False, "reset": True}
     transport_of(leader)._onMessageReceived(peer, reply)
     assert leader._SyncObj__raftNextIndex[peer] == 5
