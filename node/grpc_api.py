@@ -26,7 +26,14 @@ from google.protobuf.message import Message
 
 from node.grpc_jobs import proto_of, spec_from_proto
 from node.service import JobService, Scope
-from store.errors import JobConflict, JobNotFound, OutcomeUnknown, Unavailable, ValidationError
+from store.errors import (
+    JobConflict,
+    JobNotFound,
+    OutcomeUnknown,
+    QuotaExceeded,
+    Unavailable,
+    ValidationError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,8 @@ def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
             return grpc.StatusCode.NOT_FOUND, str(error)
         case JobConflict():
             return grpc.StatusCode.ALREADY_EXISTS, str(error)
+        case QuotaExceeded():
+            return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
         case Unavailable() | OutcomeUnknown():
             return grpc.StatusCode.UNAVAILABLE, str(error)
     return grpc.StatusCode.INTERNAL, "internal error; the node's log has the details"

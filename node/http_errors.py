@@ -21,6 +21,7 @@ from store.errors import (
     JobConflict,
     JobNotFound,
     OutcomeUnknown,
+    QuotaExceeded,
     Unavailable,
     ValidationError,
 )
@@ -43,6 +44,7 @@ CODE_JOB_NOT_FOUND = "DAPR_SCHEDULER_JOB_NOT_FOUND"
 CODE_APP_NOT_FOUND = "ERR_APP_NOT_FOUND"
 # Dapr answers a duplicate job with this code (and, since 1.16, status 409).
 CODE_CONFLICT = "DAPR_SCHEDULER_SCHEDULE_JOB"
+CODE_QUOTA_EXCEEDED = "ERR_QUOTA_EXCEEDED"
 CODE_UNAVAILABLE = "ERR_UNAVAILABLE"
 CODE_OUTCOME_UNKNOWN = "ERR_OUTCOME_UNKNOWN"
 CODE_INTERNAL = "ERR_INTERNAL"
@@ -86,6 +88,8 @@ def describe(error: Exception, retry_after_s: int) -> ErrorAnswer:
             return ErrorAnswer(404, CODE_APP_NOT_FOUND, str(error))
         case JobConflict():
             return ErrorAnswer(409, CODE_CONFLICT, str(error))
+        case QuotaExceeded():
+            return ErrorAnswer(429, CODE_QUOTA_EXCEEDED, str(error))
         case Unavailable():
             return ErrorAnswer(503, CODE_UNAVAILABLE, str(error), retry)
         case OutcomeUnknown():

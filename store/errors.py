@@ -44,5 +44,10 @@ class OutcomeUnknown(TockError):
     """The write may or may not have been committed (lost leadership, timeout). Maps to 503."""
 
 
+class QuotaExceeded(TockError):
+    """An app would hold more jobs or data bytes than its quota allows. Maps to 429 /
+    RESOURCE_EXHAUSTED: the request is valid, and succeeds once the app deletes some jobs."""
+
+
 class AppNotFound(TockError, LookupError):
     """No callback URL is registered for the app. Maps to 404 (HTTP only: gRPC has no apps)."""
