@@ -2,6 +2,9 @@
 
 A command travels as msgpack `[COMMAND_VERSION, tag, *fields]`; a snapshot as msgpack
 `[SNAPSHOT_VERSION, partitions, epoch, members, live, apps, heartbeats, watchers, jobs]`.
+Version 2 added fields at the end of a few commands and rows (a Put's quotas, a DeletePrefix's
+chunk size, a Heartbeat's zone data, a job's quarantine reason); version 1 bytes, in journals and
+dumps written before, still decode, each missing field taking the value that means "as before".
 Decoding checks every field's type: command bytes come over the network and are decoded inside
 apply, where a malformed command must become an error result on every replica alike, never an
 exception deep in the machine. Unknown versions and tags are CodecErrors: a node never guesses
@@ -21,12 +24,12 @@ import msgpack
 from store.errors import CodecError
 from store.jobs import FailureKind, FailurePolicy, Job, JobSpec, MisfirePolicy
 
-COMMAND_VERSION = 1
-SNAPSHOT_VERSION = 1
+COMMAND_VERSION = 2
+SNAPSHOT_VERSION = 2
 
 # A snapshot stores each job as its fields in this order; changing Job's fields must bump
 # SNAPSHOT_VERSION and teach decode_snapshot the old layout.
-JOB_FIELDS_V1 = (
+JOB_FIELDS = (
     "namespace",
     "app",
     "name",
@@ -42,8 +45,9 @@ JOB_FIELDS_V1 = (
     "next_ms",
     "attempts",
     "retry_ms",
+    "error",
 )
-SPEC_FIELDS_V1 = (
+SPEC_FIELDS = (
     "name",
     "schedule",
     "due_time",
@@ -54,8 +58,8 @@ SPEC_FIELDS_V1 = (
     "failure_policy",
     "misfire_policy",
 )
-assert Job._fields == JOB_FIELDS_V1, "Job changed: bump SNAPSHOT_VERSION"
-assert JobSpec._fields == SPEC_FIELDS_V1, "JobSpec changed: bump SNAPSHOT_VERSION"
+assert Job._fields == JOB_FIELDS, "Job changed: bump SNAPSHOT_VERSION"
+assert JobSpec._fields == SPEC_FIELDS, "JobSpec changed: bump SNAPSHOT_VERSION"
 
 
 class CommandTag(IntEnum):
@@ -70,6 +74,7 @@ class CommandTag(IntEnum):
     BARRIER = 9
     WATCHERS_CHANGED = 10
     RELEASE = 11
+    QUARANTINE = 12
 
 
 class Outcome(IntEnum):
@@ -105,6 +110,10 @@ class Put:
     now_ms: int
     uid: str
     zone: str
+    # The app's quotas, stamped by the proposing node from its configuration so that every
+    # replica enforces the same numbers; 0 means none (a command from before quotas existed).
+    jobs_max: int = 0
+    data_bytes_max: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -119,6 +128,10 @@ class DeletePrefix:
     namespace: str
     app: str
     prefix: str
+    # Deletes at most this many jobs (the first in name order), so that one command never holds
+    # the machine for long; the service repeats it until fewer are deleted. 0: every match (a
+    # command from before chunks existed).
+    limit: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -151,6 +164,9 @@ class Heartbeat:
     # Where the node serves Raft and HTTP: how the leader learns a member's addresses.
     raft: str
     http: str
+    # The version of the time-zone database the node computes schedules with: replicas that
+    # disagree on it could compute different trigger times, so each node compares its own.
+    zone_data: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -180,6 +196,18 @@ class Release:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Quarantine:
+    """Stop the job whose current occurrence is `scheduled_ms`: `node`, its owner, could not
+    compute or deliver it (`reason`). The job stays, with its reason, until overwritten or
+    deleted, and fires no more, so it can stop no other job."""
+
+    uid: str
+    scheduled_ms: int
+    node: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Barrier:
     """Changes nothing: a read that waits for it to apply has seen every earlier write."""
 
@@ -196,6 +224,7 @@ Command = (
     | Barrier
     | WatchersChanged
     | Release
+    | Quarantine
 )
 
 
@@ -212,8 +241,8 @@ class MachineState(NamedTuple):
     released: tuple[str, ...]
     # (namespace, app, url, token), sorted.
     apps: tuple[tuple[str, str, str, str], ...]
-    # (node, last heartbeat ms, raft address, http address), sorted by node.
-    heartbeats: tuple[tuple[str, int, str, str], ...]
+    # (node, last heartbeat ms, raft address, http address, zone data version), sorted by node.
+    heartbeats: tuple[tuple[str, int, str, str, str], ...]
     # (namespace, app, node, count of watch streams), sorted.
     watchers: tuple[tuple[str, str, str, int], ...]
     # Sorted by (namespace, app, name).
@@ -255,6 +284,13 @@ class _Fields:
     def array(self, field: str) -> _Fields:
         return _Fields(self.take(tuple, field), f"{self._what}.{field}")
 
+    def extended(self, missing: tuple[object, ...]) -> _Fields:
+        """The same fields at the same position, with `missing` appended: an older version's
+        array read as the current one."""
+        fields = _Fields((*self._items, *missing), self._what)
+        fields._position = self._position
+        return fields
+
     def rest(self) -> Iterable[object]:
         remaining = self._items[self._position :]
         self._position = len(self._items)
@@ -282,12 +318,16 @@ def decode_command(data: bytes) -> Command:
         raise CodecError(f"undecodable command: {error}") from None
     fields = _Fields(decoded, "command")
     version = fields.take(int, "version")
-    if version != COMMAND_VERSION:
+    if version not in (1, COMMAND_VERSION):
         raise CodecError(f"command version {version} is not {COMMAND_VERSION}")
     tag = fields.take(int, "tag")
     decoder = _DECODERS.get(tag)
     if decoder is None:
         raise CodecError(f"unknown command tag {tag}")
+    if version == 1:
+        if tag == CommandTag.QUARANTINE:
+            raise CodecError("command version 1 has no quarantine")
+        fields = fields.extended(_V1_MISSING_FIELDS.get(tag, ()))
     command = decoder(fields)
     fields.done()
     return command
@@ -343,8 +383,11 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
         raise CodecError("snapshot: missing version")
     head = _Fields(tuple(unpacker.unpack() for _ in range(min(top_fields, 10))), "snapshot")
     version = head.take(int, "version")
-    if version != SNAPSHOT_VERSION or top_fields != 11:
+    if version not in (1, SNAPSHOT_VERSION) or top_fields != 11:
         raise CodecError(f"snapshot version {version} is not {SNAPSHOT_VERSION}")
+    # Version 1 rows lack their last field: a heartbeat's zone data, a job's quarantine reason.
+    row_missing: tuple[object, ...] = ("",) if version == 1 else ()
+    job_missing: tuple[object, ...] = (None,) if version == 1 else ()
     partitions = head.take(int, "partitions")
     epoch = head.take(int, "epoch")
     members = _members(head.array("members"))
@@ -353,7 +396,8 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
     released = _texts(head.array("released"))
     apps = tuple(_app(_Fields(row, "app")) for row in head.array("apps").rest())
     heartbeats = tuple(
-        _heartbeat(_Fields(row, "heartbeat")) for row in head.array("heartbeats").rest()
+        _heartbeat(_Fields(row, "heartbeat").extended(row_missing))
+        for row in head.array("heartbeats").rest()
     )
     watchers = tuple(_watchers(_Fields(row, "watchers")) for row in head.array("watchers").rest())
     head.done()
@@ -361,6 +405,8 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
     jobs: list[Job] = []
     for _ in range(unpacker.read_array_header()):
         row = unpacker.unpack()
+        if job_missing and isinstance(row, tuple):
+            row = (*row, *job_missing)
         jobs.append(_job_fast(row, policies) or _job(_Fields(row, "job")))
     return MachineState(
         partitions, epoch, members, live, previous_live, released, apps, heartbeats, watchers, jobs
@@ -459,12 +505,13 @@ def _watchers(fields: _Fields) -> tuple[str, str, str, int]:
     return row
 
 
-def _heartbeat(fields: _Fields) -> tuple[str, int, str, str]:
+def _heartbeat(fields: _Fields) -> tuple[str, int, str, str, str]:
     heartbeat = (
         fields.text("node"),
         fields.take(int, "now_ms"),
         fields.take(str, "raft"),
         fields.take(str, "http"),
+        fields.text("zone_data"),
     )
     fields.done()
     return heartbeat
@@ -476,7 +523,7 @@ _OPTIONAL_INT = (int, _NONE)
 _OPTIONAL_STR = (str, _NONE)
 _JOB_TYPES: tuple[_TypeCheck, ...] = (
     *(str, str, str, str, int, tuple, str, int),
-    *(_OPTIONAL_INT, _OPTIONAL_INT, int, _OPTIONAL_INT, int, int, _OPTIONAL_INT),
+    *(_OPTIONAL_INT, _OPTIONAL_INT, int, _OPTIONAL_INT, int, int, _OPTIONAL_INT, _OPTIONAL_STR),
 )
 _SPEC_TYPES: tuple[_TypeCheck, ...] = (
     *(str, _OPTIONAL_STR, _OPTIONAL_STR, _OPTIONAL_INT, _OPTIONAL_STR),
@@ -541,6 +588,7 @@ def _job(fields: _Fields) -> Job:
         next_ms=fields.take(int, "next_ms"),
         attempts=fields.take(int, "attempts"),
         retry_ms=fields.optional(int, "retry_ms"),
+        error=fields.optional(str, "error"),
     )
     fields.done()
     if job.spec.name != job.name:
@@ -557,6 +605,8 @@ def _decode_put(fields: _Fields) -> Put:
         now_ms=fields.take(int, "now_ms"),
         uid=fields.take(str, "uid"),
         zone=fields.text("zone"),
+        jobs_max=fields.take(int, "jobs_max"),
+        data_bytes_max=fields.take(int, "data_bytes_max"),
     )
 
 
@@ -565,7 +615,12 @@ def _decode_delete(fields: _Fields) -> Delete:
 
 
 def _decode_delete_prefix(fields: _Fields) -> DeletePrefix:
-    return DeletePrefix(fields.text("namespace"), fields.text("app"), fields.take(str, "prefix"))
+    return DeletePrefix(
+        fields.text("namespace"),
+        fields.text("app"),
+        fields.take(str, "prefix"),
+        fields.take(int, "limit"),
+    )
 
 
 def _decode_register_app(fields: _Fields) -> RegisterApp:
@@ -608,6 +663,7 @@ def _decode_heartbeat(fields: _Fields) -> Heartbeat:
         fields.take(int, "now_ms"),
         fields.take(str, "raft"),
         fields.take(str, "http"),
+        fields.text("zone_data"),
     )
 
 
@@ -625,6 +681,15 @@ def _decode_barrier(fields: _Fields) -> Barrier:
 
 def _decode_release(fields: _Fields) -> Release:
     return Release(fields.take(int, "epoch"), fields.text("node"))
+
+
+def _decode_quarantine(fields: _Fields) -> Quarantine:
+    return Quarantine(
+        fields.take(str, "uid"),
+        fields.take(int, "scheduled_ms"),
+        fields.text("node"),
+        fields.take(str, "reason"),
+    )
 
 
 def _decode_watchers_changed(fields: _Fields) -> WatchersChanged:
@@ -652,6 +717,7 @@ _TAGS: dict[type, CommandTag] = {
     Barrier: CommandTag.BARRIER,
     WatchersChanged: CommandTag.WATCHERS_CHANGED,
     Release: CommandTag.RELEASE,
+    Quarantine: CommandTag.QUARANTINE,
 }
 # Each command type's field names in dataclass order, computed once: dataclasses.fields()
 # rebuilds its tuple on every call (about a third of encode_command's time for a Put).
@@ -670,5 +736,12 @@ _DECODERS: dict[int, Callable[[_Fields], Command]] = {
     CommandTag.BARRIER: _decode_barrier,
     CommandTag.WATCHERS_CHANGED: _decode_watchers_changed,
     CommandTag.RELEASE: _decode_release,
+    CommandTag.QUARANTINE: _decode_quarantine,
+}
+# The fields version 2 appended to version 1 commands, with the values that keep the old meaning.
+_V1_MISSING_FIELDS: dict[int, tuple[object, ...]] = {
+    CommandTag.PUT: (0, 0),
+    CommandTag.DELETE_PREFIX: (0,),
+    CommandTag.HEARTBEAT: ("",),
 }
 assert set(_TAGS.values()) == set(CommandTag) == set(_DECODERS), "every tag has both directions"

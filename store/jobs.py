@@ -21,6 +21,15 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from cluster.ring import partition_of
+from store.bounds import (
+    DATA_BYTES_HARD_MAX,
+    DURATION_MS_MAX,
+    RETRY_INTERVAL_MS_MIN,
+    SCOPE_CHARS_MAX,
+    TIME_RANGE_TEXT,
+    UINT32_MAX,
+    time_in_range,
+)
 from store.errors import ScheduleError, ValidationError
 from store.schedule import (
     format_rfc3339_ms,
@@ -31,11 +40,19 @@ from store.schedule import (
 )
 
 NAME_CHARS_MAX = 256
+# What apply accepts whatever the edge is configured to: a longer name is no job of ours.
+NAME_CHARS_HARD_MAX = 4096
 DATA_BYTES_MAX = 1 << 20
 TEXT_CHARS_MAX = 256
-# Dapr's repeats and maxRetries are uint32 fields.
-UINT32_MAX = 2**32 - 1
 DATA_TYPE_JSON = "application/json"
+# The retry interval of a constant policy submitted without one: the default policy's.
+RETRY_INTERVAL_MS_DEFAULT = 1000
+# A stored reason why a job was quarantined, cut to this length.
+ERROR_CHARS_MAX = 512
+# A number given as a decimal string: more digits than uint32 has is refused before int().
+_UINT32_DIGITS_MAX = len(str(UINT32_MAX))
+# A retry interval text: far more than any real duration, and far fewer digits than int() takes.
+_INTERVAL_CHARS_MAX = 64
 
 _NAME_FORBIDDEN = re.compile(r"[/\\#?]")
 # C0 and C1 control characters and DEL: the Unicode category Cc.
@@ -56,6 +73,11 @@ class JobLimits:
         for field in ("name_chars_max", "data_bytes_max", "text_chars_max"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"JobLimits.{field} must be positive")
+        if self.name_chars_max > NAME_CHARS_HARD_MAX or self.data_bytes_max > DATA_BYTES_HARD_MAX:
+            raise ValueError(
+                f"JobLimits allow names of at most {NAME_CHARS_HARD_MAX} characters and data "
+                f"of at most {DATA_BYTES_HARD_MAX} bytes"
+            )
 
 
 class FailureKind(StrEnum):
@@ -98,11 +120,25 @@ class FailurePolicy:
             )
         interval = body.get("interval")
         retries = _one_of(body, "maxRetries", "max_retries", "failurePolicy.constant")
-        return cls(
+        policy = cls(
             FailureKind.CONSTANT,
-            interval_ms=0 if interval is None else _interval_ms(interval),
+            interval_ms=RETRY_INTERVAL_MS_DEFAULT if interval is None else _interval_ms(interval),
             max_retries=None if retries is None else _uint32(retries, "maxRetries"),
         )
+        policy.validate()
+        return policy
+
+    def validate(self) -> None:
+        """The bounds a policy keeps for the job's whole life: checked at the edge and in apply."""
+        if self.kind is FailureKind.DROP:
+            return
+        if not RETRY_INTERVAL_MS_MIN <= self.interval_ms <= DURATION_MS_MAX:
+            raise ValidationError(
+                f"failurePolicy.constant.interval must be between {RETRY_INTERVAL_MS_MIN}ms and "
+                f"{DURATION_MS_MAX // 3_600_000}h: got {format_proto_duration(self.interval_ms)}"
+            )
+        if self.max_retries is not None and not 0 <= self.max_retries <= UINT32_MAX:
+            raise ValidationError(f"failurePolicy.constant.maxRetries must be at most {UINT32_MAX}")
 
     def to_json(self) -> dict[str, object]:
         """The JSON shape `from_json` accepts, with the interval as a protobuf Duration."""
@@ -178,6 +214,10 @@ class Job(NamedTuple):
     attempts: int
     # When the next attempt of the current occurrence is due; None means at next_ms.
     retry_ms: int | None
+    # Why the job was quarantined (None: it is not). A job that made a computation fail is kept,
+    # shown with its reason, and never fired again, so it cannot stop any other job; an
+    # overwrite replaces it with a fresh job and a delete removes it.
+    error: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -234,6 +274,25 @@ def validate_rules(spec: JobSpec) -> None:
         raise ValidationError("job must have a schedule to have a ttl")
 
 
+def validate_scope(namespace: str, app: str) -> None:
+    """A namespace and app id as the machine stores them: non-empty text within the bound."""
+    for what, text in (("namespace", namespace), ("app id", app)):
+        if not text:
+            raise ValidationError(f"{what} is empty")
+        if len(text) > SCOPE_CHARS_MAX:
+            raise ValidationError(f"{what} is longer than {SCOPE_CHARS_MAX} characters")
+
+
+def validate_bounds(spec: JobSpec) -> None:
+    """The hard bounds of a spec that configuration cannot move (store/bounds.py)."""
+    if spec.repeats is not None and spec.repeats > UINT32_MAX:
+        raise ValidationError(f"repeats must be at most {UINT32_MAX}")
+    if len(spec.data) > DATA_BYTES_HARD_MAX:
+        raise ValidationError(f"data is larger than {DATA_BYTES_HARD_MAX} bytes")
+    if spec.failure_policy is not None:
+        spec.failure_policy.validate()
+
+
 def derive_job(
     spec: JobSpec,
     namespace: str,
@@ -249,14 +308,14 @@ def derive_job(
     would already be past its ttl is rejected rather than accepted and silently dropped (Dapr
     accepts it and deletes it unfired); a 400 tells the user their ttl is wrong.
     """
-    if not namespace:
-        raise ValidationError("namespace is empty")
-    if not app:
-        raise ValidationError("app id is empty")
+    validate_scope(namespace, app)
     if not uid:
         raise ValidationError("job uid is empty")
-    validate_name(spec.name, chars_max=None)
+    if not time_in_range(now_ms):
+        raise ValidationError(f"the proposing node's clock is outside {TIME_RANGE_TEXT}")
+    validate_name(spec.name, chars_max=NAME_CHARS_HARD_MAX)
     validate_rules(spec)
+    validate_bounds(spec)
     schedule = None if spec.schedule is None else parse_schedule(spec.schedule, zone)
     due_ms = None if spec.due_time is None else parse_due_time(spec.due_time, now_ms)
     expiry_ms = (
@@ -311,11 +370,16 @@ def advance(job: Job, counted: bool) -> Job | None:
 
 
 def record_failure(job: Job, now_ms: int) -> Job | None:
-    """The job after a failed attempt at its current occurrence: a retry, or the next occurrence."""
-    attempts = job.attempts + 1
+    """The job after a failed attempt at its current occurrence: a retry, or the next occurrence.
+
+    A retry that would fall after the end of the time range exhausts the occurrence instead, and
+    the count of attempts stops at UINT32_MAX for a policy that retries forever.
+    """
+    attempts = min(job.attempts + 1, UINT32_MAX)
     policy = job.failure_policy
-    if policy.allows_retry(attempts):
-        return job._replace(attempts=attempts, retry_ms=now_ms + policy.interval_ms)
+    retry_ms = now_ms + policy.interval_ms
+    if policy.allows_retry(attempts) and time_in_range(retry_ms):
+        return job._replace(attempts=attempts, retry_ms=retry_ms)
     return advance(job, counted=True)
 
 
@@ -380,14 +444,29 @@ def spec_to_json(spec: JobSpec) -> dict[str, object]:
 
 
 def job_to_json(job: Job) -> dict[str, object]:
-    """`spec_to_json` plus the status GET reports: count and the last and next trigger times."""
+    """`spec_to_json` plus the status GET reports: count, the last and next trigger times, and
+    `error` when the job is quarantined."""
     out = spec_to_json(job.spec)
-    out["status"] = {
+    status: dict[str, object] = {
         "count": job.trigger_count,
-        "lastTrigger": None if job.last_ms is None else format_rfc3339_ms(job.last_ms),
-        "nextTrigger": format_rfc3339_ms(job.next_ms),
+        "lastTrigger": _time_or_none(job.last_ms),
+        "nextTrigger": _time_or_none(job.next_ms),
     }
+    if job.error is not None:
+        status["error"] = job.error
+    out["status"] = status
     return out
+
+
+def quarantined(job: Job, reason: str) -> Job:
+    """The job kept with the reason it can no longer fire (see Job.error)."""
+    return job._replace(error=reason[:ERROR_CHARS_MAX] or "quarantined")
+
+
+def _time_or_none(ms: int | None) -> str | None:
+    # Every time an accepted job holds is in range; a job stored before the bounds existed may
+    # not be, and must still be listed rather than fail the whole answer.
+    return None if ms is None or not time_in_range(ms) else format_rfc3339_ms(ms)
 
 
 def format_proto_duration(ms: int) -> str:
@@ -455,6 +534,8 @@ def _uint32(value: object, field: str) -> int:
     # protojson accepts a uint32 as a JSON number or a decimal string.
     number: object = value
     if isinstance(value, str) and value.isascii() and value.isdecimal():
+        if len(value.lstrip("0")) > _UINT32_DIGITS_MAX:
+            raise ValidationError(f"{field} must be at most {UINT32_MAX}")
         number = int(value)
     if isinstance(value, float) and value.is_integer():
         number = int(value)
@@ -471,7 +552,7 @@ def _interval_ms(value: object) -> int:
         'failurePolicy.constant.interval must be a non-negative duration such as "1s" or '
         f'"0.5s": got {value!r}'
     )
-    if not isinstance(value, str):
+    if not isinstance(value, str) or len(value) > _INTERVAL_CHARS_MAX:
         raise ValidationError(message)
     match = _PROTO_DURATION.fullmatch(value)
     if match:
@@ -491,9 +572,11 @@ def _data(value: object, limits: JobLimits) -> tuple[bytes, str]:
         return b"", ""
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError):
-        raise ValidationError("data must be a JSON value") from None
-    data = text.encode()
+        data = text.encode()
+    except (TypeError, ValueError, RecursionError):
+        # UnicodeEncodeError (a ValueError) is a lone surrogate, which JSON text may escape
+        # ("\ud800") but no UTF-8 payload can carry.
+        raise ValidationError("data must be a JSON value of valid Unicode text") from None
     if len(data) > limits.data_bytes_max:
         raise ValidationError(
             f"data is too large: {len(data)} bytes, at most {limits.data_bytes_max}"

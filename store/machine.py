@@ -3,8 +3,11 @@
 `apply(command) -> Result` is deterministic: no clock, no randomness, no I/O. Time, job uids and
 the default zone arrive inside the command, stamped by the node that proposed it, so every
 replica that applies the same commands in the same order holds the same state (`digest()`
-compares them). apply never raises on bad input: a command that breaks a rule yields an error
-result and changes nothing.
+compares them). apply is total and atomic: for any command, whatever its bytes, it either applies
+the command fully or returns an error result and changes nothing, identically on every replica.
+Each handler checks everything before it changes anything; an ack batch is the one command whose
+items stand alone (a bad item is ignored, and a job whose next time cannot be computed is
+quarantined, see Job.error), so one job can never keep another's ack from applying.
 
 Threads: the machine is not thread-safe. apply, the reads and to_bytes/load_bytes must run one
 at a time (the Raft layer runs them on its tick thread, or holds one lock). A Job is immutable,
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +37,7 @@ from store.codec import (
     Member,
     Outcome,
     Put,
+    Quarantine,
     RegisterApp,
     Release,
     SetMembers,
@@ -43,14 +48,20 @@ from store.codec import (
     encode_snapshot,
 )
 from store.errors import CodecError, ValidationError
-from store.jobs import Job, advance, derive_job, record_failure
+from store.jobs import Job, advance, derive_job, quarantined, record_failure, validate_scope
 from store.machine_index import NameIndex
+
+log = logging.getLogger(__name__)
 
 APP_URL_SCHEMES = ("http://", "https://", "grpc://")
 # An app token is a header value: printable ASCII, bounded.
 APP_TOKEN_CHARS_MAX = 512
 # A node's count of one app's watch streams, as recorded: a bound on what a command may claim.
 WATCHERS_PER_NODE_MAX = 1_000_000
+# A cluster's members, as a SetMembers may list them: far more than a Raft group can hold.
+MEMBERS_MAX = 256
+# The longest node id, address or zone-data version a heartbeat may carry.
+HEARTBEAT_TEXT_CHARS_MAX = 256
 
 JobKey = tuple[str, str, str]
 AppKey = tuple[str, str]
@@ -63,6 +74,8 @@ class ErrorKind(StrEnum):
     CONFLICT = "conflict"
     # The command was made for an epoch that is not the current one.
     STALE = "stale"
+    # The app would exceed its quota of jobs or data bytes (a 429).
+    QUOTA = "quota"
 
 
 class JobChange(NamedTuple):
@@ -108,13 +121,15 @@ def _failed(error: ErrorKind, message: str, value: object = None) -> Result:
 
 
 class _AppJobs:
-    """One app's jobs: by name for lookups, and their names sorted for listing."""
+    """One app's jobs: by name for lookups, their names sorted for listing, and the bytes of
+    their data (what the data quota counts)."""
 
-    __slots__ = ("by_name", "names")
+    __slots__ = ("by_name", "data_bytes", "names")
 
     def __init__(self, jobs: list[Job]) -> None:
         self.by_name = {job.name: job for job in jobs}
         self.names = NameIndex(job.name for job in jobs)
+        self.data_bytes = sum(len(job.spec.data) for job in jobs)
 
 
 class JobMachine:
@@ -137,8 +152,8 @@ class JobMachine:
         self._previous_ring: Ring | None = None
         self._released: set[str] = set()
         self._ring: Ring | None = None
-        # node -> (last heartbeat ms, raft address, http address)
-        self._heartbeats: dict[str, tuple[int, str, str]] = {}
+        # node -> (last heartbeat ms, raft address, http address, zone data version)
+        self._heartbeats: dict[str, tuple[int, str, str, str]] = {}
 
     # ---- writes ----
 
@@ -148,6 +163,12 @@ class JobMachine:
         except ValidationError as error:
             # Handlers validate before they change anything, so nothing has changed here.
             return _failed(ErrorKind.INVALID, str(error))
+        except Exception as error:
+            # A defect, not bad input: every replica runs the same code on the same command and
+            # meets the same error, so refusing the command keeps them equal. Raising would stop
+            # the Raft layer from ever applying the entry (and every entry after it).
+            log.exception("applying %s failed", type(command).__name__)
+            return _failed(ErrorKind.INVALID, f"internal error: {type(error).__name__}: {error}")
 
     def apply_command(self, data: bytes) -> Result:
         """Decode and apply a command that came as bytes (the Raft layer's entry point)."""
@@ -179,6 +200,8 @@ class JobMachine:
                 return self._watchers_changed(command)
             case Release():
                 return self._release(command)
+            case Quarantine():
+                return self._quarantine(command)
             case Barrier():
                 return Result()
 
@@ -197,10 +220,34 @@ class JobMachine:
             return _failed(ErrorKind.CONFLICT, f"job already exists: '{job.name}'")
         if job.uid in self._by_uid:
             return _failed(ErrorKind.INVALID, f"job uid {job.uid!r} is already in use")
+        over_quota = self._over_quota(command, job, old)
+        if over_quota:
+            return _failed(ErrorKind.QUOTA, over_quota)
         if old is not None:
             self._remove(old)
         self._insert(job)
         return Result(value=job, changes=(JobChange(job.key, job),))
+
+    def _over_quota(self, command: Put, job: Job, old: Job | None) -> str:
+        """Why putting `job` (replacing `old`) would exceed the app's quotas; "" if it fits."""
+        if command.jobs_max < 0 or command.data_bytes_max < 0:
+            raise ValidationError("quotas must not be negative")
+        app_jobs = self._apps_jobs.get((job.namespace, job.app))
+        jobs = 0 if app_jobs is None else len(app_jobs.by_name)
+        data_bytes = 0 if app_jobs is None else app_jobs.data_bytes
+        if old is None:
+            jobs += 1
+        else:
+            data_bytes -= len(old.spec.data)
+        data_bytes += len(job.spec.data)
+        if command.jobs_max and jobs > command.jobs_max:
+            return f"app {job.app!r} may hold at most {command.jobs_max} jobs"
+        if command.data_bytes_max and data_bytes > command.data_bytes_max:
+            return (
+                f"app {job.app!r} may hold at most {command.data_bytes_max} bytes of job data: "
+                f"this job would bring it to {data_bytes}"
+            )
+        return ""
 
     def _delete(self, command: Delete) -> Result:
         job = self.get(command.namespace, command.app, command.name)
@@ -210,18 +257,19 @@ class JobMachine:
         return Result(value=1, changes=(JobChange(job.key, None),))
 
     def _delete_prefix(self, command: DeletePrefix) -> Result:
+        if command.limit < 0:
+            raise ValidationError(f"delete limit {command.limit} is negative")
         app_jobs = self._apps_jobs.get((command.namespace, command.app))
         if app_jobs is None:
             return Result(value=0)
-        doomed = [
-            app_jobs.by_name[name] for name in app_jobs.names.page(command.prefix, None, None)
-        ]
+        names = app_jobs.names.page(command.prefix, None, command.limit or None)
+        doomed = [app_jobs.by_name[name] for name in names]
         for job in doomed:
             self._remove(job)
         return Result(value=len(doomed), changes=tuple(JobChange(job.key, None) for job in doomed))
 
     def _register_app(self, command: RegisterApp) -> Result:
-        _check_scope(command.namespace, command.app)
+        validate_scope(command.namespace, command.app)
         check_app_url(command.url)
         check_app_token(command.token)
         self._app_routes[(command.namespace, command.app)] = AppRoute(command.url, command.token)
@@ -232,7 +280,7 @@ class JobMachine:
         return Result(value=route is not None, apps_changed=route is not None)
 
     def _watchers_changed(self, command: WatchersChanged) -> Result:
-        _check_scope(command.namespace, command.app)
+        validate_scope(command.namespace, command.app)
         if not 0 <= command.count <= WATCHERS_PER_NODE_MAX:
             raise ValidationError(f"watcher count {command.count} is out of range")
         if command.node not in self._live:
@@ -270,11 +318,17 @@ class JobMachine:
             job = self._by_uid.get(entry.uid)
             # Only the owner's ack for the current occurrence counts: an ack for an older
             # occurrence, an overwritten job (new uid) or from a former owner is a late echo.
-            if job is None or job.next_ms != entry.scheduled_ms:
+            if job is None or job.next_ms != entry.scheduled_ms or job.error is not None:
                 continue
             if ring is None or ring.owner(job.partition) != command.node:
                 continue
-            settled = _settle(job, entry.outcome, command.now_ms)
+            try:
+                settled = _settle(job, entry.outcome, command.now_ms)
+            except Exception as error:
+                # The job cannot move on (its next time cannot be computed): it stops here, on
+                # every replica alike, and the batch's other acks apply as usual.
+                log.exception("job %s quarantined while applying an ack", job.key)
+                settled = quarantined(job, f"{type(error).__name__}: {error}")
             if settled is None:
                 self._remove(job)
             else:
@@ -287,20 +341,38 @@ class JobMachine:
     def _heartbeat(self, command: Heartbeat) -> Result:
         if not command.node:
             raise ValidationError("heartbeat from a node with an empty id")
-        self._heartbeats[command.node] = (command.now_ms, command.raft, command.http)
+        texts = (command.node, command.raft, command.http, command.zone_data)
+        if max(map(len, texts)) > HEARTBEAT_TEXT_CHARS_MAX:
+            raise ValidationError(f"heartbeat text longer than {HEARTBEAT_TEXT_CHARS_MAX}")
+        beat = (command.now_ms, command.raft, command.http, command.zone_data)
+        self._heartbeats[command.node] = beat
         return Result()
+
+    def _quarantine(self, command: Quarantine) -> Result:
+        job = self._by_uid.get(command.uid)
+        if job is None or job.next_ms != command.scheduled_ms or job.error is not None:
+            # The job moved on, was replaced or deleted, or is quarantined already.
+            return Result(value=False)
+        ring = self._ring
+        if ring is None or ring.owner(job.partition) != command.node:
+            return _failed(ErrorKind.STALE, f"quarantine from {command.node!r}, not the owner")
+        stopped = quarantined(job, command.reason)
+        self._replace(job, stopped)
+        return Result(value=True, changes=(JobChange(job.key, stopped),))
 
     def _set_members(self, command: SetMembers) -> Result:
         if command.epoch != self._epoch + 1:
             message = f"members for epoch {command.epoch}, the next epoch is {self._epoch + 1}"
             return _failed(ErrorKind.STALE, message)
         _check_members(command.members, command.live)
+        # Built before anything changes: a ring that cannot be built refuses the command whole.
+        ring = Ring(command.live, self._partitions) if command.live else None
         self._previous_live, self._previous_ring = self._live, self._ring
         self._released = set()
         self._epoch = command.epoch
         self._members = command.members
         self._live = command.live
-        self._ring = Ring(command.live, self._partitions) if command.live else None
+        self._ring = ring
         ids = {member.id for member in command.members}
         # Forget the heartbeats of former members, so the table stays as small as the cluster.
         self._heartbeats = {n: beat for n, beat in self._heartbeats.items() if n in ids}
@@ -338,6 +410,7 @@ class JobMachine:
         assert job.name not in app_jobs.by_name and job.uid not in self._by_uid
         app_jobs.by_name[job.name] = job
         app_jobs.names.add(job.name)
+        app_jobs.data_bytes += len(job.spec.data)
         self._by_uid[job.uid] = job
         self._by_partition[job.partition].add(job.uid)
 
@@ -347,6 +420,7 @@ class JobMachine:
         assert app_jobs.by_name[job.name] is job
         del app_jobs.by_name[job.name]
         app_jobs.names.remove(job.name)
+        app_jobs.data_bytes -= len(job.spec.data)
         if not app_jobs.by_name:
             del self._apps_jobs[app_key]
         del self._by_uid[job.uid]
@@ -460,8 +534,17 @@ class JobMachine:
     def announced(self) -> dict[str, Member]:
         """node -> the addresses it announced in its last heartbeat."""
         return {
-            node: Member(node, raft, http) for node, (_, raft, http) in self._heartbeats.items()
+            node: Member(node, raft, http) for node, (_, raft, http, _) in self._heartbeats.items()
         }
+
+    def zone_data(self) -> dict[str, str]:
+        """node -> the time-zone database version it announced ("" if it announced none)."""
+        return {node: beat[3] for node, beat in self._heartbeats.items()}
+
+    def app_usage(self, namespace: str, app: str) -> tuple[int, int]:
+        """How many jobs the app holds and the bytes of their data: what its quotas count."""
+        app_jobs = self._apps_jobs.get((namespace, app))
+        return (0, 0) if app_jobs is None else (len(app_jobs.by_name), app_jobs.data_bytes)
 
     # ---- snapshots ----
 
@@ -522,7 +605,10 @@ class JobMachine:
             (ns, app): AppRoute(url, token) for ns, app, url, token in state.apps
         }
         machine._load_watchers(state.watchers)
-        machine._heartbeats = {node: (ms, raft, http) for node, ms, raft, http in state.heartbeats}
+        machine._heartbeats = {
+            node: (ms, raft, http, zone_data)
+            for node, ms, raft, http, zone_data in state.heartbeats
+        }
         machine._load_jobs(state.jobs)
         return machine
 
@@ -612,14 +698,9 @@ def check_app_token(token: str) -> None:
         raise ValidationError("app token must be printable ASCII without spaces")
 
 
-def _check_scope(namespace: str, app: str) -> None:
-    if not namespace:
-        raise ValidationError("namespace is empty")
-    if not app:
-        raise ValidationError("app id is empty")
-
-
 def _check_members(members: tuple[Member, ...], live: tuple[str, ...]) -> None:
+    if len(members) > MEMBERS_MAX:
+        raise ValidationError(f"at most {MEMBERS_MAX} members")
     ids = [member.id for member in members]
     if not all(ids) or len(set(ids)) != len(ids):
         raise ValidationError(f"member ids must be unique and non-empty: {ids}")

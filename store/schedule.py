@@ -22,6 +22,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from store.bounds import (
+    DURATION_MS_MAX,
+    PERIOD_MS_MIN,
+    TIME_MS_MAX,
+    TIME_RANGE_TEXT,
+    time_in_range,
+)
 from store.cron import WallClockSearch, parse_cron_fields, parse_descriptor
 from store.errors import ScheduleError
 from store.time_formats import (
@@ -66,7 +73,11 @@ class Schedule(ABC):
 
     @abstractmethod
     def next_after(self, after_ms: int) -> int:
-        """The first trigger time strictly after after_ms."""
+        """The first trigger time strictly after after_ms.
+
+        A ScheduleError when there is none by the end of the time range (TIME_MS_MAX): the
+        sequence then ends, and no caller ever sees a time it could not format or store.
+        """
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,10 @@ class IntervalSchedule(Schedule):
         assert self.interval_ms > 0, "an interval schedule moves forward"
 
     def next_after(self, after_ms: int) -> int:
-        return after_ms + self.interval_ms
+        next_ms = after_ms + self.interval_ms
+        if next_ms > TIME_MS_MAX:
+            raise _no_time_left()
+        return next_ms
 
 
 @dataclass(frozen=True)
@@ -95,10 +109,18 @@ class CronSchedule(Schedule):
 
     def next_after(self, after_ms: int) -> int:
         after_s = after_ms // MS_PER_SECOND
-        wall = self._search.next_after(search_start_wall(after_s, self._zone_info))
-        next_s = first_instant_of_wall(wall, self._zone_info)
+        try:
+            wall = self._search.next_after(search_start_wall(after_s, self._zone_info))
+            next_s = first_instant_of_wall(wall, self._zone_info)
+        except (OverflowError, ValueError):
+            # Past the end of year 9999 in the schedule's zone: datetime (and croniter) can go
+            # no further.
+            raise _no_time_left() from None
         assert next_s > after_s, "the next trigger is strictly after the given instant"
-        return next_s * MS_PER_SECOND
+        next_ms = next_s * MS_PER_SECOND
+        if next_ms > TIME_MS_MAX:
+            raise _no_time_left()
+        return next_ms
 
 
 def parse_schedule(text: str, default_zone: str) -> Schedule:
@@ -117,6 +139,8 @@ def parse_due_time(text: str, now_ms: int) -> int:
     due_ms = parse_point_in_time(text, now_ms)
     if due_ms is None:
         raise ScheduleError("due time format not recognized")
+    if not time_in_range(due_ms):
+        raise ScheduleError(f"dueTime must be between {TIME_RANGE_TEXT}: got {text}")
     return due_ms
 
 
@@ -125,6 +149,8 @@ def parse_ttl(text: str, base_ms: int) -> int:
     expiry_ms = None if is_repeating_iso_duration(text) else parse_point_in_time(text, base_ms)
     if expiry_ms is None:
         raise ScheduleError("ttl format not recognized")
+    if not time_in_range(expiry_ms):
+        raise ScheduleError(f"ttl must end between {TIME_RANGE_TEXT}: got {text}")
     return expiry_ms
 
 
@@ -177,7 +203,17 @@ def _parse_interval_ms(body: str) -> int:
         raise ScheduleError(f"failed to parse duration {body}: {error}") from None
     if interval_ms <= 0:
         raise ScheduleError(f"schedule interval must be positive: {body}")
+    if interval_ms < PERIOD_MS_MIN:
+        raise ScheduleError(f"schedule interval must be at least {PERIOD_MS_MIN}ms: {body}")
+    if interval_ms > DURATION_MS_MAX:
+        raise ScheduleError(
+            f"schedule interval must be at most {DURATION_MS_MAX // 3_600_000}h: {body}"
+        )
     return interval_ms
+
+
+def _no_time_left() -> ScheduleError:
+    return ScheduleError("schedule has no trigger time left before the end of year 9999")
 
 
 def _zone_info(zone: str) -> ZoneInfo:

@@ -144,11 +144,12 @@ def test_policies_drop_forever_and_unset() -> None:
     assert dropped.failure_policy is not None
     assert dropped.failure_policy.kind is FailureKind.DROP
     assert proto_of(dropped).failure_policy == drop
-    # A constant policy without max_retries retries forever, without an interval at once.
+    # A constant policy without max_retries retries forever; without an interval, every second
+    # (retrying at once would keep a node busy for nothing).
     forever = common_pb2.JobFailurePolicy(constant=common_pb2.JobFailurePolicyConstant())
     spec = spec_from_proto(jobs_pb2.Job(name="j", due_time="1s", failure_policy=forever), LIMITS)
     assert spec.failure_policy is not None
-    assert (spec.failure_policy.max_retries, spec.failure_policy.interval_ms) == (None, 0)
+    assert (spec.failure_policy.max_retries, spec.failure_policy.interval_ms) == (None, 1000)
     # No policy, or one with neither kind set, leaves the default in force.
     assert spec_from_proto(jobs_pb2.Job(name="j", due_time="1s"), LIMITS).failure_policy is None
     empty = jobs_pb2.Job(name="j", due_time="1s", failure_policy=common_pb2.JobFailurePolicy())

@@ -144,7 +144,7 @@ def test_unknown_and_repeated_ack_ids_are_ignored(node: WatchNode) -> None:
 
 def test_a_trigger_not_acked_in_time_fails_its_attempt(node: WatchNode) -> None:
     async def body(client: TockClient) -> None:
-        policy = {"constant": {"interval": "0s", "maxRetries": 1}}
+        policy = {"constant": {"interval": "100ms", "maxRetries": 1}}
         async with client.watch() as stream:
             await client.create("silent", due_time="0s", failure_policy=policy)
             (first,) = await next_batch(stream)

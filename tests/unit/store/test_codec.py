@@ -20,6 +20,7 @@ from store.codec import (
     Member,
     Outcome,
     Put,
+    Quarantine,
     RegisterApp,
     Release,
     SetMembers,
@@ -49,8 +50,10 @@ SPEC = JobSpec(
 COMMANDS: list[Command] = [
     Put("ns", "app", SPEC, True, 1_700_000_000_000, "uid-1", "Europe/Paris"),
     Put("ns", "app", JobSpec("k", due_time="1s"), False, 5, "uid-2", "UTC"),
+    Put("ns", "app", JobSpec("q", due_time="1s"), False, 5, "uid-3", "UTC", 10, 1 << 20),
     Delete("ns", "app", "j"),
     DeletePrefix("ns", "app", ""),
+    DeletePrefix("ns", "app", "p", 500),
     RegisterApp("ns", "app", "grpc://127.0.0.1:50051"),
     RegisterApp("ns", "app", "http://127.0.0.1:6000", "s3cret"),
     UnregisterApp("ns", "app"),
@@ -59,11 +62,13 @@ COMMANDS: list[Command] = [
     ),
     Ack(3, "n1", 42, ()),
     Heartbeat("n2", 99, "127.0.0.1:7501", "127.0.0.1:3501"),
+    Heartbeat("n2", 99, "127.0.0.1:7501", "127.0.0.1:3501", "2026.1"),
     SetMembers(4, (Member("n1", "127.0.0.1:7500", "127.0.0.1:3500"),), ("n1",)),
     Barrier(),
     WatchersChanged("ns", "app", "n2", 3),
     WatchersChanged("ns", "app", "n2", 0),
     Release(4, "n1"),
+    Quarantine("uid-1", 7, "n1", "OverflowError: date value out of range"),
 ]
 
 
@@ -89,7 +94,7 @@ def raw(*fields: object) -> bytes:
         (b"", "undecodable command"),
         (b"\xc1", "undecodable command"),
         (raw(), "missing version"),
-        (raw(COMMAND_VERSION + 1, 1), "command version 2 is not 1"),
+        (raw(COMMAND_VERSION + 1, 1), "command version 3 is not 2"),
         (raw(COMMAND_VERSION, 99), "unknown command tag 99"),
         (raw(COMMAND_VERSION, True), "tag must be int"),
         (raw(COMMAND_VERSION, CommandTag.DELETE, "ns", "app"), "missing name"),

@@ -231,7 +231,7 @@ def test_drop_policy_tries_once_and_constant_without_max_retries_forever() -> No
             FailurePolicy(FailureKind.CONSTANT, 1000, None),
         ),
         ({"constant": {"interval": "1500ms"}}, FailurePolicy(FailureKind.CONSTANT, 1500, None)),
-        ({"constant": {}}, FailurePolicy(FailureKind.CONSTANT, 0, None)),
+        ({"constant": {}}, FailurePolicy(FailureKind.CONSTANT, 1000, None)),
     ],
 )
 def test_failure_policy_json_shapes_parse(body: object, policy: FailurePolicy) -> None:

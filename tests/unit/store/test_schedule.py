@@ -106,7 +106,7 @@ def test_descriptor_next_time(text: str, expected: str) -> None:
         ("1.5h", 5_400_000),
         ("300ms", 300),
         ("+10s", 10_000),
-        ("@every 1500us", 2),
+        ("@every 100500us", 101),
     ],
 )
 def test_interval_is_counted_from_the_given_instant(text: str, interval_ms: int) -> None:

