@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cluster.local import LocalCluster, LocalClusterConfig
 from node import job_cli
-from node.config import NodeConfig, local_zone, parse_address
+from node.config import Limits, NodeConfig, local_zone, parse_address
 from store.errors import TockError, ValidationError
 
 
@@ -111,6 +111,19 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     node.add_argument("--api-token-file", type=Path, help="else TOCK_API_TOKEN")
     node.add_argument("--time-zone", help="zone for schedules without CRON_TZ= (default: local)")
     node.add_argument("--partitions", type=int, default=1024)
+    default = Limits()
+    node.add_argument(
+        "--jobs-max-per-app",
+        type=int,
+        default=default.jobs_max_per_app,
+        help=f"jobs one app may hold (default {default.jobs_max_per_app:,})",
+    )
+    node.add_argument(
+        "--data-bytes-max-per-app",
+        type=int,
+        default=default.data_bytes_max_per_app,
+        help=f"bytes of job data one app may hold (default {default.data_bytes_max_per_app:,})",
+    )
     node.add_argument("--log-level", default="INFO")
     node.set_defaults(func=_node)
 
@@ -134,6 +147,10 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         api_token=_secret(args.api_token_file, "TOCK_API_TOKEN") or None,
         time_zone=args.time_zone or local_zone(),
         partitions=args.partitions,
+        limits=Limits(
+            jobs_max_per_app=args.jobs_max_per_app,
+            data_bytes_max_per_app=args.data_bytes_max_per_app,
+        ),
     ).validate()
 
 

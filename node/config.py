@@ -57,7 +57,12 @@ class Limits:
     data_bytes_max: int = 1024 * 1024
     list_limit_max: int = 1000
     deliveries_in_flight_max: int = 2048
-    jobs_max: int = 10_000_000
+    # Per-app quotas: a create past either answers 429, and the app's other jobs are unaffected.
+    jobs_max_per_app: int = 1_000_000
+    data_bytes_max_per_app: int = 1 << 30
+    # Jobs one delete-by-prefix command removes: a larger delete is several commands, so that no
+    # apply holds the machine (and every node's reads) for long.
+    delete_prefix_chunk_max: int = 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +97,11 @@ class NodeConfig:
         check_zone(self.time_zone)
         if not 1 <= self.partitions <= 65536:
             raise ValidationError("partitions must be between 1 and 65536")
+        limits = self.limits
+        if min(limits.jobs_max_per_app, limits.data_bytes_max_per_app) < 1:
+            raise ValidationError("--jobs-max-per-app and --data-bytes-max-per-app must be >= 1")
+        if limits.delete_prefix_chunk_max < 1:
+            raise ValidationError("delete_prefix_chunk_max must be >= 1")
         t = self.timing
         if not 0 < t.heartbeat_s < t.lease_s < t.dead_s:
             raise ValidationError("timings must satisfy 0 < heartbeat < lease < dead")

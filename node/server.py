@@ -121,6 +121,9 @@ class Node:
                 read_timeout_s=timing.propose_timeout_s,
                 list_limit_max=config.limits.list_limit_max,
                 job_limits=JobLimits(data_bytes_max=config.limits.data_bytes_max),
+                jobs_max_per_app=config.limits.jobs_max_per_app,
+                data_bytes_max_per_app=config.limits.data_bytes_max_per_app,
+                delete_prefix_chunk_max=config.limits.delete_prefix_chunk_max,
             ),
         )
         self.grpc_api = (

@@ -21,7 +21,7 @@ from store.codec import (
     UnregisterApp,
     encode_command,
 )
-from store.errors import JobConflict, JobNotFound, OutcomeUnknown, ValidationError
+from store.errors import JobConflict, JobNotFound, OutcomeUnknown, QuotaExceeded, ValidationError
 from store.jobs import Job, JobLimits, JobSpec, derive_job, spec_from_request, validate_name
 from store.machine import AppRoute, ErrorKind, Result, check_app_token, check_app_url
 from store.raft import RaftStore
@@ -46,6 +46,9 @@ class ServiceConfig:
     read_timeout_s: float
     list_limit_max: int
     job_limits: JobLimits
+    jobs_max_per_app: int
+    data_bytes_max_per_app: int
+    delete_prefix_chunk_max: int
 
 
 class JobService:
@@ -78,6 +81,8 @@ class JobService:
             now_ms=self._clock.wall_ms(),
             uid=uuid.uuid4().hex,
             zone=self._config.time_zone,
+            jobs_max=self._config.jobs_max_per_app,
+            data_bytes_max=self._config.data_bytes_max_per_app,
         )
         # The whole derivation (schedule, dueTime, ttl) runs here too, so that every error the
         # machine would give comes back before anything is proposed.
@@ -112,9 +117,21 @@ class JobService:
         )
 
     async def delete_prefix(self, scope: Scope, prefix: str) -> int:
-        deleted = (await self._write(DeletePrefix(scope.namespace, scope.app, prefix))).value
-        assert isinstance(deleted, int)
-        return deleted
+        """Delete every job of the app whose name starts with `prefix`, a chunk per command.
+
+        Each chunk is atomic; the whole is not: a job created meanwhile under the prefix may or
+        may not be deleted, as with any delete that races a create. Between chunks the machine
+        is free for other commands and reads, so a delete of a million jobs stops nobody.
+        """
+        chunk = self._config.delete_prefix_chunk_max
+        total = 0
+        while True:
+            command = DeletePrefix(scope.namespace, scope.app, prefix, chunk)
+            deleted = (await self._write(command)).value
+            assert isinstance(deleted, int) and 0 <= deleted <= chunk
+            total += deleted
+            if deleted < chunk:
+                return total
 
     # -- apps ------------------------------------------------------------------------------
 
@@ -142,4 +159,6 @@ class JobService:
             return result
         if result.error is ErrorKind.CONFLICT:
             raise JobConflict(result.message)
+        if result.error is ErrorKind.QUOTA:
+            raise QuotaExceeded(result.message)
         raise ValidationError(result.message)

@@ -37,6 +37,10 @@ PARTITIONS = 16
 LIST_LIMIT_MAX = 50
 # Small limits, so that the tests of "too large" send kilobytes, not megabytes.
 DATA_BYTES_MAX = 2048
+JOBS_MAX_PER_APP = 10
+DATA_BYTES_MAX_PER_APP = 3 * DATA_BYTES_MAX
+# Small, so that the tests' deletes by prefix take several chunks.
+DELETE_PREFIX_CHUNK_MAX = 3
 BODY_BYTES_MAX = 16 * 1024
 # The member id whose removal makes the view fail unexpectedly (the 500 test).
 FAILING_MEMBER = "explodes"
@@ -175,6 +179,9 @@ class LiveNode:
             read_timeout_s=5.0,
             list_limit_max=LIST_LIMIT_MAX,
             job_limits=JobLimits(data_bytes_max=DATA_BYTES_MAX),
+            jobs_max_per_app=JOBS_MAX_PER_APP,
+            data_bytes_max_per_app=DATA_BYTES_MAX_PER_APP,
+            delete_prefix_chunk_max=DELETE_PREFIX_CHUNK_MAX,
         )
         service = JobService(store, machine, SystemClock(), service_config)
         self.view = StoreView(store, machine, f"127.0.0.1:{self.port}")

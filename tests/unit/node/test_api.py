@@ -11,7 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.node.api_node import DATA_BYTES_MAX, LIST_LIMIT_MAX, Answer, LiveNode
+from tests.unit.node.api_node import (
+    DATA_BYTES_MAX,
+    DATA_BYTES_MAX_PER_APP,
+    JOBS_MAX_PER_APP,
+    LIST_LIMIT_MAX,
+    Answer,
+    LiveNode,
+)
 
 PREFIXES = ("/v1.0", "/v1.0-alpha1")
 
@@ -203,13 +210,45 @@ def test_a_bad_limit_is_a_400(app: App, limit: str) -> None:
     assert_error(answer, 400, "DAPR_SCHEDULER_SCHEDULE_JOB", "limit")
 
 
+def test_the_jobs_quota_answers_429_and_leaves_other_apps_alone(node: LiveNode, app: App) -> None:
+    for k in range(JOBS_MAX_PER_APP):
+        assert app.call("POST", f"/jobs/j{k}", {"dueTime": "1h"}).status == 204
+    over = app.call("POST", "/jobs/one-more", {"dueTime": "1h"})
+    assert_error(over, 429, "ERR_QUOTA_EXCEEDED", f"at most {JOBS_MAX_PER_APP} jobs")
+    # Replacing a job keeps the count: allowed at the quota.
+    assert app.call("POST", "/jobs/j0", {"dueTime": "2h", "overwrite": True}).status == 204
+    assert "one-more" not in app.names()
+    assert App(node).call("POST", "/jobs/j0", {"dueTime": "1h"}).status == 204
+
+
+def test_the_data_quota_counts_the_bytes_of_every_job(app: App) -> None:
+    data = "x" * (DATA_BYTES_MAX - 2)  # Its JSON text, quotes included, is DATA_BYTES_MAX.
+    jobs_that_fit = DATA_BYTES_MAX_PER_APP // DATA_BYTES_MAX
+    for k in range(jobs_that_fit):
+        assert app.call("POST", f"/jobs/d{k}", {"dueTime": "1h", "data": data}).status == 204
+    over = app.call("POST", "/jobs/d-over", {"dueTime": "1h", "data": "y"})
+    assert_error(over, 429, "ERR_QUOTA_EXCEEDED", "bytes of job data")
+    # Shrinking a job's data makes room again.
+    assert app.call("POST", "/jobs/d0", {"dueTime": "1h", "overwrite": True}).status == 204
+    assert app.call("POST", "/jobs/d-over", {"dueTime": "1h", "data": "y"}).status == 204
+
+
 def test_delete_by_prefix_counts_what_it_deleted(app: App) -> None:
     for name in ("a-1", "a-2", "a-3", "b-1"):
         assert app.call("POST", f"/jobs/{name}", {"dueTime": "1h"}).status == 204
+    # DELETE_PREFIX_CHUNK_MAX is 3: one full chunk, then an empty one ends the loop.
     answer = app.call("DELETE", "/jobs?prefix=a-", prefix="/v1.0-alpha1")
     assert (answer.status, answer.json) == (200, {"deleted": 3})
     assert app.names() == ["b-1"]
     assert app.call("DELETE", "/jobs").json == {"deleted": 1}
+    assert app.names() == []
+
+
+def test_delete_by_prefix_takes_as_many_chunks_as_it_needs(app: App) -> None:
+    names = [f"c-{k}" for k in range(8)]
+    for name in names:
+        assert app.call("POST", f"/jobs/{name}", {"dueTime": "1h"}).status == 204
+    assert app.call("DELETE", "/jobs?prefix=c-").json == {"deleted": len(names)}
     assert app.names() == []
 
 
