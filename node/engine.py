@@ -14,6 +14,11 @@ when the hold ends; with none, the job is re-read from the machine, which alread
 the settled ack did. The held jobs are what `deliveries_in_flight_max` bounds: the loop takes at
 most as many due timers as there are free slots, and the rest wait in the wheel.
 
+Quarantine: an error that concerns one job (computing its missed occurrences, building its
+trigger, anything unexpected while firing it) stops that job alone. It is logged with the job and
+the reason, counted, and reported through the log (a Quarantine command) so that every node shows
+it on GET (status.error) and no node fires it again; the engine goes on with every other job.
+
 Fencing: a job fires only while its partition is owned here in the current epoch and `lease()`
 holds. Its ack carries the epoch in which the delivery started; an ack rejected as STALE is
 re-sent with the new epoch when this node still owns the job (the delivery happened: recording
@@ -31,8 +36,9 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from node import delivery
 from node.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
@@ -41,7 +47,7 @@ from node.engine_metrics import EngineMetrics
 from node.misfire import skipped_occurrences
 from node.wheel import TimingWheel
 from store.clock import Clock
-from store.codec import AckEntry, Outcome, Release, encode_command
+from store.codec import AckEntry, Outcome, Quarantine, Release, encode_command
 from store.errors import TockError, ValidationError
 from store.jobs import Job
 from store.machine import AppKey, AppRoute, JobKey, JobMachine, Result
@@ -158,7 +164,8 @@ class TriggerEngine:
         # The epoch in which this node released the partitions it lost (0: none yet).
         self._released_epoch = 0
         self._release_warned_epoch = 0
-        self._release_proposals: set[asyncio.Task[None]] = set()
+        # Release and Quarantine proposals in flight: kept so that they are not collected.
+        self._proposals: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ----
 
@@ -205,10 +212,15 @@ class TriggerEngine:
             return
         for change in result.changes:
             hold = self._held.get(change.key)
-            if hold is None:
-                self._arm(change.key, change.job)
-            else:
+            if hold is not None:
                 hold.changed, hold.latest = True, change.job
+                continue
+            try:
+                self._arm(change.key, change.job)
+            except Exception as error:
+                if change.job is None:
+                    raise
+                self._quarantine(change.job, error)
         if result.members_changed:
             self._sync_ownership()
         if result.released is not None:
@@ -219,7 +231,12 @@ class TriggerEngine:
     def _arm(self, key: JobKey, job: Job | None) -> None:
         """Keep the job's timer at its fire time, or drop it (deleted, or not ours)."""
         self._unpark(key)
-        if job is None or job.partition not in self._owned or self._handing_over(job.partition):
+        if (
+            job is None
+            or job.error is not None
+            or job.partition not in self._owned
+            or self._handing_over(job.partition)
+        ):
             self._wheel.cancel(key)
             return
         self._wheel.add(key, job.fire_ms, job)
@@ -280,9 +297,12 @@ class TriggerEngine:
         if any(hold.job.partition not in self._owned for hold in self._held.values()):
             return
         self._released_epoch = self._epoch
-        task = asyncio.create_task(self._propose_release(self._epoch))
-        self._release_proposals.add(task)
-        task.add_done_callback(self._release_proposals.discard)
+        self._spawn_proposal(self._propose_release(self._epoch))
+
+    def _spawn_proposal(self, proposal: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(proposal)
+        self._proposals.add(task)
+        task.add_done_callback(self._proposals.discard)
 
     async def _propose_release(self, epoch: int) -> None:
         command = encode_command(Release(epoch, self._node_id))
@@ -345,7 +365,10 @@ class TriggerEngine:
             return math.inf
         for key, deadline_ms, job in self._wheel.expire(now_ms, free):
             assert key == job.key and deadline_ms == job.fire_ms <= now_ms, "never early"
-            self._fire(job, now_ms)
+            try:
+                self._fire(job, now_ms)
+            except Exception as error:
+                self._quarantine(job, error)
         next_ms = self._wheel.next_deadline_ms()
         return math.inf if next_ms is None else max(next_ms - now_ms, 0)
 
@@ -384,21 +407,33 @@ class TriggerEngine:
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
+    def _quarantine(self, job: Job, error: Exception) -> None:
+        """Stop `job` alone: log and count why, free its slot, and have the cluster record it."""
+        reason = f"{type(error).__name__}: {error}"
+        log.error("job %s quarantined: %s", job.key, reason, exc_info=error)
+        self.metrics.jobs_quarantined += 1
+        if self._held.pop(job.key, None) is not None:
+            self.metrics.jobs_in_flight = len(self._held)
+        self._wheel.cancel(job.key)
+        command = Quarantine(job.uid, job.next_ms, self._node_id, reason)
+        self._spawn_proposal(self._propose_quarantine(command))
+
+    async def _propose_quarantine(self, command: Quarantine) -> None:
+        """Until it commits, the job stays out of the wheel here; a change that re-arms it
+        (a restart, an epoch) fires it again and, failing again, quarantines it again."""
+        try:
+            await self._store.propose(encode_command(command), self._config.acks.propose_timeout_s)
+        except TockError as error:
+            log.warning("quarantine of job %s not committed: %s", command.uid, error)
+
     async def _deliver(self, job: Job, route: AppRoute | None, epoch: int, started_ms: int) -> None:
+        try:
+            trigger = self._trigger_of(job, route)
+        except Exception as error:
+            self._quarantine(job, error)
+            return
         # The lateness of the attempt against the time it was due; the wheel never fires early.
         self.metrics.lateness_ms.observe(started_ms - job.fire_ms)
-        trigger = delivery.Trigger(
-            namespace=job.namespace,
-            app=job.app,
-            name=job.name,
-            uid=job.uid,
-            scheduled_ms=job.next_ms,
-            attempt=job.attempts + 1,
-            data=job.spec.data,
-            # The stored type ("" for none): each protocol renders the data its own way.
-            content_type=job.spec.data_type,
-            app_token=route.token if route else "",
-        )
         self.metrics.deliveries_in_flight += 1
         began = self._clock.monotonic()
         try:
@@ -420,6 +455,21 @@ class TriggerEngine:
         self.metrics.triggers[_OUTCOMES[outcome]] += 1
         entry = AckEntry(job.uid, job.next_ms, _OUTCOMES[outcome])
         self._acks.add(PendingAck(job.key, epoch, (entry,)))
+
+    @staticmethod
+    def _trigger_of(job: Job, route: AppRoute | None) -> delivery.Trigger:
+        return delivery.Trigger(
+            namespace=job.namespace,
+            app=job.app,
+            name=job.name,
+            uid=job.uid,
+            scheduled_ms=job.next_ms,
+            attempt=job.attempts + 1,
+            data=job.spec.data,
+            # The stored type ("" for none): each protocol renders the data its own way.
+            content_type=job.spec.data_type,
+            app_token=route.token if route else "",
+        )
 
     # ---- settling ----
 

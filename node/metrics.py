@@ -35,6 +35,12 @@ def render_metrics(raft: dict[str, object], engine: EngineMetrics, machine: Shar
     )
     _counter(lines, "tock_acks_proposed_total", "Trigger acks proposed.", engine.acks_proposed)
     _counter(lines, "tock_acks_ignored_total", "Trigger acks not applied.", engine.acks_ignored)
+    _counter(
+        lines,
+        "tock_jobs_quarantined_total",
+        "Jobs this node stopped because firing them raised an error.",
+        engine.jobs_quarantined,
+    )
     _gauge(lines, "tock_raft_term", "Raft term.", raft.get("term", 0))
     _gauge(lines, "tock_raft_commit_index", "Raft commit index.", raft.get("commit_index", 0))
     _gauge(lines, "tock_raft_applied_index", "Raft applied index.", raft.get("applied_index", 0))

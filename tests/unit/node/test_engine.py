@@ -18,9 +18,10 @@ import pytest
 from node.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
 from node.engine import EngineConfig
 from node.engine_metrics import EngineMetrics
+from node.misfire import skipped_occurrences
 from store.clock import SystemClock
 from store.codec import AckEntry, Outcome
-from store.jobs import FAILURE_POLICY_DROP, MisfirePolicy
+from store.jobs import FAILURE_POLICY_DROP, Job, MisfirePolicy
 from store.machine import JobMachine
 from store.raft import RaftStore
 from store.raft_config import RaftConfig
@@ -358,3 +359,35 @@ def test_stop_waits_for_the_delivery_in_flight_and_commits_its_ack(
         assert metrics.deliveries_in_flight == metrics.jobs_in_flight == 0
     finally:
         node.close()
+
+
+def test_a_job_that_cannot_be_fired_is_quarantined_and_the_others_go_on(
+    harness: Harness, sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import node.engine
+
+    real = skipped_occurrences
+
+    def failing_for_poison(job: Job, now_ms: int, grace_ms: int, skips_max: int) -> list[int]:
+        if job.name == "poison":
+            raise OverflowError("date value out of range")
+        return real(job, now_ms, grace_ms, skips_max)
+
+    monkeypatch.setattr(node.engine, "skipped_occurrences", failing_for_poison)
+    before = harness.engine.metrics.jobs_quarantined
+    harness.put("poison", schedule="@every 1s")
+    harness.put("bystander", schedule="@every 1s", repeats=3)
+    harness.wait_until(
+        lambda m: (j := m.get(NAMESPACE, "app", "poison")) is not None and bool(j.error)
+    )
+    stopped = harness.job("poison")
+    assert stopped is not None and stopped.error == "OverflowError: date value out of range"
+    assert harness.engine.metrics.jobs_quarantined == before + 1
+    harness.wait_gone("bystander")
+    assert len(sink.calls_for("bystander")) == 3
+    assert sink.calls_for("poison") == []
+    # Overwritten, it is a new job: it fires again once nothing makes it fail.
+    monkeypatch.setattr(node.engine, "skipped_occurrences", real)
+    harness.put("poison", due_time="0s", overwrite=True)
+    harness.wait_gone("poison")
+    assert len(sink.calls_for("poison")) == 1
