@@ -25,6 +25,7 @@ from store.clock import Clock
 from store.codec import Heartbeat, Member, SetMembers, encode_command
 from store.errors import TockError
 from store.raft import RaftStore
+from store.schedule import ZONE_DATA_VERSION
 from store.shared_machine import SharedMachine
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class Membership:
         self._lease_until = float("-inf")
         self._leading_since: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._zone_data_warned: set[tuple[str, str]] = set()
 
     def may_fire(self) -> bool:
         """True while this node's lease holds and it is live in the current epoch."""
@@ -139,13 +141,31 @@ class Membership:
 
     async def _beat(self) -> None:
         sent = self._clock.monotonic()
-        heartbeat = Heartbeat(self._me.id, self._clock.wall_ms(), self._me.raft, self._me.http)
+        heartbeat = Heartbeat(
+            self._me.id, self._clock.wall_ms(), self._me.raft, self._me.http, ZONE_DATA_VERSION
+        )
         try:
             await self._store.propose(encode_command(heartbeat), self._config.lease_s)
         except TockError as error:
             log.debug("heartbeat not committed: %s", error)
             return
         self._lease_until = sent + self._config.lease_s
+        self._compare_zone_data()
+
+    def _compare_zone_data(self) -> None:
+        """Say once per member and version when a member computes times with other zone data."""
+        announced = self._machine.read(lambda m: m.zone_data())
+        for node, version in sorted(announced.items()):
+            seen = (node, version)
+            if version and version != ZONE_DATA_VERSION and seen not in self._zone_data_warned:
+                self._zone_data_warned.add(seen)
+                log.warning(
+                    "member %s uses time-zone data %s and this node %s: their trigger times for "
+                    "zoned schedules may differ; run every node with the same tock release",
+                    node,
+                    version,
+                    ZONE_DATA_VERSION,
+                )
 
     async def _lead_if_leader(self) -> None:
         if self._store.status().get("role") != "leader":

@@ -18,6 +18,8 @@ overlaps follow the rules in store/wall_clock.py. Choices beyond Dapr's, each on
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import zoneinfo
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -52,6 +54,11 @@ __all__ = [
     "parse_schedule",
     "parse_ttl",
 ]
+
+# Every node reads zones from the pinned tzdata package, never from the host's files: two hosts
+# with different zone data would compute different trigger times for the same job.
+zoneinfo.reset_tzpath(to=())
+ZONE_DATA_VERSION = importlib.metadata.version("tzdata")
 
 # Parsed schedules are cached because the state machine re-parses a job's schedule on every
 # trigger it acknowledges; a cluster holds far fewer distinct schedule texts than this.
