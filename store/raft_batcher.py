@@ -71,7 +71,10 @@ class Batcher:
     config: RaftConfig
     counters: BatcherCounters = field(default_factory=BatcherCounters)
     _queue: deque[Proposal] = field(default_factory=deque)
+    # Wire bytes of the queued commands that fit one entry: when a batch is full.
     _queued_bytes: int = 0
+    # Bytes of every queued command, chunked ones included: the bound on the queue's memory.
+    _pending_bytes: int = 0
     _barriers: list[asyncio.Future[None]] = field(default_factory=list)
     _flights: set[_Flight] = field(default_factory=set)
     _sequence: int = 0
@@ -96,7 +99,12 @@ class Batcher:
             )
         if len(self._queue) >= self.config.pending_commands_max:
             raise Unavailable(f"{len(self._queue)} commands already queued on this node")
+        if self._pending_bytes + len(command) > self.config.pending_bytes_max:
+            raise Unavailable(
+                f"{self._pending_bytes} bytes of commands already queued on this node"
+            )
         proposal = Proposal(command, self.loop.create_future(), wire_bytes(command))
+        self._pending_bytes += len(command)
         if batch_bytes(proposal.wire, 1) > self.config.batch_bytes_max:
             self._sequence += 1
             entries = encode_chunks(
@@ -118,6 +126,7 @@ class Batcher:
 
     def _remove_queued(self, proposal: Proposal) -> None:
         self._queue.remove(proposal)
+        self._pending_bytes -= len(proposal.command)
         if proposal.chunks is None:
             self._queued_bytes -= proposal.wire
 
@@ -144,6 +153,7 @@ class Batcher:
             for barrier in flight.barriers:
                 _fail(barrier, Unavailable("the Raft store stopped"))
         self._queue.clear()
+        self._pending_bytes = self._queued_bytes = 0
         self._barriers.clear()
         self._flights.clear()
 
@@ -191,6 +201,7 @@ class Batcher:
                 break
             self._queue.popleft()
             self._queued_bytes -= head.wire
+            self._pending_bytes -= len(head.command)
             if not head.future.done():
                 proposals.append(head)
                 size += head.wire
@@ -204,6 +215,7 @@ class Batcher:
         last = not proposal.chunks
         if last:
             self._queue.popleft()
+            self._pending_bytes -= len(proposal.command)
         self._submit(entry, _Flight([proposal], [], chunked=True, last_chunk=last))
 
     def _submit(self, entry: bytes, flight: _Flight) -> None:

@@ -67,6 +67,9 @@ class RaftConfig:
     entries_in_flight_max: int = 16
     # Commands accepted by propose() and not yet applied; beyond it propose() is Unavailable.
     pending_commands_max: int = 100_000
+    # The bytes of those commands that have not left for the log yet: without it, a burst of
+    # large commands could hold gigabytes in the queue before the count bound bites.
+    pending_bytes_max: int = 256 * 1024 * 1024
     command_bytes_max: int = 16 * 1024 * 1024
     # An incomplete chunk assembly is dropped this many log entries after it started.
     chunk_assembly_entries_max: int = 100_000
@@ -123,6 +126,7 @@ class RaftConfig:
             "batch_commands_max": self.batch_commands_max,
             "entries_in_flight_max": self.entries_in_flight_max,
             "pending_commands_max": self.pending_commands_max,
+            "pending_bytes_max": self.pending_bytes_max,
             "command_bytes_max": self.command_bytes_max,
             "chunk_assembly_entries_max": self.chunk_assembly_entries_max,
             "syncobj_queue_entries_max": self.syncobj_queue_entries_max,

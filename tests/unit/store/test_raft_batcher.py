@@ -168,3 +168,22 @@ def test_withdraw_and_close() -> None:
             batcher.enqueue(b"3")
 
     run(scenario())
+
+
+def test_the_queue_is_bounded_in_bytes_and_frees_them_as_commands_leave() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        fake = FakeLog(loop)
+        bounded = config(pending_bytes_max=100_000, entries_in_flight_max=1)
+        batcher = Batcher(loop=loop, submit=fake.submit, proposer=b"p" * 8, config=bounded)
+        # One entry in flight: the rest queue, up to the byte bound and not one byte more.
+        first = batcher.enqueue(b"x" * 20_000)
+        queued = [batcher.enqueue(b"y" * 20_000) for _ in range(4)]
+        with pytest.raises(Unavailable, match="bytes of commands already queued"):
+            batcher.enqueue(b"z" * 20_001)
+        await asyncio.gather(first.future, *(p.future for p in queued))
+        # Everything left: the whole budget is free again, for plain and chunked commands.
+        big = batcher.enqueue(b"a" * 99_000)
+        assert await big.future == b"A" * 99_000
+
+    run(scenario())
