@@ -371,7 +371,7 @@ def test_periods_under_100ms_are_refused_and_100ms_is_served(
     }
     assert_answers_and_health(healthy, since, answers)
     served = rig.sink.wait_for(app.name("every-100ms"), 10, WAIT_S)
-    assert len(served) == 10
+    assert len(served) >= 10, served
 
 
 def test_a_list_of_large_jobs_is_bounded_in_bytes(rig: Rig, healthy: HealthyApp, app: App) -> None:
@@ -422,7 +422,7 @@ def test_the_sixth_job_of_an_app_is_over_a_quota_of_five(
     }
     answers["one too many"] = (
         create(capped, capped.name("job-6"), {"dueTime": "1h"}, node=2),
-        Expect((429,), ("quota",), "ERR_QUOTA_EXCEEDED"),
+        Expect((429,), code="ERR_QUOTA_EXCEEDED"),
     )
     answers["overwrite at the quota"] = (
         create(capped, capped.name("job-1"), {"dueTime": "2h", "overwrite": True}, node=3),
@@ -456,7 +456,7 @@ def test_data_over_the_quota_of_an_app_is_refused(
     }
     answers["one too many"] = (
         create(capped, capped.name("data-3"), {"dueTime": "1h", "data": data}, node=3),
-        Expect((429,), ("quota",), "ERR_QUOTA_EXCEEDED"),
+        Expect((429,), code="ERR_QUOTA_EXCEEDED"),
     )
     answers["no data"] = (create(capped, capped.name("bare"), {"dueTime": "1h"}), Expect((204,)))
     assert_answers_and_health(quota_healthy, since, answers)
