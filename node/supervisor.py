@@ -11,9 +11,10 @@ Ends that are not crashes: cancellation (how most tasks are stopped) passes thro
 and a coroutine that returns has finished on purpose (the engine's loop returns once told to
 stop); either way the task is no longer running.
 
-Health: the node is unhealthy while a task is crash looping or a task spawned as `required`
-(the trigger engine) is not running. `unhealthy_reason()` says why, and logs each change of
-that answer once, however often it is asked (every readiness probe and heartbeat asks).
+Health: the node is unhealthy while a task is crash looping, or while a task spawned as
+`required` (the trigger engine) has ended without being stopped through `join`.
+`unhealthy_reason()` says why, and logs each change of that answer once, however often it is
+asked (every readiness probe and heartbeat asks).
 
 Fault injection for tests: each supervised loop passes a named fault point at the top of every
 iteration (store/fault_points.py, armed through TOCK_TEST_FAULTS).
@@ -55,7 +56,9 @@ class Supervisor:
 
     async def join(self, task: asyncio.Task[None]) -> None:
         """Wait for a task that was told to stop (its loop returns once it looks) to end; one
-        waiting out a backoff is cancelled rather than restarted only to return."""
+        waiting out a backoff is cancelled rather than restarted only to return. A required
+        task stopped this way is required no longer: a node that stops is not unhealthy."""
+        self._required.discard(task.get_name())
         if task in self._backing_off:
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -124,6 +124,9 @@ def fire_one_job(rig: Rig) -> None:
 def test_the_engine_restarts_and_fires(rig: Rig) -> None:
     fire_one_job(rig)
     rig.check_supervised("engine")
+    metrics = rig.node.node.metrics_text()
+    assert 'tock_task_restarts_total{task="engine"} 3' in metrics
+    assert 'tock_task_healthy{task="engine"} 1' in metrics
 
 
 def test_the_ack_flush_restarts_and_commits_acks(rig: Rig) -> None:

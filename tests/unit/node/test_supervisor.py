@@ -119,9 +119,12 @@ def test_a_task_that_returns_has_ended_and_a_required_one_makes_the_node_unhealt
         await asyncio.sleep(0)
         assert supervisor.unhealthy_reason() is None
         stop.set()
-        await supervisor.join(task)
+        await asyncio.gather(task)
         assert restarts(supervisor, "engine") == 0
         assert supervisor.unhealthy_reason() == "task engine is not running"
+        # Stopped on purpose (joined), the engine is no longer expected to run.
+        await supervisor.join(task)
+        assert supervisor.unhealthy_reason() is None
 
     run(body)
 
