@@ -124,7 +124,9 @@ class LocalCluster:
                 return node
         raise KeyError(f"no node {node_id!r} in this cluster")
 
-    def start_node(self, node_id: str) -> NodeProcess:
+    def start_node(self, node_id: str, env: dict[str, str] | None = None) -> NodeProcess:
+        """Start one node's process; `env` adds variables to its environment only (tests arm
+        the fault points of one node this way)."""
         node = self.node(node_id)
         assert not node.running(), f"{node_id} is already running"
         node.data_dir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +136,7 @@ class LocalCluster:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=self._environment(),
+            env={**self._environment(), **(env or {})},
         )
         log.close()
         return node
@@ -157,11 +159,11 @@ class LocalCluster:
         assert process is not None
         process.send_signal(signal.SIGCONT)
 
-    def restart(self, node_id: str) -> NodeProcess:
+    def restart(self, node_id: str, env: dict[str, str] | None = None) -> NodeProcess:
         node = self.node(node_id)
         if node.running():
             self.kill(node_id)
-        return self.start_node(node_id)
+        return self.start_node(node_id, env)
 
     # -- membership changes ----------------------------------------------------------------
 

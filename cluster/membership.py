@@ -13,22 +13,37 @@ duplicate from a healthy failover, only from deliveries in flight when a node di
 
 A heartbeat is stamped with its sender's wall clock and judged against the leader's: this
 assumes clocks within a small fraction of `dead_s - lease_s` of each other, which NTP gives.
+
+A node that is not healthy (`healthy()` false: one of its tasks keeps crashing, or its trigger
+engine does not run) gives up its lease at once and sends no heartbeat until it is healthy
+again, so the leader declares it dead and its partitions move to healthy nodes. An unhealthy
+leader goes on committing epochs (someone must): its own heartbeat ages like anyone's, so it
+declares itself dead too, and keeps only the Raft leadership, which owns no partition.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from store.clock import Clock
 from store.codec import Heartbeat, Member, SetMembers, encode_command
 from store.errors import TockError
+from store.fault_points import fault_point
 from store.raft import RaftStore
 from store.schedule import ZONE_DATA_VERSION
 from store.shared_machine import SharedMachine
 
 log = logging.getLogger(__name__)
+
+# The heartbeat loop runs supervised under this name.
+TASK = "membership"
+
+# Starts a long-lived task under supervision (node/supervisor.py's Supervisor.spawn).
+Spawn = Callable[[str, Callable[[], Coroutine[Any, Any, None]]], "asyncio.Task[None]"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,12 +120,17 @@ class Membership:
         machine: SharedMachine,
         clock: Clock,
         config: MembershipConfig,
+        *,
+        spawn: Spawn,
+        healthy: Callable[[], bool],
     ) -> None:
         self._me = me
         self._store = store
         self._machine = machine
         self._clock = clock
         self._config = config
+        self._spawn = spawn
+        self._healthy = healthy
         self._lease_until = float("-inf")
         self._leading_since: float | None = None
         self._task: asyncio.Task[None] | None = None
@@ -123,7 +143,7 @@ class Membership:
         return self._machine.read(lambda m: self._me.id in m.live)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="membership")
+        self._task = self._spawn(TASK, self._run)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -134,8 +154,12 @@ class Membership:
 
     async def _run(self) -> None:
         while True:
+            fault_point(TASK)
             if self._store.ready:
-                await self._beat()
+                if self._healthy():
+                    await self._beat()
+                else:
+                    self._lease_until = float("-inf")
                 await self._lead_if_leader()
             await asyncio.sleep(self._config.heartbeat_s)
 

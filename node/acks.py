@@ -9,6 +9,10 @@ one advanced to.
 Every batch ends in exactly one call of `settle(pendings, verdict)` on the loop, whatever
 happens to its proposal: the engine holds each job until its ack settles, so a lost settle
 would silence the job for good.
+
+The flush is this batcher's loop and runs supervised (task `acks`): a flush that raises is
+logged and counted by its Guard, and runs again once the Guard's backoff is over; the buffered
+acks wait for it (their jobs stay held, so nothing fires twice meanwhile).
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from store.clock import Clock
 from store.codec import Ack, AckEntry, encode_command
 from store.errors import TockError, Unavailable, ValidationError
 from store.machine import AckCounts, ErrorKind, JobKey, Result
+from store.supervision import Guard, HealthBoard
 
 log = logging.getLogger(__name__)
+
+TASK = "acks"
 
 Propose = Callable[[bytes, float], Awaitable[object]]
 
@@ -79,6 +86,7 @@ class AckBatcher:
         config: AckConfig,
         settle: Settle,
         metrics: EngineMetrics,
+        guard: Guard | None = None,
     ) -> None:
         config.validate()
         self._node_id = node_id
@@ -87,6 +95,7 @@ class AckBatcher:
         self._config = config
         self._settle = settle
         self._metrics = metrics
+        self._guard = guard or HealthBoard(clock).guard(TASK, log)
         # Epoch -> the pending acks for it and their number of entries.
         self._buffers: dict[int, tuple[list[PendingAck], int]] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -109,12 +118,20 @@ class AckBatcher:
             self._flush_timer = loop.call_later(self._config.ack_window_ms / 1000, self.flush)
 
     def flush(self) -> None:
-        """Propose everything buffered now."""
+        """Propose everything buffered now; after a crash of this work, once its backoff is
+        over."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
+        guard = self._guard
+        if guard.wait_s() > 0 or not guard.run(self._flush_all, False):
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(guard.wait_s(), self.flush)
+
+    def _flush_all(self) -> bool:
         for epoch in list(self._buffers):
             self._flush_epoch(epoch)
+        return True
 
     async def drain(self, timeout_s: float) -> None:
         """Flush and wait (at most `timeout_s`) for every proposal to settle: graceful stop."""

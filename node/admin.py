@@ -50,8 +50,9 @@ class ClusterStatus(TypedDict):
 class AdminView(Protocol):
     """What the admin routes need of a node; implemented by the node's server."""
 
-    def ready(self) -> bool:
-        """True once the node has caught up with a leader; `raft_ready` is the usual answer."""
+    def not_ready_reason(self) -> str | None:
+        """None once the node has caught up with a leader and is healthy; else why it is not
+        (`raft_not_ready_reason` is the usual start)."""
         ...
 
     def cluster_status(self) -> ClusterStatus: ...
@@ -74,9 +75,12 @@ class AdminView(Protocol):
         ...
 
 
-def raft_ready(store: RaftStore) -> bool:
-    """Caught up with a leader: the store replayed up to a leader's commit and knows a leader."""
-    return store.ready and store.status().get("leader") is not None
+def raft_not_ready_reason(store: RaftStore) -> str | None:
+    """None once caught up with a leader: the store replayed up to a leader's commit and knows
+    a leader."""
+    if store.ready and store.status().get("leader") is not None:
+        return None
+    return "this node has not caught up with a leader yet"
 
 
 def add_admin_routes(app: web.Application, view: AdminView) -> None:
@@ -118,8 +122,9 @@ class AdminRoutes:
         return web.Response(status=204)
 
     async def healthz_ready(self, request: web.Request) -> web.Response:
-        if not self._view.ready():
-            raise Unavailable("this node has not caught up with a leader yet")
+        reason = self._view.not_ready_reason()
+        if reason is not None:
+            raise Unavailable(reason)
         return web.Response(status=204)
 
     async def cluster(self, request: web.Request) -> web.Response:

@@ -40,15 +40,17 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from node import delivery
+from node import acks, delivery
 from node.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
 from node.deliverer import Delivers
 from node.engine_metrics import EngineMetrics
 from node.misfire import skipped_occurrences
+from node.supervisor import Supervisor
 from node.wheel import TimingWheel
 from store.clock import Clock
 from store.codec import AckEntry, Outcome, Quarantine, Release, encode_command
 from store.errors import TockError, ValidationError
+from store.fault_points import fault_point
 from store.jobs import Job
 from store.machine import AppKey, AppRoute, JobKey, JobMachine, Result
 from store.raft import RaftStore
@@ -56,6 +58,10 @@ from store.raft_state import Applied
 from store.shared_machine import SharedMachine
 
 log = logging.getLogger(__name__)
+
+# The engine's loop runs supervised under this name (node/supervisor.py), and the node is not
+# ready while it does not run.
+TASK = "engine"
 
 _OUTCOMES = {delivery.Outcome.SUCCESS: Outcome.SUCCESS, delivery.Outcome.FAILED: Outcome.FAILED}
 
@@ -109,7 +115,8 @@ class TriggerEngine:
 
     `lease()` says whether this node may fire right now (its last heartbeat committed less
     than a lease ago); without it nothing fires and the timers stay. `metrics` is read by the
-    admin API.
+    admin API. The loop and the ack batcher's flush run under `supervisor` (restarted after a
+    crash); without one, the engine supervises them on its own.
     """
 
     def __init__(
@@ -121,6 +128,7 @@ class TriggerEngine:
         clock: Clock,
         lease: Callable[[], bool],
         config: EngineConfig,
+        supervisor: Supervisor | None = None,
     ) -> None:
         config.validate()
         self._node_id = node_id
@@ -131,6 +139,7 @@ class TriggerEngine:
         self._lease = lease
         self._config = config
         self.metrics = EngineMetrics()
+        self._supervisor = supervisor or Supervisor()
         self._acks = AckBatcher(
             node_id=node_id,
             propose=store.propose,
@@ -138,6 +147,7 @@ class TriggerEngine:
             config=config.acks,
             settle=self._settle,
             metrics=self.metrics,
+            guard=self._supervisor.board.guard(acks.TASK, acks.log),
         )
         self._wheel: TimingWheel[JobKey, Job] = TimingWheel(clock.wall_ms())
         self._epoch = 0
@@ -175,7 +185,7 @@ class TriggerEngine:
         self._unsubscribe = self._store.subscribe(self.on_applied)
         self._sync_apps()
         self._sync_ownership()
-        self._task = asyncio.create_task(self._run(), name=f"trigger engine {self._node_id}")
+        self._task = self._supervisor.spawn(TASK, self._run, required=True)
 
     async def stop(self) -> None:
         """Stop firing, wait (bounded) for running deliveries, then commit their acks.
@@ -187,7 +197,7 @@ class TriggerEngine:
             self._unsubscribe()
             self._unsubscribe = None
         if self._task is not None:
-            await self._task
+            await self._supervisor.join(self._task)
         timeout_s = self._config.stop_timeout_s
         if self._deliveries:
             _done, late = await asyncio.wait(set(self._deliveries), timeout=timeout_s)
@@ -347,6 +357,7 @@ class TriggerEngine:
 
     async def _run(self) -> None:
         while not self._stopping:
+            fault_point(TASK)
             now_ms = self._clock.wall_ms()
             sleep_ms = self._fire_due(now_ms)
             if sleep_ms == 0:

@@ -1,4 +1,5 @@
-"""Prometheus text for GET /metrics: jobs, triggers by outcome, lateness, delivery time, Raft.
+"""Prometheus text for GET /metrics: jobs, triggers by outcome, lateness, delivery time, Raft,
+and the restarts and health of every supervised task.
 
 Rendered on demand from the counters the parts keep (the engine's EngineMetrics, the store's
 status); nothing here keeps state of its own, so a scrape costs one pass over a few dozen numbers.
@@ -8,9 +9,15 @@ from __future__ import annotations
 
 from node.engine_metrics import EngineMetrics, Histogram
 from store.shared_machine import SharedMachine
+from store.supervision import TaskReport
 
 
-def render_metrics(raft: dict[str, object], engine: EngineMetrics, machine: SharedMachine) -> str:
+def render_metrics(
+    raft: dict[str, object],
+    engine: EngineMetrics,
+    machine: SharedMachine,
+    tasks: list[TaskReport],
+) -> str:
     jobs, epoch = machine.read(lambda m: (m.count(), m.epoch))
     lines: list[str] = []
     _gauge(lines, "tock_jobs", "Jobs held by the cluster.", jobs)
@@ -52,6 +59,14 @@ def render_metrics(raft: dict[str, object], engine: EngineMetrics, machine: Shar
         "Leader changes seen by this node.",
         raft.get("leader_changes", 0),
     )
+    lines += [
+        "# HELP tock_task_restarts_total Crashes of a supervised task, each followed by a restart.",
+        "# TYPE tock_task_restarts_total counter",
+        *(f'tock_task_restarts_total{{task="{t.name}"}} {t.restarts}' for t in tasks),
+        "# HELP tock_task_healthy 0 while a supervised task is crash looping, else 1.",
+        "# TYPE tock_task_healthy gauge",
+        *(f'tock_task_healthy{{task="{t.name}"}} {int(not t.crash_looping)}' for t in tasks),
+    ]
     return "\n".join(lines) + "\n"
 
 

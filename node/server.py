@@ -6,6 +6,10 @@ copy and announcer, then the engine (it fires only under a lease), then the HTTP
 listeners. Stop runs the other way round: the watch streams close first (their unacked triggers
 go back to their owners), and the engine finishes or hands back its in-flight deliveries and
 flushes its acks before the store goes.
+
+Every long-lived task runs under the node's Supervisor, and the store's batcher and snapshot
+hooks report to the same HealthBoard: a node whose engine does not run, or one of whose tasks
+keeps crashing, is not ready (503) and gives up its lease, so its partitions move.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import uvloop
 from aiohttp import web
 
 from cluster.membership import Membership, MembershipConfig
-from node.admin import ClusterStatus, raft_ready
+from node.admin import ClusterStatus, raft_not_ready_reason
 from node.api import ApiConfig, build_app
 from node.config import NodeConfig
 from node.deliverer import Deliverer
@@ -28,6 +32,7 @@ from node.grpc_api import GrpcApi, GrpcApiConfig
 from node.grpc_delivery import GrpcDelivery, GrpcDeliveryConfig
 from node.metrics import render_metrics
 from node.service import JobService, ServiceConfig
+from node.supervisor import Supervisor
 from node.watch import LocalWatchers, WatchConfig, WatchRoute
 from node.watch_announcer import AnnouncerConfig, WatchAnnouncer
 from node.watch_delivery import WatchDelivery
@@ -35,11 +40,13 @@ from node.watch_forward import ForwardConfig, Forwarder, ForwardRoute
 from store.clock import Clock, SystemClock
 from store.codec import Member
 from store.errors import ValidationError
+from store.fault_points import arm_from_environment
 from store.jobs import JobLimits
 from store.machine import JobMachine
 from store.raft import RaftStore
 from store.raft_config import RaftConfig
 from store.shared_machine import SharedMachine
+from store.supervision import HealthBoard
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,7 @@ class Node:
         self.clock = clock or SystemClock()
         self.me = Member(config.node_id, config.raft, config.http)
         self.machine = SharedMachine(JobMachine(config.partitions))
+        self.supervisor = Supervisor(HealthBoard(self.clock))
         self.store = RaftStore(
             RaftConfig(
                 self_address=config.raft,
@@ -62,6 +70,7 @@ class Node:
             ),
             self.machine,
             self.clock,
+            self.supervisor.board,
         )
         timing = config.timing
         self.membership = Membership(
@@ -72,6 +81,8 @@ class Node:
             MembershipConfig(
                 heartbeat_s=timing.heartbeat_s, lease_s=timing.lease_s, dead_s=timing.dead_s
             ),
+            spawn=self.supervisor.spawn,
+            healthy=lambda: self.supervisor.unhealthy_reason() is None,
         )
         self.watchers = LocalWatchers(
             WatchConfig(ack_timeout_s=timing.delivery_timeout_s),
@@ -83,9 +94,14 @@ class Node:
             self.machine,
             self.watchers.counts,
             AnnouncerConfig(propose_timeout_s=timing.propose_timeout_s),
+            self.supervisor,
         )
         self.forwarder = Forwarder(
-            ForwardConfig(), timing.delivery_timeout_s, config.secret, config.api_token
+            ForwardConfig(),
+            timing.delivery_timeout_s,
+            config.secret,
+            config.api_token,
+            self.supervisor,
         )
         self.watch_delivery = WatchDelivery(
             config.node_id, self.store, self.machine, self.watchers, self.forwarder
@@ -109,6 +125,7 @@ class Node:
             self.clock,
             self.membership.may_fire,
             EngineConfig(deliveries_in_flight_max=config.limits.deliveries_in_flight_max),
+            self.supervisor,
         )
         self.service = JobService(
             self.store,
@@ -194,8 +211,8 @@ class Node:
 
     # -- the admin view (node/admin.py renders it) ----------------------------------------
 
-    def ready(self) -> bool:
-        return raft_ready(self.store)
+    def not_ready_reason(self) -> str | None:
+        return raft_not_ready_reason(self.store) or self.supervisor.unhealthy_reason()
 
     def cluster_status(self) -> ClusterStatus:
         raft = self.store.status()
@@ -236,7 +253,9 @@ class Node:
         }
 
     def metrics_text(self) -> str:
-        return render_metrics(self.store.status(), self.engine.metrics, self.machine)
+        return render_metrics(
+            self.store.status(), self.engine.metrics, self.machine, self.supervisor.board.reports()
+        )
 
     async def add_member(self, node_id: str, raft: str, http: str) -> None:
         known = self.machine.read(lambda m: {member.id for member in m.members})
@@ -258,6 +277,7 @@ def _int(value: object) -> int:
 
 
 async def serve(config: NodeConfig) -> None:
+    arm_from_environment()
     node = Node(config)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

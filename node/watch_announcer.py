@@ -7,6 +7,9 @@ the two and proposes the differences, when a watcher comes or goes and every `re
 well. So a proposal lost to a leader change, a record dropped while this node was thought dead
 (the machine forgets the watchers of nodes that leave the live set), or one left over from
 before a restart is put right within a period, with no bookkeeping of what was sent.
+
+The loop runs supervised (task `announcer`): a round that raises is logged and counted, and the
+loop starts again after the backoff, with the next round reconciling whatever was left.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from node.supervisor import Supervisor
 from store.codec import WatchersChanged, encode_command
 from store.errors import TockError, ValidationError
+from store.fault_points import fault_point
 from store.machine import AppKey
 from store.raft import RaftStore
 from store.shared_machine import SharedMachine
 
 log = logging.getLogger(__name__)
+
+TASK = "announcer"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +55,7 @@ class WatchAnnouncer:
         machine: SharedMachine,
         local_counts: Callable[[], dict[AppKey, int]],
         config: AnnouncerConfig,
+        supervisor: Supervisor,
     ) -> None:
         config.validate()
         self._node_id = node_id
@@ -55,6 +63,7 @@ class WatchAnnouncer:
         self._machine = machine
         self._local_counts = local_counts
         self._config = config
+        self._supervisor = supervisor
         self._wake = asyncio.Event()
         self._round_done = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -62,7 +71,7 @@ class WatchAnnouncer:
     def start(self) -> None:
         # The first round runs at once: it clears what a previous run of this node left.
         self._wake.set()
-        self._task = asyncio.create_task(self._run(), name="watch announcer")
+        self._task = self._supervisor.spawn(TASK, self._run)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -89,6 +98,7 @@ class WatchAnnouncer:
 
     async def _run(self) -> None:
         while True:
+            fault_point(TASK)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._config.reconcile_s):
                     await self._wake.wait()

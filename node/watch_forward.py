@@ -12,6 +12,9 @@ with no answer is: the failure policy retries it.
 
 The route is internal: it requires `tock-internal-token`, a key derived from the cluster secret
 that only members know, besides the API token every route requires when one is set.
+
+Each lane's pump runs supervised (task `forward <address>`, fault point `forward`): a pump that
+raises is logged, counted and started again after the backoff; the queued triggers wait for it.
 """
 
 from __future__ import annotations
@@ -28,15 +31,19 @@ from aiohttp import web
 
 from node.delivery import Outcome, Trigger
 from node.http_errors import TOKEN_HEADER
+from node.supervisor import Supervisor
 from node.watch import LocalWatchers
 from node.watch_frames import decode_forward, decode_outcomes, encode_forward, encode_outcomes
 from store.errors import ValidationError
+from store.fault_points import fault_point
 
 log = logging.getLogger(__name__)
 
 INTERNAL_DELIVER_PATH = "/internal/v1/deliver"
 INTERNAL_TOKEN_HEADER = "tock-internal-token"
 MSGPACK = "application/msgpack"
+# The fault point of every lane's pump; each lane's task is named after its target as well.
+TASK = "forward"
 
 
 def internal_token(secret: str) -> str:
@@ -68,7 +75,7 @@ _Pending = tuple[Trigger, asyncio.Future[Outcome]]
 class _Lane:
     """The triggers bound for one node and the pump that sends them in batches."""
 
-    def __init__(self, url: str, forwarder: Forwarder) -> None:
+    def __init__(self, url: str, forwarder: Forwarder, supervisor: Supervisor) -> None:
         self._url = url
         self._forwarder = forwarder
         config = forwarder.config
@@ -76,7 +83,7 @@ class _Lane:
         self._queued = asyncio.Event()
         self._requests = asyncio.Semaphore(config.requests_per_node_max)
         self._sending: set[asyncio.Task[None]] = set()
-        self._pump = asyncio.create_task(self._run(), name=f"forward to {url}")
+        self._pump = supervisor.spawn(f"{TASK} {url}", self._run)
 
     async def deliver(self, trigger: Trigger) -> Outcome:
         if len(self._queue) >= self._forwarder.config.queue_max:
@@ -88,6 +95,7 @@ class _Lane:
 
     async def _run(self) -> None:
         while True:
+            fault_point(TASK)
             await self._queued.wait()
             self._queued.clear()
             while self._queue:
@@ -134,10 +142,16 @@ class Forwarder:
     """Delivers triggers through the watchers other nodes hold; one per node, on its loop."""
 
     def __init__(
-        self, config: ForwardConfig, ack_timeout_s: float, secret: str, api_token: str | None
+        self,
+        config: ForwardConfig,
+        ack_timeout_s: float,
+        secret: str,
+        api_token: str | None,
+        supervisor: Supervisor,
     ) -> None:
         config.validate()
         self.config = config
+        self._supervisor = supervisor
         self._ack_timeout_s = ack_timeout_s
         self._headers = {INTERNAL_TOKEN_HEADER: internal_token(secret), "content-type": MSGPACK}
         if api_token:
@@ -149,7 +163,9 @@ class Forwarder:
         """One attempt through the node serving HTTP at `http_address` (HOST:PORT)."""
         lane = self._lanes.get(http_address)
         if lane is None:
-            lane = self._lanes[http_address] = _Lane(f"http://{http_address}", self)
+            lane = self._lanes[http_address] = _Lane(
+                f"http://{http_address}", self, self._supervisor
+            )
         return await lane.deliver(trigger)
 
     async def post(self, base_url: str, triggers: list[Trigger]) -> list[Outcome]:

@@ -27,6 +27,7 @@ from dataclasses import asdict
 
 from pysyncobj import FAIL_REASON, SyncObjException
 
+from store import raft_batcher, raft_dump
 from store.clock import Clock, SystemClock
 from store.errors import OutcomeUnknown, Unavailable
 from store.raft_batcher import Batcher
@@ -35,6 +36,7 @@ from store.raft_config import RaftConfig, syncobj_conf
 from store.raft_dump import ForkingDump
 from store.raft_entry import PROPOSER_ID_BYTES
 from store.raft_state import Applied, EntryApplied, ReplicatedState, StateMachine
+from store.supervision import HealthBoard
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +50,18 @@ _DUMP_CHILD_STOP_S_MAX = 10.0
 
 
 class RaftStore:
-    def __init__(self, config: RaftConfig, machine: StateMachine, clock: Clock | None = None):
+    def __init__(
+        self,
+        config: RaftConfig,
+        machine: StateMachine,
+        clock: Clock | None = None,
+        health: HealthBoard | None = None,
+    ):
         config.validate()
         self._config = config
         self._clock = clock or SystemClock()
+        # Where the batcher's flush and the dump hooks report their crashes (supervision.py).
+        self.health = health or HealthBoard(self._clock)
         self._state = ReplicatedState(machine, config.chunk_assembly_entries_max)
         self._dump = ForkingDump(
             config.dump_file,
@@ -59,6 +69,7 @@ class RaftStore:
             self._clock,
             seconds_max=config.dump_seconds_max,
             retry_seconds=config.dump_retry_seconds,
+            guard=self.health.guard(raft_dump.TASK, raft_dump.log),
         )
         self._subscribers: list[Subscriber] = []
         self._node: ReplicatedNode | None = None
@@ -100,6 +111,7 @@ class RaftStore:
             submit=lambda entry, on_done: node.submit(entry, on_done, cross),
             proposer=os.urandom(PROPOSER_ID_BYTES),
             config=self._config,
+            guard=self.health.guard(raft_batcher.TASK, raft_batcher.log),
         )
 
     async def stop(self) -> None:

@@ -8,11 +8,16 @@ in consecutive entries of its own (see raft_chunks.py). Barriers ride on the nex
 leaves, or on a no-op entry when no command is waiting.
 
 Each caller gets its own result: the entry's apply returns one result per command, in order.
+
+The flush is this batcher's loop and runs supervised (task `batcher`): a flush that raises is
+logged and counted by its Guard instead of reaching a proposer or the event loop, and the
+flush runs again once the Guard's backoff is over; the commands wait in the queue meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +36,11 @@ from store.raft_entry import (
     wire_bytes,
 )
 from store.raft_state import EntryApplied
+from store.supervision import Guard, HealthBoard
+
+log = logging.getLogger(__name__)
+
+TASK = "batcher"
 
 Submit = Callable[[bytes, EntryCallback], None]
 
@@ -70,6 +80,7 @@ class Batcher:
     proposer: bytes
     config: RaftConfig
     counters: BatcherCounters = field(default_factory=BatcherCounters)
+    guard: Guard = field(default_factory=lambda: HealthBoard().guard(TASK, log))
     _queue: deque[Proposal] = field(default_factory=deque)
     # Wire bytes of the queued commands that fit one entry: when a batch is full.
     _queued_bytes: int = 0
@@ -168,10 +179,16 @@ class Batcher:
             self._timer = self.loop.call_later(self.config.batch_window_ms / 1000, self.flush)
 
     def flush(self) -> None:
-        """Submit entries while there is work and room in flight."""
+        """Submit entries while there is work and room in flight; after a crash of this work,
+        once its backoff is over."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        guard = self.guard
+        if guard.wait_s() > 0 or not guard.run(self._submit_while_room, False):
+            self._timer = self.loop.call_later(guard.wait_s(), self.flush)
+
+    def _submit_while_room(self) -> bool:
         while not self._closed and len(self._flights) < self.config.entries_in_flight_max:
             self._drop_abandoned()
             if self._queue and self._queue[0].chunks is not None:
@@ -181,7 +198,8 @@ class Batcher:
             elif self._barriers:
                 self._submit(encode_barrier(), _Flight([], []))
             else:
-                return
+                break
+        return True
 
     def _drop_abandoned(self) -> None:
         # Nobody waits for these any more (cancelled, or a chunked command that lost a chunk):

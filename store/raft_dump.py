@@ -14,10 +14,16 @@ renames `<dump>.tmp` over the dump and reports success on its own. So:
 - `deserialize` restores the state and returns what pysyncobj keeps beside it: the last two
   applied entries and the cluster members. A dump that exists but cannot be read stops the
   process: pysyncobj would log the error and run on with an empty state.
+
+`serialize` and `check` run supervised (task `dump`): pysyncobj would swallow what `serialize`
+raises without a word, and what `check` raises would cut short every tick of the tick thread
+(status refresh included). Their Guard logs and counts it instead; the dump in progress, if any,
+is abandoned as failed, and no new one starts until the Guard's backoff is over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -33,8 +39,11 @@ from pysyncobj.node import TCPNode
 from store.clock import Clock
 from store.errors import CodecError
 from store.raft_state import ReplicatedState
+from store.supervision import Guard, HealthBoard
 
 log = logging.getLogger(__name__)
+
+TASK = "dump"
 
 DUMP_VERSION = 1
 # The exit status of a node whose dump cannot be read: it must not serve an empty state.
@@ -55,12 +64,14 @@ class ForkingDump:
         *,
         seconds_max: float,
         retry_seconds: float,
+        guard: Guard | None = None,
     ) -> None:
         self._path = path
         self._state = state
         self._clock = clock
         self._seconds_max = seconds_max
         self._retry_seconds = retry_seconds
+        self._guard = guard or HealthBoard(clock).guard(TASK, log)
         self._child_pid = 0
         self._started_at = 0.0
         self._pending_index = 0
@@ -77,10 +88,16 @@ class ForkingDump:
         """pysyncobj's serializer hook, on the tick thread: start a dump child and return."""
         assert self._child_pid == 0, "pysyncobj starts one dump at a time"
         assert library_tmp != str(self.writing_path)
-        if self._clock.monotonic() < self._retry_at:
-            # A recent dump failed: report this one as in progress until the pause is over.
-            self._deferred = True
+        now = self._clock.monotonic()
+        may_start = now >= self._retry_at and self._guard.wait_s() == 0
+        if may_start and self._guard.run(lambda: self._fork(raft_data), False):
             return
+        # A recent dump failed, or this one could not start: report it as in progress until
+        # the pause is over (then as failed, and pysyncobj asks again).
+        self._retry_at = max(self._retry_at, now + self._guard.wait_s())
+        self._deferred = True
+
+    def _fork(self, raft_data: tuple[object, ...]) -> bool:
         last_entry, previous_entry, cluster = raft_data
         header = [DUMP_VERSION, last_entry, previous_entry, _member_ids(cluster)]
         assert isinstance(last_entry, tuple)
@@ -92,6 +109,7 @@ class ForkingDump:
         self._child_pid = pid
         self._started_at = self._clock.monotonic()
         self._pending_index = int(last_entry[1])
+        return True
 
     def _write_in_child(self, header: list[object]) -> None:
         # Only os-level calls and pure Python from here: other threads' locks (logging's
@@ -106,6 +124,25 @@ class ForkingDump:
 
     def check(self) -> int:
         """pysyncobj's serializeChecker hook, on the tick thread: the dump's SERIALIZER_STATE."""
+        in_progress = bool(self._child_pid) or self._deferred
+        if self._guard.wait_s() > 0:
+            # Backing off after a crash of this hook: hold pysyncobj where it is.
+            return int(
+                SERIALIZER_STATE.SERIALIZING if in_progress else SERIALIZER_STATE.NOT_SERIALIZING
+            )
+        state = self._guard.run(self._check, None)
+        if state is not None:
+            return state
+        if not in_progress:
+            return int(SERIALIZER_STATE.NOT_SERIALIZING)
+        # The state of the dump in progress is unknown: end it, and count it as failed.
+        self._deferred = False
+        with contextlib.suppress(OSError):
+            self.kill_child()
+        self._child_pid = 0
+        return self._failed(-1)
+
+    def _check(self) -> int:
         if self._deferred:
             if self._clock.monotonic() < self._retry_at:
                 return int(SERIALIZER_STATE.SERIALIZING)

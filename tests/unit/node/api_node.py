@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from node.admin import ClusterStatus, MemberStatus, raft_ready
+from node.admin import ClusterStatus, MemberStatus, raft_not_ready_reason
 from node.api import ApiConfig, build_app
 from node.service import JobService, ServiceConfig
 from store.clock import SystemClock
@@ -64,8 +64,8 @@ class StoreView:
     removed: list[str] = field(default_factory=list)
     quiesced: int = 0
 
-    def ready(self) -> bool:
-        return raft_ready(self.store)
+    def not_ready_reason(self) -> str | None:
+        return raft_not_ready_reason(self.store)
 
     def cluster_status(self) -> ClusterStatus:
         status = self.store.status()
@@ -168,10 +168,10 @@ class LiveNode:
         await store.wait_ready(STARTUP_S_MAX)
         # No event tells when the status snapshot first names the leader: poll it, bounded.
         for _ in range(int(STARTUP_S_MAX / LEADER_POLL_S)):
-            if raft_ready(store):
+            if raft_not_ready_reason(store) is None:
                 break
             await asyncio.sleep(LEADER_POLL_S)
-        assert raft_ready(store), "the one-node store elected no leader"
+        assert raft_not_ready_reason(store) is None, "the one-node store elected no leader"
         service_config = ServiceConfig(
             time_zone="UTC",
             partitions=PARTITIONS,

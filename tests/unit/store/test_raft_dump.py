@@ -1,18 +1,23 @@
 """The forked msgpack dump: written durably where pysyncobj expects it, restored with the Raft
-metadata pysyncobj compares, and a dump child that runs too long is killed."""
+metadata pysyncobj compares, a dump child that runs too long is killed, and a hook that raises
+is supervised (logged, counted, retried after the backoff)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
+import pytest
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.node import TCPNode
 
 from store.clock import FakeClock
+from store.fault_points import arm, disarm
 from store.raft_dump import ForkingDump
 from store.raft_entry import encode_batch
 from store.raft_state import ReplicatedState
+from store.supervision import HealthBoard
 
 LAST = (b"\x01last", 8, 2)
 PREVIOUS = (b"\x01prev", 7, 2)
@@ -76,3 +81,53 @@ def test_a_dump_child_running_too_long_is_killed_and_retried_later(tmp_path: Pat
     clock.advance(10)
     assert dump.check() == SERIALIZER_STATE.FAILED
     assert dump.check() == SERIALIZER_STATE.NOT_SERIALIZING
+
+
+def supervised_dump(path: Path, clock: FakeClock, text: Text) -> tuple[ForkingDump, HealthBoard]:
+    board = HealthBoard(clock)
+    state = ReplicatedState(text, chunk_assembly_entries_max=10)
+    dump = ForkingDump(
+        path,
+        state,
+        clock,
+        seconds_max=30,
+        retry_seconds=1,
+        guard=board.guard("dump", logging.getLogger(__name__)),
+    )
+    return dump, board
+
+
+def test_a_dump_that_raises_at_its_start_is_logged_counted_and_retried_after_the_backoff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    path = tmp_path / "raft.dump"
+    dump, board = supervised_dump(path, clock, Text(b"state"))
+    arm("dump:1")
+    try:
+        dump.serialize(str(path) + ".tmp", (LAST, PREVIOUS, CLUSTER))
+    finally:
+        disarm()
+    assert "task dump raised" in caplog.text and "InjectedFault" in caplog.text
+    assert [r.restarts for r in board.reports()] == [1]
+    # Reported in progress during the backoff, then failed: pysyncobj asks for a new dump.
+    assert dump.check() == SERIALIZER_STATE.SERIALIZING
+    clock.advance(board.config.backoff_base_s)
+    assert dump.check() == SERIALIZER_STATE.FAILED
+    dump.serialize(str(path) + ".tmp", (LAST, PREVIOUS, CLUSTER))
+    assert wait_done(dump) == SERIALIZER_STATE.SUCCESS and path.exists()
+
+
+def test_a_check_that_raises_during_a_dump_ends_that_dump_as_failed(tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "raft.dump"
+    dump, board = supervised_dump(path, clock, Text(delay_s=30))
+    dump.serialize(str(path) + ".tmp", (LAST, PREVIOUS, CLUSTER))
+    arm("dump:1")
+    try:
+        assert dump.check() == SERIALIZER_STATE.FAILED
+    finally:
+        disarm()
+    assert [r.restarts for r in board.reports()] == [1]
+    assert dump.check() == SERIALIZER_STATE.NOT_SERIALIZING
+    assert not path.exists()
