@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import cast
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 import pytest
 
@@ -18,6 +20,10 @@ from store.shared_machine import SharedMachine
 ME = Member("n1", "127.0.0.1:7500", "127.0.0.1:3500")
 
 
+def never_spawn(name: str, factory: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
+    raise AssertionError(f"the zone-data comparison starts no task ({name})")
+
+
 def test_other_zone_data_is_reported_once(caplog: pytest.LogCaptureFixture) -> None:
     machine = JobMachine(16)
     for node, version in (("n1", ZONE_DATA_VERSION), ("n2", ZONE_DATA_VERSION), ("n3", "2019.1")):
@@ -29,6 +35,8 @@ def test_other_zone_data_is_reported_once(caplog: pytest.LogCaptureFixture) -> N
         SharedMachine(machine),
         FakeClock(),
         MembershipConfig(heartbeat_s=0.25, lease_s=1.0, dead_s=1.5),
+        spawn=never_spawn,
+        healthy=lambda: True,
     )
     with caplog.at_level(logging.WARNING, logger="cluster.membership"):
         membership._compare_zone_data()
