@@ -136,6 +136,7 @@ class JobRoutes:
         return web.json_response({"deleted": deleted})
 
     async def register_app(self, request: web.Request) -> web.Response:
+        scope = self._app_scope(request)
         body = await read_json_object(request) or {}
         url = body.get("url")
         token = body.get("token")
@@ -147,7 +148,7 @@ class JobRoutes:
             raise ValidationError(
                 f"url is too long: {len(url)} characters, at most {self._config.url_chars_max}"
             )
-        await self._service.register_app(self._app_scope(request), url, token)
+        await self._service.register_app(scope, url, token)
         return web.Response(status=204)
 
     async def app_url(self, request: web.Request) -> web.Response:

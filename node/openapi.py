@@ -64,14 +64,43 @@ def _text(chars_max: int, **extra: Any) -> Json:
     return {"type": "string", "maxLength": chars_max, **extra}
 
 
+def _forms(description: str, chars_max: int, *patterns: str) -> Json:
+    """A string of one of the usual `patterns`. The node reads more forms than these (cron
+    ranges and lists, ISO 8601, ...), as `description` says, and answers 400 naming the field
+    for what it cannot read; the patterns show a reader, and a request generator, what
+    well-formed values look like."""
+    usual = [_text(chars_max, pattern=pattern) for pattern in patterns]
+    return (
+        {"description": description, "anyOf": usual}
+        if len(usual) > 1
+        else {
+            "description": description,
+            **usual[0],
+        }
+    )
+
+
+# protojson reads a uint32 from a JSON number or a decimal string.
+UINT32 = {"type": "integer", "minimum": 0, "maximum": UINT32_MAX}
+UINT32_TEXT = {"type": "string", "pattern": "^[0-9]{1,10}$"}
+GO_DURATION = "^[1-9][0-9]{0,3}(ms|s|m|h)$"
+RFC3339 = (
+    "^(19[7-9][0-9]|20[0-9][0-9])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+    "T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{3})?Z$"
+)
+
+
 # Namespaces and app ids: valid UTF-8 without control characters, else a 400 naming the header.
-SCOPE_TEXT = _text(SCOPE_CHARS_MAX, minLength=1)
+NO_CONTROL = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
+SCOPE_TEXT = _text(SCOPE_CHARS_MAX, minLength=1, pattern=NO_CONTROL)
 SCOPE_HEADERS = [
     _header_parameter(APP_ID_HEADER, 'the app the jobs belong to (default "default")'),
     _header_parameter(NAMESPACE_HEADER, 'the namespace of the app (default "default")'),
 ]
 NAME = _path_parameter(
-    "name", "the job name, unique within (namespace, app)", _text(NAME_CHARS_MAX, minLength=1)
+    "name",
+    "the job name, unique within (namespace, app): no '/', '\\', '#', '?' or control characters",
+    _text(NAME_CHARS_MAX, minLength=1, pattern="^[^/\\\\#?\\x00-\\x1f\\x7f-\\x9f]*$"),
 )
 APP_ID = _path_parameter("appId", "the app id", SCOPE_TEXT)
 UNAVAILABLE = _error("no quorum or no leader right now; retry after Retry-After seconds")
@@ -157,13 +186,15 @@ def _app_path() -> Json:
         "type": "object",
         "required": ["url"],
         "properties": {
-            "url": {
-                "type": "string",
-                "description": "http://, https:// or grpc:// HOST:PORT[/path], at most 2048 chars",
-            },
+            "url": _forms(
+                "http://, https:// or grpc:// HOST:PORT[/path], at most 2048 characters",
+                2048,
+                "^(http|https|grpc)://[a-z][a-z0-9.-]{0,30}:[1-9][0-9]{0,4}(/[a-z0-9/-]{0,20})?$",
+            ),
             "token": {
                 "type": "string",
                 "nullable": True,
+                "pattern": "^[!-~]{0,512}$",
                 "description": "sent as dapr-api-token with every trigger; printable ASCII",
             },
         },
@@ -313,9 +344,11 @@ def _admin_paths() -> Json:
 
 
 def _failure_policy() -> Json:
-    interval = _text(
+    interval = _forms(
+        'a protobuf Duration ("1s", "0.5s") or a Go duration ("500ms")',
         TEXT_CHARS_MAX,
-        description='a protobuf Duration ("1s", "0.5s") or a Go duration ("500ms")',
+        "^[0-9]{1,4}(\\.[0-9]{1,3})?s$",
+        GO_DURATION,
     )
     retries = {"oneOf": [UINT32, UINT32_TEXT], "description": "unset: retry without end"}
     drop = {
@@ -343,31 +376,26 @@ def _failure_policy() -> Json:
     }
 
 
-# protojson reads a uint32 from a JSON number or a decimal string.
-UINT32 = {"type": "integer", "minimum": 0, "maximum": UINT32_MAX}
-UINT32_TEXT = {"type": "string", "pattern": "^[0-9]{1,10}$"}
-
-
 def _schemas() -> Json:
     text = {"type": "string"}
     job_fields = {
-        "schedule": _text(
+        "schedule": _forms(
+            "cron (6 fields, a CRON_TZ= prefix allowed), @every D, @daily, ...",
             TEXT_CHARS_MAX,
-            nullable=True,
-            description="cron (6 fields, CRON_TZ= prefix allowed), @every D, @daily, ...",
+            "^@every " + GO_DURATION.removeprefix("^"),
+            "^@(yearly|annually|monthly|weekly|daily|midnight|hourly)$",
+            "^([0-5]?[0-9]|\\*) ([0-5]?[0-9]|\\*) ([01]?[0-9]|2[0-3]|\\*) \\* \\* \\*$",
         ),
-        "dueTime": _text(
-            TEXT_CHARS_MAX,
-            nullable=True,
-            description="RFC3339 time, Go duration from now or ISO 8601 (R/)",
+        "dueTime": _forms(
+            "RFC3339 time, Go duration from now, or ISO 8601", TEXT_CHARS_MAX, RFC3339, GO_DURATION
         ),
         "repeats": {
             "oneOf": [UINT32, UINT32_TEXT],
             "nullable": True,
             "description": "how many times the job fires at most (needs a schedule)",
         },
-        "ttl": _text(
-            TEXT_CHARS_MAX, nullable=True, description="RFC3339 time or duration: when it ends"
+        "ttl": _forms(
+            "RFC3339 time or duration: when the job ends", TEXT_CHARS_MAX, RFC3339, GO_DURATION
         ),
         "data": {"description": "any JSON value, sent with every trigger", "nullable": True},
         "failurePolicy": _failure_policy(),
@@ -420,6 +448,9 @@ def _schemas() -> Json:
         },
         "JobRequest": {
             "type": "object",
+            "description": "keys may also be snake_case; unknown keys are ignored",
+            # A job needs a schedule, a dueTime or both.
+            "anyOf": [{"required": ["schedule"]}, {"required": ["dueTime"]}],
             "properties": {
                 **job_fields,
                 "overwrite": {"type": "boolean", "default": False, "nullable": True},
