@@ -149,3 +149,17 @@ def test_a_list_page_is_bounded_in_bytes_and_the_cursor_reaches_every_job(node: 
         cursor = page["nextCursor"]
     assert seen == names
     assert pages >= 2
+
+
+def test_a_lone_surrogate_escape_in_a_body_is_a_400_and_a_pair_is_fine(node: LiveNode) -> None:
+    headers = {"dapr-app-id": f"edge-{uuid.uuid4().hex[:8]}"}
+    before = digest(node)
+    for body in (b'{"dueTime": "1h", "data": "\\ud800"}', b'{"dueTime": "1h", "\\udfff": 1}'):
+        answer = node.call("POST", "/v1.0/jobs/lone", body, headers)
+        assert answer.status == 400, answer
+        assert answer.json["errorCode"] == "ERR_MALFORMED_REQUEST"
+        assert "lone UTF-16 surrogate" in answer.json["message"]
+    assert digest(node) == before
+    paired = b'{"dueTime": "1h", "data": "\\ud83d\\ude00"}'
+    assert node.call("POST", "/v1.0/jobs/paired", paired, headers).status == 204
+    assert node.call("GET", "/v1.0/jobs/paired", None, headers).json["data"] == "\U0001f600"
