@@ -47,6 +47,16 @@ class ClusterStatus(TypedDict):
     members: list[MemberStatus]
 
 
+class StateDigest(TypedDict):
+    """The body of GET /admin/digest."""
+
+    # A hash of this node's whole replicated state (jobs, apps, watchers, membership): equal
+    # digests mean equal replicas, and an unchanged digest means nothing was written.
+    digest: str
+    # This node's applied index when the digest was read (as last refreshed, every few ms).
+    appliedIndex: int
+
+
 class AdminView(Protocol):
     """What the admin routes need of a node; implemented by the node's server."""
 
@@ -59,6 +69,11 @@ class AdminView(Protocol):
 
     def metrics_text(self) -> str:
         """Every metric in the Prometheus text exposition format."""
+        ...
+
+    async def state_digest(self) -> StateDigest:
+        """The digest of the state after a barrier read: every write acknowledged before the
+        call is in it. It hashes the whole state, so it is slow on a big one."""
         ...
 
     async def add_member(self, node_id: str, raft: str, http: str) -> None:
@@ -91,6 +106,7 @@ def add_admin_routes(app: web.Application, view: AdminView) -> None:
     # Dapr SDKs wait for this probe before their first call.
     router.add_route("GET", "/v1.0/healthz/outbound", routes.healthz)
     router.add_route("GET", "/admin/cluster", routes.cluster)
+    router.add_route("GET", "/admin/digest", routes.digest)
     router.add_route("POST", "/admin/members", routes.add_member)
     router.add_route("DELETE", "/admin/members/{id}", routes.remove_member)
     router.add_route("POST", "/admin/quiesce", routes.quiesce)
@@ -129,6 +145,9 @@ class AdminRoutes:
 
     async def cluster(self, request: web.Request) -> web.Response:
         return web.json_response(self._view.cluster_status())
+
+    async def digest(self, request: web.Request) -> web.Response:
+        return web.json_response(await self._view.state_digest())
 
     async def add_member(self, request: web.Request) -> web.Response:
         body = await read_json_object(request)

@@ -22,14 +22,15 @@ from node.config import NodeConfig
 from node.http_body import read_json_object
 from node.http_errors import error_middleware, token_middleware
 from node.openapi import API_PREFIXES
-from node.service import JobService, Scope
+from node.scope import Scope, scope_from
+from node.service import JobService
 from store.errors import AppNotFound, ValidationError
 from store.jobs import job_to_json
 
-APP_ID_HEADER = "dapr-app-id"
-NAMESPACE_HEADER = "dapr-namespace"
-DEFAULT_SCOPE = Scope()
 URL_CHARS_MAX = 2048
+# A limit is at most list_limit_max (a few digits): longer text is refused before int() reads
+# it, so a hostile limit of thousands of digits costs nothing.
+LIMIT_DIGITS_MAX = 9
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,18 +72,16 @@ def build_app(
 
 
 def scope_of(request: web.Request, app: str | None = None) -> Scope:
-    """The (namespace, app) a request acts for: Dapr's headers, each defaulting to "default"."""
-    return Scope(
-        namespace=request.headers.get(NAMESPACE_HEADER) or DEFAULT_SCOPE.namespace,
-        app=app or request.headers.get(APP_ID_HEADER) or DEFAULT_SCOPE.app,
-    )
+    """The (namespace, app) a request acts for: Dapr's headers, each defaulting to "default";
+    `app` (the `{appId}` of the path), when given, instead of the app id header."""
+    return scope_from(request.headers.get, app)
 
 
 def parse_limit(text: str | None) -> int | None:
     if text is None or text == "":
         return None
-    if not text.isascii() or not text.isdecimal():
-        raise ValidationError(f"limit must be a positive integer: got {text!r}")
+    if len(text) > LIMIT_DIGITS_MAX or not text.isascii() or not text.isdecimal():
+        raise ValidationError(f"limit must be a positive integer: got {text!r:.40}")
     return int(text)
 
 
@@ -137,6 +136,7 @@ class JobRoutes:
         return web.json_response({"deleted": deleted})
 
     async def register_app(self, request: web.Request) -> web.Response:
+        scope = self._app_scope(request)
         body = await read_json_object(request) or {}
         url = body.get("url")
         token = body.get("token")
@@ -148,7 +148,7 @@ class JobRoutes:
             raise ValidationError(
                 f"url is too long: {len(url)} characters, at most {self._config.url_chars_max}"
             )
-        await self._service.register_app(self._app_scope(request), url, token)
+        await self._service.register_app(scope, url, token)
         return web.Response(status=204)
 
     async def app_url(self, request: web.Request) -> web.Response:

@@ -56,6 +56,8 @@ class Limits:
     body_bytes_max: int = 4 * 1024 * 1024
     data_bytes_max: int = 1024 * 1024
     list_limit_max: int = 1000
+    # A list answer also ends once its jobs' JSON reaches this (always at least one job).
+    list_bytes_max: int = 4 * 1024 * 1024
     deliveries_in_flight_max: int = 2048
     # Per-app quotas: a create past either answers 429, and the app's other jobs are unaffected.
     jobs_max_per_app: int = 1_000_000

@@ -25,7 +25,8 @@ from dapr.proto.runtime.v1 import jobs_pb2
 from google.protobuf.message import Message
 
 from node.grpc_jobs import proto_of, spec_from_proto
-from node.service import JobService, Scope
+from node.scope import Scope, scope_from
+from node.service import JobService
 from store.errors import (
     JobConflict,
     JobNotFound,
@@ -38,10 +39,7 @@ from store.errors import (
 log = logging.getLogger(__name__)
 
 DAPR_SERVICE = "dapr.proto.runtime.v1.Dapr"
-APP_ID_KEY = "dapr-app-id"
-NAMESPACE_KEY = "dapr-namespace"
 TOKEN_KEY = "dapr-api-token"
-DEFAULT_SCOPE = Scope()
 
 Request = TypeVar("Request", bound=Message)
 Context = grpc.aio.ServicerContext[Message, Message]
@@ -150,9 +148,9 @@ class GrpcApi:
         expected = self._config.api_token
         if not expected:
             return
-        given = _metadata(context).get(TOKEN_KEY, "")
+        given = _metadata(context).get(TOKEN_KEY, "").encode("utf-8", "surrogateescape")
         # Constant time: the comparison must not tell an attacker how much of a guess is right.
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        if not hmac.compare_digest(given, expected.encode()):
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED, f"missing or wrong {TOKEN_KEY} metadata"
             )
@@ -179,14 +177,12 @@ class GrpcApi:
         return jobs_pb2.DeleteJobResponse()
 
     async def _list(self, reply: type[ListReply], _request: Message, scope: Scope) -> ListReply:
-        """Every job of the app: Dapr's ListJobs has no paging, so read the pages through."""
-        jobs: list[jobs_pb2.Job] = []
-        cursor: str | None = None
-        while True:
-            page, cursor = await self._service.list(scope, "", None, cursor)
-            jobs.extend(proto_of(job.spec) for job in page)
-            if cursor is None:
-                return reply(jobs=jobs)
+        """The app's jobs in name order, capped: at most list_limit_max jobs and at most the
+        list answer's byte bound. Dapr's ListJobs has no paging (no cursor in its request or
+        its response), so an app with more jobs than that sees only the first of them here;
+        the HTTP list pages through them all."""
+        page, _ = await self._service.list(scope, "", self._service.list_limit_max, None)
+        return reply(jobs=[proto_of(job.spec) for job in page])
 
     async def _delete_prefix(
         self,
@@ -200,17 +196,19 @@ class GrpcApi:
 
 
 def _metadata(context: Context) -> dict[str, str]:
+    """The call's metadata as text. A value grpc hands over as bytes (not UTF-8) is decoded as
+    aiohttp decodes headers, with lone surrogates for its bad bytes, so the scope rule refuses
+    it rather than the key seeming absent."""
     pairs = context.invocation_metadata() or ()
-    return {key: value for key, value in pairs if isinstance(value, str)}
+    return {
+        key: value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
+        for key, value in pairs
+    }
 
 
 def _scope_of(context: Context) -> Scope:
     """The (namespace, app) a call acts for: Dapr's metadata, each defaulting to "default"."""
-    metadata = _metadata(context)
-    return Scope(
-        namespace=metadata.get(NAMESPACE_KEY) or DEFAULT_SCOPE.namespace,
-        app=metadata.get(APP_ID_KEY) or DEFAULT_SCOPE.app,
-    )
+    return scope_from(_metadata(context).get)
 
 
 def _serialize(message: Message) -> bytes:

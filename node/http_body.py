@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from aiohttp import web
 
@@ -12,6 +13,10 @@ from store.errors import ValidationError
 MALFORMED_BODY_PREFIX = "failed deserializing HTTP body: "
 # The JSON type names a malformed-body message uses for what came instead of an object.
 _JSON_TYPE_NAMES = {list: "an array", str: "a string", int: "a number", float: "a number"}
+# JSON may spell a UTF-16 surrogate as an escape; a lone one parses into a str that no node can
+# encode again. Only a body with such an escape needs the walk that finds lone ones.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 async def read_json_object(request: web.Request) -> dict[str, object] | None:
@@ -30,4 +35,24 @@ async def read_json_object(request: web.Request) -> dict[str, object] | None:
     if not isinstance(value, dict):
         kind = _JSON_TYPE_NAMES.get(type(value), "a literal")
         raise ValidationError(f"{MALFORMED_BODY_PREFIX}expected a JSON object, got {kind}")
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(value):
+        raise ValidationError(f"{MALFORMED_BODY_PREFIX}a string holds a lone UTF-16 surrogate")
     return value
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    """Whether any key or string in the parsed JSON holds a surrogate (escapes in pairs were
+    joined by the parser, so what is left stands alone). A loop, not recursion: the nesting is
+    as deep as the body made it."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATES.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False

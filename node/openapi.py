@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from node.scope import APP_ID_HEADER, NAMESPACE_HEADER
+from store.bounds import SCOPE_CHARS_MAX, UINT32_MAX
+from store.jobs import NAME_CHARS_MAX, TEXT_CHARS_MAX
+
 OPENAPI_VERSION = "3.0.3"
 API_PREFIXES = ("/v1.0-alpha1", "/v1.0")
 
@@ -34,20 +38,18 @@ def _error(description: str) -> Json:
 
 
 def _operation(summary: str, answers: dict[str, Json], **extra: Any) -> Json:
-    common = {
-        "401": _error("a token is configured and dapr-api-token is missing or wrong"),
-        "500": _error("an unexpected error; the node's log has the details"),
-    }
+    # No route lists 500: no input, however hostile, may cause one.
+    common = {"401": _error("a token is configured and dapr-api-token is missing or wrong")}
     return {"summary": summary, "responses": {**answers, **common}, **extra}
 
 
-def _path_parameter(name: str, description: str) -> Json:
+def _path_parameter(name: str, description: str, schema: Json | None = None) -> Json:
     return {
         "name": name,
         "in": "path",
         "required": True,
         "description": description,
-        "schema": {"type": "string"},
+        "schema": schema or {"type": "string"},
     }
 
 
@@ -56,17 +58,56 @@ def _query_parameter(name: str, description: str, schema: Json) -> Json:
 
 
 def _header_parameter(name: str, description: str) -> Json:
-    return {"name": name, "in": "header", "description": description, "schema": {"type": "string"}}
+    return {"name": name, "in": "header", "description": description, "schema": SCOPE_TEXT}
 
 
+def _text(chars_max: int, **extra: Any) -> Json:
+    return {"type": "string", "maxLength": chars_max, **extra}
+
+
+def _forms(description: str, chars_max: int, *patterns: str) -> Json:
+    """A string of one of the usual `patterns`. The node reads more forms than these (cron
+    ranges and lists, ISO 8601, ...), as `description` says, and answers 400 naming the field
+    for what it cannot read; the patterns show a reader, and a request generator, what
+    well-formed values look like."""
+    usual = [_text(chars_max, pattern=pattern) for pattern in patterns]
+    return (
+        {"description": description, "anyOf": usual}
+        if len(usual) > 1
+        else {
+            "description": description,
+            **usual[0],
+        }
+    )
+
+
+# protojson reads a uint32 from a JSON number or a decimal string.
+UINT32 = {"type": "integer", "minimum": 0, "maximum": UINT32_MAX}
+UINT32_TEXT = {"type": "string", "pattern": "^[0-9]{1,10}$"}
+GO_DURATION = "^[1-9][0-9]{0,3}(ms|s|m|h)$"
+RFC3339 = (
+    "^(19[7-9][0-9]|20[0-9][0-9])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+    "T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{3})?Z$"
+)
+
+
+# Namespaces and app ids: valid UTF-8 without control characters, else a 400 naming the header.
+NO_CONTROL = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
+SCOPE_TEXT = _text(SCOPE_CHARS_MAX, minLength=1, pattern=NO_CONTROL)
 SCOPE_HEADERS = [
-    _header_parameter("dapr-app-id", 'the app the jobs belong to (default "default")'),
-    _header_parameter("dapr-namespace", 'the namespace of the app (default "default")'),
+    _header_parameter(APP_ID_HEADER, 'the app the jobs belong to (default "default")'),
+    _header_parameter(NAMESPACE_HEADER, 'the namespace of the app (default "default")'),
 ]
-NAME = _path_parameter("name", "the job name, unique within (namespace, app)")
-APP_ID = _path_parameter("appId", "the app id")
+NAME = _path_parameter(
+    "name",
+    "the job name, unique within (namespace, app): no '/', '\\', '#', '?' or control characters",
+    _text(NAME_CHARS_MAX, minLength=1, pattern="^[^/\\\\#?\\x00-\\x1f\\x7f-\\x9f]*$"),
+)
+APP_ID = _path_parameter("appId", "the app id", SCOPE_TEXT)
 UNAVAILABLE = _error("no quorum or no leader right now; retry after Retry-After seconds")
-BAD_INPUT = _error("bad input: nothing was changed")
+BAD_INPUT = _error("bad input, the message names the field: nothing was changed")
+TOO_LARGE = _error("the body is over the configured limit: nothing was changed")
+QUOTA = _error("the app is at its quota of jobs or data bytes (ERR_QUOTA_EXCEEDED)")
 
 
 def _job_path() -> Json:
@@ -78,7 +119,8 @@ def _job_path() -> Json:
                 "204": _answer("scheduled"),
                 "400": BAD_INPUT,
                 "409": _error("the name exists and overwrite is not true"),
-                "413": _error("the body is over the configured limit"),
+                "413": TOO_LARGE,
+                "429": QUOTA,
                 "503": UNAVAILABLE,
             },
             requestBody={"content": _json_content(_ref("JobRequest"))},
@@ -100,66 +142,94 @@ def _job_path() -> Json:
 
 
 def _jobs_path() -> Json:
-    prefix = _query_parameter("prefix", "only names starting with this", {"type": "string"})
+    prefix = _query_parameter("prefix", "only names starting with this", _text(NAME_CHARS_MAX))
     page = {
         "type": "object",
+        "required": ["jobs", "nextCursor"],
         "properties": {
             "jobs": {"type": "array", "items": _ref("Job")},
             "nextCursor": {"type": "string", "nullable": True},
         },
     }
-    deleted = {"type": "object", "properties": {"deleted": {"type": "integer"}}}
+    deleted = {
+        "type": "object",
+        "required": ["deleted"],
+        "properties": {"deleted": {"type": "integer", "minimum": 0}},
+    }
+    limit = _query_parameter(
+        "limit",
+        "page size, at most the node's list limit (1000 by default); a page also ends once its "
+        "jobs' JSON reaches the node's list byte bound (4 MiB by default), at least one job",
+        {"type": "integer", "minimum": 1},
+    )
+    cursor = _query_parameter("cursor", "nextCursor of the previous page", _text(NAME_CHARS_MAX))
     return {
         "parameters": SCOPE_HEADERS,
         "get": _operation(
             "One page of the app's jobs, in name order",
             {"200": _answer("a page", page), "400": BAD_INPUT, "503": UNAVAILABLE},
-            parameters=[
-                prefix,
-                _query_parameter("limit", "page size", {"type": "integer", "minimum": 1}),
-                _query_parameter("cursor", "nextCursor of the previous page", {"type": "string"}),
-            ],
+            parameters=[prefix, limit, cursor],
         ),
         "delete": _operation(
             "Delete every job of the app whose name starts with prefix (empty: all of them)",
-            {"200": _answer("how many were deleted", deleted), "503": UNAVAILABLE},
+            {
+                "200": _answer("how many were deleted", deleted),
+                "400": BAD_INPUT,
+                "503": UNAVAILABLE,
+            },
             parameters=[prefix],
         ),
     }
 
 
 def _app_path() -> Json:
-    text = {"type": "string"}
-    token = {"type": "string", "description": "sent as dapr-api-token with every trigger"}
     registration = {
         "type": "object",
         "required": ["url"],
-        "properties": {"url": text, "token": token},
+        "properties": {
+            "url": _forms(
+                "http://, https:// or grpc:// HOST:PORT[/path], at most 2048 characters",
+                2048,
+                "^(http|https|grpc)://[a-z][a-z0-9.-]{0,30}:[1-9][0-9]{0,4}(/[a-z0-9/-]{0,20})?$",
+            ),
+            "token": {
+                "type": "string",
+                "nullable": True,
+                "pattern": "^[!-~]{0,512}$",
+                "description": "sent as dapr-api-token with every trigger; printable ASCII",
+            },
+        },
     }
     registered = {
         "type": "object",
         "required": ["url", "hasToken"],
-        "properties": {"url": text, "hasToken": {"type": "boolean"}},
+        "properties": {"url": {"type": "string"}, "hasToken": {"type": "boolean"}},
     }
     return {
         "parameters": [APP_ID, SCOPE_HEADERS[1]],
         "put": _operation(
             "Register where the app's triggers go (http://, https:// or grpc://), and the "
             "token they carry",
-            {"204": _answer("registered"), "400": BAD_INPUT, "503": UNAVAILABLE},
-            requestBody={"content": _json_content(registration)},
+            {
+                "204": _answer("registered"),
+                "400": BAD_INPUT,
+                "413": TOO_LARGE,
+                "503": UNAVAILABLE,
+            },
+            requestBody={"required": True, "content": _json_content(registration)},
         ),
         "get": _operation(
             "The app's registered callback URL, and whether it has a token (never the token)",
             {
                 "200": _answer("the url", registered),
+                "400": BAD_INPUT,
                 "404": _error("the app has no registered url"),
                 "503": UNAVAILABLE,
             },
         ),
         "delete": _operation(
             "Forget the app's callback URL",
-            {"204": _answer("unregistered"), "503": UNAVAILABLE},
+            {"204": _answer("unregistered"), "400": BAD_INPUT, "503": UNAVAILABLE},
         ),
     }
 
@@ -173,8 +243,13 @@ def _watch_path() -> Json:
             '{"triggers": [{"id", "name", "data", "scheduledTime", "attempt", "triggerId"}]}, '
             'the app answers {"acks": [[id, "SUCCESS" | "FAILED"]]}; unknown or repeated ids '
             "are ignored, unacked triggers of a stream that closes are redelivered, and a "
-            "trigger not acked within the delivery timeout is FAILED",
-            {"101": _answer("switching to the WebSocket protocol"), "400": BAD_INPUT},
+            "trigger not acked within the delivery timeout is FAILED. A request that is not a "
+            "WebSocket upgrade is a 400",
+            {
+                "101": _answer("switching to the WebSocket protocol"),
+                "400": BAD_INPUT,
+                "503": _error("this node holds as many watch streams as it may"),
+            },
         ),
     }
 
@@ -185,7 +260,11 @@ def _internal_path() -> Json:
         "post": _operation(
             "Internal, between members: push a batch of triggers down this node's watch "
             "streams; requires tock-internal-token (derived from the cluster secret)",
-            {"200": {"description": "one outcome per trigger", "content": msgpack}},
+            {
+                "200": {"description": "one outcome per trigger", "content": msgpack},
+                "400": BAD_INPUT,
+                "413": TOO_LARGE,
+            },
             requestBody={"content": msgpack},
         )
     }
@@ -193,10 +272,16 @@ def _internal_path() -> Json:
 
 def _admin_paths() -> Json:
     text = {"text/plain": {"schema": {"type": "string"}}}
+    address = {"type": "string", "description": "HOST:PORT"}
     member = {
         "type": "object",
         "required": ["id", "raft", "http"],
-        "properties": {k: {"type": "string"} for k in ("id", "raft", "http")},
+        "properties": {"id": {"type": "string"}, "raft": address, "http": address},
+    }
+    digest = {
+        "type": "object",
+        "required": ["digest", "appliedIndex"],
+        "properties": {"digest": {"type": "string"}, "appliedIndex": {"type": "integer"}},
     }
     return {
         "/v1.0/healthz": {"get": _operation("Liveness", {"204": _answer("serving")})},
@@ -214,10 +299,24 @@ def _admin_paths() -> Json:
                 "This node's view of the cluster", {"200": _answer("status", _ref("Cluster"))}
             )
         },
+        "/admin/digest": {
+            "get": _operation(
+                "A hash of this node's whole replicated state after a barrier read (every write "
+                "acknowledged before the call is in it), and its applied index: equal digests "
+                "mean equal replicas, and a digest unchanged across a request means that the "
+                "request wrote nothing. It hashes the whole state: slow on a big one",
+                {"200": _answer("the digest", digest), "503": UNAVAILABLE},
+            )
+        },
         "/admin/members": {
             "post": _operation(
                 "Add a node to the cluster",
-                {"204": _answer("added"), "400": BAD_INPUT, "503": UNAVAILABLE},
+                {
+                    "204": _answer("added"),
+                    "400": BAD_INPUT,
+                    "413": TOO_LARGE,
+                    "503": UNAVAILABLE,
+                },
                 requestBody={"content": _json_content(member)},
             )
         },
@@ -231,7 +330,7 @@ def _admin_paths() -> Json:
         "/admin/quiesce": {
             "post": _operation(
                 "Stop firing and settle deliveries in flight (before stopping the node)",
-                {"204": _answer("quiesced")},
+                {"204": _answer("quiesced"), "503": UNAVAILABLE},
             )
         },
         "/metrics": {
@@ -245,20 +344,68 @@ def _admin_paths() -> Json:
     }
 
 
-def _schemas() -> Json:
-    failure_policy = {
+def _failure_policy() -> Json:
+    interval = _forms(
+        'a protobuf Duration ("1s", "0.5s") or a Go duration ("500ms")',
+        TEXT_CHARS_MAX,
+        "^[0-9]{1,4}(\\.[0-9]{1,3})?s$",
+        GO_DURATION,
+    )
+    retries = {"oneOf": [UINT32, UINT32_TEXT], "description": "unset: retry without end"}
+    drop = {
         "type": "object",
-        "description": '{"drop": {}} or {"constant": {"interval": "1s", "maxRetries": 3}}',
+        "required": ["drop"],
+        "additionalProperties": False,
+        "properties": {"drop": {"type": "object", "additionalProperties": False}},
     }
+    constant = {
+        "type": "object",
+        "required": ["constant"],
+        "additionalProperties": False,
+        "properties": {
+            "constant": {
+                "type": "object",
+                "properties": {"interval": interval, "maxRetries": retries},
+            }
+        },
+    }
+    return {
+        "description": "what happens when a delivery fails: drop it, or retry at a constant "
+        "interval; unset: 3 retries 1 s apart",
+        "nullable": True,
+        "oneOf": [drop, constant],
+    }
+
+
+def _schemas() -> Json:
     text = {"type": "string"}
     job_fields = {
-        "schedule": {"type": "string", "description": "cron (6 fields), @every D, @daily, ..."},
-        "dueTime": {"type": "string", "description": "RFC3339, Go duration or ISO 8601"},
-        "repeats": {"type": "integer", "minimum": 1},
-        "ttl": text,
-        "data": {"description": "any JSON value"},
-        "failurePolicy": failure_policy,
-        "misfirePolicy": {"type": "string", "enum": ["all", "latest", "skip"]},
+        "schedule": _forms(
+            "cron (6 fields, a CRON_TZ= prefix allowed), @every D, @daily, ...",
+            TEXT_CHARS_MAX,
+            "^@every " + GO_DURATION.removeprefix("^"),
+            "^@(yearly|annually|monthly|weekly|daily|midnight|hourly)$",
+            "^([0-5]?[0-9]|\\*) ([0-5]?[0-9]|\\*) ([01]?[0-9]|2[0-3]|\\*) \\* \\* \\*$",
+        ),
+        "dueTime": _forms(
+            "RFC3339 time, Go duration from now, or ISO 8601", TEXT_CHARS_MAX, RFC3339, GO_DURATION
+        ),
+        "repeats": {
+            "oneOf": [UINT32, UINT32_TEXT],
+            "nullable": True,
+            "description": "how many times the job fires at most (needs a schedule)",
+        },
+        "ttl": _forms(
+            "RFC3339 time or duration: when the job ends", TEXT_CHARS_MAX, RFC3339, GO_DURATION
+        ),
+        "data": {"description": "any JSON value, sent with every trigger", "nullable": True},
+        "failurePolicy": _failure_policy(),
+        "misfirePolicy": {
+            "type": "string",
+            "nullable": True,
+            "enum": ["all", "latest", "skip"],
+            "description": "what to do with occurrences missed while nobody could fire them",
+        },
     }
     status = {
         "type": "object",
@@ -266,6 +413,11 @@ def _schemas() -> Json:
             "count": {"type": "integer"},
             "lastTrigger": {"type": "string", "nullable": True},
             "nextTrigger": text,
+            "error": {
+                "type": "string",
+                "nullable": True,
+                "description": "why the job is quarantined (it does not fire); absent if not",
+            },
         },
     }
     member = {
@@ -292,11 +444,18 @@ def _schemas() -> Json:
     return {
         "Error": {
             "type": "object",
+            "required": ["errorCode", "message"],
             "properties": {"errorCode": text, "message": text},
         },
         "JobRequest": {
             "type": "object",
-            "properties": {**job_fields, "overwrite": {"type": "boolean", "default": False}},
+            "description": "keys may also be snake_case; unknown keys are ignored",
+            # A job needs a schedule, a dueTime or both.
+            "anyOf": [{"required": ["schedule"]}, {"required": ["dueTime"]}],
+            "properties": {
+                **job_fields,
+                "overwrite": {"type": "boolean", "default": False, "nullable": True},
+            },
         },
         "Job": {
             "type": "object",
@@ -320,7 +479,9 @@ def openapi_document() -> Json:
         "info": {
             "title": "tock",
             "version": "0.1.0",
-            "description": "Dapr's Jobs API on a Raft-replicated scheduler cluster",
+            "description": "Dapr's Jobs API on a Raft-replicated scheduler cluster. Every error "
+            'answer is {"errorCode", "message"}; bad input is a 400 naming the field and '
+            "changes nothing.",
         },
         "components": {
             "schemas": _schemas(),

@@ -22,7 +22,7 @@ import uvloop
 from aiohttp import web
 
 from cluster.membership import Membership, MembershipConfig
-from node.admin import ClusterStatus, raft_not_ready_reason
+from node.admin import ClusterStatus, StateDigest, raft_not_ready_reason
 from node.api import ApiConfig, build_app
 from node.config import NodeConfig
 from node.deliverer import Deliverer
@@ -137,6 +137,7 @@ class Node:
                 propose_timeout_s=timing.propose_timeout_s,
                 read_timeout_s=timing.propose_timeout_s,
                 list_limit_max=config.limits.list_limit_max,
+                list_bytes_max=config.limits.list_bytes_max,
                 job_limits=JobLimits(data_bytes_max=config.limits.data_bytes_max),
                 jobs_max_per_app=config.limits.jobs_max_per_app,
                 data_bytes_max_per_app=config.limits.data_bytes_max_per_app,
@@ -256,6 +257,13 @@ class Node:
         return render_metrics(
             self.store.status(), self.engine.metrics, self.machine, self.supervisor.board.reports()
         )
+
+    async def state_digest(self) -> StateDigest:
+        await self.store.barrier(self.config.timing.propose_timeout_s)
+        # Hashing the whole state takes long on a big one: in a thread, so that the event loop
+        # (heartbeats, the lease, the engine) keeps running meanwhile.
+        digest = await asyncio.to_thread(self.machine.read, lambda m: m.digest())
+        return {"digest": digest, "appliedIndex": _int(self.store.status().get("applied_index"))}
 
     async def add_member(self, node_id: str, raft: str, http: str) -> None:
         known = self.machine.read(lambda m: {member.id for member in m.members})

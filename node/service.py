@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from node.scope import Scope, check_utf8, checked_text
 from store.clock import Clock
 from store.codec import (
     Command,
@@ -30,14 +31,6 @@ from store.shared_machine import SharedMachine
 LIST_LIMIT_DEFAULT = 100
 
 
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """Who is asking: jobs are unique per (namespace, app)."""
-
-    namespace: str = "default"
-    app: str = "default"
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceConfig:
     time_zone: str
@@ -45,6 +38,9 @@ class ServiceConfig:
     propose_timeout_s: float
     read_timeout_s: float
     list_limit_max: int
+    # What a list answer may hold, in the JSON bytes of its jobs (see JobMachine.list_jobs): with
+    # the count bound alone, a page of a thousand 1 MiB jobs would build a gigabyte on the loop.
+    list_bytes_max: int
     job_limits: JobLimits
     jobs_max_per_app: int
     data_bytes_max_per_app: int
@@ -67,7 +63,13 @@ class JobService:
         """The bounds a submitted job must keep: the gRPC face builds its specs with them."""
         return self._config.job_limits
 
+    @property
+    def list_limit_max(self) -> int:
+        """The most jobs one list answer holds."""
+        return self._config.list_limit_max
+
     async def schedule(self, scope: Scope, name: str, body: object) -> Job:
+        self._check_name(name)
         spec, overwrite = spec_from_request(name, body, self._config.job_limits)
         return await self.schedule_spec(scope, spec, overwrite)
 
@@ -92,6 +94,7 @@ class JobService:
         return job
 
     async def get(self, scope: Scope, name: str) -> Job:
+        self._check_name(name)
         validate_name(name, self._config.job_limits.name_chars_max)
         await self._store.barrier(self._config.read_timeout_s)
         job = self._machine.read(lambda m: m.get(scope.namespace, scope.app, name))
@@ -100,6 +103,7 @@ class JobService:
         return job
 
     async def delete(self, scope: Scope, name: str) -> None:
+        self._check_name(name)
         validate_name(name, self._config.job_limits.name_chars_max)
         await self._write(Delete(scope.namespace, scope.app, name))
 
@@ -111,9 +115,15 @@ class JobService:
             limit = min(LIST_LIMIT_DEFAULT, limit_max)
         if not 1 <= limit <= limit_max:
             raise ValidationError(f"limit must be between 1 and {limit_max}")
+        self._check_prefix(prefix)
+        # A cursor is the last name of the previous page: the same rule as a name.
+        checked_text("cursor", cursor or "", self._config.job_limits.name_chars_max)
+        bytes_max = self._config.list_bytes_max
         await self._store.barrier(self._config.read_timeout_s)
         return self._machine.read(
-            lambda m: m.list_jobs(scope.namespace, scope.app, prefix, limit, cursor or None)
+            lambda m: m.list_jobs(
+                scope.namespace, scope.app, prefix, limit, cursor or None, bytes_max=bytes_max
+            )
         )
 
     async def delete_prefix(self, scope: Scope, prefix: str) -> int:
@@ -123,6 +133,7 @@ class JobService:
         may not be deleted, as with any delete that races a create. Between chunks the machine
         is free for other commands and reads, so a delete of a million jobs stops nobody.
         """
+        self._check_prefix(prefix)
         chunk = self._config.delete_prefix_chunk_max
         total = 0
         while True:
@@ -132,6 +143,13 @@ class JobService:
             total += deleted
             if deleted < chunk:
                 return total
+
+    def _check_name(self, name: str) -> None:
+        """Valid UTF-8 first: validate_name has every other rule of a name (and its messages)."""
+        check_utf8("job name", name)
+
+    def _check_prefix(self, prefix: str) -> None:
+        checked_text("prefix", prefix, self._config.job_limits.name_chars_max)
 
     # -- apps ------------------------------------------------------------------------------
 

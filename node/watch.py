@@ -26,13 +26,13 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from node.delivery import Outcome, Trigger
 from node.openapi import API_PREFIXES
+from node.scope import scope_from
 from node.watch_frames import decode_acks, encode_triggers
 from store.errors import Unavailable, ValidationError
 from store.machine import AppKey
 
 log = logging.getLogger(__name__)
 
-NAMESPACE_HEADER = "dapr-namespace"
 WATCH_PATH = "/apps/{appId}/watch"
 
 
@@ -237,9 +237,10 @@ class WatchRoute:
             router.add_route("GET", prefix + WATCH_PATH, self.watch)
 
     async def watch(self, request: web.Request) -> web.WebSocketResponse:
-        app = (request.headers.get(NAMESPACE_HEADER) or "default", request.match_info["appId"])
-        if not app[1]:
-            raise ValidationError("app id is empty")
+        # Checked before anything else: the namespace and app id travel in the commands that
+        # record this watcher, which every replica must be able to encode.
+        scope = scope_from(request.headers.get, request.match_info["appId"])
+        app = (scope.namespace, scope.app)
         config = self._watchers.config
         socket = web.WebSocketResponse(
             max_msg_size=config.frame_bytes_max,

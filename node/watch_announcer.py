@@ -125,6 +125,10 @@ class WatchAnnouncer:
         for change, result in zip(changes, results, strict=True):
             if isinstance(result, TockError):
                 log.warning("watchers of %s not recorded yet: %s", change.app, result)
+            elif isinstance(result, Exception):
+                # One app's record that cannot be proposed (text no replica could encode, say)
+                # must not end the announcer: every other app's watchers still need recording.
+                log.error("watchers of %r cannot be recorded", change.app, exc_info=result)
             elif isinstance(result, BaseException):
                 raise result
 

@@ -31,6 +31,7 @@ from aiohttp import web
 
 from node.delivery import Outcome, Trigger
 from node.http_errors import TOKEN_HEADER
+from node.scope import checked_scope
 from node.supervisor import Supervisor
 from node.watch import LocalWatchers
 from node.watch_frames import decode_forward, decode_outcomes, encode_forward, encode_outcomes
@@ -215,6 +216,8 @@ class ForwardRoute:
         if not hmac.compare_digest(given, self._token):
             raise web.HTTPUnauthorized(text=f"missing or wrong {INTERNAL_TOKEN_HEADER} header")
         triggers, timeout_ms = decode_forward(await request.read(), self._body_bytes_max)
+        for trigger in triggers:
+            checked_scope(trigger.namespace, trigger.app)
         timeout_s = min(timeout_ms / 1000, self._watchers.config.ack_timeout_s)
         outcomes = await asyncio.gather(*(self._watchers.deliver(t, timeout_s) for t in triggers))
         return web.Response(body=encode_outcomes(outcomes), content_type=MSGPACK)

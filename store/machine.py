@@ -62,6 +62,9 @@ WATCHERS_PER_NODE_MAX = 1_000_000
 MEMBERS_MAX = 256
 # The longest node id, address or zone-data version a heartbeat may carry.
 HEARTBEAT_TEXT_CHARS_MAX = 256
+# What a listed job's JSON costs besides its data (name, schedule strings, status), for bounding
+# a list page in bytes; generous, since the strings are bounded in length.
+LIST_JOB_OVERHEAD_BYTES = 1024
 
 JobKey = tuple[str, str, str]
 AppKey = tuple[str, str]
@@ -448,19 +451,29 @@ class JobMachine:
         prefix: str = "",
         limit: int = 100,
         cursor: str | None = None,
+        bytes_max: int | None = None,
     ) -> tuple[list[Job], str | None]:
         """One page of an app's jobs whose name starts with `prefix`, in name order.
 
         `cursor` is the last name of the previous page; the returned cursor is None on the last
         page. Jobs created or deleted between pages are seen or not depending on their names.
+        With `bytes_max`, the page also ends once the JSON of its jobs (estimated as their data
+        plus a fixed overhead each) would pass it; the first job is always on the page.
         """
         assert limit > 0
         app_jobs = self._apps_jobs.get((namespace, app))
         if app_jobs is None:
             return [], None
         names = app_jobs.names.page(prefix, cursor, limit + 1)
-        jobs = [app_jobs.by_name[name] for name in names[:limit]]
-        return jobs, (names[limit - 1] if len(names) > limit else None)
+        jobs: list[Job] = []
+        size = 0
+        for name in names[:limit]:
+            job = app_jobs.by_name[name]
+            size += len(job.spec.data) + LIST_JOB_OVERHEAD_BYTES
+            if jobs and bytes_max is not None and size > bytes_max:
+                break
+            jobs.append(job)
+        return jobs, (jobs[-1].spec.name if len(names) > len(jobs) else None)
 
     def jobs_in_partition(self, partition: int) -> list[Job]:
         return [self._by_uid[uid] for uid in self._by_partition[partition]]

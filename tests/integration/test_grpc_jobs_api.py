@@ -246,3 +246,19 @@ def test_a_job_created_over_grpc_is_visible_over_http(
             jobs_pb2.GetJobRequest(name=name), metadata=as_app(app), timeout=RPC_TIMEOUT_S
         )
     assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ((("dapr-app-id", "a" * 257),), "dapr-app-id is too long"),
+        ((("dapr-namespace", ""),), "dapr-namespace must not be empty"),
+    ],
+)
+def test_a_bad_scope_in_the_metadata_is_invalid(
+    stubs: list[dapr_pb2_grpc.DaprStub], metadata: tuple[tuple[str, str]], message: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as invalid:
+        stubs[0].ListJobs(jobs_pb2.ListJobsRequest(), metadata=metadata, timeout=RPC_TIMEOUT_S)
+    assert invalid.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert message in str(invalid.value.details())

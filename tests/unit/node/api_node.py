@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from node.admin import ClusterStatus, MemberStatus, raft_not_ready_reason
+from node.admin import ClusterStatus, MemberStatus, StateDigest, raft_not_ready_reason
 from node.api import ApiConfig, build_app
 from node.service import JobService, ServiceConfig
 from store.clock import SystemClock
@@ -42,6 +42,8 @@ DATA_BYTES_MAX_PER_APP = 3 * DATA_BYTES_MAX
 # Small, so that the tests' deletes by prefix take several chunks.
 DELETE_PREFIX_CHUNK_MAX = 3
 BODY_BYTES_MAX = 16 * 1024
+# A page holds at most this many bytes of jobs: about 21 jobs with full data, 64 without.
+LIST_BYTES_MAX = 64 * 1024
 # The member id whose removal makes the view fail unexpectedly (the 500 test).
 FAILING_MEMBER = "explodes"
 
@@ -86,6 +88,13 @@ class StoreView:
 
     def metrics_text(self) -> str:
         return f"# TYPE tock_jobs gauge\ntock_jobs {self.machine.read(lambda m: m.count())}\n"
+
+    async def state_digest(self) -> StateDigest:
+        await self.store.barrier(STARTUP_S_MAX)
+        digest = self.machine.read(lambda m: m.digest())
+        return StateDigest(
+            digest=digest, appliedIndex=int(str(self.store.status()["applied_index"]))
+        )
 
     async def add_member(self, node_id: str, raft: str, http: str) -> None:
         self.added.append((node_id, raft, http))
@@ -178,6 +187,7 @@ class LiveNode:
             propose_timeout_s=5.0,
             read_timeout_s=5.0,
             list_limit_max=LIST_LIMIT_MAX,
+            list_bytes_max=LIST_BYTES_MAX,
             job_limits=JobLimits(data_bytes_max=DATA_BYTES_MAX),
             jobs_max_per_app=JOBS_MAX_PER_APP,
             data_bytes_max_per_app=DATA_BYTES_MAX_PER_APP,

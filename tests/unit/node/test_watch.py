@@ -7,6 +7,7 @@ triggers. Waits are bounded by WAIT_S; DELIVERY_TIMEOUT_S is the node's ack time
 from __future__ import annotations
 
 import asyncio
+import http.client
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -261,5 +262,39 @@ def test_the_internal_route_refuses_a_caller_without_the_members_key(node: Watch
                 # No watcher of that app here: the owner is told to look elsewhere.
                 assert reply.status == 200
                 assert decode_outcomes(await reply.read(), 1, 1024) == [Outcome.UNDELIVERABLE]
+
+    scenario(node, body)
+
+
+def test_a_watch_with_a_namespace_that_is_not_utf8_is_a_400_and_watching_goes_on(
+    node: WatchNode,
+) -> None:
+    # The upgrade headers of a real handshake, with the namespace as bytes no node can encode:
+    # before the edge checked it, the recorded watcher killed the announcer for good.
+    host, _, port = node.config.http.rpartition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=WAIT_S)
+    try:
+        connection.putrequest("GET", "/v1.0/apps/bad-namespace/watch")
+        handshake = {
+            "Upgrade": b"websocket",
+            "Connection": b"Upgrade",
+            "Sec-WebSocket-Key": b"dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": b"13",
+            "dapr-namespace": b"ns\xff",
+        }
+        for key, value in handshake.items():
+            connection.putheader(key, value)
+        connection.endheaders()
+        answer = connection.getresponse()
+        assert answer.status == 400
+        assert b"dapr-namespace is not valid UTF-8" in answer.read()
+    finally:
+        connection.close()
+
+    async def body(client: TockClient) -> None:
+        before = set(node.watchers())
+        async with client.watch():
+            # Recorded by the time the handshake answers: the announcer is alive.
+            assert len(set(node.watchers()) - before) == 1
 
     scenario(node, body)
