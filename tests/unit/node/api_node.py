@@ -37,8 +37,8 @@ PARTITIONS = 16
 LIST_LIMIT_MAX = 50
 # Small limits, so that the tests of "too large" send kilobytes, not megabytes.
 DATA_BYTES_MAX = 2048
-JOBS_MAX_PER_APP = 10
-DATA_BYTES_MAX_PER_APP = 3 * DATA_BYTES_MAX
+JOBS_MAX_PER_APP = 40
+DATA_BYTES_MAX_PER_APP = 32 * DATA_BYTES_MAX
 # Small, so that the tests' deletes by prefix take several chunks.
 DELETE_PREFIX_CHUNK_MAX = 3
 BODY_BYTES_MAX = 16 * 1024
