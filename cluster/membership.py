@@ -1,4 +1,4 @@
-"""Liveness, leases and epochs: who may fire, decided through the log (DESIGN §2).
+"""Liveness, leases and epochs: who may fire, decided through the log .
 
 Every node commits a heartbeat through Raft every `heartbeat_s`. A node holds a lease, and may
 fire triggers, only while its own last heartbeat committed less than `lease_s` ago, counted from

@@ -1,4 +1,4 @@
-"""The admin routes (SPEC §6): health probes, cluster status, membership, metrics, OpenAPI.
+"""The admin routes: health probes, cluster status, membership, metrics, OpenAPI.
 
 The routes know nothing of Raft or membership: they read and act through an `AdminView`, which
 the node's server implements. The view is the whole contract between this file and the node.
@@ -31,7 +31,7 @@ class MemberStatus(TypedDict):
 
 
 class ClusterStatus(TypedDict):
-    """The body of GET /admin/cluster, exactly SPEC §6."""
+    """The body of GET /admin/cluster, as README.md documents it."""
 
     node: str
     role: str

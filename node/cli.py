@@ -1,5 +1,5 @@
 """`tock`: start a local cluster (`up`), run one node (`node`), or talk to a cluster (`job`,
-`status`). SPEC §1 is the contract for every command and flag here."""
+`status`). README.md and docs/operations.md describe every command and flag here."""
 
 from __future__ import annotations
 

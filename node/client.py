@@ -5,7 +5,7 @@ JobNotFound for a 404, JobConflict for a 409, Unavailable or OutcomeUnknown for 
 callers handle them as they would in-process. Answers without a leaf of their own (401, 500)
 raise RequestFailed, which carries the status and Dapr's error code.
 
-The watch stream (SPEC §4) is `client.watch()`: while it is open, the app's triggers come to it
+The watch stream is `client.watch()`: while it is open, the app's triggers come to it
 rather than to the app's URL, from whichever node owns each job:
 
     async with client.watch() as stream:

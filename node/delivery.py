@@ -1,4 +1,4 @@
-"""HTTP delivery of a trigger to its app: `POST {url}/job/{name}` (SPEC §4).
+"""HTTP delivery of a trigger to its app: `POST {url}/job/{name}`.
 
 One pooled keep-alive connector serves every app, because a busy node sends thousands of
 triggers a second to a handful of apps and a fresh TCP connection per trigger would cost more

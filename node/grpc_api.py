@@ -1,4 +1,4 @@
-"""The Dapr-compatible gRPC face: the job methods of `dapr.proto.runtime.v1.Dapr` (SPEC §2).
+"""The Dapr-compatible gRPC face: the job methods of `dapr.proto.runtime.v1.Dapr`.
 
 It serves ScheduleJob, GetJob, DeleteJob, ListJobs and DeleteJobsByPrefix and their Alpha1 twins
 with the request and response types of the stubs the official `dapr` package ships, so Dapr's
@@ -50,7 +50,7 @@ PrefixReply = jobs_pb2.DeleteJobsByPrefixResponse | jobs_pb2.DeleteJobsByPrefixR
 @dataclass(frozen=True, kw_only=True)
 class GrpcApiConfig:
     address: str
-    # When set, every call must carry it in the `dapr-api-token` metadata (SPEC §1).
+    # When set, every call must carry it in the `dapr-api-token` metadata.
     api_token: str | None = None
     # Requests above this are refused (RESOURCE_EXHAUSTED) before they are parsed.
     message_bytes_max: int = 4 * 1024 * 1024

@@ -1,4 +1,4 @@
-"""gRPC delivery of a trigger to an app registered as `grpc://host:port` (SPEC §4).
+"""gRPC delivery of a trigger to an app registered as `grpc://host:port`.
 
 This is Dapr's gRPC app callback, as daprd with `--app-protocol grpc` calls it:
 `AppCallback.OnJobEvent(JobEventRequest)`, and `AppCallbackAlpha.OnJobEventAlpha1` for an app that

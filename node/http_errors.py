@@ -2,7 +2,7 @@
 
 Handlers raise TockError leaves (store/errors.py) and never build an error response themselves;
 `error_middleware` turns every exception into `{"errorCode", "message"}` with its status. The
-error codes are Dapr's where one fits (reference/dapr-jobs-api.md §2), so a Dapr user sees the
+error codes are Dapr's where one fits (as Dapr documents them), so a Dapr user sees the
 codes they know; tock's own conditions (no quorum, no such app) get codes of the same form.
 """
 
@@ -29,7 +29,7 @@ from store.errors import (
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "dapr-api-token"
-# The liveness probe stays open without a token (SPEC §1), so an orchestrator can probe it.
+# The liveness probe stays open without a token, so an orchestrator can probe it.
 TOKEN_EXEMPT = ("GET", "/v1.0/healthz")
 
 CODE_MALFORMED = "ERR_MALFORMED_REQUEST"

@@ -1,4 +1,4 @@
-"""Misfire policies (SPEC §3): which missed occurrences of a job to skip instead of delivering.
+"""Misfire policies: which missed occurrences of a job to skip instead of delivering.
 
 An occurrence is missed when it comes due more than `grace_ms` late: the cluster was down, the
 partition had no owner, or the owner had no lease. `all` (Dapr's rule) delivers every missed

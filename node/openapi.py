@@ -1,6 +1,6 @@
 """The OpenAPI 3 description of every HTTP route of a node, served at GET /openapi.json.
 
-Written as data, not generated from the handlers: it is the contract of SPEC §2 and §6 as a
+Written as data, not generated from the handlers: it is the contract of the Jobs and admin APIs as a
 client sees it. A test checks that every route the server registers is described here.
 """
 

@@ -1,4 +1,4 @@
-"""The watch stream (SPEC §4): apps that hold `GET /v1.0/apps/{appId}/watch` get their triggers
+"""The watch stream: apps that hold `GET /v1.0/apps/{appId}/watch` get their triggers
 pushed over a WebSocket, and this node's registry of the streams connected to it.
 
 A `Watcher` is one stream. Each trigger pushed on it gets the stream's next id and waits, in

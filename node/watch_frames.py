@@ -1,4 +1,4 @@
-"""The msgpack frames of the watch stream (SPEC §4) and of the hop between nodes that feeds it.
+"""The msgpack frames of the watch stream and of the hop between nodes that feeds it.
 
 To the app, a frame `{"triggers": [{"id", "name", "data", "scheduledTime", "attempt",
 "triggerId"}, ...]}`; from the app, `{"acks": [[id, "SUCCESS" | "FAILED"], ...]}`. `id` is a

@@ -269,7 +269,7 @@ def print_table(figures: dict[str, Any]) -> None:
         f"duplicate triggers: {figures['duplicates']} over the whole run; dup: those in the "
         "watch after each kill (the rest, if any, came while the killed node rejoined)"
     )
-    print("DESIGN target: flowing < 2 s")
+    print("target: flowing < 2 s")
 
 
 def main(argv: list[str]) -> dict[str, object]:

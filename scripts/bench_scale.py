@@ -1,5 +1,5 @@
 """Scale: N jobs in one 3-node cluster: create rate, memory per node, snapshot time, Raft files,
-and restart-to-ready after a crash and after a clean stop (DESIGN §4).
+and restart-to-ready after a crash and after a clean stop.
 
     scripts/bench scale [--jobs 100000] [--in-flight 64] [--ready-timeout 600]
 

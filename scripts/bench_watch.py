@@ -1,4 +1,4 @@
-"""Trigger throughput and lateness over the watch stream (SPEC §4) in a real 3-node cluster:
+"""Trigger throughput and lateness over the watch stream in a real 3-node cluster:
 `jobs` one-shot jobs due at one instant go to watchers that ack each trigger at once.
 
     scripts/bench watch [--jobs 20000] [--watchers 3] [--lead-seconds auto] [--in-flight 64]

@@ -155,7 +155,7 @@ FAILURE_POLICY_DROP = FailurePolicy(FailureKind.DROP)
 
 
 class MisfirePolicy(StrEnum):
-    """What to do with occurrences missed while nobody could fire them (SPEC §3 extension)."""
+    """What to do with occurrences missed while nobody could fire them (beyond Dapr's rule)."""
 
     ALL = "all"
     LATEST = "latest"

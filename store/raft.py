@@ -5,12 +5,12 @@ nothing of jobs. Its parts, one file each:
 
 - raft_config.py   RaftConfig and the checked SyncObjConf (journal, dump, secret, timings);
 - raft_entry.py    the payload of one entry: a batch, a chunk of a large command, a barrier;
-- raft_chunks.py   deterministic reassembly of large commands (F8: entries stay < 32 KiB);
-- raft_state.py    StateMachine protocol; apply of one entry, never raising (F5);
+- raft_chunks.py   deterministic reassembly of large commands (entries stay < 32 KiB);
+- raft_state.py    StateMachine protocol; apply of one entry, never raising;
 - raft_dump.py     msgpack snapshots written by a forked, watched child, durably;
 - raft_bridge.py   the SyncObj subclass, FAIL_REASON -> error mapping, crossing to the loop;
 - raft_batcher.py  application-level batching and the in-flight bound, on the loop;
-- raft_transport.py the hardened transport (group commit, F1 guards, F7 repair): not here.
+- raft_transport.py the hardened transport (docs/raft.md): not here.
 
 Threads: pysyncobj's tick thread applies entries; everything public here is called on the
 event loop, never blocks on the tick thread, and receives results through
@@ -216,7 +216,7 @@ class RaftStore:
                 done.set_exception(failure_error(reason))
 
         def callback(_result: object, reason: int) -> None:
-            # On the tick thread; never raise here (F9).
+            # On the tick thread; never raise here: pysyncobj would apply the entry twice.
             try:
                 cross(settle, reason)
             except Exception:
@@ -243,7 +243,7 @@ class RaftStore:
     def status(self) -> dict[str, object]:
         """role, leader, term, commit and applied index, log size, last snapshot, quorum,
         readiness, batching counters and the transport's counters ("transport": journal syncs,
-        F1 guards, F7 repairs); a copy, refreshed by the tick thread every 20 ms."""
+        log-shrink guards, compaction repairs); a copy, refreshed by the tick thread every 20 ms."""
         status = dict(self._status)
         batcher = self._batcher
         if batcher is not None:

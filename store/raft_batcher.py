@@ -245,7 +245,7 @@ class Batcher:
         if flight.last_chunk or not flight.chunked:
             self.counters.commands += len(flight.proposals)
         wire = wire_bytes(entry)
-        assert wire <= self.config.batch_bytes_max, "an entry outgrew its budget (F8)"
+        assert wire <= self.config.batch_bytes_max, "an entry outgrew its budget"
         self.counters.entry_bytes_largest = max(self.counters.entry_bytes_largest, wire)
 
         def on_done(outcome: EntryApplied | None, reason: int) -> None:

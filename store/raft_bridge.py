@@ -2,8 +2,8 @@
 
 Everything here runs on pysyncobj's tick thread except `submit`, which only enqueues. Results
 reach the loop through `loop.call_soon_threadsafe`, which keeps their order. Nothing raised
-here may reach pysyncobj: an exception in a replicated method stalls the cluster (F5), one in
-a callback makes the leader apply the entry twice (F9).
+here may reach pysyncobj: an exception in a replicated method stalls the cluster, one in
+a callback makes the leader apply the entry twice.
 """
 
 from __future__ import annotations
@@ -136,6 +136,6 @@ class ReplicatedNode(SyncObj):  # type: ignore[misc]
         self.apply_entry(data, callback=callback)
 
     def transport_stats(self) -> TransportStats:
-        """What the hardened transport did so far (group commits, F1 guards, F7 repairs)."""
+        """What the hardened transport did so far (group commits, guards, repairs)."""
         transport: HardenedTransport = self._SyncObj__transport
         return transport.stats()

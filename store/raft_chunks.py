@@ -1,4 +1,6 @@
-"""Reassembly of commands too large for one Raft entry (F8), by deterministic rules only.
+"""Reassembly of commands too large for one Raft entry, by deterministic rules only.
+
+pysyncobj corrupts entries of 64 KiB or more, so every entry stays under 32 KiB.
 
 A large command travels as chunks 0..parts-1 in consecutive entries of its proposer, which
 proposes them in order and never retries them. Every node applies the same log, so every node

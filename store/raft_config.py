@@ -15,7 +15,7 @@ from pysyncobj import SyncObjConf
 
 from store.errors import ValidationError
 
-# F8: pysyncobj sends entries of 64 KiB or more through a chunked path that corrupts them.
+# pysyncobj sends entries of 64 KiB or more through a chunked path that corrupts them.
 # Every entry we create stays below this ceiling, pysyncobj's own framing included.
 ENTRY_BYTES_CEILING = 32 * 1024
 # What pysyncobj wraps around our payload (command type byte, pickled call tuple), with margin.
@@ -44,7 +44,7 @@ class RaftConfig:
     append_entries_period_s: float = 0.1
     # A leader cut off from the majority steps down after this long (pysyncobj default: 30 s).
     leader_fallback_timeout_s: float = 3.0
-    # F3: an idle peer connection must never be timed out, or the first post-failover vote is
+    # An idle peer connection must never be timed out, or the first post-failover vote is
     # lost on a dead socket. TCP keepalive still detects dead peers.
     connection_timeout_s: float = 1e6
     tick_period_s: float = 0.05
@@ -121,7 +121,10 @@ class RaftConfig:
     def _validate_limits(self) -> None:
         payload_max = ENTRY_BYTES_CEILING - SYNCOBJ_ENTRY_OVERHEAD_BYTES
         if not 1024 <= self.batch_bytes_max <= payload_max:
-            raise ValidationError(f"batch_bytes_max must be within [1024, {payload_max}] (F8)")
+            raise ValidationError(
+                f"batch_bytes_max must be within [1024, {payload_max}] "
+                " (pysyncobj corrupts larger entries)"
+            )
         positive = {
             "batch_commands_max": self.batch_commands_max,
             "entries_in_flight_max": self.entries_in_flight_max,
@@ -158,8 +161,9 @@ def syncobj_conf(config: RaftConfig, **callbacks: Any) -> SyncObjConf:
     """The SyncObjConf of a node: config translated, plus the store's callbacks and serializer.
 
     The fixed choices here are the ones the pysyncobj findings call mandatory: journal and dump
-    always (F4), no append batching (F1 is worst with it and latency floors at 100 ms), and
-    dynamic membership (members are added and removed at runtime).
+    always (a journal without a dump comes back empty after a restart), no append batching (the
+    follower log shrink is worst with it; latency floors at 100 ms), and dynamic membership (members
+    are added and removed at runtime).
     """
     config.validate()
     return checked_syncobj_conf(

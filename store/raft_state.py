@@ -1,7 +1,7 @@
 """The replicated state of the Raft store: the state machine plus the store's own chunk assemblies.
 
 `ReplicatedState.apply_entry` is what every node runs for every committed entry, on the tick
-thread. It never raises (F5: one exception in a replicated method stalls pysyncobj's cluster):
+thread. It never raises (one exception in a replicated method stalls pysyncobj's cluster):
 a command whose apply raises yields a CommandFailed result instead, the same on every node.
 """
 

@@ -1,21 +1,20 @@
 """HardenedTransport: pysyncobj's TCP transport, plus the fixes its core cannot take itself.
 
-pysyncobj 0.3.17 offers no journal factory and name-mangles its message handler, but it builds
-the transport after the journal, the dump serializer and the poller and before the tick thread
-starts (shared/reference/pysyncobj-hardening.md, "The hook"). So this constructor is the one
-race-free place to install, around an unchanged library:
+pysyncobj 0.3.17 offers no journal factory and name-mangles its message handler, but it builds the
+transport after the journal, the dump serializer and the poller and before the tick thread starts.
+So this constructor is the one race-free place to install, around an unchanged library:
 
 1. Group commit. Every outgoing Raft message is queued; at each flush point (once per tick, and
    right after each poll) the journal is fdatasync'ed once if it changed, then the queue is sent.
    A follower therefore acks only durable entries and a leader ships only durable entries: one
    sync per batch of entries, never one per entry (durability: the library never syncs).
-2. Leader guard (F1). A success reply that would move a follower's nextIndex backwards is undone,
-   so the leader never re-sends from an old prevLogIdx and the follower never truncates entries
-   it already acked. Follower guard (backup): an AppendEntries that would truncate our entries
-   up to one of its own term gets our own copies appended, so nothing valid is cut.
-3. Atomic compaction and startup repair (F7). Compaction writes a new journal file, syncs it and
-   renames it over the old one; at the first dump load the journal is first compacted to start at
-   the dump, so the library's own load never clears it.
+2. Leader guard (the follower log shrink). A success reply that would move a follower's nextIndex
+   backwards is undone, so the leader never re-sends from an old prevLogIdx and the follower never
+   truncates entries it already acked. Follower guard (backup): an AppendEntries that would truncate
+   our entries up to one of its own term gets our own copies appended, so nothing valid is cut.
+3. Atomic compaction and startup repair (the compaction crash). Compaction writes a new journal
+   file, syncs it and renames it over the old one; at the first dump load the journal is first
+   compacted to start at the dump, so the library's own load never clears it.
 4. Durable meta and dumps. Term, vote and commit index are written tmp + fsync + rename +
    directory fsync; pysyncobj's own dump rename (a snapshot received from the leader, or a
    stock dump) goes through the same durable replace (a process-wide patch of its module).
@@ -204,7 +203,7 @@ class JournalGuard:
         return True
 
     def compact_to(self, position: int) -> None:
-        """Drop the first `position` entries atomically (F7).
+        """Drop the first `position` entries atomically (against the compaction crash).
 
         The library rewrites the journal in place (clear, then re-add), so a crash in between
         leaves a journal that no longer holds the entries after the dump, and the next load
@@ -286,7 +285,7 @@ class _FrameCappedConnection(TcpConnection):  # type: ignore[misc]
 
 
 class HardenedTransport(TCPTransport):  # type: ignore[misc]
-    """TCPTransport + group commit, F1 guards, F7 repair, durable meta, quiet start, frame cap."""
+    """TCPTransport + group commit, guards, compaction repair, durable meta, quiet start, cap."""
 
     def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
         self._hardening: HardeningConfig = getattr(syncObj, "hardening", None) or HardeningConfig()
@@ -359,7 +358,7 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         pysyncobj.serializer.atomicReplace = durable_replace  # dumps: the fork child renames them
         return guard
 
-    # 2. F1: the leader guard, the follower guard, and the check that would catch F1.
+    # 2. Follower log shrink: the leader and follower guards, and the check that would catch it.
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
         kind = message.get("type") if isinstance(message, dict) else None
@@ -375,7 +374,7 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
             super()._onMessageReceived(node, message)
 
     def _restore_next_index(self, node: Any, before: int | None) -> None:
-        """Leader guard: a success reply must never move nextIndex backwards (F1).
+        """Leader guard: a success reply must never move nextIndex backwards.
 
         Success replies to pipelined AppendEntries arrive after later batches were sent; the
         library sets nextIndex to the reply's index, re-sends from there, and the follower
@@ -425,8 +424,8 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
     def _count_acked_log_shrink(self) -> None:
         """Count a log end that fell below an index we acked to this term's leader.
 
-        With the guards this never happens; it is the observable symptom of F1, exported so
-        that tests and metrics would catch a regression.
+        With the guards this never happens; it is the symptom of the follower log shrink,
+        exported so that tests and metrics would catch a regression.
         """
         term, acked_index = self._acked
         log = getattr(self._syncObj, _LOG)
@@ -435,7 +434,7 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
             self._stats.acked_log_shrinks += 1
             self._acked = (term, log[-1][1])
 
-    # 3. F7: startup repair, done at the library's own first dump load.
+    # 3. Compaction crash: startup repair, done at the library's own first dump load.
 
     def _align_journal_at_first_dump_load(self, syncObj: Any) -> None:
         """Wrap the first Serializer.deserialize so the journal is aligned before the load.
@@ -454,7 +453,7 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
             del serializer.deserialize  # one shot: later loads are snapshot installs
             data = serializer.deserialize()
             if guard.align_to_dump((data[2], data[1])):
-                logger.warning("journal compacted at startup to start at the dump (F7 repair)")
+                logger.warning("journal compacted at startup to start at the dump (repair)")
                 self._stats.startup_repairs += 1
             return data
 

@@ -1,4 +1,4 @@
-"""Every schedule, dueTime and ttl form tock accepts (SPEC.md section 3), and next trigger times.
+"""Every schedule, dueTime and ttl form tock accepts, and next trigger times.
 
 All times are int milliseconds since the Unix epoch, UTC. Error messages use the words of Dapr's
 (robfig/cron as forked in dapr/kit, Go's time package, go-etcd-cron's builder) so a user moving

@@ -1,6 +1,6 @@
 """One chaos run against a real 3-node cluster: a bounded workload through the Jobs API on
 random nodes, a seeded fault schedule meanwhile, heal, quiescence, and the final state of every
-node; tests/chaos/history.py then checks SPEC §5 from what was recorded.
+node; tests/chaos/history.py then checks the guarantees from what was recorded.
 
 The seed fixes the fault schedule (printed before it starts) and the workload's choices; the
 timing of real processes does not replay exactly, but the same schedule does. Faults never take

@@ -1,6 +1,6 @@
-"""The recorded history of a chaos run, and the checks of SPEC §5 made from it alone.
+"""The recorded history of a chaos run, and the checks of the guarantees made from it alone.
 
-A run records three kinds of events (reliability.md §5): client operations on the Jobs API
+A run records three kinds of events: client operations on the Jobs API
 (invoke and complete times, wall and monotonic, and an outcome: ok, failed or unknown), the
 deliveries the sink received, and fault windows. Nothing here talks to a cluster: `check`
 takes the history and the final state read from every node, and returns the violations.
@@ -44,7 +44,7 @@ CRON_STEP_MS = 2000
 # How long after its first delivery an occurrence can still be in flight: its ack is batched
 # and committed through Raft, and a node that dies first leaves the occurrence to its successor.
 IN_FLIGHT_MS_MAX = 3000
-# "Within a few seconds once the app answers" (SPEC §5.2), for an occurrence no fault touched:
+# "Within a few seconds once the app answers", for an occurrence no fault touched:
 # generous, as the suite shares two cores with other clusters.
 LATENESS_MS_MAX = 5000
 
@@ -349,7 +349,7 @@ def _check_convergence(states: list[NodeState], verdict: Verdict) -> None:
 
 
 def check(history: History, states: list[NodeState], horizon_ms: int) -> Verdict:
-    """Every guarantee of SPEC §5 the history shows broken; `states` are the nodes' views after
+    """Every guarantee the history shows broken; `states` are the nodes' views after
     heal and quiescence (the runner waited for their indexes to agree, bounded), `horizon_ms`
     the wall time of quiescence: every occurrence due before it must have been delivered."""
     verdict = Verdict(deliveries=len(history.deliveries))

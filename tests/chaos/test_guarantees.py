@@ -1,4 +1,4 @@
-"""SPEC §5, every guarantee, from the recorded history of a real 3-node cluster under faults.
+"""Every guarantee, from the recorded history of a real 3-node cluster under faults.
 
 Method (tests/chaos/guarantee_run.py and history.py): a workload of `@every 1s` jobs with
 repeats, one-shot dueTime jobs, `*/2` cron jobs with a ttl, long-lived jobs, overwrites and

@@ -1,5 +1,5 @@
 """The chaos checker (history.py) on hand-made histories: a clean one passes, and each broken
-guarantee of SPEC §5 is reported. Pure and fast: no cluster."""
+guarantee is reported. Pure and fast: no cluster."""
 
 from __future__ import annotations
 

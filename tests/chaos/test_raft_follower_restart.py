@@ -1,13 +1,13 @@
 """One follower SIGKILLed and restarted again and again under a saturating write load.
 
-Method: 1000 writes in flight go to the leader of a cluster of the real store while one follower
-is killed and restarted (8 times, or TOCK_CHAOS_TRIALS if larger). Checked at the end: every
-acked write is on every node, no refused one anywhere, and the nodes converge (F1 let followers
-lose acked entries and diverge here); no node's log end ever fell below an index it had acked
-in the current term (the transport counts that symptom of F1, `acked_log_shrinks`); and the
-term grew by at most TERM_GROWTH_SLACK over all the restarts, which the quiet start makes
-possible: without it a restarted node campaigns with a stale log and deposes the leader (the
-term grew by 4 and by 6 over 8 restarts with the quiet start disabled, by 0 with it).
+Method: 1000 writes in flight go to the leader of a cluster of the real store while one follower is
+killed and restarted (8 times, or TOCK_CHAOS_TRIALS if larger). Checked at the end: every acked
+write is on every node, no refused one anywhere, and the nodes converge (the follower log shrink let
+followers lose acked entries and diverge here); no node's log end ever fell below an index it had
+acked in the current term (the transport counts that symptom, `acked_log_shrinks`); and the term
+grew by at most TERM_GROWTH_SLACK over all the restarts, which the quiet start makes possible:
+without it a restarted node campaigns with a stale log and deposes the leader (the term grew by 4
+and by 6 over 8 restarts with the quiet start disabled, by 0 with it).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def test_follower_restarts_under_saturation_lose_nothing_and_converge(
         print(f"  {name} ({status['role']}): {status['transport']}")
     check_writes(log, {node.name: node_writes(node) for node in cluster.nodes})
     for name, status in statuses.items():
-        assert status["transport"]["acked_log_shrinks"] == 0, f"{name}'s log shrank (F1)"
+        assert status["transport"]["acked_log_shrinks"] == 0, f"{name}'s log shrank"
     term_after = max(status["term"] for status in statuses.values())
     print(f"term {term_before} -> {term_after} over {restarts} restarts")
     assert term_after - term_before <= TERM_GROWTH_SLACK, "restarts pushed elections"

@@ -3,11 +3,11 @@
 Method: under a write load (100 in flight), each trial SIGKILLs all nodes back to back, either
 timed to log compaction (even trials) or at a random instant (odd trials). A timed kill watches
 every node's dump file and kills the cluster the moment one is renamed into place, which is when
-pysyncobj would compact its journal in place and, without the F7 repair, lose every entry after
+pysyncobj would compact its journal in place and, without the repair, lose every entry after
 the dump. The dump is the store's own: msgpack, written by a forked child, read back by the
 store's deserializer, the path the transport's startup repair goes through. The nodes restart.
 Checked first, per node and before any leader is elected (the quiet start holds elections back
-for seconds): loading its dump did not cut its journal short (F7 on that node, which the other
+for seconds): loading its dump did not cut its journal short (the compaction crash, which the other
 nodes would otherwise hide by sending the entries again). Then, once they converge: every acked
 write is on every node, no refused write anywhere, no write half applied, and the nodes equal.
 Compaction runs every 300 entries so the timed kills find one quickly.
@@ -89,5 +89,5 @@ def check_journals_kept(cluster: RaftCluster, journal_ends: dict[str, int]) -> N
         end = journal_end(node)
         assert end >= journal_ends[node.name], (
             f"{node.name}'s journal ended at {journal_ends[node.name]} before the restart and at "
-            f"{end} after loading its dump (F7)"
+            f"{end} after loading its dump (compaction crash)"
         )

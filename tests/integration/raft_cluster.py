@@ -249,7 +249,7 @@ class RaftCluster:
     def wait_dump_renamed(self, timeout: float = 20.0) -> RaftNodeProcess:
         """Poll the dump files every millisecond; the first node whose dump was renamed in.
 
-        That moment is when pysyncobj compacts its journal, the window a kill aims at (F7).
+        That moment is when pysyncobj compacts its journal, the window a kill aims at.
         """
         before = [n.dump_identity() for n in self.nodes]
         renamed: list[RaftNodeProcess] = []

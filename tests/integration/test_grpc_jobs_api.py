@@ -80,7 +80,7 @@ def test_schedule_get_delete_round_trip(
     assert got.data is not None and json_of(got.data) == payload
     assert isinstance(got.failure_policy, ConstantFailurePolicy)
     assert (got.failure_policy.max_retries, got.failure_policy.interval_seconds) == (2, 3)
-    # Every node sees the write: a read after a write, on any node (SPEC §2).
+    # Every node sees the write: a read after a write, on any node.
     for node_stub in stubs:
         reply = node_stub.GetJob(jobs_pb2.GetJobRequest(name=name), timeout=RPC_TIMEOUT_S)
         assert reply.job.schedule == "@every 1h"

@@ -1,4 +1,4 @@
-"""The errors of SPEC §2 and read-your-writes, across the nodes of a real 3-process cluster.
+"""The Jobs API's errors and read-your-writes, across the nodes of a real 3-process cluster.
 
 tests/unit/node/test_api.py checks every message against one node; here the question is the
 cluster's: a request refused on one node leaves no trace on any node and takes none down, a

@@ -5,7 +5,7 @@ Method: names are picked whose partition the victim owns (the ring rebuilt from 
 /admin/cluster, cross-checked against every member's partition count), created `@every 1s`
 together with a control job owned elsewhere, and watched until they fire steadily. Then the
 victim is SIGKILLed, and the sink's record is checked: no occurrence missing, none delivered
-twice except one that was in flight at the kill (SPEC §5.5), and the silence bounded by the
+twice except one that was in flight at the kill, and the silence bounded by the
 dead-node timeout plus the time to take over.
 """
 

@@ -1,5 +1,5 @@
 """Whole-cluster restarts: every node stopped (SIGTERM) or SIGKILLed at once, then started again
-on the same data dir. Nothing acknowledged is lost (SPEC §5.3), and the jobs fire on.
+on the same data dir. Nothing acknowledged is lost, and the jobs fire on.
 
 Method: a mix of jobs is created (a long schedule, a one-shot due after the restart, a
 recurring job with repeats that fires across the outage, and one created then deleted), every
@@ -78,7 +78,7 @@ def test_a_cluster_killed_all_at_once_comes_back_with_every_acknowledged_job(
     tmp_path: Path,
 ) -> None:
     with running_rig(tmp_path) as rig:
-        # One occurrence in flight at the kill may come again (SPEC §5.5), no more.
+        # One occurrence in flight at the kill may come again, no more.
         survive_restart(rig, kill_all_at_once, repeats=2)
 
 

@@ -1,6 +1,6 @@
 """Schedules against a real 3-process cluster and a real HTTP app: every example schedule of
-Dapr's docs fires when it should, never early, with the headers of SPEC §4, and `repeats` and
-`ttl` end it exactly.
+Dapr's docs fires when it should, never early, with the headers of the trigger contract, and
+`repeats` and `ttl` end it exactly.
 
 Method: short schedules (`@every 1s`, `*/2 * * * * *`, a dueTime 1-2 s out) are created over
 HTTP and their deliveries recorded by the sink; the docs' long schedules (hours, days, years)

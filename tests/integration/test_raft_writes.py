@@ -1,6 +1,6 @@
 """Three real node processes on 127.0.0.1: writes through any node are applied on every node,
 in the same order; batching packs concurrent proposals into few entries; a 1 MiB command is
-applied whole while every journal entry stays under 32 KiB (F8)."""
+applied whole while every journal entry stays under 32 KiB (pysyncobj corrupts larger ones)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The jobs and apps routes over real HTTP, against a real one-node Raft store: every error of
-SPEC §2 with its status, code and message, and that bad input leaves no trace."""
+the Jobs API with its status, code and message, and that bad input leaves no trace."""
 
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ def test_skips_stop_at_the_bound_and_resume_from_the_advanced_job() -> None:
 
 
 def test_skipping_does_not_consume_repeats() -> None:
-    """Skipped occurrences do not count (SPEC §3), so a run of misses never ends a job early."""
+    """Skipped occurrences do not count, so a run of misses never ends a job early."""
     job = every_second(MisfirePolicy.SKIP, repeats=2)
     skipped = skipped_occurrences(job, CREATED_MS + 5500, GRACE_MS, skips_max=1000)
     assert len(skipped) == 6

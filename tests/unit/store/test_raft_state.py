@@ -1,4 +1,4 @@
-"""Applying entries: one result per command, errors as results (F5), snapshots in msgpack."""
+"""Applying entries: one result per command, errors as results, snapshots in msgpack."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """HardenedTransport's pieces, each against a real pysyncobj node on 127.0.0.1 and real files.
 
-Where a piece neutralises a defect (F1, F7, the frame DoS), the same scenario also runs with the
-stock TCPTransport and shows the defect, so each test is known to be able to fail.
+Where a piece neutralises a defect (log shrink, compaction crash, frame DoS), the same scenario also
+runs with the stock TCPTransport and shows the defect, so each test is known to be able to fail.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def leader_that_sent_up_to_20(nodes: list[SyncObj], transport: type) -> tuple[Sy
 def test_leader_guard_keeps_next_index_from_moving_back(
     nodes: list[SyncObj], transport: type, next_index_after: int
 ) -> None:
-    """F1: a late success reply for entries up to 10, after entries up to 20 were sent."""
+    """Log shrink: a late success reply for entries up to 10, after entries up to 20 were sent."""
     leader, peer = leader_that_sent_up_to_20(nodes, transport)
     reply = {"type": "next_node_idx", "next_node_idx": 11, "success": True, "reset": False}
     transport_of(leader)._onMessageReceived(peer, reply)
@@ -127,7 +127,7 @@ def append_entries(term: int, previous: int, last: int, entries_term: int) -> di
 def test_follower_guard_keeps_matching_entries_of_the_current_term(
     tmp_path: Path, nodes: list[SyncObj], transport: type, log_end_after: int
 ) -> None:
-    """F1 backup: a re-sent AppendEntries for 11..15 must not cut our matching 16..20."""
+    """Follower guard: a re-sent AppendEntries for 11..15 must not cut our matching 16..20."""
     follower = follower_with_log(tmp_path, transport, nodes)
     message = append_entries(term=1, previous=10, last=15, entries_term=1)
     transport_of(follower)._onMessageReceived(peer_of(follower), message)
@@ -222,7 +222,7 @@ def write_dump_at(path: Path, index: int) -> None:
 def test_startup_repair_keeps_the_journal_after_a_crash_before_compaction(
     tmp_path: Path, nodes: list[SyncObj], transport: type, entries_kept: int
 ) -> None:
-    """F7: the dump (at 40) was renamed into place; the journal (1..100) was not yet compacted."""
+    """Compaction crash: the dump (at 40) was renamed in; the journal (1..100) not yet compacted."""
     journal = tmp_path / "journal"
     file_journal(journal, 100)._destroy()
     write_dump_at(Path(str(journal) + ".dump"), 40)

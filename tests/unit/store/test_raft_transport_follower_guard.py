@@ -1,4 +1,4 @@
-"""Property: the follower guard never keeps an entry the leader lacks, and never lets F1 shrink us.
+"""Property: the follower guard never keeps an entry the leader lacks, nor cuts our own.
 
 Method: hypothesis draws a leader log (terms non-decreasing, ending in the leader's term), a
 follower log that is a prefix of it, possibly followed by stale entries of older terms, and an
@@ -6,7 +6,7 @@ AppendEntries the leader could send (prevLogIdx inside the shared prefix). The s
 delivered to a follower behind HardenedTransport and one behind the stock TCPTransport, each
 reset to the drawn log. Checked: the guarded log is the stock log extended, never shortened;
 every entry it holds is at the same place in the leader's log unless stock also holds it (stale
-entries that Raft itself leaves alone); and no current-term entry we held is cut (F1).
+entries that Raft itself leaves alone); and no current-term entry we held is cut.
 """
 
 from __future__ import annotations
@@ -91,4 +91,4 @@ def test_follower_guard_keeps_only_the_leaders_entries(
     assert guarded[: len(stock)] == stock, "the guard changed what the library keeps"
     assert guarded[len(stock) :] == leader[len(stock) : len(guarded)], "kept a foreign entry"
     current = [entry for entry in follower if entry[2] == message["term"]]
-    assert all(entry in guarded for entry in current), "cut an entry of the current term (F1)"
+    assert all(entry in guarded for entry in current), "cut an entry of the current term"
