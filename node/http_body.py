@@ -17,6 +17,8 @@ _JSON_TYPE_NAMES = {list: "an array", str: "a string", int: "a number", float: "
 # encode again. Only a body with such an escape needs the walk that finds lone ones.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATES = re.compile("[\ud800-\udfff]")
+# Where in the body the surrogate is, as said in the message: cut, since the keys are the body's.
+_PATH_CHARS_MAX = 200
 
 
 async def read_json_object(request: web.Request) -> dict[str, object] | None:
@@ -35,24 +37,32 @@ async def read_json_object(request: web.Request) -> dict[str, object] | None:
     if not isinstance(value, dict):
         kind = _JSON_TYPE_NAMES.get(type(value), "a literal")
         raise ValidationError(f"{MALFORMED_BODY_PREFIX}expected a JSON object, got {kind}")
-    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(value):
-        raise ValidationError(f"{MALFORMED_BODY_PREFIX}a string holds a lone UTF-16 surrogate")
+    if _SURROGATE_ESCAPE.search(raw):
+        where = _lone_surrogate_path(value)
+        if where is not None:
+            raise ValidationError(
+                f"{MALFORMED_BODY_PREFIX}{where[:_PATH_CHARS_MAX]} holds a lone UTF-16 "
+                "surrogate, which is no Unicode text"
+            )
     return value
 
 
-def _has_lone_surrogate(value: object) -> bool:
-    """Whether any key or string in the parsed JSON holds a surrogate (escapes in pairs were
-    joined by the parser, so what is left stands alone). A loop, not recursion: the nesting is
-    as deep as the body made it."""
-    pending = [value]
+def _lone_surrogate_path(value: dict[str, object]) -> str | None:
+    """Where a key or string of the parsed JSON holds a surrogate (escapes in pairs were joined
+    by the parser, so what is left stands alone), as a path such as `data.items[2]`; None if
+    nowhere. A loop, not recursion: the nesting is as deep as the body made it."""
+    pending: list[tuple[str, object]] = [("", value)]
     while pending:
-        item = pending.pop()
+        path, item = pending.pop()
         if isinstance(item, str):
             if _SURROGATES.search(item):
-                return True
+                return path or "the body"
         elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
+            for key, child in item.items():
+                child_path = f"{path}.{key}" if path else str(key)
+                if _SURROGATES.search(key):
+                    return f"a key of {path}" if path else "a key of the body"
+                pending.append((child_path, child))
         elif isinstance(item, list):
-            pending.extend(item)
-    return False
+            pending.extend((f"{path}[{index}]", child) for index, child in enumerate(item))
+    return None
