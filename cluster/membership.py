@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from store.clock import Clock
 from store.codec import Heartbeat, Member, SetMembers, encode_command
 from store.errors import TockError
-from store.raft import RaftStore
+from store.log import ReplicatedLog
 from store.schedule import ZONE_DATA_VERSION
 from store.shared_machine import SharedMachine
 
@@ -101,7 +101,7 @@ class Membership:
     def __init__(
         self,
         me: Member,
-        store: RaftStore,
+        store: ReplicatedLog,
         machine: SharedMachine,
         clock: Clock,
         config: MembershipConfig,
