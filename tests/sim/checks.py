@@ -106,8 +106,7 @@ def _check_duplicates(sends: list[Send], faults: list[Fault]) -> list[str]:
         end_ms = max(send.sent_ms for send in involved)
         senders = {send.node for send in same}
         if not any(
-            f.start_ms <= end_ms and start_ms <= f.end_ms and senders & set(f.nodes)
-            for f in faults
+            f.start_ms <= end_ms and start_ms <= f.end_ms and senders & set(f.nodes) for f in faults
         ):
             violations.append(
                 f"duplicate without a fault: {trigger_id} sent by "

@@ -31,8 +31,8 @@ MachineFactory = Callable[[], JobMachine]
 
 @dataclass(frozen=True)
 class LogTiming:
-    # Proposer -> leader -> committed, in ms.
-    propose_ms: tuple[float, float] = (1.0, 15.0)
+    # Proposer -> leader -> committed, in ms (a journal sync and a round trip or two).
+    propose_ms: tuple[float, float] = (2.0, 60.0)
     # Committed -> applied on one replica, in ms.
     apply_ms: tuple[float, float] = (0.5, 20.0)
     # A proposal or a commit notice lost on the way.
@@ -290,7 +290,9 @@ class Replica:
             command = entries[index - 1]
             result = self.machine.apply_command(command)
             self.applied = index
-            loop.call_soon(self._publish, Applied(index, command, result), context=self._process.context)
+            loop.call_soon(
+                self._publish, Applied(index, command, result), context=self._process.context
+            )
             future = self._waiting.pop(index, None)
             if future is not None:
                 loop.call_soon(_resolve, future, result, context=self._process.context)

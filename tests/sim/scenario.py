@@ -67,9 +67,7 @@ def _rate(rng: random.Random, high: float) -> float:
 
 def scenario_of(seed: int, rng: random.Random) -> Scenario:
     kinds: list[FaultKind] = [
-        kind
-        for kind in ("crash", "crash-leader", "partition", "clock-jump")
-        if rng.random() < 0.5
+        kind for kind in ("crash", "crash-leader", "partition", "clock-jump") if rng.random() < 0.5
     ]
     faults = []
     for _ in range(rng.randint(0, FAULTS_MAX) if kinds else 0):

@@ -225,10 +225,10 @@ class _World:
         start_ms = true_wall_ms(loop)
         if plan.kind == "clock-jump":
             node.clock.jump(plan.jump_ms)
-            # Until the leader has judged the jumped heartbeats, liveness may be misjudged, and
-            # if the leader's own clock jumped, any node's: the fault concerns every node.
-            settle_ms = plan.jump_ms + 3000
-            self.faults.append(Fault(plan.kind, NODES, start_ms, start_ms + settle_ms))
+            # The node's clock stays ahead: while it leads, it judges every other node's
+            # heartbeats old and may declare them dead under their leases. The fault concerns
+            # every node, to the end of the run.
+            self.faults.append(Fault(plan.kind, NODES, start_ms, true_wall_ms(loop) + 10**9))
             return
         if plan.kind == "partition":
             self.group.cut(target)
@@ -239,7 +239,11 @@ class _World:
             self.group.heal(target)
         else:
             node.start()
-        self.faults.append(Fault(plan.kind, (target,), start_ms, true_wall_ms(loop)))
+        # The fault lasts dead_s past the heal: the leader may still declare the node dead on
+        # its old heartbeats just as its first new one renews its lease (a race the simulation
+        # found: the node fires until it applies that epoch, its successor at once).
+        end_ms = true_wall_ms(loop) + round(MEMBERSHIP.dead_s * 1000)
+        self.faults.append(Fault(plan.kind, (target,), start_ms, end_ms))
 
     def _losses(self) -> list[Fault]:
         # A lost proposal is a fault of its node until its timeout, and a lost heartbeat's
