@@ -33,7 +33,7 @@ from store.clock import Clock
 from store.codec import Heartbeat, Member, SetMembers, encode_command
 from store.errors import TockError
 from store.fault_points import fault_point
-from store.raft import RaftStore
+from store.log import ReplicatedLog
 from store.schedule import ZONE_DATA_VERSION
 from store.shared_machine import SharedMachine
 
@@ -116,7 +116,7 @@ class Membership:
     def __init__(
         self,
         me: Member,
-        store: RaftStore,
+        store: ReplicatedLog,
         machine: SharedMachine,
         clock: Clock,
         config: MembershipConfig,

@@ -52,8 +52,8 @@ from store.codec import AckEntry, Outcome, Quarantine, Release, encode_command
 from store.errors import TockError, ValidationError
 from store.fault_points import fault_point
 from store.jobs import Job
+from store.log import ReplicatedLog
 from store.machine import AppKey, AppRoute, JobKey, JobMachine, Result
-from store.raft import RaftStore
 from store.raft_state import Applied
 from store.shared_machine import SharedMachine
 
@@ -122,7 +122,7 @@ class TriggerEngine:
     def __init__(
         self,
         node_id: str,
-        store: RaftStore,
+        store: ReplicatedLog,
         machine: SharedMachine,
         deliverer: Delivers,
         clock: Clock,

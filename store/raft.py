@@ -30,6 +30,7 @@ from pysyncobj import FAIL_REASON, SyncObjException
 from store import raft_batcher, raft_dump
 from store.clock import Clock, SystemClock
 from store.errors import OutcomeUnknown, Unavailable
+from store.log import Subscriber
 from store.raft_batcher import Batcher
 from store.raft_bridge import CrossToLoop, ReplicatedNode, failure_error
 from store.raft_config import RaftConfig, syncobj_conf
@@ -39,8 +40,6 @@ from store.raft_state import Applied, EntryApplied, ReplicatedState, StateMachin
 from store.supervision import HealthBoard
 
 log = logging.getLogger(__name__)
-
-Subscriber = Callable[[Applied], None]
 
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 # The status snapshot is rebuilt on the tick thread at most this often.

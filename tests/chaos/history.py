@@ -222,7 +222,7 @@ def _later_ops(ops: list[Op]) -> dict[int, list[Op]]:
     return later
 
 
-def _check_timing(deliveries: list[Delivery], verdict: Verdict) -> None:
+def check_timing(deliveries: list[Delivery], verdict: Verdict) -> None:
     for d in deliveries:
         if d.received_ms < d.scheduled_ms:
             verdict.violations.append(
@@ -353,7 +353,7 @@ def check(history: History, states: list[NodeState], horizon_ms: int) -> Verdict
     heal and quiescence (the runner waited for their indexes to agree, bounded), `horizon_ms`
     the wall time of quiescence: every occurrence due before it must have been delivered."""
     verdict = Verdict(deliveries=len(history.deliveries))
-    _check_timing(history.deliveries, verdict)
+    check_timing(history.deliveries, verdict)
     _check_lateness(history.deliveries, history.faults, verdict)
     by_op: dict[int, list[Delivery]] = defaultdict(list)
     for d in history.deliveries:
