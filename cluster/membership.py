@@ -34,6 +34,7 @@ from store.codec import Heartbeat, Member, SetMembers, encode_command
 from store.errors import TockError
 from store.fault_points import fault_point
 from store.log import ReplicatedLog
+from store.machine import Result
 from store.schedule import ZONE_DATA_VERSION
 from store.shared_machine import SharedMachine
 
@@ -201,10 +202,11 @@ class Membership:
         view = self._machine.read(
             lambda m: MembersView(m.epoch, m.members, m.live, m.heartbeats(), m.announced())
         )
+        now_ms = self._clock.wall_ms()
         change = next_membership(
             view,
             self._store.cluster_addresses(),
-            self._clock.wall_ms(),
+            now_ms,
             self._config,
             may_declare_dead=now - self._leading_since >= self._config.leader_grace_s,
         )
@@ -212,8 +214,14 @@ class Membership:
             return
         members, live = change
         log.info("epoch %d: live %s", view.epoch + 1, ", ".join(live) or "(none)")
-        command = SetMembers(view.epoch + 1, members, live)
+        command = SetMembers(
+            view.epoch + 1, members, live, now_ms, round(self._config.dead_s * 1000)
+        )
         try:
-            await self._store.propose(encode_command(command), self._config.lease_s)
+            result = await self._store.propose(encode_command(command), self._config.lease_s)
         except TockError as error:
             log.warning("epoch %d not committed: %s", view.epoch + 1, error)
+            return
+        if isinstance(result, Result) and not result.ok:
+            # A heartbeat landed after this read, or another epoch did: decide again next beat.
+            log.info("epoch %d refused: %s", view.epoch + 1, result.message)

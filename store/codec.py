@@ -1,14 +1,14 @@
 """The closed set of commands the job machine applies, and the bytes of commands and snapshots.
 
 A command travels as msgpack `[COMMAND_VERSION, tag, *fields]`; a snapshot as msgpack
-`[SNAPSHOT_VERSION, partitions, epoch, members, live, apps, heartbeats, watchers, jobs]`.
-Version 2 added fields at the end of a few commands and rows (a Put's quotas, a DeletePrefix's
-chunk size, a Heartbeat's zone data, a job's quarantine reason); version 1 bytes, in journals and
-dumps written before, still decode, each missing field taking the value that means "as before".
-Decoding checks every field's type: command bytes come over the network and are decoded inside
-apply, where a malformed command must become an error result on every replica alike, never an
-exception deep in the machine. Unknown versions and tags are CodecErrors: a node never guesses
-at a format.
+`[SNAPSHOT_VERSION, partitions, epoch, members, live, apps, heartbeats, watchers, jobs]`. Version 2
+added fields at the end of a few commands and rows (a Put's quotas, a DeletePrefix's chunk size, a
+Heartbeat's zone data, a SetMembers' freshness check, a job's quarantine reason); version 1 bytes,
+in journals and dumps written before, still decode, each missing field taking the value that means
+"as before". Decoding checks every field's type: command bytes come over the network and are decoded
+inside apply, where a malformed command must become an error result on every replica alike, never an
+exception deep in the machine. Unknown versions and tags are CodecErrors: a node never guesses at a
+format.
 """
 
 from __future__ import annotations
@@ -174,6 +174,13 @@ class SetMembers:
     epoch: int
     members: tuple[Member, ...]
     live: tuple[str, ...]
+    # The leader's wall time when it decided, and the age at which a heartbeat is dead. The
+    # machine refuses to drop from the live set a member whose heartbeat, committed before this
+    # command, is younger than that: a heartbeat that landed after the leader read the state
+    # renewed the member's lease, and moving its partitions now would let two nodes fire them.
+    # 0 and 0: no check (a command from before the check existed).
+    now_ms: int = 0
+    dead_ms: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -672,6 +679,8 @@ def _decode_set_members(fields: _Fields) -> SetMembers:
         epoch=fields.take(int, "epoch"),
         members=_members(fields.array("members")),
         live=_texts(fields.array("live")),
+        now_ms=fields.take(int, "now_ms"),
+        dead_ms=fields.take(int, "dead_ms"),
     )
 
 
@@ -743,5 +752,6 @@ _V1_MISSING_FIELDS: dict[int, tuple[object, ...]] = {
     CommandTag.PUT: (0, 0),
     CommandTag.DELETE_PREFIX: (0,),
     CommandTag.HEARTBEAT: ("",),
+    CommandTag.SET_MEMBERS: (0, 0),
 }
 assert set(_TAGS.values()) == set(CommandTag) == set(_DECODERS), "every tag has both directions"

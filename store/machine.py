@@ -368,6 +368,10 @@ class JobMachine:
             message = f"members for epoch {command.epoch}, the next epoch is {self._epoch + 1}"
             return _failed(ErrorKind.STALE, message)
         _check_members(command.members, command.live)
+        fresh = self._dropped_while_fresh(command)
+        if fresh:
+            message = f"members {fresh} heartbeat within {command.dead_ms} ms of {command.now_ms}"
+            return _failed(ErrorKind.STALE, message)
         # Built before anything changes: a ring that cannot be built refuses the command whole.
         ring = Ring(command.live, self._partitions) if command.live else None
         self._previous_live, self._previous_ring = self._live, self._ring
@@ -380,6 +384,19 @@ class JobMachine:
         # Forget the heartbeats of former members, so the table stays as small as the cluster.
         self._heartbeats = {n: beat for n, beat in self._heartbeats.items() if n in ids}
         return Result(members_changed=True, watchers_changed=self._forget_watchers_of_dead())
+
+    def _dropped_while_fresh(self, command: SetMembers) -> list[str]:
+        """Live members this command would drop although their last committed heartbeat is not
+        yet `dead_ms` old at the command's time (see SetMembers.now_ms)."""
+        if command.dead_ms <= 0:
+            return []
+        dropped = sorted(set(self._live) - set(command.live))
+        return [
+            node
+            for node in dropped
+            if node in self._heartbeats
+            and command.now_ms - self._heartbeats[node][0] < command.dead_ms
+        ]
 
     def _release(self, command: Release) -> Result:
         if command.epoch != self._epoch:

@@ -481,3 +481,15 @@ def expected_triggers(job: Job, schedule: str, repeats: int | None) -> list[int]
             break
         times.append(following)
     return times
+
+
+def test_a_member_whose_heartbeat_landed_after_the_leaders_read_is_not_dropped() -> None:
+    machine = machine_with_members()
+    assert machine.apply(Heartbeat("n2", NOW_MS, "r2", "h2")).ok
+    # The leader read an older heartbeat and decided n2 was dead; n2's fresh one landed first.
+    late = machine.apply(SetMembers(2, MEMBERS, ("n1",), NOW_MS + 1000, 1500))
+    assert (late.ok, late.error) == (False, ErrorKind.STALE)
+    assert machine.live == NODES and machine.epoch == 1
+    # Once the heartbeat is dead_ms old at the command's time, the member may go.
+    assert machine.apply(SetMembers(2, MEMBERS, ("n1",), NOW_MS + 1500, 1500)).ok
+    assert list(machine.live) == ["n1"]
