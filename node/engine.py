@@ -166,6 +166,8 @@ class TriggerEngine:
         self._wake_at_ms = -math.inf
         self._slots_full = False
         self._stopping = False
+        # Set once stop() has given up on what had not settled: nothing is sent again after it.
+        self._stopped = False
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         # Gained partitions whose previous owner has not released them yet (it may still be
@@ -190,7 +192,10 @@ class TriggerEngine:
     async def stop(self) -> None:
         """Stop firing, wait (bounded) for running deliveries, then commit their acks.
 
-        Idempotent: a second call finds nothing left to wait for."""
+        The acks are sent again, as while running, until every one has settled or the stop's
+        deadline passes: an ack a leader change or a new epoch bounced during the stop still
+        reaches the log, so that no occurrence this node delivered goes out again after a
+        restart. Idempotent: a second call finds nothing left to wait for."""
         self._stopping = True
         self._wake.set()
         if self._unsubscribe is not None:
@@ -203,7 +208,15 @@ class TriggerEngine:
             _done, late = await asyncio.wait(set(self._deliveries), timeout=timeout_s)
             for task in late:
                 task.cancel()
-        await self._acks.drain(timeout_s)
+            await asyncio.gather(*late, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        deadline_s = loop.time() + timeout_s
+        while True:
+            await self._acks.drain(max(deadline_s - loop.time(), 0.0))
+            if not self._held or loop.time() >= deadline_s:
+                break
+            await asyncio.sleep(self._config.ack_retry_ms / 1000)
+        self._stopped = True
 
     @property
     def owned_partitions(self) -> frozenset[int]:
@@ -454,6 +467,11 @@ class TriggerEngine:
             # must still end in an ack, or the job would stay held and never fire again.
             log.exception("delivery of %s raised", trigger.trigger_id)
             outcome = delivery.Outcome.FAILED
+        except asyncio.CancelledError:
+            # Stopped past its deadline: no outcome to record; the job fires again after a
+            # restart, on this node or its next owner (at least once).
+            self._release([job.key])
+            raise
         finally:
             self.metrics.deliveries_in_flight -= 1
         if outcome is delivery.Outcome.UNDELIVERABLE:
@@ -502,7 +520,7 @@ class TriggerEngine:
         epoch, owners = self._machine.read(lambda m: (m.epoch, [m.owner(p) for p in partitions]))
         dropped: list[PendingAck] = []
         for pending, owner in zip(pendings, owners, strict=True):
-            if owner == node_id and not self._stopping:
+            if owner == node_id and not self._stopped:
                 self._acks.add(pending._replace(epoch=epoch))
                 self.metrics.acks_resent += len(pending.entries)
             else:
@@ -519,15 +537,12 @@ class TriggerEngine:
         duplicate that releasing would cause (the job, re-read, would fire again). A FAILED entry
         would count an attempt twice, so it is released: at worst one extra attempt. The lease
         does not matter here: it may well lapse during the election that made the outcome
-        unknown, but it guards firing, and this delivery has already happened; ownership does
-        (a job that moved is the new owner's to settle)."""
-        if self._stopping:
-            self.metrics.acks_dropped += sum(len(pending.entries) for pending in pendings)
-            return pendings
+        unknown, but it guards firing, and this delivery has already happened; what matters is
+        whether the machine still counts the ack (`_still_counted`)."""
         safe = [
             pending
             for pending in pendings
-            if self._held[pending.key].job.partition in self._owned
+            if self._still_counted(pending)
             and all(entry.outcome is not Outcome.FAILED for entry in pending.entries)
         ]
         released = [pending for pending in pendings if pending not in safe]
@@ -539,23 +554,30 @@ class TriggerEngine:
         return released
 
     def _retry_later(self, pendings: list[PendingAck]) -> list[PendingAck]:
-        """Send the acks of owned jobs again after a pause (a new leader takes a moment);
-        return the others, to release. Redelivering instead would flood the app while the
-        store has no leader, until the lease runs out."""
-        if self._stopping:
-            return pendings
+        """Send the acks the machine still counts again after a pause (a new leader takes a
+        moment); return the others, to release. Redelivering instead would flood the app while
+        the store has no leader, until the lease runs out."""
         kept: list[PendingAck] = []
         released: list[PendingAck] = []
         for pending in pendings:
-            owned = self._held[pending.key].job.partition in self._owned
-            (kept if owned else released).append(pending)
+            (kept if self._still_counted(pending) else released).append(pending)
         if kept:
             loop = asyncio.get_running_loop()
             loop.call_later(self._config.ack_retry_ms / 1000, self._send_again, kept)
         return released
 
+    def _still_counted(self, pending: PendingAck) -> bool:
+        """Whether the machine would still apply this ack: it was fired in the current epoch, or
+        in the one before, whose owners' acks count until they release (and this node does not
+        release the partitions it lost while it holds one of their jobs). Sending it again then
+        spares the app a duplicate even when the partition has moved on meanwhile: its new
+        owner waits for the release. An older ack is refused; its job is the new owner's to
+        deliver again."""
+        return pending.epoch >= self._epoch - 1
+
     def _send_again(self, pendings: list[PendingAck]) -> None:
-        if self._stopping:
+        if self._stopped:
+            self.metrics.acks_dropped += sum(len(pending.entries) for pending in pendings)
             self._release([pending.key for pending in pendings])
             return
         for pending in pendings:
