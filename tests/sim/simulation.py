@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from store.codec import Put, RegisterApp, encode_command
+from store.codec import Put, RegisterApp, decode_command, encode_command
 from store.errors import TockError
 from store.jobs import DATA_TYPE_JSON, FailureKind, FailurePolicy, JobSpec
 from store.machine import ErrorKind, JobMachine, Result
@@ -28,7 +28,7 @@ from tests.sim.checks import Created, check
 from tests.sim.clock import WALL_BASE_MS, true_wall_ms
 from tests.sim.loop import run
 from tests.sim.memory_log import MemoryLog
-from tests.sim.node import MEMBERSHIP, SimNode
+from tests.sim.node import SimNode
 from tests.sim.scenario import NODES, FaultPlan, Scenario, scenario_of
 
 NAMESPACE, APP = "default", "app"
@@ -116,11 +116,24 @@ class _World:
             self._replica_digests(),
             self._final_jobs(),
             self.errors,
+            self._recreated(),
         )
         outcome.sends = len(self.app.sends)
         outcome.log_entries = len(self.group.entries)
         outcome.virtual_s = loop.time() - start_s
         return outcome
+
+    def _recreated(self) -> frozenset[str]:
+        """Uids of jobs whose create was committed more than once: the workload re-sends a
+        create whose outcome was unknown, and a copy that lands after the job already ended
+        creates it again, so its occurrences may rightly go out twice (the client asked twice)."""
+        seen: set[str] = set()
+        again: set[str] = set()
+        for entry in self.group.entries:
+            command = decode_command(entry)
+            if isinstance(command, Put):
+                (again if command.uid in seen else seen).add(command.uid)
+        return frozenset(again)
 
     def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         what = context.get("exception") or context.get("task") or context.get("future")
@@ -239,20 +252,14 @@ class _World:
             self.group.heal(target)
         else:
             node.start()
-        # The fault lasts dead_s past the heal: the leader may still declare the node dead on
-        # its old heartbeats just as its first new one renews its lease (a race the simulation
-        # found: the node fires until it applies that epoch, its successor at once).
-        end_ms = true_wall_ms(loop) + round(MEMBERSHIP.dead_s * 1000)
-        self.faults.append(Fault(plan.kind, (target,), start_ms, end_ms))
+        self.faults.append(Fault(plan.kind, (target,), start_ms, true_wall_ms(loop)))
 
     def _losses(self) -> list[Fault]:
-        # A lost proposal is a fault of its node until its timeout, and a lost heartbeat's
-        # effect lasts longer: the leader may judge the node dead up to dead_s after it, while
-        # the node's next heartbeat renews its lease (the node then fires until it applies the
-        # epoch that dropped it, and the partition's new owner already does).
-        dead_s = MEMBERSHIP.dead_s
+        # A lost proposal is a fault of its node until its timeout. (A lost heartbeat once let
+        # the leader drop a node just as its next heartbeat renewed its lease; the machine now
+        # refuses such an epoch, see SetMembers.now_ms.)
         return [
-            Fault("loss", (node,), _ms(at_s), _ms(at_s + timeout_s + dead_s))
+            Fault("loss", (node,), _ms(at_s), _ms(at_s + timeout_s))
             for node, at_s, timeout_s in self.group.losses
         ]
 
