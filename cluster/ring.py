@@ -4,9 +4,7 @@ A cluster has a fixed number of partitions (1024 unless chosen otherwise when th
 created). A job lives in the partition given by a stable hash of (namespace, app, name), and the
 member that owns that partition arms and fires its triggers. Two questions follow.
 
-Which partition? `partition_of` hashes an unambiguous encoding of the three strings with BLAKE2b.
-Python's own `hash()` is salted per process, so two nodes would disagree; BLAKE2b gives the same
-number in every process, on every platform and in every Python version.
+Which partition? store/partition.py's `partition_of`, a stable hash.
 
 Which member? Every node rebuilds the `Ring` from the committed member list each time the
 membership epoch changes, and all of them must get the same answer without talking to each
@@ -49,30 +47,18 @@ from collections.abc import Iterable
 from fractions import Fraction
 
 from store.errors import ValidationError
+from store.partition import PARTITIONS_DEFAULT, check_partitions, encode_fields
 
-PARTITIONS_DEFAULT = 1024
-# The owner table and every node's rebuild on an epoch change grow with the partition count;
-# 64 times the default is far more than any cluster that fits one Raft group needs.
-PARTITIONS_MAX = 1 << 16
 BALANCE_RATIO_MAX_DEFAULT = 1.3
 
-# Distinct personalisations keep the partition hash and the member scores independent streams.
-_PARTITION_PERSON = b"tock.partition"
+# A domain of its own keeps the member scores independent of the partition hash.
 _SCORE_DOMAIN = b"tock.ring.score\x00"
 _SCORE_BYTES = 8
 
 
-def partition_of(namespace: str, app: str, name: str, partitions: int) -> int:
-    """The partition, in [0, partitions), that holds the job (namespace, app, name)."""
-    _check_partitions(partitions)
-    digest = hashlib.blake2b(
-        _encode_fields(namespace, app, name), digest_size=_SCORE_BYTES, person=_PARTITION_PERSON
-    ).digest()
-    return int.from_bytes(digest, "big") % partitions
-
-
 class Ring:
-    """The partition -> member table for one member set; immutable once built.
+    """The partition -> member table for one member set; immutable once built. It is the
+    store.partition.Assignment every node gives its JobMachine.
 
     Every node must build it with the same `partitions` and `balance_ratio_max`: both are part of
     the cluster's identity, fixed when it is created, and a change would make nodes disagree
@@ -89,7 +75,7 @@ class Ring:
         *,
         balance_ratio_max: float = BALANCE_RATIO_MAX_DEFAULT,
     ) -> None:
-        _check_partitions(partitions)
+        check_partitions(partitions)
         _check_balance_ratio(balance_ratio_max)
         self._members = tuple(sorted(set(members)))
         if "" in self._members:
@@ -133,20 +119,9 @@ class Ring:
         return f"Ring(members={self._members!r}, partitions={self._partitions})"
 
 
-def _encode_fields(*fields: str) -> bytes:
-    """Length-prefix every field, so ("a", "bc") and ("ab", "c") never encode alike."""
-    encoded = bytearray()
-    for field in fields:
-        # surrogatepass keeps the function total: any str has exactly one encoding.
-        raw = field.encode("utf-8", "surrogatepass")
-        encoded += len(raw).to_bytes(8, "big")
-        encoded += raw
-    return bytes(encoded)
-
-
 def _member_scores(member: str, partitions: int) -> tuple[int, ...]:
     """One 64-bit pseudo-random score per partition, from one SHAKE-256 stream per member."""
-    stream = hashlib.shake_256(_SCORE_DOMAIN + _encode_fields(member)).digest(
+    stream = hashlib.shake_256(_SCORE_DOMAIN + encode_fields(member)).digest(
         _SCORE_BYTES * partitions
     )
     # Big-endian is spelled out so the scores do not depend on the machine's byte order.
@@ -212,11 +187,6 @@ def _invert(members: tuple[str, ...], owners: tuple[str, ...]) -> dict[str, froz
     for partition, owner in enumerate(owners):
         owned[owner].append(partition)
     return {member: frozenset(partitions) for member, partitions in owned.items()}
-
-
-def _check_partitions(partitions: int) -> None:
-    if not 1 <= partitions <= PARTITIONS_MAX:
-        raise ValidationError(f"partitions must be in [1, {PARTITIONS_MAX}], not {partitions}")
 
 
 def _check_balance_ratio(balance_ratio_max: float) -> None:

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from cluster.local import LocalCluster, LocalClusterConfig
-from node import job_cli
+from node.client import cli as client_commands
 from node.config import Limits, NodeConfig, local_zone, parse_address
 from store.errors import TockError, ValidationError
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_up(commands)
     _add_node(commands)
-    job_cli.add_commands(commands)
+    client_commands.add_commands(commands)
     args = parser.parse_args(argv)
     try:
         result: int = args.func(args)

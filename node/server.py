@@ -22,29 +22,30 @@ import uvloop
 from aiohttp import web
 
 from cluster.membership import Membership, MembershipConfig
-from node.admin import ClusterStatus, StateDigest, raft_not_ready_reason
-from node.api import ApiConfig, build_app
+from cluster.ring import Ring
 from node.config import NodeConfig
-from node.deliverer import Deliverer
-from node.delivery import DeliveryConfig, HttpDelivery
-from node.engine import EngineConfig, TriggerEngine
-from node.grpc_api import GrpcApi, GrpcApiConfig
-from node.grpc_delivery import GrpcDelivery, GrpcDeliveryConfig
-from node.metrics import render_metrics
+from node.delivery.dispatch import Deliverer
+from node.delivery.grpc import GrpcDelivery, GrpcDeliveryConfig
+from node.delivery.http import DeliveryConfig, HttpDelivery
+from node.engine.engine import EngineConfig, TriggerEngine
+from node.grpc.api import GrpcApi, GrpcApiConfig
+from node.http.admin import ClusterStatus, StateDigest, raft_not_ready_reason
+from node.http.api import ApiConfig, build_app
+from node.http.metrics import render_metrics
 from node.service import JobService, ServiceConfig
 from node.supervisor import Supervisor
-from node.watch import LocalWatchers, WatchConfig, WatchRoute
-from node.watch_announcer import AnnouncerConfig, WatchAnnouncer
-from node.watch_delivery import WatchDelivery
-from node.watch_forward import ForwardConfig, Forwarder, ForwardRoute
+from node.watch.announcer import AnnouncerConfig, WatchAnnouncer
+from node.watch.delivery import WatchDelivery
+from node.watch.forward import ForwardConfig, Forwarder, ForwardRoute
+from node.watch.route import LocalWatchers, WatchConfig, WatchRoute
 from store.clock import Clock, SystemClock
 from store.codec import Member
 from store.errors import ValidationError
 from store.fault_points import arm_from_environment
 from store.jobs import JobLimits
 from store.machine import JobMachine
-from store.raft import RaftStore
-from store.raft_config import RaftConfig
+from store.raft.config import RaftConfig
+from store.raft.store import RaftStore
 from store.shared_machine import SharedMachine
 from store.supervision import HealthBoard
 
@@ -59,7 +60,7 @@ class Node:
         self.config = config
         self.clock = clock or SystemClock()
         self.me = Member(config.node_id, config.raft, config.http)
-        self.machine = SharedMachine(JobMachine(config.partitions))
+        self.machine = SharedMachine(JobMachine(config.partitions, Ring))
         self.supervisor = Supervisor(HealthBoard(self.clock))
         self.store = RaftStore(
             RaftConfig(
@@ -210,7 +211,7 @@ class Node:
         await self.store.stop()
         log.info("node %s stopped", self.me.id)
 
-    # -- the admin view (node/admin.py renders it) ----------------------------------------
+    # -- the admin view (node/http/admin.py renders it) ----------------------------------------
 
     def not_ready_reason(self) -> str | None:
         return raft_not_ready_reason(self.store) or self.supervisor.unhealthy_reason()

@@ -25,7 +25,7 @@ from store.codec import (
 from store.errors import JobConflict, JobNotFound, OutcomeUnknown, QuotaExceeded, ValidationError
 from store.jobs import Job, JobLimits, JobSpec, derive_job, spec_from_request, validate_name
 from store.machine import AppRoute, ErrorKind, Result, check_app_token, check_app_url
-from store.raft import RaftStore
+from store.raft.store import RaftStore
 from store.shared_machine import SharedMachine
 
 LIST_LIMIT_DEFAULT = 100

@@ -51,7 +51,8 @@ from bench_support import (
 )
 
 from cluster.local import LocalCluster
-from cluster.ring import Ring, partition_of
+from cluster.ring import Ring
+from store.partition import partition_of
 
 APP_ID = "default"
 NAMESPACE = "default"

@@ -13,7 +13,7 @@ Figures:
 - create rate (first pass), latency p50/p99, errors (by HTTP status), the driver's CPU use;
 - per node, RSS (VmRSS of the node process) with 0 jobs, with N, and after each restart; the
   sizes of its Raft journal and dump once every node holds N;
-- snapshots: a node snapshots in a forked child (store/raft_dump.py) when its log passes
+- snapshots: a node snapshots in a forked child (store/raft/dump.py) when its log passes
   log_compaction_entries_min entries. There is no admin route to force one, so the run watches
   each node's children: a child's lifetime is one snapshot (fork, encode, write, fsync,
   rename), reported with the number of jobs created when it started;
@@ -22,7 +22,7 @@ Figures:
   at all (process start and imports: pysyncobj loads the dump and replays the journal later,
   on its tick thread), until its `GET /v1.0/healthz/ready` is 204 (dump loaded, journal
   replayed, caught up with a leader; a restarted node waits 5-7 s before it campaigns, see
-  store/raft_transport.py "Quiet start"), and until the cluster is ready (LocalCluster.wait_ready:
+  store/raft/transport.py "Quiet start"), and until the cluster is ready (LocalCluster.wait_ready:
   one leader, every node live in the epoch); then the job count on every node
   (`GET /admin/cluster` "jobs") must be N.
 """

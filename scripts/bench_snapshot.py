@@ -12,6 +12,7 @@ import gc
 import resource
 import time
 
+from cluster.ring import Ring
 from store.codec import Put
 from store.jobs import DATA_TYPE_JSON, JobSpec
 from store.machine import JobMachine
@@ -26,7 +27,7 @@ def peak_rss_mb() -> float:
 
 
 def build(jobs: int, partitions: int) -> JobMachine:
-    machine = JobMachine(partitions)
+    machine = JobMachine(partitions, Ring)
     for i in range(jobs):
         spec = JobSpec(
             name=f"job-{i * 7919 % jobs:08d}",
@@ -65,7 +66,7 @@ def main(argv: list[str]) -> dict[str, object]:
     data = timed("encode", figures, machine.to_bytes)
     assert isinstance(data, bytes)
     figures["bytes"] = len(data)
-    restored = timed("decode", figures, lambda: JobMachine.from_bytes(data))
+    restored = timed("decode", figures, lambda: JobMachine.from_bytes(data, Ring))
     assert isinstance(restored, JobMachine) and restored.count() == args.jobs
     figures["peak_rss_mb"] = round(peak_rss_mb(), 1)
     for key, value in figures.items():

@@ -36,7 +36,7 @@ from bench_support import (
     tock_cluster,
 )
 
-from node.client import SUCCESS, TockClient, WatchStream
+from node.client.client import SUCCESS, TockClient, WatchStream
 
 APP = "default"
 # Creates per second assumed before the first due time: lead = jobs / this + the margin.

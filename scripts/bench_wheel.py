@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from node.wheel import TimingWheel
+from node.engine.wheel import TimingWheel
 
 START_MS = 1_700_000_000_000
 PHASES = ("insert", "cancel", "expire")

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
-from cluster.ring import partition_of
 from store.bounds import (
     DATA_BYTES_HARD_MAX,
     DURATION_MS_MAX,
@@ -31,6 +30,7 @@ from store.bounds import (
     time_in_range,
 )
 from store.errors import ScheduleError, ValidationError
+from store.partition import partition_of
 from store.schedule import (
     format_rfc3339_ms,
     parse_due_time,

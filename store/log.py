@@ -11,9 +11,18 @@ against a log whose faults and timing a seed decides.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
-from store.raft_state import Applied
+
+@dataclass(frozen=True)
+class Applied:
+    """One command applied at log index `index` (several commands share an index in a batch)."""
+
+    index: int
+    command: bytes
+    result: object
+
 
 Subscriber = Callable[[Applied], None]
 

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
-from cluster.ring import PARTITIONS_DEFAULT, Ring
 from store.codec import (
     Ack,
     Barrier,
@@ -50,6 +49,7 @@ from store.codec import (
 from store.errors import CodecError, ValidationError
 from store.jobs import Job, advance, derive_job, quarantined, record_failure, validate_scope
 from store.machine_index import NameIndex
+from store.partition import Assignment, AssignmentFactory
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,13 @@ class _AppJobs:
 
 
 class JobMachine:
-    def __init__(self, partitions: int = PARTITIONS_DEFAULT) -> None:
+    """`assign` computes which live member owns which partition (cluster/ring.py's Ring in a
+    node): every replica must be given the same, or they would count different acks."""
+
+    def __init__(self, partitions: int, assign: AssignmentFactory) -> None:
         assert partitions > 0
         self._partitions = partitions
+        self._assign = assign
         self._by_uid: dict[str, Job] = {}
         self._apps_jobs: dict[AppKey, _AppJobs] = {}
         # Uids per partition: what an owner arms when it gains a partition.
@@ -152,9 +156,9 @@ class JobMachine:
         # The epoch before's live members and ring: a partition's owner until this epoch began,
         # whose acks still count until it has released the partitions it lost (see _release).
         self._previous_live: tuple[str, ...] = ()
-        self._previous_ring: Ring | None = None
+        self._previous_ring: Assignment | None = None
         self._released: set[str] = set()
-        self._ring: Ring | None = None
+        self._ring: Assignment | None = None
         # node -> (last heartbeat ms, raft address, http address, zone data version)
         self._heartbeats: dict[str, tuple[int, str, str, str]] = {}
 
@@ -373,7 +377,7 @@ class JobMachine:
             message = f"members {fresh} heartbeat within {command.dead_ms} ms of {command.now_ms}"
             return _failed(ErrorKind.STALE, message)
         # Built before anything changes: a ring that cannot be built refuses the command whole.
-        ring = Ring(command.live, self._partitions) if command.live else None
+        ring = self._assign(command.live, self._partitions) if command.live else None
         self._previous_live, self._previous_ring = self._live, self._ring
         self._released = set()
         self._epoch = command.epoch
@@ -606,29 +610,29 @@ class JobMachine:
 
     def load_bytes(self, data: bytes) -> None:
         """Replace the whole state with a snapshot's; CodecError (and no change) if it is bad."""
-        restored = JobMachine.from_bytes(data)
+        restored = JobMachine.from_bytes(data, self._assign)
         for slot in _STATE_SLOTS:
             setattr(self, slot, getattr(restored, slot))
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> JobMachine:
+    def from_bytes(cls, data: bytes, assign: AssignmentFactory) -> JobMachine:
         # A restore allocates millions of long-lived objects: the cyclic collector would walk
         # them over and over (it halves decode time at 100k jobs, more at 1M) and find nothing.
         with _collector_paused():
-            return cls.from_state(decode_snapshot(data))
+            return cls.from_state(decode_snapshot(data), assign)
 
     @classmethod
-    def from_state(cls, state: MachineState) -> JobMachine:
+    def from_state(cls, state: MachineState, assign: AssignmentFactory) -> JobMachine:
         if state.partitions <= 0:
             raise CodecError(f"snapshot with {state.partitions} partitions")
-        machine = cls(state.partitions)
+        machine = cls(state.partitions, assign)
         machine._epoch = state.epoch
         machine._members = state.members
         machine._live = state.live
-        machine._ring = Ring(state.live, state.partitions) if state.live else None
+        machine._ring = assign(state.live, state.partitions) if state.live else None
         machine._previous_live = state.previous_live
         machine._previous_ring = (
-            Ring(state.previous_live, state.partitions) if state.previous_live else None
+            assign(state.previous_live, state.partitions) if state.previous_live else None
         )
         machine._released = set(state.released)
         machine._app_routes = {

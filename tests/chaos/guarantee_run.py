@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from cluster.local import LocalCluster
 from node.config import Timing
-from node.http_errors import CODE_UNAVAILABLE
+from node.http.errors import CODE_UNAVAILABLE
 from tests.chaos.history import (
     Fault,
     History,
@@ -120,7 +120,7 @@ def send_op(url: str, body: dict[str, Any] | None) -> None:
 
 def outcome_of(error: Exception) -> tuple[Outcome, str]:
     """A 4xx was not applied; neither was a 503 ERR_UNAVAILABLE, which a node answers only when
-    the write certainly was not proposed (store/raft.py), a promise the checks hold it to. Any
+    the write certainly was not proposed (store/raft/store.py), a promise the checks hold it to. Any
     other 503 (ERR_OUTCOME_UNKNOWN) and no answer at all may or may not have been applied,
     except a refused connection: no process had the request."""
     if isinstance(error, urllib.error.URLError) and isinstance(

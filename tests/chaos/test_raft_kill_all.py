@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable
 
-from store.raft_config import JOURNAL_FILE_NAME
+from store.raft.config import JOURNAL_FILE_NAME
 from tests.chaos.trials import time_limit
 from tests.integration.journal_format import journal_last_index
 from tests.integration.raft_cluster import RaftCluster, RaftNodeProcess, wait_for

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from cluster.local import LocalCluster
-from cluster.ring import Ring, partition_of
+from cluster.ring import Ring
 from node.config import Timing
+from store.partition import partition_of
 from tests.support.local_cluster import running_cluster
 from tests.support.sink import Call, Sink
 

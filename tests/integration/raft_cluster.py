@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from store.raft_config import DUMP_FILE_NAME
+from store.raft.config import DUMP_FILE_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "integration-secret"

@@ -54,10 +54,13 @@ from typing import Any
 
 import msgpack
 
+from cluster.ring import Ring
 from store.errors import TockError, ValidationError
-from store.raft import RaftStore
-from store.raft_config import RaftConfig
-from store.raft_state import Applied, StateMachine
+from store.log import Applied
+from store.partition import PARTITIONS_DEFAULT
+from store.raft.config import RaftConfig
+from store.raft.state import StateMachine
+from store.raft.store import RaftStore
 from tests.integration.raft_io_audit import IoAudit
 
 log = logging.getLogger("raft_node")
@@ -120,7 +123,7 @@ def make_machine(name: str) -> StateMachine:
         return KvMachine()
     from store.machine import JobMachine
 
-    return JobMachine()
+    return JobMachine(PARTITIONS_DEFAULT, Ring)
 
 
 def _jsonable(value: object) -> object:

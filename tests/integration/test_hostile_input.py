@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import pytest
 
-from node.client import TockClient
+from node.client.client import TockClient
 from tests.integration.healthy_app import HealthyApp, names_on_every_node, now_ms
 from tests.integration.node_helpers import Answer, App, Rig, call, running_rig
 from tests.integration.raw_http import raw_call

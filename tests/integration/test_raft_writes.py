@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from store.raft_config import ENTRY_BYTES_CEILING, JOURNAL_FILE_NAME
+from store.raft.config import ENTRY_BYTES_CEILING, JOURNAL_FILE_NAME
 from tests.integration.journal_format import journal_entry_sizes
 from tests.integration.raft_cluster import RaftCluster, b64
 from tests.integration.raft_node import kv_incr, kv_set

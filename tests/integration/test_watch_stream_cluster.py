@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from cluster.local import LocalCluster
-from cluster.ring import Ring, partition_of
-from node.client import TockClient, WatchStream, WatchTrigger
+from cluster.ring import Ring
+from node.client.client import TockClient, WatchStream, WatchTrigger
 from store.errors import JobNotFound
+from store.partition import partition_of
 from tests.support.local_cluster import running_cluster
 from tests.support.sink import Sink
 from tests.support.watch_streams import hand_over_on_close

@@ -14,7 +14,7 @@ import contextvars
 import random
 from dataclasses import dataclass, field
 
-from node.delivery import Outcome, Trigger
+from node.delivery.trigger import DeliveryOutcome, Trigger
 from tests.sim.clock import NodeClock, true_wall_ms
 
 
@@ -56,10 +56,12 @@ class SimApp:
     def client(self, node: str, clock: NodeClock) -> AppClient:
         return AppClient(self, node, clock)
 
-    def _receive(self, send: Send, reply: asyncio.Future[Outcome]) -> None:
+    def _receive(self, send: Send, reply: asyncio.Future[DeliveryOutcome]) -> None:
         send.received = True
         faults = self.faults
-        answer = Outcome.FAILED if self.rng.random() < faults.fail else Outcome.SUCCESS
+        answer = (
+            DeliveryOutcome.FAILED if self.rng.random() < faults.fail else DeliveryOutcome.SUCCESS
+        )
         delay_s = 2 * self.rng.uniform(*faults.latency_ms) / 1000
         if self.rng.random() < faults.slow:
             delay_s += faults.timeout_s
@@ -68,14 +70,14 @@ class SimApp:
 
 
 class AppClient:
-    """One node's delivery to the app: a node.deliverer.Delivers."""
+    """One node's delivery to the app: a node.delivery.dispatch.Delivers."""
 
     def __init__(self, app: SimApp, node: str, clock: NodeClock) -> None:
         self._app = app
         self._node = node
         self._clock = clock
 
-    async def deliver(self, url: str, trigger: Trigger) -> Outcome:
+    async def deliver(self, url: str, trigger: Trigger) -> DeliveryOutcome:
         app = self._app
         loop = asyncio.get_running_loop()
         send = Send(
@@ -88,18 +90,18 @@ class AppClient:
             sent_ms=true_wall_ms(loop),
         )
         app.sends.append(send)
-        reply: asyncio.Future[Outcome] = loop.create_future()
+        reply: asyncio.Future[DeliveryOutcome] = loop.create_future()
         if app.rng.random() >= app.faults.drop:
             delay_s = app.rng.uniform(*app.faults.latency_ms) / 1000
             loop.call_later(delay_s, app._receive, send, reply, context=app.context)
         try:
             outcome = await asyncio.wait_for(reply, app.faults.timeout_s)
         except TimeoutError:
-            outcome = Outcome.FAILED
+            outcome = DeliveryOutcome.FAILED
         send.outcome, send.done_ms = outcome.value, true_wall_ms(loop)
         return outcome
 
 
-def _answer(reply: asyncio.Future[Outcome], answer: Outcome) -> None:
+def _answer(reply: asyncio.Future[DeliveryOutcome], answer: DeliveryOutcome) -> None:
     if not reply.done():
         reply.set_result(answer)

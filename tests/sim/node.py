@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from cluster.membership import Membership, MembershipConfig
-from node.engine import EngineConfig, TriggerEngine
+from node.engine.engine import EngineConfig, TriggerEngine
 from node.supervisor import Supervisor
 from store.codec import Member
 from store.supervision import HealthBoard

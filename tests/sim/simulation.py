@@ -17,6 +17,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from cluster.ring import Ring
 from store.codec import Put, RegisterApp, decode_command, encode_command
 from store.errors import TockError
 from store.jobs import DATA_TYPE_JSON, FailureKind, FailurePolicy, JobSpec
@@ -81,7 +82,7 @@ class _World:
         deadline_s = start_s + RUN_S_MAX
         addresses = {node: f"sim://{node}/raft" for node in NODES}
         self.group = MemoryLog(
-            addresses, self.rng, self.scenario.log, lambda: JobMachine(PARTITIONS)
+            addresses, self.rng, self.scenario.log, lambda: JobMachine(PARTITIONS, Ring)
         )
         self.app = SimApp(self.rng, self.scenario.app)
         self.nodes = {node: SimNode(node, self.group, self.app) for node in NODES}
@@ -274,14 +275,14 @@ class _World:
         lagging = [r.node for r in self.group.replicas() if r.applied != len(self.group.entries)]
         for node in lagging:
             digests[node] = "lagging"
-        replay = JobMachine(PARTITIONS)
+        replay = JobMachine(PARTITIONS, Ring)
         for command in self.group.entries:
             replay.apply_command(command)
         digests["replay"] = replay.digest()
         return digests
 
     def _final_jobs(self) -> int:
-        replay = JobMachine(PARTITIONS)
+        replay = JobMachine(PARTITIONS, Ring)
         for command in self.group.entries:
             replay.apply_command(command)
         return replay.count()

@@ -10,8 +10,8 @@ import logging
 
 import pytest
 
-from node.acks import PendingAck
-from node.engine import TriggerEngine
+from node.engine.acks import PendingAck
+from node.engine.engine import TriggerEngine
 from tests.sim import simulation
 from tests.sim.node import SimNode
 from tests.sim.simulation import simulate

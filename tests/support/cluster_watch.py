@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from cluster.local import LocalCluster
-from cluster.ring import Ring, partition_of
+from cluster.ring import Ring
+from store.partition import partition_of
 
 T = TypeVar("T")
 View = dict[str, Any]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from node.client import WatchStream
+from node.client.client import WatchStream
 
 
 async def hand_over_on_close(one: WatchStream, two: WatchStream, timeout_s: float) -> None:

@@ -21,8 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.ring import PARTITIONS_DEFAULT, PARTITIONS_MAX, Ring, _encode_fields, partition_of
+from cluster.ring import Ring
 from store.errors import ValidationError
+from store.partition import PARTITIONS_DEFAULT, PARTITIONS_MAX, encode_fields, partition_of
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TYPICAL_IDS = [f"n{index}" for index in range(1, 8)]
@@ -95,12 +96,12 @@ def test_field_encoding_is_unambiguous(
     cut = len(second[0]) % (len(joined) + 1)
     for other in [(joined[:cut], joined[cut:], ""), ("", *second), (*second, "")]:
         if other != first:
-            assert _encode_fields(*first) != _encode_fields(*other)
+            assert encode_fields(*first) != encode_fields(*other)
 
 
 def test_field_encoding_separates_shifted_boundaries() -> None:
-    assert _encode_fields("a", "bc", "d") != _encode_fields("ab", "c", "d")
-    assert _encode_fields("a\x00", "b") != _encode_fields("a", "\x00b")
+    assert encode_fields("a", "bc", "d") != encode_fields("ab", "c", "d")
+    assert encode_fields("a\x00", "b") != encode_fields("a", "\x00b")
 
 
 @pytest.mark.parametrize("partitions", [0, -1, PARTITIONS_MAX + 1])
@@ -113,7 +114,8 @@ def test_another_process_with_another_hash_seed_agrees() -> None:
     # A fresh interpreter with a different PYTHONHASHSEED proves nothing depends on hash().
     script = (
         "import hashlib, json\n"
-        "from cluster.ring import Ring, partition_of\n"
+        "from cluster.ring import Ring\n"
+        "from store.partition import partition_of\n"
         "ring = Ring(['n3', 'n1', 'n2'])\n"
         "print(json.dumps([partition_of('default', 'orders', 'nightly-report', 1024),\n"
         "    hashlib.sha256('\\n'.join(ring.owners).encode()).hexdigest()]))\n"

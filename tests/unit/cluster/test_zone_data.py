@@ -10,10 +10,11 @@ from typing import Any, cast
 import pytest
 
 from cluster.membership import Membership, MembershipConfig
+from cluster.ring import Ring
 from store.clock import FakeClock
 from store.codec import Heartbeat, Member
 from store.machine import JobMachine
-from store.raft import RaftStore
+from store.raft.store import RaftStore
 from store.schedule import ZONE_DATA_VERSION
 from store.shared_machine import SharedMachine
 
@@ -25,7 +26,7 @@ def never_spawn(name: str, factory: Callable[[], Coroutine[Any, Any, None]]) -> 
 
 
 def test_other_zone_data_is_reported_once(caplog: pytest.LogCaptureFixture) -> None:
-    machine = JobMachine(16)
+    machine = JobMachine(16, Ring)
     for node, version in (("n1", ZONE_DATA_VERSION), ("n2", ZONE_DATA_VERSION), ("n3", "2019.1")):
         assert machine.apply(Heartbeat(node, 1, f"{node}:7500", f"{node}:3500", version)).ok
     # The comparison reads only the machine: no store is needed.

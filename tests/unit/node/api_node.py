@@ -1,7 +1,8 @@
 """A real one-node tock HTTP server for the API tests: RaftStore, JobService and build_app on an
 event loop in a thread of its own, serving on a free 127.0.0.1 port.
 
-`call` is a plain http.client request, so the server is tested independently of node/client.py.
+`call` is a plain http.client request, so the server is tested independently of the
+client in node/client/.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from node.admin import ClusterStatus, MemberStatus, StateDigest, raft_not_ready_reason
-from node.api import ApiConfig, build_app
+from cluster.ring import Ring
+from node.http.admin import ClusterStatus, MemberStatus, StateDigest, raft_not_ready_reason
+from node.http.api import ApiConfig, build_app
 from node.service import JobService, ServiceConfig
 from store.clock import SystemClock
 from store.jobs import JobLimits
 from store.machine import JobMachine
-from store.raft import RaftStore
-from store.raft_config import RaftConfig
+from store.raft.config import RaftConfig
+from store.raft.store import RaftStore
 from store.shared_machine import SharedMachine
 
 T = TypeVar("T")
@@ -171,7 +173,7 @@ class LiveNode:
             connection.close()
 
     async def _start(self) -> None:
-        machine = SharedMachine(JobMachine(partitions=PARTITIONS))
+        machine = SharedMachine(JobMachine(PARTITIONS, Ring))
         store = self.store = RaftStore(self.raft, machine)
         store.start()
         await store.wait_ready(STARTUP_S_MAX)

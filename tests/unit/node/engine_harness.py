@@ -16,14 +16,15 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TypeVar
 
-from node.delivery import DeliveryConfig, HttpDelivery
-from node.engine import EngineConfig, TriggerEngine
+from cluster.ring import Ring
+from node.delivery.http import DeliveryConfig, HttpDelivery
+from node.engine.engine import EngineConfig, TriggerEngine
 from store.clock import SystemClock
 from store.codec import Command, Delete, Member, Put, RegisterApp, SetMembers, encode_command
 from store.jobs import DATA_TYPE_JSON, FailurePolicy, Job, JobSpec, MisfirePolicy
 from store.machine import JobMachine, Result
-from store.raft import RaftStore
-from store.raft_config import RaftConfig
+from store.raft.config import RaftConfig
+from store.raft.store import RaftStore
 from store.shared_machine import SharedMachine
 
 T = TypeVar("T")
@@ -53,7 +54,7 @@ class Harness:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         raft = f"127.0.0.1:{free_port()}"
         self.member = Member(NODE, raft, "127.0.0.1:1")
-        self.machine = SharedMachine(JobMachine(PARTITIONS))
+        self.machine = SharedMachine(JobMachine(PARTITIONS, Ring))
         self.store = RaftStore(
             RaftConfig(self_address=raft, peer_addresses=(), data_dir=data_dir, secret="test"),
             self.machine,

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import pytest
 from aiohttp import web
 
-from node.api import ApiConfig, build_app
-from node.http_errors import describe
-from node.openapi import openapi_document
-from node.watch import LocalWatchers, WatchConfig, WatchRoute
-from node.watch_forward import ForwardRoute
+from node.http.api import ApiConfig, build_app
+from node.http.errors import describe
+from node.http.openapi import openapi_document
+from node.watch.forward import ForwardRoute
+from node.watch.route import LocalWatchers, WatchConfig, WatchRoute
 from store.errors import OutcomeUnknown
 from tests.unit.node.api_node import BODY_BYTES_MAX, FAILING_MEMBER, LiveNode
 

@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from node.client import RequestFailed, TockClient
-from node.job_cli import add_commands, format_status, parse_failure_policy
+from node.client.cli import add_commands, format_status, parse_failure_policy
+from node.client.client import RequestFailed, TockClient
 from store.errors import AppNotFound, JobConflict, JobNotFound, Unavailable, ValidationError
 from tests.unit.node.api_node import LiveNode, free_port
 

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from node.delivery import DeliveryConfig, HttpDelivery, Outcome, Trigger
+from node.delivery.http import DeliveryConfig, HttpDelivery
+from node.delivery.trigger import DeliveryOutcome, Trigger
 from tests.support.sink import Sink
 
 TRIGGER = Trigger(
@@ -31,8 +32,8 @@ def sink() -> Iterator[Sink]:
     app.stop()
 
 
-def deliver(url: str, trigger: Trigger, token: str = "", timeout_s: float = 5) -> Outcome:
-    async def go() -> Outcome:
+def deliver(url: str, trigger: Trigger, token: str = "", timeout_s: float = 5) -> DeliveryOutcome:
+    async def go() -> DeliveryOutcome:
         delivery = HttpDelivery(DeliveryConfig(attempt_timeout_s=timeout_s))
         try:
             return await delivery.deliver(url, dataclasses.replace(trigger, app_token=token))
@@ -43,7 +44,7 @@ def deliver(url: str, trigger: Trigger, token: str = "", timeout_s: float = 5) -
 
 
 def test_posts_the_data_with_every_header_of_the_contract(sink: Sink) -> None:
-    assert deliver(sink.url, TRIGGER, token="s3cret") is Outcome.SUCCESS
+    assert deliver(sink.url, TRIGGER, token="s3cret") is DeliveryOutcome.SUCCESS
     (call,) = sink.calls_for("nightly report")
     assert call.body == b'{"task":"backup"}'
     assert call.headers["Content-Type"] == "application/json"
@@ -63,9 +64,15 @@ def test_no_token_header_when_the_app_has_none(sink: Sink) -> None:
 
 @pytest.mark.parametrize(
     ("name", "outcome"),
-    [("gone", Outcome.SUCCESS), ("broken", Outcome.FAILED), ("teapot", Outcome.FAILED)],
+    [
+        ("gone", DeliveryOutcome.SUCCESS),
+        ("broken", DeliveryOutcome.FAILED),
+        ("teapot", DeliveryOutcome.FAILED),
+    ],
 )
-def test_404_is_success_and_other_errors_fail(sink: Sink, name: str, outcome: Outcome) -> None:
+def test_404_is_success_and_other_errors_fail(
+    sink: Sink, name: str, outcome: DeliveryOutcome
+) -> None:
     trigger = Trigger("default", "default", name, "u", 1, 1, b"")
     assert deliver(sink.url, trigger) is outcome
     assert len(sink.calls_for(name)) == 1
@@ -74,7 +81,7 @@ def test_404_is_success_and_other_errors_fail(sink: Sink, name: str, outcome: Ou
 def test_an_app_that_does_not_answer_in_time_is_a_failure() -> None:
     slow = Sink(delay_s=2.0).start()
     try:
-        assert deliver(slow.url, TRIGGER, timeout_s=0.3) is Outcome.FAILED
+        assert deliver(slow.url, TRIGGER, timeout_s=0.3) is DeliveryOutcome.FAILED
     finally:
         slow.stop()
 
@@ -83,4 +90,4 @@ def test_an_app_that_is_not_listening_is_a_failure() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    assert deliver(f"http://127.0.0.1:{port}", TRIGGER) is Outcome.FAILED
+    assert deliver(f"http://127.0.0.1:{port}", TRIGGER) is DeliveryOutcome.FAILED

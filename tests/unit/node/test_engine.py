@@ -15,16 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from node.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
-from node.engine import EngineConfig
-from node.engine_metrics import EngineMetrics
-from node.misfire import skipped_occurrences
+from cluster.ring import Ring
+from node.engine.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
+from node.engine.engine import EngineConfig
+from node.engine.metrics import EngineMetrics
+from node.engine.misfire import skipped_occurrences
 from store.clock import SystemClock
 from store.codec import AckEntry, Outcome
 from store.jobs import FAILURE_POLICY_DROP, Job, MisfirePolicy
 from store.machine import JobMachine
-from store.raft import RaftStore
-from store.raft_config import RaftConfig
+from store.partition import PARTITIONS_DEFAULT
+from store.raft.config import RaftConfig
+from store.raft.store import RaftStore
 from store.schedule import format_rfc3339_ms
 from store.shared_machine import SharedMachine
 from tests.support.sink import Call, Sink
@@ -319,7 +321,7 @@ def test_acks_are_batched_and_stale_epochs_are_refused(harness: Harness) -> None
 
 def test_an_ack_that_cannot_be_proposed_is_reported_unavailable(tmp_path: Path) -> None:
     """A store that is not running refuses the proposal outright: certainly not applied."""
-    machine = SharedMachine(JobMachine())
+    machine = SharedMachine(JobMachine(PARTITIONS_DEFAULT, Ring))
     config = RaftConfig(
         self_address="127.0.0.1:1", peer_addresses=(), data_dir=tmp_path, secret="test"
     )
@@ -364,7 +366,7 @@ def test_stop_waits_for_the_delivery_in_flight_and_commits_its_ack(
 def test_a_job_that_cannot_be_fired_is_quarantined_and_the_others_go_on(
     harness: Harness, sink: Sink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import node.engine
+    import node.engine.engine
 
     real = skipped_occurrences
 
@@ -373,7 +375,7 @@ def test_a_job_that_cannot_be_fired_is_quarantined_and_the_others_go_on(
             raise OverflowError("date value out of range")
         return real(job, now_ms, grace_ms, skips_max)
 
-    monkeypatch.setattr(node.engine, "skipped_occurrences", failing_for_poison)
+    monkeypatch.setattr(node.engine.engine, "skipped_occurrences", failing_for_poison)
     before = harness.engine.metrics.jobs_quarantined
     harness.put("poison", schedule="@every 1s")
     harness.put("bystander", schedule="@every 1s", repeats=3)
@@ -387,7 +389,7 @@ def test_a_job_that_cannot_be_fired_is_quarantined_and_the_others_go_on(
     assert len(sink.calls_for("bystander")) == 3
     assert sink.calls_for("poison") == []
     # Overwritten, it is a new job: it fires again once nothing makes it fail.
-    monkeypatch.setattr(node.engine, "skipped_occurrences", real)
+    monkeypatch.setattr(node.engine.engine, "skipped_occurrences", real)
     harness.put("poison", due_time="0s", overwrite=True)
     harness.wait_gone("poison")
     assert len(sink.calls_for("poison")) == 1

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.engine_metrics import Histogram
-from node.misfire import skipped_occurrences
+from node.engine.metrics import Histogram
+from node.engine.misfire import skipped_occurrences
 from store.jobs import Job, JobSpec, MisfirePolicy, derive_job
 
 CREATED_MS = 1_700_000_000_000

@@ -12,8 +12,8 @@ from google.protobuf import any_pb2, duration_pb2, json_format, struct_pb2, wrap
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.grpc_jobs import proto_of, spec_from_proto
-from node.grpc_payload import VALUE_TYPE_URL, any_of
+from node.grpc.jobs import proto_of, spec_from_proto
+from node.grpc.payload import VALUE_TYPE_URL, any_of
 from store.errors import ValidationError
 from store.jobs import DATA_TYPE_JSON, FailureKind, JobLimits, JobSpec, spec_from_request
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from node.client import TockClient
-from node.delivery import Outcome, Trigger
-from node.watch_forward import ForwardConfig, Forwarder
+from node.client.client import TockClient
+from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.watch.forward import ForwardConfig, Forwarder
 from store.errors import JobNotFound
 from store.fault_points import InjectedFault, arm, disarm
 from tests.support.sink import Sink
@@ -197,11 +197,11 @@ def test_a_forwarding_lane_restarts_and_sends(rig: Rig) -> None:
         app_token="",
     )
 
-    async def deliver() -> Outcome:
+    async def deliver() -> DeliveryOutcome:
         try:
             return await forwarder.deliver(f"127.0.0.1:{free_port()}", trigger)
         finally:
             await forwarder.close()
 
-    assert rig.node.run(deliver(), WAIT_S) is Outcome.UNDELIVERABLE
+    assert rig.node.run(deliver(), WAIT_S) is DeliveryOutcome.UNDELIVERABLE
     rig.check_supervised("forward")

@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable, Iterator
 import aiohttp
 import pytest
 
-from node.client import TockClient, WatchStream, WatchTrigger
-from node.delivery import Outcome, Trigger
-from node.watch_forward import INTERNAL_DELIVER_PATH, INTERNAL_TOKEN_HEADER, internal_token
-from node.watch_frames import decode_outcomes, encode_forward
+from node.client.client import TockClient, WatchStream, WatchTrigger
+from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.watch.forward import INTERNAL_DELIVER_PATH, INTERNAL_TOKEN_HEADER, internal_token
+from node.watch.frames import decode_outcomes, encode_forward
 from store.errors import JobNotFound
 from store.schedule import format_rfc3339_ms
 from tests.support.sink import Sink
@@ -261,7 +261,9 @@ def test_the_internal_route_refuses_a_caller_without_the_members_key(node: Watch
             ) as reply:
                 # No watcher of that app here: the owner is told to look elsewhere.
                 assert reply.status == 200
-                assert decode_outcomes(await reply.read(), 1, 1024) == [Outcome.UNDELIVERABLE]
+                assert decode_outcomes(await reply.read(), 1, 1024) == [
+                    DeliveryOutcome.UNDELIVERABLE
+                ]
 
     scenario(node, body)
 

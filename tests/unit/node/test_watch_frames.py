@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.delivery import Outcome, Trigger
-from node.watch_frames import (
+from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.watch.frames import (
     decode_acks,
     decode_forward,
     decode_outcomes,
@@ -41,13 +41,16 @@ def test_a_triggers_frame_carries_the_contracts_fields() -> None:
 
 def test_acks_round_trip() -> None:
     frame = encode_acks([(1, "SUCCESS"), (2, "FAILED")])
-    assert decode_acks(frame, BYTES_MAX) == [(1, Outcome.SUCCESS), (2, Outcome.FAILED)]
+    assert decode_acks(frame, BYTES_MAX) == [
+        (1, DeliveryOutcome.SUCCESS),
+        (2, DeliveryOutcome.FAILED),
+    ]
 
 
 def test_a_forwarded_batch_and_its_outcomes_round_trip() -> None:
     triggers, timeout_ms = decode_forward(encode_forward([TRIGGER, TRIGGER], 1500), BYTES_MAX)
     assert (triggers, timeout_ms) == ([TRIGGER, TRIGGER], 1500)
-    outcomes = [Outcome.SUCCESS, Outcome.UNDELIVERABLE]
+    outcomes = [DeliveryOutcome.SUCCESS, DeliveryOutcome.UNDELIVERABLE]
     assert decode_outcomes(encode_outcomes(outcomes), 2, BYTES_MAX) == outcomes
 
 
@@ -95,7 +98,7 @@ def test_a_malformed_forwarded_batch_is_a_validation_error(body: bytes) -> None:
 
 def test_outcomes_must_match_the_batch() -> None:
     with pytest.raises(ValidationError):
-        decode_outcomes(encode_outcomes([Outcome.SUCCESS]), 2, BYTES_MAX)
+        decode_outcomes(encode_outcomes([DeliveryOutcome.SUCCESS]), 2, BYTES_MAX)
     with pytest.raises(ValidationError):
         decode_outcomes(packed({"outcomes": ["SUCCESS", "MAYBE"]}), 2, BYTES_MAX)
 

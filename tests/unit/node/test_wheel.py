@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.wheel import TimingWheel
+from node.engine.wheel import TimingWheel
 from store.errors import ValidationError
 
 K = TypeVar("K", bound=Hashable)

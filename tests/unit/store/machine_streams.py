@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from hypothesis import strategies as st
 
+from cluster.ring import Ring
 from store.codec import (
     Ack,
     AckEntry,
@@ -104,7 +105,7 @@ intents = st.lists(st.one_of(_puts, _acks, _acks, _others), min_size=10, max_siz
 
 def materialize(stream: list[Intent]) -> list[Command]:
     """The commands the intents stand for, made against a machine that applies them as it goes."""
-    machine = JobMachine(PARTITIONS)
+    machine = JobMachine(PARTITIONS, Ring)
     commands: list[Command] = [SetMembers(1, _members(), NODES)]
     machine.apply(commands[0])
     now_ms = START_MS

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.misfire import skipped_occurrences
+from cluster.ring import Ring
+from node.engine.misfire import skipped_occurrences
 from store.bounds import (
     DURATION_MS_MAX,
     PERIOD_MS_MIN,
@@ -233,7 +234,7 @@ MEMBERS = (Member("n1", "127.0.0.1:7500", "127.0.0.1:3500"),)
 
 
 def seeded_machine() -> JobMachine:
-    machine = JobMachine(16)
+    machine = JobMachine(16, Ring)
     assert machine.apply(SetMembers(1, MEMBERS, ("n1",))).ok
     for k, schedule in enumerate(["@every 1s", "CRON_TZ=Asia/Tokyo 0 * * * * *", None]):
         spec = JobSpec(f"j{k}", schedule=schedule, due_time=None if schedule else "5s")
@@ -345,5 +346,5 @@ def test_version_1_commands_and_snapshots_still_decode() -> None:
     unpacked[0] = 1
     unpacked[8] = [row[:4] for row in unpacked[8]]
     unpacked[10] = [row[:15] for row in unpacked[10]]
-    restored = JobMachine.from_bytes(msgpack.packb(unpacked, use_bin_type=True))
+    restored = JobMachine.from_bytes(msgpack.packb(unpacked, use_bin_type=True), Ring)
     assert restored.digest() == machine.digest()

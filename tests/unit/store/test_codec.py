@@ -6,6 +6,7 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 
+from cluster.ring import Ring
 from store.codec import (
     COMMAND_VERSION,
     SNAPSHOT_VERSION,
@@ -141,12 +142,12 @@ def test_malformed_job_specs_in_a_put_are_codec_errors(
 @settings(deadline=None, max_examples=40)
 @given(intents)
 def test_snapshot_restore_snapshot_is_identical(stream: list[object]) -> None:
-    machine = JobMachine(64)
+    machine = JobMachine(64, Ring)
     for command in materialize(stream):  # type: ignore[arg-type]
         assert decode_command(encode_command(command)) == command
         machine.apply(command)
     snapshot = machine.to_bytes()
-    restored = JobMachine.from_bytes(snapshot)
+    restored = JobMachine.from_bytes(snapshot, Ring)
     assert restored.to_bytes() == snapshot
     assert decode_snapshot(snapshot) == machine.export_state()
     for partition in range(64):
@@ -162,9 +163,9 @@ def test_snapshot_restore_snapshot_is_identical(stream: list[object]) -> None:
 
 
 def test_load_bytes_replaces_the_state_in_place() -> None:
-    source = JobMachine(8)
+    source = JobMachine(8, Ring)
     source.apply(COMMANDS[0])
-    target = JobMachine(8)
+    target = JobMachine(8, Ring)
     target.apply(COMMANDS[1])
     target.load_bytes(source.to_bytes())
     assert target.digest() == source.digest()
@@ -180,11 +181,11 @@ def snapshot_with(apps: list[object], watchers: list[object], live: list[str]) -
 
 
 def test_bad_snapshots_are_codec_errors_and_leave_the_machine_alone() -> None:
-    source = JobMachine(8)
+    source = JobMachine(8, Ring)
     source.apply(COMMANDS[0])
     source.apply(Put("ns", "app", JobSpec("a", due_time="1s"), False, 5, "uid-3", "UTC"))
     rows = list(msgpack.unpackb(source.to_bytes())[-1])
-    target = JobMachine(8)
+    target = JobMachine(8, Ring)
     target.apply(COMMANDS[1])
     before = target.digest()
     bad = [
@@ -211,18 +212,18 @@ def test_bad_snapshots_are_codec_errors_and_leave_the_machine_alone() -> None:
 
 
 def test_app_tokens_and_watchers_survive_a_snapshot() -> None:
-    source = JobMachine(8)
+    source = JobMachine(8, Ring)
     source.apply(SetMembers(1, (Member("n1", "r1", "h1"), Member("n2", "r2", "h2")), ("n1", "n2")))
     source.apply(RegisterApp("ns", "app", "http://127.0.0.1:6000", "s3cret"))
     source.apply(WatchersChanged("ns", "app", "n2", 2))
     source.apply(WatchersChanged("ns", "other", "n1", 1))
-    restored = JobMachine.from_bytes(source.to_bytes())
+    restored = JobMachine.from_bytes(source.to_bytes(), Ring)
     assert restored.app_route("ns", "app") == ("http://127.0.0.1:6000", "s3cret")
     assert restored.watchers() == {("ns", "app"): {"n2": 2}, ("ns", "other"): {"n1": 1}}
     assert restored.digest() == source.digest()
 
 
 def test_an_empty_machine_round_trips() -> None:
-    machine = JobMachine(16)
-    assert JobMachine.from_bytes(machine.to_bytes()).digest() == machine.digest()
+    machine = JobMachine(16, Ring)
+    assert JobMachine.from_bytes(machine.to_bytes(), Ring).digest() == machine.digest()
     assert encode_snapshot(decode_snapshot(machine.to_bytes())) == machine.to_bytes()

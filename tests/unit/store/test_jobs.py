@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from cluster.ring import partition_of
 from store.errors import ScheduleError, ValidationError
 from store.jobs import (
     DATA_TYPE_JSON,
@@ -28,6 +27,7 @@ from store.jobs import (
     validate_name,
     validate_rules,
 )
+from store.partition import partition_of
 
 NOW_MS = 1_700_000_000_000
 LIMITS = JobLimits()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from store.log import ReplicatedLog
-from store.raft import RaftStore
+from store.raft.store import RaftStore
 
 
 def as_log(store: RaftStore) -> ReplicatedLog:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cluster.ring import Ring
 from store.codec import (
     Ack,
     AckEntry,
@@ -31,6 +32,7 @@ from store.machine import (
     JobMachine,
     Result,
 )
+from store.partition import PARTITIONS_DEFAULT
 from store.schedule import parse_schedule
 from tests.unit.store.machine_streams import intents, materialize
 
@@ -42,7 +44,7 @@ MEMBERS = tuple(
 
 
 def machine_with_members(partitions: int = 16) -> JobMachine:
-    machine = JobMachine(partitions)
+    machine = JobMachine(partitions, Ring)
     assert machine.apply(SetMembers(1, MEMBERS, NODES)).ok
     return machine
 
@@ -80,7 +82,7 @@ def current(machine: JobMachine, name: str = "j", app: str = "app") -> Job:
 
 
 def test_put_stores_the_derived_job_and_reports_the_change() -> None:
-    machine = JobMachine()
+    machine = JobMachine(PARTITIONS_DEFAULT, Ring)
     result = put(machine, "j", "u1")
     job = current(machine)
     assert result == Result(value=job, changes=(JobChange(("ns", "app", "j"), job),))
@@ -94,7 +96,7 @@ def test_put_stores_the_derived_job_and_reports_the_change() -> None:
 
 
 def test_put_of_an_existing_name_without_overwrite_is_a_conflict_that_changes_nothing() -> None:
-    machine = JobMachine()
+    machine = JobMachine(PARTITIONS_DEFAULT, Ring)
     put(machine, "j", "u1")
     before = machine.digest()
     result = put(machine, JobSpec("j", due_time="1s"), "u2")
@@ -120,7 +122,7 @@ def test_overwrite_replaces_the_job_resets_its_count_and_forgets_the_old_uid() -
 
 
 def test_a_reused_uid_is_refused() -> None:
-    machine = JobMachine()
+    machine = JobMachine(PARTITIONS_DEFAULT, Ring)
     put(machine, "j", "u1")
     result = put(machine, "k", "u1")
     assert (result.ok, result.error) == (False, ErrorKind.INVALID)
@@ -128,7 +130,7 @@ def test_a_reused_uid_is_refused() -> None:
 
 
 def test_an_invalid_job_is_an_invalid_result_and_changes_nothing() -> None:
-    machine = JobMachine()
+    machine = JobMachine(PARTITIONS_DEFAULT, Ring)
     before = machine.digest()
     result = put(machine, JobSpec("j", due_time="1s", repeats=3), "u1")
     assert result == Result(
@@ -140,7 +142,7 @@ def test_an_invalid_job_is_an_invalid_result_and_changes_nothing() -> None:
 
 
 def test_delete_removes_the_job_and_deleting_a_missing_one_is_fine() -> None:
-    machine = JobMachine()
+    machine = JobMachine(PARTITIONS_DEFAULT, Ring)
     put(machine, "j", "u1")
     key = current(machine).key
     assert machine.apply(Delete("ns", "app", "j")) == Result(
@@ -152,7 +154,7 @@ def test_delete_removes_the_job_and_deleting_a_missing_one_is_fine() -> None:
 
 
 def test_delete_prefix_deletes_only_that_apps_matching_names() -> None:
-    machine = JobMachine()
+    machine = JobMachine(PARTITIONS_DEFAULT, Ring)
     for i, name in enumerate(["a1", "a2", "b1", "a3"]):
         put(machine, name, f"u{i}")
     put(machine, "a9", "other", app="other")
@@ -165,7 +167,7 @@ def test_delete_prefix_deletes_only_that_apps_matching_names() -> None:
 
 
 def test_list_pages_by_name_with_prefix_and_cursor() -> None:
-    machine = JobMachine()
+    machine = JobMachine(PARTITIONS_DEFAULT, Ring)
     names = [f"job-{i:03d}" for i in range(25)] + ["other"]
     for i, name in enumerate(reversed(names)):
         put(machine, name, f"u{i}")
@@ -190,7 +192,7 @@ def test_list_pages_by_name_with_prefix_and_cursor() -> None:
 
 
 def test_apps_register_and_unregister() -> None:
-    machine = JobMachine()
+    machine = JobMachine(PARTITIONS_DEFAULT, Ring)
     assert machine.apply(RegisterApp("ns", "app", "http://127.0.0.1:6000")).apps_changed
     assert machine.app_url("ns", "app") == "http://127.0.0.1:6000"
     assert machine.apps() == {("ns", "app"): "http://127.0.0.1:6000"}
@@ -206,7 +208,7 @@ def test_apps_register_and_unregister() -> None:
 
 
 def test_an_app_token_is_kept_with_the_url_and_checked() -> None:
-    machine = JobMachine()
+    machine = JobMachine(PARTITIONS_DEFAULT, Ring)
     assert machine.apply(RegisterApp("ns", "app", "http://127.0.0.1:6000", "s3cret")).ok
     assert machine.app_route("ns", "app") == AppRoute("http://127.0.0.1:6000", "s3cret")
     assert machine.app_routes() == {("ns", "app"): AppRoute("http://127.0.0.1:6000", "s3cret")}
@@ -251,7 +253,7 @@ def test_watchers_of_nodes_that_are_not_live_are_refused_and_forgotten() -> None
 
 
 def test_set_members_moves_to_the_next_epoch_only() -> None:
-    machine = JobMachine(16)
+    machine = JobMachine(16, Ring)
     assert machine.owner(0) is None
     stale = machine.apply(SetMembers(2, MEMBERS, NODES))
     assert (stale.ok, stale.error, machine.epoch) == (False, ErrorKind.STALE, 0)
@@ -263,7 +265,7 @@ def test_set_members_moves_to_the_next_epoch_only() -> None:
 
 
 def test_set_members_refuses_bad_member_lists() -> None:
-    machine = JobMachine(16)
+    machine = JobMachine(16, Ring)
     for members, live in [
         (MEMBERS + MEMBERS[:1], NODES),
         ((Member("", "r", "h"),), ()),
@@ -398,7 +400,7 @@ def test_an_ack_after_the_owner_changes_is_ignored() -> None:
 
 
 def test_malformed_command_bytes_are_an_invalid_result() -> None:
-    machine = JobMachine()
+    machine = JobMachine(PARTITIONS_DEFAULT, Ring)
     for data in (b"", b"\xc1", b"\x93\x01\x63\x00", encode_command(Barrier())[:-1] + b"\x05"):
         result = machine.apply_command(data)
         assert (result.ok, result.error) == (False, ErrorKind.INVALID)
@@ -413,16 +415,16 @@ def test_malformed_command_bytes_are_an_invalid_result() -> None:
 @given(intents, st.integers(0, 60))
 def test_replicas_fed_the_same_commands_end_identical(stream: list[object], cut: int) -> None:
     commands = materialize(stream)  # type: ignore[arg-type]
-    first, second = JobMachine(64), JobMachine(64)
+    first, second = JobMachine(64, Ring), JobMachine(64, Ring)
     for command in commands:
         assert first.apply(command) == second.apply(command)
     assert first.digest() == second.digest()
     # A replica that joins from a snapshot taken part way through converges too.
     cut = min(cut, len(commands))
-    early = JobMachine(64)
+    early = JobMachine(64, Ring)
     for command in commands[:cut]:
         early.apply(command)
-    joined = JobMachine.from_bytes(early.to_bytes())
+    joined = JobMachine.from_bytes(early.to_bytes(), Ring)
     for command in commands[cut:]:
         joined.apply(command)
     assert joined.digest() == first.digest()

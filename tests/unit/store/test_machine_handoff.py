@@ -7,6 +7,7 @@ must still advance the job, or the new owner would deliver the same occurrence a
 
 from __future__ import annotations
 
+from cluster.ring import Ring
 from store.codec import Ack, AckEntry, Member, Outcome, Release, SetMembers
 from store.jobs import Job
 from store.machine import ErrorKind, JobMachine
@@ -20,7 +21,7 @@ MEMBERS = tuple(
 
 def moved_job() -> tuple[JobMachine, Job, str, str]:
     """A machine in epoch 2 whose job `j` moved from `old` (epoch 1) to `new` (epoch 2)."""
-    machine = JobMachine(64)
+    machine = JobMachine(64, Ring)
     assert machine.apply(SetMembers(1, MEMBERS, ("n1", "n2"))).ok
     assert put(machine, "j", "u1").ok
     job = current(machine)
@@ -91,7 +92,7 @@ def test_a_new_epoch_forgets_the_releases_of_the_last_one() -> None:
 def test_the_handoff_state_survives_a_snapshot() -> None:
     machine, job, old, _new = moved_job()
     machine.apply(Release(2, "n3" if old != "n3" else "n1"))
-    restored = JobMachine.from_bytes(machine.to_bytes())
+    restored = JobMachine.from_bytes(machine.to_bytes(), Ring)
     assert restored.digest() == machine.digest()
     assert restored.previous_owner(job.partition) == old
     result = restored.apply(ack_from(restored, job, old, epoch=1))

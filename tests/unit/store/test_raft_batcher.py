@@ -10,11 +10,11 @@ import pytest
 from pysyncobj import FAIL_REASON
 
 from store.errors import OutcomeUnknown, Unavailable
-from store.raft_batcher import Batcher
-from store.raft_bridge import EntryCallback
-from store.raft_config import RaftConfig
-from store.raft_entry import wire_bytes
-from store.raft_state import EntryApplied, ReplicatedState
+from store.raft.batcher import Batcher
+from store.raft.bridge import EntryCallback
+from store.raft.config import RaftConfig
+from store.raft.entry import wire_bytes
+from store.raft.state import EntryApplied, ReplicatedState
 
 
 class Echo:

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from pysyncobj import pickle as pysyncobj_pickle
 
 from store.errors import CodecError
-from store.raft_chunks import Assembly, ChunkAssembler
-from store.raft_entry import (
+from store.raft.chunks import Assembly, ChunkAssembler
+from store.raft.entry import (
     Barrier,
     Batch,
     Chunk,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from store.errors import ValidationError
-from store.raft_config import RaftConfig, checked_syncobj_conf, syncobj_conf
+from store.raft.config import RaftConfig, checked_syncobj_conf, syncobj_conf
 
 
 def config(**changes: object) -> RaftConfig:

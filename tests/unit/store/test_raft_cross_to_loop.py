@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from store.raft_bridge import CrossToLoop
+from store.raft.bridge import CrossToLoop
 
 WAIT_S = 5.0
 
@@ -86,7 +86,7 @@ def test_a_failing_call_does_not_drop_the_next(caplog: pytest.LogCaptureFixture)
         await drained(cross)
         assert seen == ["after"]
 
-    with caplog.at_level(logging.ERROR, logger="store.raft_bridge"):
+    with caplog.at_level(logging.ERROR, logger="store.raft.bridge"):
         run(body())
     assert "boom" in caplog.text
 

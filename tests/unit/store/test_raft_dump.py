@@ -14,9 +14,9 @@ from pysyncobj.node import TCPNode
 
 from store.clock import FakeClock
 from store.fault_points import arm, disarm
-from store.raft_dump import ForkingDump
-from store.raft_entry import encode_batch
-from store.raft_state import ReplicatedState
+from store.raft.dump import ForkingDump
+from store.raft.entry import encode_batch
+from store.raft.state import ReplicatedState
 from store.supervision import HealthBoard
 
 LAST = (b"\x01last", 8, 2)

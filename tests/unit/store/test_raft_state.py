@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from store.errors import CodecError
-from store.raft_entry import encode_barrier, encode_batch, encode_chunks
-from store.raft_state import CommandFailed, ReplicatedState
+from store.raft.entry import encode_barrier, encode_batch, encode_chunks
+from store.raft.state import CommandFailed, ReplicatedState
 
 
 class Counter:

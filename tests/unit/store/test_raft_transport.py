@@ -20,8 +20,8 @@ from pysyncobj.journal import FileJournal
 from pysyncobj.serializer import Serializer
 from pysyncobj.transport import TCPTransport
 
-import store.raft_transport
-from store.raft_transport import (
+import store.raft.transport
+from store.raft.transport import (
     HardenedTransport,
     HardeningConfig,
     JournalGuard,
@@ -180,7 +180,7 @@ def test_a_crash_during_compaction_leaves_the_old_journal_whole(
     def crash(_source: str, _target: str) -> None:
         raise OSError("crashed before the rename")
 
-    monkeypatch.setattr(store.raft_transport, "durable_replace", crash)
+    monkeypatch.setattr(store.raft.transport, "durable_replace", crash)
     with pytest.raises(OSError):
         guard.compact_to(40)
     guard._destroy()

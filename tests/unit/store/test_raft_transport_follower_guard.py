@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.transport import TCPTransport
 
-from store.raft_transport import HardenedTransport
+from store.raft.transport import HardenedTransport
 from tests.chaos.cluster import free_ports
 
 NO_OP = b"\x01"

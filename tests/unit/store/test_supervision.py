@@ -108,12 +108,12 @@ def test_the_guard_logs_counts_and_holds_the_work_back_for_the_backoff(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     health, clock = board()
-    guard = health.guard("batcher", logging.getLogger("store.raft_batcher"))
+    guard = health.guard("batcher", logging.getLogger("store.raft.batcher"))
     arm("batcher:2")
     with caplog.at_level(logging.ERROR):
         assert guard.run(lambda: "flushed", "crashed") == "crashed"
     (record,) = caplog.records
-    assert record.name == "store.raft_batcher" and "batcher" in record.getMessage()
+    assert record.name == "store.raft.batcher" and "batcher" in record.getMessage()
     assert record.exc_info is not None and isinstance(record.exc_info[1], InjectedFault)
     assert guard.wait_s() == pytest.approx(0.1)
     clock.advance(0.1)

@@ -38,7 +38,7 @@ from pysyncobj.node import TCPNode
 
 from store.clock import Clock
 from store.errors import CodecError
-from store.raft_state import ReplicatedState
+from store.raft.state import ReplicatedState
 from store.supervision import Guard, HealthBoard
 
 log = logging.getLogger(__name__)

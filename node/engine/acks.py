@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
-from node.engine_metrics import EngineMetrics
+from node.engine.metrics import EngineMetrics
 from store.clock import Clock
 from store.codec import Ack, AckEntry, encode_command
 from store.errors import TockError, Unavailable, ValidationError

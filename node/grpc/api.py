@@ -24,7 +24,7 @@ import grpc
 from dapr.proto.runtime.v1 import jobs_pb2
 from google.protobuf.message import Message
 
-from node.grpc_jobs import proto_of, spec_from_proto
+from node.grpc.jobs import proto_of, spec_from_proto
 from node.scope import Scope, scope_from
 from node.service import JobService
 from store.errors import (

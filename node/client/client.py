@@ -30,8 +30,8 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from node.http_errors import CODE_APP_NOT_FOUND, CODE_OUTCOME_UNKNOWN, TOKEN_HEADER
-from node.watch_frames import decode_triggers, encode_acks
+from node.http.errors import CODE_APP_NOT_FOUND, CODE_OUTCOME_UNKNOWN, TOKEN_HEADER
+from node.watch.frames import decode_triggers, encode_acks
 from store.errors import (
     AppNotFound,
     JobConflict,

@@ -16,12 +16,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
-from node.delivery import Outcome, Trigger
-from node.watch import LocalWatchers
-from node.watch_forward import Forwarder
+from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.watch.forward import Forwarder
+from node.watch.route import LocalWatchers
+from store.log import Applied
 from store.machine import AppKey, Result
-from store.raft import RaftStore
-from store.raft_state import Applied
+from store.raft.store import RaftStore
 from store.shared_machine import SharedMachine
 
 # A node's watcher count weighs its turn at most this much: a bound on the rotation list.
@@ -76,21 +76,21 @@ class WatchDelivery:
         app = (trigger.namespace, trigger.app)
         return self._local.has(app) or app in self._turns
 
-    async def deliver(self, trigger: Trigger) -> Outcome:
+    async def deliver(self, trigger: Trigger) -> DeliveryOutcome:
         """One attempt through some watcher of the app; UNDELIVERABLE when none took it."""
         app = (trigger.namespace, trigger.app)
         if self._local.has(app):
             outcome = await self._local.deliver(trigger, self._local.config.ack_timeout_s)
-            if outcome is not Outcome.UNDELIVERABLE:
+            if outcome is not DeliveryOutcome.UNDELIVERABLE:
                 return outcome
         for node in self._others_in_turn(app):
             http = self._http.get(node)
             if http is None:
                 continue
             outcome = await self._forwarder.deliver(http, trigger)
-            if outcome is not Outcome.UNDELIVERABLE:
+            if outcome is not DeliveryOutcome.UNDELIVERABLE:
                 return outcome
-        return Outcome.UNDELIVERABLE
+        return DeliveryOutcome.UNDELIVERABLE
 
     def _others_in_turn(self, app: AppKey) -> list[str]:
         turns = self._turns.get(app)

@@ -11,7 +11,7 @@ from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import jobs_pb2
 from google.protobuf import duration_pb2
 
-from node.grpc_payload import RawData, any_of, json_or_raw
+from node.grpc.payload import RawData, any_of, json_or_raw
 from store.errors import ValidationError
 from store.jobs import FailureKind, FailurePolicy, JobLimits, JobSpec, spec_from_request
 

@@ -21,8 +21,8 @@ import grpc
 from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
 
-from node.delivery import Outcome, Trigger
-from node.grpc_payload import any_of
+from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.grpc.payload import any_of
 from store.schedule import format_rfc3339_ms
 
 GRPC_SCHEME = "grpc://"
@@ -46,7 +46,7 @@ class GrpcDelivery:
         self._config = config
         self._channels: OrderedDict[str, grpc.aio.Channel] = OrderedDict()
 
-    async def deliver(self, url: str, trigger: Trigger) -> Outcome:
+    async def deliver(self, url: str, trigger: Trigger) -> DeliveryOutcome:
         """One attempt. Never raises for the app's faults: they are outcomes, not errors."""
         channel = await self._channel(url.removeprefix(GRPC_SCHEME).rstrip("/"))
         request = job_event_request(trigger)
@@ -58,7 +58,7 @@ class GrpcDelivery:
         if code is grpc.StatusCode.UNIMPLEMENTED:
             alpha = appcallback_pb2_grpc.AppCallbackAlphaStub(channel)  # type: ignore[no-untyped-call]
             code = await _call(alpha.OnJobEventAlpha1, request, metadata, deadline)
-        return Outcome.SUCCESS if code in _SUCCESS_CODES else Outcome.FAILED
+        return DeliveryOutcome.SUCCESS if code in _SUCCESS_CODES else DeliveryOutcome.FAILED
 
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), OrderedDict()

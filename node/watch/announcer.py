@@ -25,7 +25,7 @@ from store.codec import WatchersChanged, encode_command
 from store.errors import TockError, ValidationError
 from store.fault_points import fault_point
 from store.machine import AppKey
-from store.raft import RaftStore
+from store.raft.store import RaftStore
 from store.shared_machine import SharedMachine
 
 log = logging.getLogger(__name__)

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from node.delivery import Outcome, Trigger
-from node.http_errors import TOKEN_HEADER
+from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.http.errors import TOKEN_HEADER
 from node.scope import checked_scope
 from node.supervisor import Supervisor
-from node.watch import LocalWatchers
-from node.watch_frames import decode_forward, decode_outcomes, encode_forward, encode_outcomes
+from node.watch.frames import decode_forward, decode_outcomes, encode_forward, encode_outcomes
+from node.watch.route import LocalWatchers
 from store.errors import ValidationError
 from store.fault_points import fault_point
 
@@ -70,7 +70,7 @@ class ForwardConfig:
             raise ValidationError("every forward limit must be positive")
 
 
-_Pending = tuple[Trigger, asyncio.Future[Outcome]]
+_Pending = tuple[Trigger, asyncio.Future[DeliveryOutcome]]
 
 
 class _Lane:
@@ -86,10 +86,10 @@ class _Lane:
         self._sending: set[asyncio.Task[None]] = set()
         self._pump = supervisor.spawn(f"{TASK} {url}", self._run)
 
-    async def deliver(self, trigger: Trigger) -> Outcome:
+    async def deliver(self, trigger: Trigger) -> DeliveryOutcome:
         if len(self._queue) >= self._forwarder.config.queue_max:
-            return Outcome.UNDELIVERABLE
-        outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+            return DeliveryOutcome.UNDELIVERABLE
+        outcome: asyncio.Future[DeliveryOutcome] = asyncio.get_running_loop().create_future()
         self._queue.append((trigger, outcome))
         self._queued.set()
         return await outcome
@@ -119,7 +119,7 @@ class _Lane:
 
     async def _send(self, batch: list[_Pending]) -> None:
         # Cancelled (the node is stopping), the batch is handed back rather than left waiting.
-        outcomes = [Outcome.UNDELIVERABLE] * len(batch)
+        outcomes = [DeliveryOutcome.UNDELIVERABLE] * len(batch)
         try:
             outcomes = await self._forwarder.post(self._url, [trigger for trigger, _ in batch])
         finally:
@@ -136,7 +136,7 @@ class _Lane:
         while self._queue:
             _, outcome = self._queue.popleft()
             if not outcome.done():
-                outcome.set_result(Outcome.UNDELIVERABLE)
+                outcome.set_result(DeliveryOutcome.UNDELIVERABLE)
 
 
 class Forwarder:
@@ -160,7 +160,7 @@ class Forwarder:
         self._lanes: dict[str, _Lane] = {}
         self._session: aiohttp.ClientSession | None = None
 
-    async def deliver(self, http_address: str, trigger: Trigger) -> Outcome:
+    async def deliver(self, http_address: str, trigger: Trigger) -> DeliveryOutcome:
         """One attempt through the node serving HTTP at `http_address` (HOST:PORT)."""
         lane = self._lanes.get(http_address)
         if lane is None:
@@ -169,7 +169,7 @@ class Forwarder:
             )
         return await lane.deliver(trigger)
 
-    async def post(self, base_url: str, triggers: list[Trigger]) -> list[Outcome]:
+    async def post(self, base_url: str, triggers: list[Trigger]) -> list[DeliveryOutcome]:
         """One batch to one node: an outcome per trigger, never an exception for its faults."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
@@ -183,13 +183,13 @@ class Forwarder:
                 answer = await reply.read()
                 if reply.status != 200:
                     log.warning("%s answered %d: %.200r", url, reply.status, answer)
-                    return [Outcome.FAILED] * len(triggers)
+                    return [DeliveryOutcome.FAILED] * len(triggers)
                 return decode_outcomes(answer, len(triggers), self.config.answer_bytes_max)
         except aiohttp.ClientConnectorError:
-            return [Outcome.UNDELIVERABLE] * len(triggers)
+            return [DeliveryOutcome.UNDELIVERABLE] * len(triggers)
         except (aiohttp.ClientError, TimeoutError, OSError, ValidationError) as error:
             log.warning("forwarding %d triggers to %s: %r", len(triggers), url, error)
-            return [Outcome.FAILED] * len(triggers)
+            return [DeliveryOutcome.FAILED] * len(triggers)
 
     async def close(self) -> None:
         lanes, self._lanes = list(self._lanes.values()), {}

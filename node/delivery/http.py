@@ -8,42 +8,13 @@ interval) belongs to the engine, which decides what a FAILED attempt means for t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import aiohttp
 
+from node.delivery.trigger import DeliveryOutcome, Trigger
 from store.schedule import format_rfc3339_ms
-
-
-class Outcome(StrEnum):
-    SUCCESS = "SUCCESS"
-    FAILED = "FAILED"
-    # Nobody could be asked: the app's watch streams closed and it has no URL. Not an attempt:
-    # the engine holds the trigger back until the app can be reached, as for an unknown app.
-    UNDELIVERABLE = "UNDELIVERABLE"
-
-
-@dataclass(frozen=True, slots=True)
-class Trigger:
-    """One attempt at delivering one occurrence of a job."""
-
-    namespace: str
-    app: str
-    name: str
-    uid: str
-    scheduled_ms: int
-    attempt: int
-    data: bytes
-    content_type: str = "application/json"
-    # Sent as `dapr-api-token` when the app registered one; kept out of reprs and logs.
-    app_token: str = field(default="", repr=False)
-
-    @property
-    def trigger_id(self) -> str:
-        """The idempotency key: the same on every redelivery of one occurrence."""
-        return f"{self.scheduled_ms}:{self.uid}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +49,7 @@ class HttpDelivery:
             )
         return self._session
 
-    async def deliver(self, url: str, trigger: Trigger) -> Outcome:
+    async def deliver(self, url: str, trigger: Trigger) -> DeliveryOutcome:
         """One attempt. 2xx and 404 are success (Dapr's rule); anything else, or no answer in
         time, is a failure. Never raises for the app's faults: they are outcomes, not errors."""
         headers = {
@@ -99,8 +70,12 @@ class HttpDelivery:
                 await reply.read()
                 status = reply.status
         except (TimeoutError, aiohttp.ClientError, OSError):
-            return Outcome.FAILED
-        return Outcome.SUCCESS if 200 <= status < 300 or status == 404 else Outcome.FAILED
+            return DeliveryOutcome.FAILED
+        return (
+            DeliveryOutcome.SUCCESS
+            if 200 <= status < 300 or status == 404
+            else DeliveryOutcome.FAILED
+        )
 
     async def close(self) -> None:
         if self._session is not None:

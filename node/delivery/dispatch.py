@@ -5,7 +5,7 @@ An app registered as `grpc://host:port` gets Dapr's gRPC job callback (grpc_deli
 other URL gets `POST {url}/job/{name}` (delivery.py). While the app holds watch streams
 (watch_delivery.py), its triggers go to them instead; when the last one has just closed, the
 trigger falls back to the URL, or is UNDELIVERABLE for an app without one. Every path reports the
-same Outcome, and the engine applies the same failure policy to each.
+same DeliveryOutcome, and the engine applies the same failure policy to each.
 
 `Trigger.content_type` carries the job's stored data type: `application/json`, the type URL of an
 Any submitted over gRPC, or "" for none. The gRPC side sends the data as that Any; the HTTP side
@@ -17,18 +17,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Protocol
 
-from node.delivery import HttpDelivery, Outcome, Trigger
-from node.grpc_delivery import GRPC_SCHEME, GrpcDelivery
-from node.watch_delivery import WatchDelivery
+from node.delivery.grpc import GRPC_SCHEME, GrpcDelivery
+from node.delivery.http import HttpDelivery
+from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.watch.delivery import WatchDelivery
 from store.jobs import DATA_TYPE_JSON
 
 
 class Delivers(Protocol):
-    """What the engine needs of delivery: one attempt at one trigger, reported as an Outcome.
+    """What the engine needs of delivery: one attempt at one trigger, reported as a DeliveryOutcome.
 
     `url` is "" for an app that registered none (its triggers can only go to watch streams)."""
 
-    async def deliver(self, url: str, trigger: Trigger) -> Outcome: ...
+    async def deliver(self, url: str, trigger: Trigger) -> DeliveryOutcome: ...
 
 
 class Deliverer:
@@ -41,13 +42,13 @@ class Deliverer:
         self._grpc = grpc
         self._watch = watch
 
-    async def deliver(self, url: str, trigger: Trigger) -> Outcome:
+    async def deliver(self, url: str, trigger: Trigger) -> DeliveryOutcome:
         if self._watch is not None and self._watch.watched(trigger):
             outcome = await self._watch.deliver(trigger)
-            if outcome is not Outcome.UNDELIVERABLE:
+            if outcome is not DeliveryOutcome.UNDELIVERABLE:
                 return outcome
         if not url:
-            return Outcome.UNDELIVERABLE
+            return DeliveryOutcome.UNDELIVERABLE
         if url.startswith(GRPC_SCHEME):
             return await self._grpc.deliver(url, trigger)
         if trigger.content_type != DATA_TYPE_JSON:

@@ -18,11 +18,14 @@ from typing import Any
 
 import msgpack
 
-from node.delivery import Outcome, Trigger
+from node.delivery.trigger import DeliveryOutcome, Trigger
 from store.errors import ValidationError
 from store.schedule import format_rfc3339_ms
 
-ACK_STATUSES = {Outcome.SUCCESS.value: Outcome.SUCCESS, Outcome.FAILED.value: Outcome.FAILED}
+ACK_STATUSES = {
+    DeliveryOutcome.SUCCESS.value: DeliveryOutcome.SUCCESS,
+    DeliveryOutcome.FAILED.value: DeliveryOutcome.FAILED,
+}
 _FORWARD_FIELDS = (str, str, str, str, int, int, bytes)
 
 
@@ -65,8 +68,8 @@ def encode_triggers(items: Sequence[tuple[int, Trigger]]) -> bytes:
     )
 
 
-def decode_acks(data: bytes, bytes_max: int) -> list[tuple[int, Outcome]]:
-    acks: list[tuple[int, Outcome]] = []
+def decode_acks(data: bytes, bytes_max: int) -> list[tuple[int, DeliveryOutcome]]:
+    acks: list[tuple[int, DeliveryOutcome]] = []
     for entry in _unpack_map(data, "acks", bytes_max)["acks"]:
         if not (isinstance(entry, list) and len(entry) == 2 and type(entry[0]) is int):
             raise ValidationError(f"an ack must be [id, status]: {entry!r:.80}")
@@ -115,13 +118,17 @@ def decode_forward(data: bytes, bytes_max: int) -> tuple[list[Trigger], int]:
     return triggers, timeout_ms
 
 
-def encode_outcomes(outcomes: Sequence[Outcome]) -> bytes:
+def encode_outcomes(outcomes: Sequence[DeliveryOutcome]) -> bytes:
     return _pack({"outcomes": [outcome.value for outcome in outcomes]})
 
 
-def decode_outcomes(data: bytes, count: int, bytes_max: int) -> list[Outcome]:
+def decode_outcomes(data: bytes, count: int, bytes_max: int) -> list[DeliveryOutcome]:
     values = _unpack_map(data, "outcomes", bytes_max)["outcomes"]
-    outcomes = [Outcome(v) for v in values if isinstance(v, str) and v in Outcome.__members__]
+    outcomes = [
+        DeliveryOutcome(v)
+        for v in values
+        if isinstance(v, str) and v in DeliveryOutcome.__members__
+    ]
     if len(outcomes) != count or len(values) != count:
         raise ValidationError(f"expected {count} outcomes, got {values!r:.80}")
     return outcomes

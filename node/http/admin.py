@@ -11,10 +11,10 @@ from typing import Protocol, TypedDict
 from aiohttp import web
 
 from node.config import parse_address
-from node.http_body import read_json_object
-from node.openapi import openapi_document
+from node.http.body import read_json_object
+from node.http.openapi import openapi_document
 from store.errors import Unavailable, ValidationError
-from store.raft import RaftStore
+from store.raft.store import RaftStore
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NODE_ID_FORBIDDEN = "=:/ "

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from store.raft_entry import Chunk
+from store.raft.entry import Chunk
 
 
 class Assembly(Enum):

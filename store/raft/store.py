@@ -1,16 +1,16 @@
 """RaftStore: a StateMachine replicated by pysyncobj, driven from asyncio.
 
 The store is generic: it replicates opaque commands (bytes) into a StateMachine and knows
-nothing of jobs. Its parts, one file each:
+nothing of jobs. Its parts, one file each in this package:
 
-- raft_config.py   RaftConfig and the checked SyncObjConf (journal, dump, secret, timings);
-- raft_entry.py    the payload of one entry: a batch, a chunk of a large command, a barrier;
-- raft_chunks.py   deterministic reassembly of large commands (entries stay < 32 KiB);
-- raft_state.py    StateMachine protocol; apply of one entry, never raising;
-- raft_dump.py     msgpack snapshots written by a forked, watched child, durably;
-- raft_bridge.py   the SyncObj subclass, FAIL_REASON -> error mapping, crossing to the loop;
-- raft_batcher.py  application-level batching and the in-flight bound, on the loop;
-- raft_transport.py the hardened transport (docs/raft.md): not here.
+- config.py     RaftConfig and the checked SyncObjConf (journal, dump, secret, timings);
+- entry.py      the payload of one entry: a batch, a chunk of a large command, a barrier;
+- chunks.py     deterministic reassembly of large commands (entries stay < 32 KiB);
+- state.py      StateMachine protocol; apply of one entry, never raising;
+- dump.py       msgpack snapshots written by a forked, watched child, durably;
+- bridge.py     the SyncObj subclass, FAIL_REASON -> error mapping, crossing to the loop;
+- batcher.py    application-level batching and the in-flight bound, on the loop;
+- transport.py  the hardened transport (docs/raft.md): not here.
 
 Threads: pysyncobj's tick thread applies entries; everything public here is called on the
 event loop, never blocks on the tick thread, and receives results through
@@ -27,16 +27,17 @@ from dataclasses import asdict
 
 from pysyncobj import FAIL_REASON, SyncObjException
 
-from store import raft_batcher, raft_dump
 from store.clock import Clock, SystemClock
 from store.errors import OutcomeUnknown, Unavailable
-from store.log import Subscriber
-from store.raft_batcher import Batcher
-from store.raft_bridge import CrossToLoop, ReplicatedNode, failure_error
-from store.raft_config import RaftConfig, syncobj_conf
-from store.raft_dump import ForkingDump
-from store.raft_entry import PROPOSER_ID_BYTES
-from store.raft_state import Applied, EntryApplied, ReplicatedState, StateMachine
+from store.log import Applied, Subscriber
+from store.raft import batcher as raft_batcher
+from store.raft import dump as raft_dump
+from store.raft.batcher import Batcher
+from store.raft.bridge import CrossToLoop, ReplicatedNode, failure_error
+from store.raft.config import RaftConfig, syncobj_conf
+from store.raft.dump import ForkingDump
+from store.raft.entry import PROPOSER_ID_BYTES
+from store.raft.state import EntryApplied, ReplicatedState, StateMachine
 from store.supervision import HealthBoard
 
 log = logging.getLogger(__name__)

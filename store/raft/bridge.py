@@ -17,8 +17,8 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
 from store.errors import OutcomeUnknown, TockError, Unavailable
-from store.raft_state import EntryApplied, ReplicatedState
-from store.raft_transport import HardenedTransport, TransportStats
+from store.raft.state import EntryApplied, ReplicatedState
+from store.raft.transport import HardenedTransport, TransportStats
 
 log = logging.getLogger(__name__)
 

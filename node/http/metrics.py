@@ -7,7 +7,7 @@ status); nothing here keeps state of its own, so a scrape costs one pass over a 
 
 from __future__ import annotations
 
-from node.engine_metrics import EngineMetrics, Histogram
+from node.engine.metrics import EngineMetrics, Histogram
 from store.shared_machine import SharedMachine
 from store.supervision import TaskReport
 

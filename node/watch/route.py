@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from node.delivery import Outcome, Trigger
-from node.openapi import API_PREFIXES
+from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.http.openapi import API_PREFIXES
 from node.scope import scope_from
-from node.watch_frames import decode_acks, encode_triggers
+from node.watch.frames import decode_acks, encode_triggers
 from store.errors import Unavailable, ValidationError
 from store.machine import AppKey
 
@@ -74,7 +74,7 @@ class Watcher:
         self._socket = socket
         self._config = config
         self._ids = itertools.count(1)
-        self._in_flight: dict[int, asyncio.Future[Outcome]] = {}
+        self._in_flight: dict[int, asyncio.Future[DeliveryOutcome]] = {}
         self._outbox: asyncio.Queue[tuple[int, Trigger]] = asyncio.Queue()
         self._slots = asyncio.Semaphore(config.stream_in_flight_max)
         self.closed = False
@@ -83,14 +83,14 @@ class Watcher:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    async def push(self, trigger: Trigger) -> Outcome:
+    async def push(self, trigger: Trigger) -> DeliveryOutcome:
         """Send the trigger and wait for its ack; Closed if the stream ends first. The caller
         bounds the wait: cancelled, the trigger is forgotten and a late ack for it ignored."""
         async with self._slots:
             if self.closed:
                 raise Closed
             stream_id = next(self._ids)
-            acked: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+            acked: asyncio.Future[DeliveryOutcome] = asyncio.get_running_loop().create_future()
             self._in_flight[stream_id] = acked
             self._outbox.put_nowait((stream_id, trigger))
             try:
@@ -188,7 +188,7 @@ class LocalWatchers:
                 del self._by_app[watcher.app]
             self._on_change()
 
-    async def deliver(self, trigger: Trigger, timeout_s: float) -> Outcome:
+    async def deliver(self, trigger: Trigger, timeout_s: float) -> DeliveryOutcome:
         """Push to the app's watchers here, the next one after a stream closes; FAILED when
         no ack comes in `timeout_s`, UNDELIVERABLE when no watcher of the app is left here."""
         app = (trigger.namespace, trigger.app)
@@ -200,8 +200,8 @@ class LocalWatchers:
                     except Closed:
                         continue
         except TimeoutError:
-            return Outcome.FAILED
-        return Outcome.UNDELIVERABLE
+            return DeliveryOutcome.FAILED
+        return DeliveryOutcome.UNDELIVERABLE
 
     def _pick(self, app: AppKey) -> Watcher | None:
         """The next open watcher of the app in turn, the least busy one first among equals."""

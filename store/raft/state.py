@@ -14,8 +14,9 @@ from typing import Protocol
 import msgpack
 
 from store.errors import CodecError
-from store.raft_chunks import Assembly, ChunkAssembler
-from store.raft_entry import Barrier, Batch, Chunk, decode_entry
+from store.log import Applied
+from store.raft.chunks import Assembly, ChunkAssembler
+from store.raft.entry import Barrier, Batch, Chunk, decode_entry
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,6 @@ class CommandFailed:
     """The result of a command whose apply raised: a bug in the state machine, logged."""
 
     reason: str
-
-
-@dataclass(frozen=True)
-class Applied:
-    """One command applied at log index `index` (several commands share an index in a batch)."""
-
-    index: int
-    command: bytes
-    result: object
 
 
 @dataclass(frozen=True)

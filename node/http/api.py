@@ -17,11 +17,11 @@ from typing import Protocol
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from node.admin import AdminView, add_admin_routes
 from node.config import NodeConfig
-from node.http_body import read_json_object
-from node.http_errors import error_middleware, token_middleware
-from node.openapi import API_PREFIXES
+from node.http.admin import AdminView, add_admin_routes
+from node.http.body import read_json_object
+from node.http.errors import error_middleware, token_middleware
+from node.http.openapi import API_PREFIXES
 from node.scope import Scope, scope_from
 from node.service import JobService
 from store.errors import AppNotFound, ValidationError

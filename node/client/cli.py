@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from node.client import TockClient
+from node.client.client import TockClient
 from store.errors import TockError
 
 DEFAULT_NODE_URL = "http://127.0.0.1:3500"

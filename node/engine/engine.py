@@ -40,21 +40,21 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from node import acks, delivery
-from node.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
-from node.deliverer import Delivers
-from node.engine_metrics import EngineMetrics
-from node.misfire import skipped_occurrences
+from node.delivery.dispatch import Delivers
+from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.engine import acks
+from node.engine.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
+from node.engine.metrics import EngineMetrics
+from node.engine.misfire import skipped_occurrences
+from node.engine.wheel import TimingWheel
 from node.supervisor import Supervisor
-from node.wheel import TimingWheel
 from store.clock import Clock
 from store.codec import AckEntry, Outcome, Quarantine, Release, encode_command
 from store.errors import TockError, ValidationError
 from store.fault_points import fault_point
 from store.jobs import Job
-from store.log import ReplicatedLog
+from store.log import Applied, ReplicatedLog
 from store.machine import AppKey, AppRoute, JobKey, JobMachine, Result
-from store.raft_state import Applied
 from store.shared_machine import SharedMachine
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 # ready while it does not run.
 TASK = "engine"
 
-_OUTCOMES = {delivery.Outcome.SUCCESS: Outcome.SUCCESS, delivery.Outcome.FAILED: Outcome.FAILED}
+_OUTCOMES = {DeliveryOutcome.SUCCESS: Outcome.SUCCESS, DeliveryOutcome.FAILED: Outcome.FAILED}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -466,7 +466,7 @@ class TriggerEngine:
             # Delivery reports the app's faults as outcomes; anything raised is our bug. It
             # must still end in an ack, or the job would stay held and never fire again.
             log.exception("delivery of %s raised", trigger.trigger_id)
-            outcome = delivery.Outcome.FAILED
+            outcome = DeliveryOutcome.FAILED
         except asyncio.CancelledError:
             # Stopped past its deadline: no outcome to record; the job fires again after a
             # restart, on this node or its next owner (at least once).
@@ -474,7 +474,7 @@ class TriggerEngine:
             raise
         finally:
             self.metrics.deliveries_in_flight -= 1
-        if outcome is delivery.Outcome.UNDELIVERABLE:
+        if outcome is DeliveryOutcome.UNDELIVERABLE:
             # Not an attempt: nothing is acked, and the job fires again after a pause (or
             # waits for its app, if it has neither a URL nor a watcher any more).
             await asyncio.sleep(self._config.undeliverable_retry_ms / 1000)
@@ -486,8 +486,8 @@ class TriggerEngine:
         self._acks.add(PendingAck(job.key, epoch, (entry,)))
 
     @staticmethod
-    def _trigger_of(job: Job, route: AppRoute | None) -> delivery.Trigger:
-        return delivery.Trigger(
+    def _trigger_of(job: Job, route: AppRoute | None) -> Trigger:
+        return Trigger(
             namespace=job.namespace,
             app=job.app,
             name=job.name,

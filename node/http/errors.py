@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from node.http_body import MALFORMED_BODY_PREFIX
+from node.http.body import MALFORMED_BODY_PREFIX
 from store.errors import (
     AppNotFound,
     JobConflict,

@@ -26,16 +26,16 @@ from typing import Any
 from pysyncobj import FAIL_REASON
 
 from store.errors import CodecError, OutcomeUnknown, TockError, Unavailable, ValidationError
-from store.raft_bridge import EntryCallback, failure_error
-from store.raft_config import RaftConfig
-from store.raft_entry import (
+from store.raft.bridge import EntryCallback, failure_error
+from store.raft.config import RaftConfig
+from store.raft.entry import (
     batch_bytes,
     encode_barrier,
     encode_batch,
     encode_chunks,
     wire_bytes,
 )
-from store.raft_state import EntryApplied
+from store.raft.state import EntryApplied
 from store.supervision import Guard, HealthBoard
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,39 @@
+"""What a delivery carries and what it can end in, whatever the protocol (HTTP, gRPC, a watch
+stream): the types every deliverer and the engine share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class DeliveryOutcome(StrEnum):
+    """How one delivery attempt ended, as the app (or its absence) told it. Not the outcome an
+    ack records (store.codec.Outcome): the engine maps one to the other."""
+
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    # Nobody could be asked: the app's watch streams closed and it has no URL. Not an attempt:
+    # the engine holds the trigger back until the app can be reached, as for an unknown app.
+    UNDELIVERABLE = "UNDELIVERABLE"
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """One attempt at delivering one occurrence of a job."""
+
+    namespace: str
+    app: str
+    name: str
+    uid: str
+    scheduled_ms: int
+    attempt: int
+    data: bytes
+    content_type: str = "application/json"
+    # Sent as `dapr-api-token` when the app registered one; kept out of reprs and logs.
+    app_token: str = field(default="", repr=False)
+
+    @property
+    def trigger_id(self) -> str:
+        """The idempotency key: the same on every redelivery of one occurrence."""
+        return f"{self.scheduled_ms}:{self.uid}"
