@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from functools import partial
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
