@@ -162,7 +162,7 @@ class Membership:
                 else:
                     self._lease_until = float("-inf")
                 await self._lead_if_leader()
-            await asyncio.sleep(self._config.heartbeat_s)
+            await self._clock.sleep(self._config.heartbeat_s)
 
     async def _beat(self) -> None:
         sent = self._clock.monotonic()

@@ -93,6 +93,7 @@ class Node:
             config.node_id,
             self.store,
             self.machine,
+            self.clock,
             self.watchers.counts,
             AnnouncerConfig(propose_timeout_s=timing.propose_timeout_s),
             self.supervisor,
