@@ -33,7 +33,7 @@ from store.clock import Clock
 from store.codec import Heartbeat, Member, SetMembers, encode_command
 from store.errors import TockError
 from store.fault_points import fault_point
-from store.log import ReplicatedLog
+from store.log import ReplicatedLog, Role
 from store.machine import Result
 from store.schedule import ZONE_DATA_VERSION
 from store.shared_machine import SharedMachine
@@ -162,7 +162,7 @@ class Membership:
                 else:
                     self._lease_until = float("-inf")
                 await self._lead_if_leader()
-            await asyncio.sleep(self._config.heartbeat_s)
+            await self._clock.sleep(self._config.heartbeat_s)
 
     async def _beat(self) -> None:
         sent = self._clock.monotonic()
@@ -193,7 +193,7 @@ class Membership:
                 )
 
     async def _lead_if_leader(self) -> None:
-        if self._store.status().get("role") != "leader":
+        if self._store.status().role is not Role.LEADER:
             self._leading_since = None
             return
         now = self._clock.monotonic()

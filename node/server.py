@@ -93,6 +93,7 @@ class Node:
             config.node_id,
             self.store,
             self.machine,
+            self.clock,
             self.watchers.counts,
             AnnouncerConfig(propose_timeout_s=timing.propose_timeout_s),
             self.supervisor,
@@ -231,14 +232,14 @@ class Node:
         ids_by_raft = {self.me.raft: self.me.id}
         ids_by_raft.update({raft_address: i for i, raft_address in self.config.peers.items()})
         ids_by_raft.update({m.raft: m.id for m in (*announced.values(), *members)})
-        leader = raft.get("leader")
+        leader = raft.leader
         return {
             "node": self.me.id,
-            "role": str(raft.get("role")),
-            "leader": ids_by_raft.get(str(leader), str(leader)) if leader else None,
-            "term": _int(raft.get("term")),
-            "commitIndex": _int(raft.get("commit_index")),
-            "appliedIndex": _int(raft.get("applied_index")),
+            "role": str(raft.role),
+            "leader": ids_by_raft.get(leader, leader) if leader else None,
+            "term": raft.term,
+            "commitIndex": raft.commit_index,
+            "appliedIndex": raft.applied_index,
             "epoch": epoch,
             "partitions": owned.get(self.me.id, 0),
             "jobs": jobs,
@@ -264,7 +265,7 @@ class Node:
         # Hashing the whole state takes long on a big one: in a thread, so that the event loop
         # (heartbeats, the lease, the engine) keeps running meanwhile.
         digest = await asyncio.to_thread(self.machine.read, lambda m: m.digest())
-        return {"digest": digest, "appliedIndex": _int(self.store.status().get("applied_index"))}
+        return {"digest": digest, "appliedIndex": self.store.status().applied_index}
 
     async def add_member(self, node_id: str, raft: str, http: str) -> None:
         known = self.machine.read(lambda m: {member.id for member in m.members})
@@ -278,11 +279,6 @@ class Node:
         if member is None:
             raise ValidationError(f"no member {node_id!r}")
         await self.store.remove_member(member.raft, self.config.timing.propose_timeout_s)
-
-
-def _int(value: object) -> int:
-    """A counter from the Raft status, which is 0 until the tick thread first fills it in."""
-    return value if isinstance(value, int) else 0
 
 
 async def serve(config: NodeConfig) -> None:

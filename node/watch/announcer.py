@@ -15,12 +15,12 @@ loop starts again after the backoff, with the next round reconciling whatever wa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from node.supervisor import Supervisor
+from store.clock import Clock
 from store.codec import WatchersChanged, encode_command
 from store.errors import TockError, ValidationError
 from store.fault_points import fault_point
@@ -53,6 +53,7 @@ class WatchAnnouncer:
         node_id: str,
         store: RaftStore,
         machine: SharedMachine,
+        clock: Clock,
         local_counts: Callable[[], dict[AppKey, int]],
         config: AnnouncerConfig,
         supervisor: Supervisor,
@@ -61,6 +62,7 @@ class WatchAnnouncer:
         self._node_id = node_id
         self._store = store
         self._machine = machine
+        self._clock = clock
         self._local_counts = local_counts
         self._config = config
         self._supervisor = supervisor
@@ -99,9 +101,12 @@ class WatchAnnouncer:
     async def _run(self) -> None:
         while True:
             fault_point(TASK)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._config.reconcile_s):
-                    await self._wake.wait()
+            # The period ends the wait as a change would: either starts the next round.
+            period = self._clock.call_later(self._config.reconcile_s, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                period.cancel()
             self._wake.clear()
             await self._reconcile()
             done, self._round_done = self._round_done, asyncio.Event()

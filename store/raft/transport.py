@@ -51,10 +51,9 @@ from pysyncobj.pickle import dumps as library_pickle_dumps
 from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
 from pysyncobj.transport import TCPTransport
 
-logger = logging.getLogger(__name__)
+from store.raft.entry import RaftEntryTuple
 
-# A Raft log entry as pysyncobj keeps it: (command bytes, log index, term).
-Entry = tuple[bytes, int, int]
+logger = logging.getLogger(__name__)
 
 # The library's private attributes this module reads or replaces, named once. They are stable in
 # 0.3.17 (pinned); a rename upstream makes the constructor fail loudly instead of running stock.
@@ -210,7 +209,7 @@ class JournalGuard:
         clears it. Here the kept entries go to a new file that is synced and renamed over the
         old one: a crash leaves either the old journal or the new one, both complete.
         """
-        kept: list[Entry] = list(self._journal[position:])
+        kept: list[RaftEntryTuple] = list(self._journal[position:])
         temporary = self._path + ".compact.tmp"
         if os.path.exists(temporary):
             os.remove(temporary)

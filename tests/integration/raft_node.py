@@ -17,7 +17,8 @@ Bytes travel as base64 text. Requests on one connection run concurrently, so a c
 pipeline them; their answers come in completion order, each echoing the request's "id" field
 when it had one. Requests ("op" and its fields):
 
-- status: the store's status() (with the transport's counters under "transport") plus digest
+- status: the store's status() as a dict (the transport's counters under "transport";
+  role "stopped" until the node first ticked) plus digest
   (of the machine's to_bytes), events (commands seen by the subscriber), events_in_order
   (subscriber indexes never went back), pid, and io_audit (raft_io_audit.py) with --audit-io.
 - propose {command, timeout}: {result}. The result is JSON as is, or its repr.
@@ -43,6 +44,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -172,7 +174,7 @@ class Node:
     async def op_status(self, request: dict[str, Any]) -> dict[str, object]:
         digest = hashlib.blake2b(self.machine.to_bytes(), digest_size=16).hexdigest()
         return {
-            **self.store.status(),
+            **dataclasses.asdict(self.store.status()),
             "digest": digest,
             "events": self.events,
             "events_in_order": self.events_in_order,
@@ -272,8 +274,8 @@ async def closed_loop_load(
         "commands_per_s": len(latencies) / elapsed,
         "latency_ms_p50": _percentile(latencies, 0.50) * 1000,
         "latency_ms_p99": _percentile(latencies, 0.99) * 1000,
-        "entries": _counter(after, "entries_proposed") - _counter(before, "entries_proposed"),
-        "commands": _counter(after, "commands_proposed") - _counter(before, "commands_proposed"),
+        "entries": after.entries_proposed - before.entries_proposed,
+        "commands": after.commands_proposed - before.commands_proposed,
     }
 
 
@@ -281,12 +283,6 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
     if not sorted_values:
         return 0.0
     return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
-
-
-def _counter(status: dict[str, object], name: str) -> int:
-    value = status.get(name, 0)
-    assert isinstance(value, int)
-    return value
 
 
 async def serve_control(node: Node, port: int) -> asyncio.Server:

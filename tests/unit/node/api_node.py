@@ -64,6 +64,7 @@ class StoreView:
     store: RaftStore
     machine: SharedMachine
     http: str
+    raft: str
     added: list[tuple[str, str, str]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     quiesced: int = 0
@@ -73,15 +74,16 @@ class StoreView:
 
     def cluster_status(self) -> ClusterStatus:
         status = self.store.status()
-        raft = str(status.get("self", ""))
-        member = MemberStatus(id="n1", http=self.http, raft=raft, alive=True, partitions=PARTITIONS)
+        member = MemberStatus(
+            id="n1", http=self.http, raft=self.raft, alive=True, partitions=PARTITIONS
+        )
         return ClusterStatus(
             node="n1",
-            role=str(status["role"]),
-            leader="n1" if status["leader"] else None,
-            term=int(str(status.get("term", 0))),
-            commitIndex=int(str(status.get("commit_index", 0))),
-            appliedIndex=int(str(status.get("applied_index", 0))),
+            role=str(status.role),
+            leader="n1" if status.leader else None,
+            term=status.term,
+            commitIndex=status.commit_index,
+            appliedIndex=status.applied_index,
             epoch=1,
             partitions=PARTITIONS,
             jobs=self.machine.read(lambda m: m.count()),
@@ -94,9 +96,7 @@ class StoreView:
     async def state_digest(self) -> StateDigest:
         await self.store.barrier(STARTUP_S_MAX)
         digest = self.machine.read(lambda m: m.digest())
-        return StateDigest(
-            digest=digest, appliedIndex=int(str(self.store.status()["applied_index"]))
-        )
+        return StateDigest(digest=digest, appliedIndex=self.store.status().applied_index)
 
     async def add_member(self, node_id: str, raft: str, http: str) -> None:
         self.added.append((node_id, raft, http))
@@ -196,7 +196,7 @@ class LiveNode:
             delete_prefix_chunk_max=DELETE_PREFIX_CHUNK_MAX,
         )
         service = JobService(store, machine, SystemClock(), service_config)
-        self.view = StoreView(store, machine, f"127.0.0.1:{self.port}")
+        self.view = StoreView(store, machine, f"127.0.0.1:{self.port}", self.raft.self_address)
         self._runner = web.AppRunner(build_app(service, self.view, self.api))
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()

@@ -79,7 +79,7 @@ class Harness:
         await self.store.wait_ready(START_TIMEOUT_S)
         # Ready is not yet leader-known, and the store offers no event for that: its status is
         # refreshed by the tick thread every 20 ms, so poll it (bounded by the caller's timeout).
-        while self.store.status()["leader"] is None:  # noqa: ASYNC110
+        while self.store.status().leader is None:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         await self._propose(SetMembers(epoch=1, members=(self.member,), live=(NODE,)))
         self.engine.start()
