@@ -51,6 +51,8 @@ from pysyncobj.pickle import dumps as library_pickle_dumps
 from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
 from pysyncobj.transport import TCPTransport
 
+from store.errors import ValidationError
+
 logger = logging.getLogger(__name__)
 
 # A Raft log entry as pysyncobj keeps it: (command bytes, log index, term).
@@ -83,8 +85,13 @@ class HardeningConfig:
     frame_bytes_max: int = 16 * 1024 * 1024
 
     def validate(self) -> None:
-        assert 0 < self.quiet_election_timeout_s_min <= self.quiet_election_timeout_s_max
-        assert self.frame_bytes_max > 0
+        if not 0 < self.quiet_election_timeout_s_min <= self.quiet_election_timeout_s_max:
+            raise ValidationError(
+                "quiet_election_timeout_s_min and quiet_election_timeout_s_max must satisfy "
+                "0 < quiet_election_timeout_s_min <= quiet_election_timeout_s_max"
+            )
+        if self.frame_bytes_max <= 0:
+            raise ValidationError("frame_bytes_max must be positive")
 
 
 @dataclass
