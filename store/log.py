@@ -26,7 +26,11 @@ class Applied:
 
 Subscriber = Callable[[Applied], None]
 
-__all__ = ["Applied", "ReplicatedLog", "Subscriber"]
+# How long a proposal waits to apply unless its caller is configured otherwise: a node's one
+# propose timeout (node/config.py) starts from it, and so does a trigger engine run on its own.
+PROPOSE_TIMEOUT_S_DEFAULT = 5.0
+
+__all__ = ["PROPOSE_TIMEOUT_S_DEFAULT", "Applied", "ReplicatedLog", "Subscriber"]
 
 
 class ReplicatedLog(Protocol):
