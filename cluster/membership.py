@@ -31,7 +31,7 @@ from typing import Any
 
 from store.clock import Clock
 from store.codec import Heartbeat, Member, SetMembers, encode_command
-from store.errors import TockError
+from store.errors import TockError, ValidationError
 from store.fault_points import fault_point
 from store.log import ReplicatedLog, Role
 from store.machine import Result
@@ -53,8 +53,12 @@ class MembershipConfig:
     lease_s: float = 1.0
     dead_s: float = 1.5
 
-    def __post_init__(self) -> None:
-        assert 0 < self.heartbeat_s < self.lease_s < self.dead_s
+    def validate(self) -> None:
+        if not 0 < self.heartbeat_s < self.lease_s < self.dead_s:
+            raise ValidationError(
+                f"heartbeat_s, lease_s and dead_s must satisfy 0 < heartbeat_s < lease_s < dead_s, "
+                f"not {self.heartbeat_s}, {self.lease_s} and {self.dead_s}"
+            )
 
     @property
     def leader_grace_s(self) -> float:
@@ -125,6 +129,7 @@ class Membership:
         spawn: Spawn,
         healthy: Callable[[], bool],
     ) -> None:
+        config.validate()
         self._me = me
         self._store = store
         self._machine = machine

@@ -64,7 +64,18 @@ class LogStatus:
     leader_changes: int
 
 
-__all__ = ["Applied", "LogStatus", "ReplicatedLog", "Role", "Subscriber"]
+# How long a proposal waits to apply unless its caller is configured otherwise: a node's one
+# propose timeout (node/config.py) starts from it, and so does a trigger engine run on its own.
+PROPOSE_TIMEOUT_S_DEFAULT = 5.0
+
+__all__ = [
+    "PROPOSE_TIMEOUT_S_DEFAULT",
+    "Applied",
+    "LogStatus",
+    "ReplicatedLog",
+    "Role",
+    "Subscriber",
+]
 
 
 class ReplicatedLog(Protocol):

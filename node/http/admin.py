@@ -10,7 +10,7 @@ from typing import Protocol, TypedDict
 
 from aiohttp import web
 
-from node.config import parse_address
+from node.address import parse_address
 from node.http.body import read_json_object
 from node.http.openapi import openapi_document
 from store.errors import Unavailable, ValidationError

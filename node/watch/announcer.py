@@ -38,15 +38,15 @@ class AnnouncerConfig:
     reconcile_s: float = 1.0
     # WatchersChanged commands proposed at once in one round; the rest wait for the next.
     changes_per_round_max: int = 64
-    propose_timeout_s: float = 5.0
 
     def validate(self) -> None:
-        if min(self.reconcile_s, self.changes_per_round_max, self.propose_timeout_s) <= 0:
-            raise ValidationError("reconcile_s, changes_per_round_max, propose_timeout_s > 0")
+        if min(self.reconcile_s, self.changes_per_round_max) <= 0:
+            raise ValidationError("reconcile_s and changes_per_round_max must be positive")
 
 
 class WatchAnnouncer:
-    """Proposes this node's watcher counts (`local_counts()`) until the machine holds them."""
+    """Proposes this node's watcher counts (`local_counts()`) until the machine holds them;
+    each proposal waits at most `propose_timeout_s` (the node's)."""
 
     def __init__(
         self,
@@ -57,6 +57,8 @@ class WatchAnnouncer:
         local_counts: Callable[[], dict[AppKey, int]],
         config: AnnouncerConfig,
         supervisor: Supervisor,
+        *,
+        propose_timeout_s: float,
     ) -> None:
         config.validate()
         self._node_id = node_id
@@ -65,6 +67,7 @@ class WatchAnnouncer:
         self._clock = clock
         self._local_counts = local_counts
         self._config = config
+        self._propose_timeout_s = propose_timeout_s
         self._supervisor = supervisor
         self._wake = asyncio.Event()
         self._round_done = asyncio.Event()
@@ -138,4 +141,4 @@ class WatchAnnouncer:
                 raise result
 
     async def _propose(self, change: WatchersChanged) -> None:
-        await self._store.propose(encode_command(change), self._config.propose_timeout_s)
+        await self._store.propose(encode_command(change), self._propose_timeout_s)

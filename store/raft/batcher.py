@@ -27,7 +27,7 @@ from pysyncobj import FAIL_REASON
 
 from store.errors import CodecError, OutcomeUnknown, TockError, Unavailable, ValidationError
 from store.raft.bridge import EntryCallback, failure_error
-from store.raft.config import RaftConfig
+from store.raft.config import RaftTuning
 from store.raft.entry import (
     batch_bytes,
     encode_barrier,
@@ -78,7 +78,7 @@ class Batcher:
     loop: asyncio.AbstractEventLoop
     submit: Submit
     proposer: bytes
-    config: RaftConfig
+    config: RaftTuning
     counters: BatcherCounters = field(default_factory=BatcherCounters)
     guard: Guard = field(default_factory=lambda: HealthBoard().guard(TASK, log))
     _queue: deque[Proposal] = field(default_factory=deque)

@@ -3,7 +3,7 @@
 The store is generic: it replicates opaque commands (bytes) into a StateMachine and knows
 nothing of jobs. Its parts, one file each in this package:
 
-- config.py     RaftConfig and the checked SyncObjConf (journal, dump, secret, timings);
+- config.py     RaftConfig, RaftTuning and the checked SyncObjConf (journal, dump, secret, timings);
 - entry.py      the payload of one entry: a batch, a chunk of a large command, a barrier;
 - chunks.py     deterministic reassembly of large commands (entries stay < 32 KiB);
 - state.py      StateMachine protocol; apply of one entry, never raising;
@@ -98,13 +98,13 @@ class RaftStore:
         self._clock = clock or SystemClock()
         # Where the batcher's flush and the dump hooks report their crashes (supervision.py).
         self.health = health or HealthBoard(self._clock)
-        self._state = ReplicatedState(machine, config.chunk_assembly_entries_max)
+        self._state = ReplicatedState(machine, config.tuning.chunk_assembly_entries_max)
         self._dump = ForkingDump(
             config.dump_file,
             self._state,
             self._clock,
-            seconds_max=config.dump_seconds_max,
-            retry_seconds=config.dump_retry_seconds,
+            seconds_max=config.tuning.dump_seconds_max,
+            retry_seconds=config.tuning.dump_retry_seconds,
             guard=self.health.guard(raft_dump.TASK, raft_dump.log),
         )
         self._subscribers: list[Subscriber] = []
@@ -139,6 +139,7 @@ class RaftStore:
             conf,
             self._state,
             self._on_applied,
+            self._config.tuning.hardening,
         )
         node.addOnTickCallback(self._refresh_status)
         self._node = node
@@ -146,7 +147,7 @@ class RaftStore:
             loop=loop,
             submit=lambda entry, on_done: node.submit(entry, on_done, cross),
             proposer=os.urandom(PROPOSER_ID_BYTES),
-            config=self._config,
+            config=self._config.tuning,
             guard=self.health.guard(raft_batcher.TASK, raft_batcher.log),
         )
 
@@ -176,7 +177,7 @@ class RaftStore:
             await self.stop()
             raise Unavailable(
                 f"could not bind the Raft port {self._config.self_address} in "
-                f"{self._config.bind_attempts_max} attempts (is another socket using it?)"
+                f"{self._config.tuning.bind_attempts_max} attempts (is another socket using it?)"
             ) from None
 
     async def wait_ready(self, timeout_s: float) -> None:

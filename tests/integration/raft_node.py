@@ -60,7 +60,7 @@ from cluster.ring import Ring
 from store.errors import TockError, ValidationError
 from store.log import Applied
 from store.partition import PARTITIONS_DEFAULT
-from store.raft.config import RaftConfig
+from store.raft.config import RaftConfig, RaftTuning
 from store.raft.state import StateMachine
 from store.raft.store import RaftStore
 from tests.integration.raft_io_audit import IoAudit
@@ -324,11 +324,16 @@ def parse_config(argv: list[str]) -> tuple[RaftConfig, argparse.Namespace]:
     parser.add_argument("--control-port", type=int, required=True)
     parser.add_argument("--secret", default=os.environ.get("TOCK_RAFT_SECRET", ""))
     parser.add_argument("--machine", choices=("kv", "jobs"), default="kv")
-    parser.add_argument("--log-compaction-entries", type=int, default=5000)
-    parser.add_argument("--batch-window-ms", type=float, default=2.0)
-    parser.add_argument("--batch-commands-max", type=int, default=50)
-    parser.add_argument("--entries-in-flight-max", type=int, default=16)
-    parser.add_argument("--chunk-assembly-entries-max", type=int, default=100_000)
+    tuning = RaftTuning()
+    parser.add_argument(
+        "--log-compaction-entries", type=int, default=tuning.log_compaction_entries_min
+    )
+    parser.add_argument("--batch-window-ms", type=float, default=tuning.batch_window_ms)
+    parser.add_argument("--batch-commands-max", type=int, default=tuning.batch_commands_max)
+    parser.add_argument("--entries-in-flight-max", type=int, default=tuning.entries_in_flight_max)
+    parser.add_argument(
+        "--chunk-assembly-entries-max", type=int, default=tuning.chunk_assembly_entries_max
+    )
     parser.add_argument("--audit-io", action="store_true", help="run raft_io_audit.py")
     args = parser.parse_args(argv)
     config = RaftConfig(
@@ -336,11 +341,13 @@ def parse_config(argv: list[str]) -> tuple[RaftConfig, argparse.Namespace]:
         peer_addresses=tuple(p for p in args.peers.split(",") if p),
         data_dir=args.data_dir,
         secret=args.secret,
-        log_compaction_entries_min=args.log_compaction_entries,
-        batch_window_ms=args.batch_window_ms,
-        batch_commands_max=args.batch_commands_max,
-        entries_in_flight_max=args.entries_in_flight_max,
-        chunk_assembly_entries_max=args.chunk_assembly_entries_max,
+        tuning=RaftTuning(
+            log_compaction_entries_min=args.log_compaction_entries,
+            batch_window_ms=args.batch_window_ms,
+            batch_commands_max=args.batch_commands_max,
+            entries_in_flight_max=args.entries_in_flight_max,
+            chunk_assembly_entries_max=args.chunk_assembly_entries_max,
+        ),
     )
     return config, args
 

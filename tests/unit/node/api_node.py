@@ -34,6 +34,7 @@ T = TypeVar("T")
 
 STARTUP_S_MAX = 20.0
 LEADER_POLL_S = 0.02
+PROPOSE_TIMEOUT_S = 5.0
 SECRET = "test"
 PARTITIONS = 16
 LIST_LIMIT_MAX = 50
@@ -127,7 +128,8 @@ class LiveNode:
     def __init__(self, data_dir: Path, api_token: str | None = None) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.api = ApiConfig(api_token=api_token, body_bytes_max=BODY_BYTES_MAX)
+        self.api = ApiConfig()
+        self.api_token = api_token
         self.raft = RaftConfig(
             self_address=f"127.0.0.1:{free_port()}",
             peer_addresses=(),
@@ -184,10 +186,6 @@ class LiveNode:
             await asyncio.sleep(LEADER_POLL_S)
         assert raft_not_ready_reason(store) is None, "the one-node store elected no leader"
         service_config = ServiceConfig(
-            time_zone="UTC",
-            partitions=PARTITIONS,
-            propose_timeout_s=5.0,
-            read_timeout_s=5.0,
             list_limit_max=LIST_LIMIT_MAX,
             list_bytes_max=LIST_BYTES_MAX,
             job_limits=JobLimits(data_bytes_max=DATA_BYTES_MAX),
@@ -195,9 +193,18 @@ class LiveNode:
             data_bytes_max_per_app=DATA_BYTES_MAX_PER_APP,
             delete_prefix_chunk_max=DELETE_PREFIX_CHUNK_MAX,
         )
-        service = JobService(store, machine, SystemClock(), service_config)
+        service = JobService(
+            store, machine, SystemClock(), service_config, propose_timeout_s=PROPOSE_TIMEOUT_S
+        )
         self.view = StoreView(store, machine, f"127.0.0.1:{self.port}", self.raft.self_address)
-        self._runner = web.AppRunner(build_app(service, self.view, self.api))
+        app = build_app(
+            service,
+            self.view,
+            self.api,
+            body_bytes_max=BODY_BYTES_MAX,
+            api_token=self.api_token,
+        )
+        self._runner = web.AppRunner(app)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 

@@ -59,7 +59,7 @@ class Harness:
             RaftConfig(self_address=raft, peer_addresses=(), data_dir=data_dir, secret="test"),
             self.machine,
         )
-        self.http = HttpDelivery(DeliveryConfig(attempt_timeout_s=3.0))
+        self.http = HttpDelivery(DeliveryConfig(), attempt_timeout_s=3.0)
         self.engine = TriggerEngine(
             NODE, self.store, self.machine, self.http, self.clock, self._lease, config
         )
