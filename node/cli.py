@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cluster.local import READY_TIMEOUT_S_DEFAULT, LocalCluster, LocalClusterConfig
+from cluster.membership import MembershipConfig
 from node.address import parse_address
 from node.client import cli as client_commands
 from node.service import ServiceConfig
@@ -131,6 +132,13 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         default=default.data_bytes_max_per_app,
         help=f"bytes of job data one app may hold (default {default.data_bytes_max_per_app:,})",
     )
+    node.add_argument(
+        "--max-clock-offset",
+        type=int,
+        default=MembershipConfig().max_clock_offset_ms,
+        metavar="MS",
+        help="stop firing while this node's clock is further than MS from the cluster's median",
+    )
     node.add_argument("--log-level", default="INFO")
     node.set_defaults(func=_node)
 
@@ -157,6 +165,7 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         secret=_secret(args.secret_file, "TOCK_CLUSTER_SECRET"),
         api_token=_secret(args.api_token_file, "TOCK_API_TOKEN") or None,
         partitions=args.partitions,
+        membership=MembershipConfig(max_clock_offset_ms=args.max_clock_offset),
         service=ServiceConfig(
             time_zone=args.time_zone or local_zone(),
             jobs_max_per_app=args.jobs_max_per_app,

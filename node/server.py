@@ -214,7 +214,11 @@ class Node:
     # -- the admin view (node/http/admin.py renders it) ----------------------------------------
 
     def not_ready_reason(self) -> str | None:
-        return raft_not_ready_reason(self.store) or self.supervisor.unhealthy_reason()
+        return (
+            raft_not_ready_reason(self.store)
+            or self.supervisor.unhealthy_reason()
+            or self.membership.clock_not_ready_reason()
+        )
 
     def cluster_status(self) -> ClusterStatus:
         raft = self.store.status()

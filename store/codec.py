@@ -167,6 +167,9 @@ class Heartbeat:
     # The version of the time-zone database the node computes schedules with: replicas that
     # disagree on it could compute different trigger times, so each node compares its own.
     zone_data: str = ""
+    # The node serves and replicates but offers to fire nothing (its clock is off, or a task of
+    # its keeps crashing): the leader takes it out of the live set, and its partitions move.
+    standing_by: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -248,8 +251,9 @@ class MachineState(NamedTuple):
     released: tuple[str, ...]
     # (namespace, app, url, token), sorted.
     apps: tuple[tuple[str, str, str, str], ...]
-    # (node, last heartbeat ms, raft address, http address, zone data version), sorted by node.
-    heartbeats: tuple[tuple[str, int, str, str, str], ...]
+    # (node, last heartbeat ms, raft address, http address, zone data version, standing by),
+    # sorted by node.
+    heartbeats: tuple[tuple[str, int, str, str, str, bool], ...]
     # (namespace, app, node, count of watch streams), sorted.
     watchers: tuple[tuple[str, str, str, int], ...]
     # Sorted by (namespace, app, name).
@@ -393,7 +397,7 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
     if version not in (1, SNAPSHOT_VERSION) or top_fields != 11:
         raise CodecError(f"snapshot version {version} is not {SNAPSHOT_VERSION}")
     # Version 1 rows lack their last field: a heartbeat's zone data, a job's quarantine reason.
-    row_missing: tuple[object, ...] = ("",) if version == 1 else ()
+    row_missing: tuple[object, ...] = ("", False) if version == 1 else ()
     job_missing: tuple[object, ...] = (None,) if version == 1 else ()
     partitions = head.take(int, "partitions")
     epoch = head.take(int, "epoch")
@@ -512,13 +516,14 @@ def _watchers(fields: _Fields) -> tuple[str, str, str, int]:
     return row
 
 
-def _heartbeat(fields: _Fields) -> tuple[str, int, str, str, str]:
+def _heartbeat(fields: _Fields) -> tuple[str, int, str, str, str, bool]:
     heartbeat = (
         fields.text("node"),
         fields.take(int, "now_ms"),
         fields.take(str, "raft"),
         fields.take(str, "http"),
         fields.text("zone_data"),
+        fields.take(bool, "standing_by"),
     )
     fields.done()
     return heartbeat
@@ -671,6 +676,7 @@ def _decode_heartbeat(fields: _Fields) -> Heartbeat:
         fields.take(str, "raft"),
         fields.take(str, "http"),
         fields.text("zone_data"),
+        fields.take(bool, "standing_by"),
     )
 
 
@@ -751,7 +757,7 @@ _DECODERS: dict[int, Callable[[_Fields], Command]] = {
 _V1_MISSING_FIELDS: dict[int, tuple[object, ...]] = {
     CommandTag.PUT: (0, 0),
     CommandTag.DELETE_PREFIX: (0,),
-    CommandTag.HEARTBEAT: ("",),
+    CommandTag.HEARTBEAT: ("", False),
     CommandTag.SET_MEMBERS: (0, 0),
 }
 assert set(_TAGS.values()) == set(CommandTag) == set(_DECODERS), "every tag has both directions"
