@@ -49,6 +49,7 @@ IP_TIMEOUT_S = 10.0
 LINK_UP_TIMEOUT_S = 5.0
 LINK_POLL_S = 0.01
 CLONE_NEWNET = 0x40000000
+_NODE_NAME = re.compile(r"n\d{1,2}")
 _BRIDGE = re.compile(r"^tock(\d+)br$")
 _NAMESPACE = re.compile(r"^tock(\d+)-")
 _VETH = re.compile(r"^tock(\d+)n\d+$")
@@ -82,6 +83,9 @@ class Network:
     """The namespaces, bridge and veth pairs of one test run; build with `network(...)`."""
 
     def __init__(self, k: int, names: Sequence[str]) -> None:
+        # Interface names hold 15 characters at most, and leftovers are found by their form.
+        if bad := [name for name in names if not _NODE_NAME.fullmatch(name)]:
+            raise ValueError(f"node names are n1..n99, not {bad}")
         self.k = k
         self.subnet = IPv4Network((int(BENCHMARK_RANGE.network_address) + 256 * k, 24))
         self.bridge = f"tock{k}br"
@@ -106,6 +110,7 @@ class Network:
         return [IP, "netns", "exec", self.node(name).namespace]
 
     def cut(self, name: str) -> None:
+        """Both ends down: at once, nothing leaves the node and nothing reaches it."""
         node = self.node(name)
         ip("link", "set", node.host_veth, "down")
         ip("-n", node.namespace, "link", "set", node.peer_veth, "down")
