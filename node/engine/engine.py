@@ -37,9 +37,10 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cluster.handoff import Holdings, after_release, next_holdings, release_due
 from node.delivery.dispatch import Delivers
 from node.delivery.trigger import DeliveryOutcome, Trigger
 from node.engine import acks
@@ -54,7 +55,7 @@ from store.errors import TockError, ValidationError
 from store.fault_points import fault_point
 from store.jobs import Job
 from store.log import Applied, ReplicatedLog
-from store.machine import AppKey, AppRoute, JobKey, JobMachine, Result
+from store.machine import AppKey, AppRoute, JobKey, Result
 from store.shared_machine import SharedMachine
 
 log = logging.getLogger(__name__)
@@ -150,8 +151,9 @@ class TriggerEngine:
             guard=self._supervisor.board.guard(acks.TASK, acks.log),
         )
         self._wheel: TimingWheel[JobKey, Job] = TimingWheel(clock.wall_ms())
-        self._epoch = 0
-        self._owned: frozenset[int] = frozenset()
+        # The partitions this node owns in the current epoch, and which of them wait for
+        # their previous owner's Release (cluster/handoff.py decides).
+        self._holdings = Holdings()
         self._apps: dict[AppKey, AppRoute] = {}
         # Apps with watch streams somewhere in the cluster: deliverable even without a URL.
         self._watched: frozenset[AppKey] = frozenset()
@@ -170,11 +172,6 @@ class TriggerEngine:
         self._stopped = False
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        # Gained partitions whose previous owner has not released them yet (it may still be
-        # delivering one of their occurrences), by that owner: they fire once it has.
-        self._handoff_waits: dict[str, set[int]] = {}
-        # The epoch in which this node released the partitions it lost (0: none yet).
-        self._released_epoch = 0
         self._release_warned_epoch = 0
         # Release and Quarantine proposals in flight: kept so that they are not collected.
         self._proposals: set[asyncio.Task[None]] = set()
@@ -220,7 +217,7 @@ class TriggerEngine:
 
     @property
     def owned_partitions(self) -> frozenset[int]:
-        return self._owned
+        return self._holdings.owned
 
     @property
     def timers(self) -> int:
@@ -254,12 +251,7 @@ class TriggerEngine:
     def _arm(self, key: JobKey, job: Job | None) -> None:
         """Keep the job's timer at its fire time, or drop it (deleted, or not ours)."""
         self._unpark(key)
-        if (
-            job is None
-            or job.error is not None
-            or job.partition not in self._owned
-            or self._handing_over(job.partition)
-        ):
+        if job is None or job.error is not None or not self._holdings.fires(job.partition):
             self._wheel.cancel(key)
             return
         self._wheel.add(key, job.fire_ms, job)
@@ -268,59 +260,41 @@ class TriggerEngine:
 
     def _sync_ownership(self) -> None:
         node_id = self._node_id
-        waiting = {p for parts in self._handoff_waits.values() for p in parts}
-
-        def read(m: JobMachine) -> tuple[int, frozenset[int], dict[str, set[int]]]:
-            owned = m.partitions_of(node_id) if node_id in m.live else frozenset()
-            waits: dict[str, set[int]] = {}
-            # A partition new here (or still waiting) is taken over only once its previous
-            # owner has released it; a previous owner that is not live has stopped firing.
-            for partition in (owned - self._owned) | (waiting & owned):
-                previous = m.previous_owner(partition)
-                if previous is None or previous == node_id or previous not in m.live:
-                    continue
-                if not m.has_released(previous):
-                    waits.setdefault(previous, set()).add(partition)
-            return m.epoch, owned, waits
-
-        epoch, owned, self._handoff_waits = self._machine.read(read)
-        lost, gained = self._owned - owned, (owned - self._owned) | (waiting & owned)
-        self._epoch, self._owned = epoch, owned
-        for partition in sorted(lost):
+        handoff = self._machine.read(lambda m: next_holdings(m, node_id, self._holdings))
+        self._holdings = handoff.holdings
+        lost = set(handoff.lost)
+        for partition in handoff.lost:
             for job in self._jobs_in(partition):
                 self._wheel.cancel(job.key)
         for app_key in list(self._waiting):
             for key, job in list(self._waiting[app_key].items()):
                 if job.partition in lost:
                     self._unpark(key)
-        for partition in sorted(gained):
-            if not self._handing_over(partition):
-                self._arm_partition(partition)
+        self._arm_partitions(handoff.arm)
         self._release_lost_partitions()
 
-    def _arm_partition(self, partition: int) -> None:
-        for job in self._jobs_in(partition):
-            if job.key not in self._held:
-                self._arm(job.key, job)
-
-    def _handing_over(self, partition: int) -> bool:
-        return any(partition in parts for parts in self._handoff_waits.values())
+    def _arm_partitions(self, partitions: tuple[int, ...]) -> None:
+        for partition in partitions:
+            for job in self._jobs_in(partition):
+                if job.key not in self._held:
+                    self._arm(job.key, job)
 
     def _take_over_from(self, previous: str) -> None:
         """`previous` released what it lost this epoch: fire the partitions it handed over."""
-        for partition in sorted(self._handoff_waits.pop(previous, set())):
-            if partition in self._owned:
-                self._arm_partition(partition)
+        handoff = after_release(self._holdings, previous)
+        self._holdings = handoff.holdings
+        self._arm_partitions(handoff.arm)
 
     def _release_lost_partitions(self) -> None:
         """Once nothing is in flight for partitions this node lost in the current epoch, say so
         through the log (Release): their new owners wait for it before they fire them."""
-        if self._epoch == 0 or self._released_epoch == self._epoch or self._stopping:
+        if self._stopping:
             return
-        if any(hold.job.partition not in self._owned for hold in self._held.values()):
+        epoch = release_due(self._holdings, (hold.job.partition for hold in self._held.values()))
+        if epoch is None:
             return
-        self._released_epoch = self._epoch
-        self._spawn_proposal(self._propose_release(self._epoch))
+        self._holdings = replace(self._holdings, released_epoch=epoch)
+        self._spawn_proposal(self._propose_release(epoch))
 
     def _spawn_proposal(self, proposal: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(proposal)
@@ -336,8 +310,8 @@ class TriggerEngine:
             level = logging.DEBUG if self._release_warned_epoch == epoch else logging.WARNING
             self._release_warned_epoch = epoch
             log.log(level, "release of epoch %d not committed (%s); retrying", epoch, error)
-            if self._released_epoch == epoch:
-                self._released_epoch = 0
+            if self._holdings.released_epoch == epoch:
+                self._holdings = replace(self._holdings, released_epoch=0)
                 loop = asyncio.get_running_loop()
                 loop.call_later(self._config.ack_retry_ms / 1000, self._release_lost_partitions)
 
@@ -409,7 +383,7 @@ class TriggerEngine:
         """Deliver the job's current attempt, skip its missed occurrences, or park it."""
         key = job.key
         assert key not in self._held, "one trigger per job in flight"
-        if job.partition not in self._owned:
+        if job.partition not in self._holdings.owned:
             return
         app_key = (job.namespace, job.app)
         if not self._deliverable(app_key):
@@ -424,10 +398,10 @@ class TriggerEngine:
         if skipped:
             self.metrics.triggers[Outcome.SKIPPED] += len(skipped)
             entries = tuple(AckEntry(job.uid, ms, Outcome.SKIPPED) for ms in skipped)
-            self._acks.add(PendingAck(key, self._epoch, entries))
+            self._acks.add(PendingAck(key, self._holdings.epoch, entries))
             return
         route = self._apps.get(app_key)
-        task = asyncio.create_task(self._deliver(job, route, self._epoch, now_ms))
+        task = asyncio.create_task(self._deliver(job, route, self._holdings.epoch, now_ms))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
@@ -573,7 +547,7 @@ class TriggerEngine:
         spares the app a duplicate even when the partition has moved on meanwhile: its new
         owner waits for the release. An older ack is refused; its job is the new owner's to
         deliver again."""
-        return pending.epoch >= self._epoch - 1
+        return pending.epoch >= self._holdings.epoch - 1
 
     def _send_again(self, pendings: list[PendingAck]) -> None:
         if self._stopped:
