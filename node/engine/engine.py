@@ -36,14 +36,14 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cluster.handoff import Holdings, after_release, next_holdings, release_due
 from node.delivery.dispatch import Delivers
 from node.delivery.trigger import DeliveryOutcome, Trigger
-from node.engine import acks
+from node.engine import acks, verdicts
 from node.engine.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
 from node.engine.metrics import EngineMetrics
 from node.engine.misfire import skipped_occurrences
@@ -477,85 +477,37 @@ class TriggerEngine:
     # ---- settling ----
 
     def _settle(self, pendings: list[PendingAck], verdict: AckVerdict) -> None:
-        """The ack batcher's verdict on a batch: send it again, or release its jobs."""
-        if verdict is AckVerdict.STALE:
-            pendings = self._resend_owned(pendings)
-        elif verdict is AckVerdict.UNAVAILABLE:
-            pendings = self._retry_later(pendings)
-        elif verdict is AckVerdict.UNKNOWN:
-            pendings = self._resend_idempotent(pendings)
-        self._release([pending.key for pending in pendings])
+        """The ack batcher's verdict on a batch: send its acks again, or end their holds."""
+        settlement = verdicts.settle(
+            pendings,
+            verdict,
+            epoch=self._holdings.epoch,
+            stopped=self._stopped,
+            owners_now=self._owners_now,
+        )
+        self._resend(settlement)
+        self._release([pending.key for pending in settlement.end])
 
-    def _resend_owned(self, pendings: list[PendingAck]) -> list[PendingAck]:
-        """Re-send, in the machine's new epoch, the acks of jobs this node still owns there;
-        return the others, to release."""
+    def _owners_now(self, pendings: Sequence[PendingAck]) -> tuple[int, list[bool]]:
         node_id = self._node_id
         partitions = [self._held[pending.key].job.partition for pending in pendings]
-        epoch, owners = self._machine.read(lambda m: (m.epoch, [m.owner(p) for p in partitions]))
-        dropped: list[PendingAck] = []
-        for pending, owner in zip(pendings, owners, strict=True):
-            if owner == node_id and not self._stopped:
-                self._acks.add(pending._replace(epoch=epoch))
-                self.metrics.acks_resent += len(pending.entries)
-            else:
-                dropped.append(pending)
-                self.metrics.acks_dropped += len(pending.entries)
-        return dropped
+        return self._machine.read(lambda m: (m.epoch, [m.owner(p) == node_id for p in partitions]))
 
-    def _resend_idempotent(self, pendings: list[PendingAck]) -> list[PendingAck]:
-        """Send again, after a pause, the acks whose outcome is unknown (leadership changed
-        under them) and which are safe to apply twice; return the others, to release.
+    def _send_again(self, pendings: tuple[PendingAck, ...]) -> None:
+        settlement = verdicts.send_again(pendings, self._stopped)
+        self._resend(settlement)
+        if settlement.end:
+            self._release([pending.key for pending in settlement.end])
 
-        A SUCCESS or SKIPPED entry is idempotent: if the first copy applied, the job has moved
-        past that occurrence and the machine ignores the second. Re-sending it spares the app a
-        duplicate that releasing would cause (the job, re-read, would fire again). A FAILED entry
-        would count an attempt twice, so it is released: at worst one extra attempt. The lease
-        does not matter here: it may well lapse during the election that made the outcome
-        unknown, but it guards firing, and this delivery has already happened; what matters is
-        whether the machine still counts the ack (`_still_counted`)."""
-        safe = [
-            pending
-            for pending in pendings
-            if self._still_counted(pending)
-            and all(entry.outcome is not Outcome.FAILED for entry in pending.entries)
-        ]
-        released = [pending for pending in pendings if pending not in safe]
-        self.metrics.acks_dropped += sum(len(pending.entries) for pending in released)
-        if safe:
-            self.metrics.acks_resent += sum(len(pending.entries) for pending in safe)
-            loop = asyncio.get_running_loop()
-            loop.call_later(self._config.ack_retry_ms / 1000, self._send_again, safe)
-        return released
-
-    def _retry_later(self, pendings: list[PendingAck]) -> list[PendingAck]:
-        """Send the acks the machine still counts again after a pause (a new leader takes a
-        moment); return the others, to release. Redelivering instead would flood the app while
-        the store has no leader, until the lease runs out."""
-        kept: list[PendingAck] = []
-        released: list[PendingAck] = []
-        for pending in pendings:
-            (kept if self._still_counted(pending) else released).append(pending)
-        if kept:
-            loop = asyncio.get_running_loop()
-            loop.call_later(self._config.ack_retry_ms / 1000, self._send_again, kept)
-        return released
-
-    def _still_counted(self, pending: PendingAck) -> bool:
-        """Whether the machine would still apply this ack: it was fired in the current epoch, or
-        in the one before, whose owners' acks count until they release (and this node does not
-        release the partitions it lost while it holds one of their jobs). Sending it again then
-        spares the app a duplicate even when the partition has moved on meanwhile: its new
-        owner waits for the release. An older ack is refused; its job is the new owner's to
-        deliver again."""
-        return pending.epoch >= self._holdings.epoch - 1
-
-    def _send_again(self, pendings: list[PendingAck]) -> None:
-        if self._stopped:
-            self.metrics.acks_dropped += sum(len(pending.entries) for pending in pendings)
-            self._release([pending.key for pending in pendings])
-            return
-        for pending in pendings:
+    def _resend(self, settlement: verdicts.Settlement) -> None:
+        """Send the settlement's acks again, now or after a pause, and count them."""
+        self.metrics.acks_resent += settlement.resent
+        self.metrics.acks_dropped += settlement.dropped
+        for pending in settlement.now:
             self._acks.add(pending)
+        if settlement.later:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self._config.ack_retry_ms / 1000, self._send_again, settlement.later)
 
     def _release(self, keys: list[JobKey]) -> None:
         """End the holds of `keys` and re-arm each from its latest version."""

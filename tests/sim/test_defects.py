@@ -7,11 +7,13 @@ asserts that some seed among a bounded number breaks a guarantee.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import pytest
 
+from node.engine import verdicts
 from node.engine.acks import PendingAck
-from node.engine.engine import TriggerEngine
+from node.engine.verdicts import Settlement
 from store.machine import JobMachine
 from tests.sim import simulation
 from tests.sim.node import SimNode
@@ -44,11 +46,11 @@ def test_firing_before_the_previous_owner_released(monkeypatch: pytest.MonkeyPat
 
 
 def test_releasing_acks_of_unknown_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
-    # An ack whose outcome is unknown releases its job (re-read, fired again), not re-sent.
-    def release_all(self: TriggerEngine, pendings: list[PendingAck]) -> list[PendingAck]:
-        return pendings
+    # An ack whose outcome is unknown ends its job's hold (re-read, fired again), not re-sent.
+    def end_every_hold(pendings: Sequence[PendingAck], epoch: int) -> Settlement:
+        return Settlement(end=tuple(pendings))
 
-    monkeypatch.setattr(TriggerEngine, "_resend_idempotent", release_all)
+    monkeypatch.setattr(verdicts, "resend_idempotent", end_every_hold)
     _first_violation("duplicate without a fault")
 
 
