@@ -47,6 +47,7 @@ from node.engine import acks, verdicts
 from node.engine.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
 from node.engine.metrics import EngineMetrics
 from node.engine.misfire import skipped_occurrences
+from node.engine.parking import Parking
 from node.engine.wheel import TimingWheel
 from node.supervisor import Supervisor
 from store.clock import Clock
@@ -55,7 +56,7 @@ from store.errors import TockError, ValidationError
 from store.fault_points import fault_point
 from store.jobs import Job
 from store.log import Applied, ReplicatedLog
-from store.machine import AppKey, AppRoute, JobKey, Result
+from store.machine import AppRoute, JobKey, Result
 from store.shared_machine import SharedMachine
 
 log = logging.getLogger(__name__)
@@ -154,13 +155,10 @@ class TriggerEngine:
         # The partitions this node owns in the current epoch, and which of them wait for
         # their previous owner's Release (cluster/handoff.py decides).
         self._holdings = Holdings()
-        self._apps: dict[AppKey, AppRoute] = {}
-        # Apps with watch streams somewhere in the cluster: deliverable even without a URL.
-        self._watched: frozenset[AppKey] = frozenset()
         self._held: dict[JobKey, _Hold] = {}
-        # Due jobs of apps with no URL and no watcher, by app: they fire when the app registers
-        # or a watcher connects.
-        self._waiting: dict[AppKey, dict[JobKey, Job]] = {}
+        # Due jobs of apps with no URL and no watcher: they fire when the app registers or a
+        # watcher connects.
+        self._parking = Parking(self.metrics)
         self._deliveries: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         # While the loop sleeps: the wall ms it wakes at (inf: only when woken). While it runs:
@@ -250,7 +248,7 @@ class TriggerEngine:
 
     def _arm(self, key: JobKey, job: Job | None) -> None:
         """Keep the job's timer at its fire time, or drop it (deleted, or not ours)."""
-        self._unpark(key)
+        self._parking.unpark(key)
         if job is None or job.error is not None or not self._holdings.fires(job.partition):
             self._wheel.cancel(key)
             return
@@ -262,14 +260,10 @@ class TriggerEngine:
         node_id = self._node_id
         handoff = self._machine.read(lambda m: next_holdings(m, node_id, self._holdings))
         self._holdings = handoff.holdings
-        lost = set(handoff.lost)
         for partition in handoff.lost:
             for job in self._jobs_in(partition):
                 self._wheel.cancel(job.key)
-        for app_key in list(self._waiting):
-            for key, job in list(self._waiting[app_key].items()):
-                if job.partition in lost:
-                    self._unpark(key)
+        self._parking.drop_partitions(set(handoff.lost))
         self._arm_partitions(handoff.arm)
         self._release_lost_partitions()
 
@@ -319,26 +313,9 @@ class TriggerEngine:
         return self._machine.read(lambda m: m.jobs_in_partition(partition))
 
     def _sync_apps(self) -> None:
-        self._apps, watchers = self._machine.read(lambda m: (m.app_routes(), m.watchers()))
-        self._watched = frozenset(watchers)
-        for app_key in [app for app in self._waiting if self._deliverable(app)]:
-            for key, job in list(self._waiting[app_key].items()):
-                self._arm(key, job)
-
-    def _deliverable(self, app_key: AppKey) -> bool:
-        return app_key in self._apps or app_key in self._watched
-
-    def _park(self, job: Job) -> None:
-        self._waiting.setdefault((job.namespace, job.app), {})[job.key] = job
-        self.metrics.triggers_waiting_for_app += 1
-
-    def _unpark(self, key: JobKey) -> None:
-        app_key = (key[0], key[1])
-        waiting = self._waiting.get(app_key)
-        if waiting is not None and waiting.pop(key, None) is not None:
-            self.metrics.triggers_waiting_for_app -= 1
-            if not waiting:
-                del self._waiting[app_key]
+        routes, watchers = self._machine.read(lambda m: (m.app_routes(), m.watchers()))
+        for key, job in self._parking.update(routes, watchers):
+            self._arm(key, job)
 
     # ---- the loop ----
 
@@ -386,8 +363,8 @@ class TriggerEngine:
         if job.partition not in self._holdings.owned:
             return
         app_key = (job.namespace, job.app)
-        if not self._deliverable(app_key):
-            self._park(job)
+        if not self._parking.deliverable(app_key):
+            self._parking.park(job)
             return
         self._held[key] = _Hold(job)
         self.metrics.jobs_in_flight = len(self._held)
@@ -400,7 +377,7 @@ class TriggerEngine:
             entries = tuple(AckEntry(job.uid, ms, Outcome.SKIPPED) for ms in skipped)
             self._acks.add(PendingAck(key, self._holdings.epoch, entries))
             return
-        route = self._apps.get(app_key)
+        route = self._parking.route(app_key)
         task = asyncio.create_task(self._deliver(job, route, self._holdings.epoch, now_ms))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
