@@ -166,7 +166,7 @@ class AckBatcher:
                 "ack of %d entries for epoch %d not committed: %s", len(entries), epoch, error
             )
         finally:
-            # In `finally`, so that even a cancelled or broken proposal releases its jobs.
+            # In `finally`, so that even a cancelled or broken proposal ends its jobs' holds.
             self._settle(pendings, verdict)
 
     def _verdict_of(self, result: object) -> AckVerdict:

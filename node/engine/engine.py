@@ -421,7 +421,7 @@ class TriggerEngine:
         except asyncio.CancelledError:
             # Stopped past its deadline: no outcome to record; the job fires again after a
             # restart, on this node or its next owner (at least once).
-            self._release([job.key])
+            self._end_holds([job.key])
             raise
         finally:
             self.metrics.deliveries_in_flight -= 1
@@ -429,7 +429,7 @@ class TriggerEngine:
             # Not an attempt: nothing is acked, and the job fires again after a pause (or
             # waits for its app, if it has neither a URL nor a watcher any more).
             await asyncio.sleep(self._config.undeliverable_retry_ms / 1000)
-            self._release([job.key])
+            self._end_holds([job.key])
             return
         self.metrics.delivery_ms.observe(round((self._clock.monotonic() - began) * 1000))
         self.metrics.triggers[_OUTCOMES[outcome]] += 1
@@ -463,7 +463,7 @@ class TriggerEngine:
             owners_now=self._owners_now,
         )
         self._resend(settlement)
-        self._release([pending.key for pending in settlement.end])
+        self._end_holds([pending.key for pending in settlement.end])
 
     def _owners_now(self, pendings: Sequence[PendingAck]) -> tuple[int, list[bool]]:
         node_id = self._node_id
@@ -474,7 +474,7 @@ class TriggerEngine:
         settlement = verdicts.send_again(pendings, self._stopped)
         self._resend(settlement)
         if settlement.end:
-            self._release([pending.key for pending in settlement.end])
+            self._end_holds([pending.key for pending in settlement.end])
 
     def _resend(self, settlement: verdicts.Settlement) -> None:
         """Send the settlement's acks again, now or after a pause, and count them."""
@@ -486,8 +486,9 @@ class TriggerEngine:
             loop = asyncio.get_running_loop()
             loop.call_later(self._config.ack_retry_ms / 1000, self._send_again, settlement.later)
 
-    def _release(self, keys: list[JobKey]) -> None:
-        """End the holds of `keys` and re-arm each from its latest version."""
+    def _end_holds(self, keys: list[JobKey]) -> None:
+        """End the holds of `keys` and re-arm each from its latest version. With fewer jobs in
+        flight, this node may now propose the Release of the partitions it lost."""
         holds = [(key, self._held.pop(key)) for key in keys]
         unseen = [key for key, hold in holds if not hold.changed]
         current = self._machine.read(lambda m: {key: m.get(*key) for key in unseen})

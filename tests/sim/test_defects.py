@@ -45,7 +45,7 @@ def test_firing_before_the_previous_owner_released(monkeypatch: pytest.MonkeyPat
     _first_violation("duplicate without a fault")
 
 
-def test_releasing_acks_of_unknown_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ending_the_holds_of_acks_of_unknown_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
     # An ack whose outcome is unknown ends its job's hold (re-read, fired again), not re-sent.
     def end_every_hold(pendings: Sequence[PendingAck], epoch: int) -> Settlement:
         return Settlement(end=tuple(pendings))
