@@ -33,7 +33,6 @@ events still queued for it; the queued events then re-arm it, in order, to the s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Callable, Coroutine, Sequence
@@ -204,13 +203,13 @@ class TriggerEngine:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        loop = asyncio.get_running_loop()
-        deadline_s = loop.time() + timeout_s
+        clock = self._clock
+        deadline_s = clock.monotonic() + timeout_s
         while True:
-            await self._acks.drain(max(deadline_s - loop.time(), 0.0))
-            if not self._held or loop.time() >= deadline_s:
+            await self._acks.drain(max(deadline_s - clock.monotonic(), 0.0))
+            if not self._held or clock.monotonic() >= deadline_s:
                 break
-            await asyncio.sleep(self._config.ack_retry_ms / 1000)
+            await clock.sleep(self._config.ack_retry_ms / 1000)
         self._stopped = True
 
     @property
@@ -306,8 +305,8 @@ class TriggerEngine:
             log.log(level, "release of epoch %d not committed (%s); retrying", epoch, error)
             if self._holdings.released_epoch == epoch:
                 self._holdings = replace(self._holdings, released_epoch=0)
-                loop = asyncio.get_running_loop()
-                loop.call_later(self._config.ack_retry_ms / 1000, self._release_lost_partitions)
+                retry_s = self._config.ack_retry_ms / 1000
+                self._clock.call_later(retry_s, self._release_lost_partitions)
 
     def _jobs_in(self, partition: int) -> list[Job]:
         return self._machine.read(lambda m: m.jobs_in_partition(partition))
@@ -350,11 +349,15 @@ class TriggerEngine:
     async def _sleep(self, now_ms: int, sleep_ms: float) -> None:
         self._wake.clear()
         self._wake_at_ms = now_ms + sleep_ms
-        timeout_s = None if math.isinf(sleep_ms) else sleep_ms / 1000
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await self._wake.wait()
-        self._wake_at_ms = -math.inf
+        alarm = None
+        if not math.isinf(sleep_ms):
+            alarm = self._clock.call_later(sleep_ms / 1000, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            if alarm is not None:
+                alarm.cancel()
+            self._wake_at_ms = -math.inf
 
     def _fire(self, job: Job, now_ms: int) -> None:
         """Deliver the job's current attempt, skip its missed occurrences, or park it."""
@@ -428,7 +431,7 @@ class TriggerEngine:
         if outcome is DeliveryOutcome.UNDELIVERABLE:
             # Not an attempt: nothing is acked, and the job fires again after a pause (or
             # waits for its app, if it has neither a URL nor a watcher any more).
-            await asyncio.sleep(self._config.undeliverable_retry_ms / 1000)
+            await self._clock.sleep(self._config.undeliverable_retry_ms / 1000)
             self._end_holds([job.key])
             return
         self.metrics.delivery_ms.observe(round((self._clock.monotonic() - began) * 1000))
@@ -483,8 +486,8 @@ class TriggerEngine:
         for pending in settlement.now:
             self._acks.add(pending)
         if settlement.later:
-            loop = asyncio.get_running_loop()
-            loop.call_later(self._config.ack_retry_ms / 1000, self._send_again, settlement.later)
+            retry_s = self._config.ack_retry_ms / 1000
+            self._clock.call_later(retry_s, self._send_again, settlement.later)
 
     def _end_holds(self, keys: list[JobKey]) -> None:
         """End the holds of `keys` and re-arm each from its latest version. With fewer jobs in

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+from store.clock import LoopTimers
+
 # Wall ms at loop time 0: a date inside every range the store accepts.
 WALL_BASE_MS = 1_750_000_000_000
 
@@ -17,8 +19,8 @@ def true_wall_ms(loop: asyncio.AbstractEventLoop) -> int:
     return WALL_BASE_MS + round(loop.time() * 1000)
 
 
-class NodeClock:
-    """A store.clock.Clock for one simulated node."""
+class NodeClock(LoopTimers):
+    """A store.clock.Clock for one simulated node; its timers are the virtual loop's."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
