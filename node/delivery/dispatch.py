@@ -31,6 +31,11 @@ class Delivers(Protocol):
 
     async def deliver(self, url: str, trigger: Trigger) -> DeliveryOutcome: ...
 
+    def abandon(self) -> None:
+        """Drop every attempt in flight and its connection at once, reset so that nothing the
+        kernel still holds goes out later (the lease that allowed them has lapsed)."""
+        ...
+
 
 class Deliverer:
     """Dispatches each trigger by its app URL's scheme; one per node, on its event loop."""
@@ -54,6 +59,11 @@ class Deliverer:
         if trigger.content_type != DATA_TYPE_JSON:
             trigger = dataclasses.replace(trigger, content_type=DATA_TYPE_JSON)
         return await self._http.deliver(url, trigger)
+
+    def abandon(self) -> None:
+        # A watch stream's frames have left already; the owner's streams go on serving.
+        self._http.abandon()
+        self._grpc.abandon()
 
     async def close(self) -> None:
         await self._http.close()

@@ -54,6 +54,8 @@ class GrpcDelivery:
         self._attempt_timeout_s = attempt_timeout_s
         self._node_id = node_id
         self._channels: OrderedDict[str, grpc.aio.Channel] = OrderedDict()
+        # Channels closing after an abandon: kept so that their tasks are not collected.
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def deliver(self, url: str, trigger: Trigger) -> DeliveryOutcome:
         """One attempt. Never raises for the app's faults: they are outcomes, not errors."""
@@ -68,6 +70,14 @@ class GrpcDelivery:
             alpha = appcallback_pb2_grpc.AppCallbackAlphaStub(channel)  # type: ignore[no-untyped-call]
             code = await _call(alpha.OnJobEventAlpha1, request, metadata, deadline)
         return DeliveryOutcome.SUCCESS if code in _SUCCESS_CODES else DeliveryOutcome.FAILED
+
+    def abandon(self) -> None:
+        """Cancel every call in flight and close the channels at once (no grace)."""
+        channels, self._channels = list(self._channels.values()), OrderedDict()
+        for channel in channels:
+            task = asyncio.get_running_loop().create_task(channel.close(grace=None))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), OrderedDict()

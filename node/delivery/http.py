@@ -8,10 +8,14 @@ interval) belongs to the engine, which decides what a FAILED attempt means for t
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import struct
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import aiohttp
+from aiohttp.connector import AddrInfoType
 
 from node.delivery.trigger import DeliveryOutcome, Trigger
 from store.errors import ValidationError
@@ -26,6 +30,18 @@ class DeliveryConfig:
     def validate(self) -> None:
         if min(self.connections_max, self.connections_per_host_max) <= 0:
             raise ValidationError("connections_max and connections_per_host_max must be positive")
+
+
+# SO_LINGER on, with a linger of 0 s: closing the socket resets the connection and discards
+# whatever the kernel had not sent yet.
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def _resetting_socket(address: AddrInfoType) -> socket.socket:
+    family, kind, protocol, _, _ = address
+    sock = socket.socket(family, kind, protocol)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    return sock
 
 
 class HttpDelivery:
@@ -43,6 +59,8 @@ class HttpDelivery:
         self._attempt_timeout_s = attempt_timeout_s
         self._node_id = node_id
         self._session: aiohttp.ClientSession | None = None
+        # Sessions closing after an abandon: kept so that their tasks are not collected.
+        self._closing: set[asyncio.Task[None]] = set()
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -50,6 +68,7 @@ class HttpDelivery:
                 limit=self._config.connections_max,
                 limit_per_host=self._config.connections_per_host_max,
                 keepalive_timeout=30,
+                socket_factory=_resetting_socket,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -58,6 +77,25 @@ class HttpDelivery:
                 auto_decompress=False,
             )
         return self._session
+
+    def abandon(self) -> None:
+        """Reset every connection, in use or idle, and start afresh: a request that has not
+        fully left is never sent (SO_LINGER 0 discards what the kernel holds), so no copy of
+        it reaches the app once the link comes back, after its replacement."""
+        session, self._session = self._session, None
+        if session is None:
+            return
+        connector = session.connector
+        if isinstance(connector, aiohttp.TCPConnector):
+            # aiohttp closes connections gracefully (what is queued still leaves); abort()
+            # closes the socket at once, and the socket's linger of 0 makes that a reset.
+            protocols = [*connector._acquired]
+            protocols += [proto for idle in connector._conns.values() for proto, _ in idle]
+            for protocol in protocols:
+                protocol.abort()
+        task = asyncio.get_running_loop().create_task(session.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def deliver(self, url: str, trigger: Trigger) -> DeliveryOutcome:
         """One attempt. 2xx and 404 are success (Dapr's rule); anything else, or no answer in

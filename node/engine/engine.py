@@ -332,6 +332,7 @@ class TriggerEngine:
     def _fire_due(self, now_ms: int) -> float:
         """Fire what is due and free slots allow; the ms to sleep (inf: until woken)."""
         if not self._lease():
+            self._fence()
             return self._config.lease_poll_ms
         free = self._config.deliveries_in_flight_max - len(self._held)
         self._slots_full = free <= 0
@@ -346,7 +347,23 @@ class TriggerEngine:
         next_ms = self._wheel.next_deadline_ms()
         return math.inf if next_ms is None else max(next_ms - now_ms, 0)
 
+    def _fence(self) -> None:
+        """The lease lapsed: abandon every delivery still in flight, its connection reset, so
+        that none reaches the app later than the lease allowed; their jobs' new owners deliver
+        them again, and a copy of ours can only have come before theirs."""
+        if not self._deliveries:
+            return
+        log.warning("lease lapsed: abandoning %d deliveries in flight", len(self._deliveries))
+        self.metrics.deliveries_abandoned += len(self._deliveries)
+        for task in list(self._deliveries):
+            task.cancel()
+        self._deliverer.abandon()
+
     async def _sleep(self, now_ms: int, sleep_ms: float) -> None:
+        if self._deliveries:
+            # The lease is looked at this often while deliveries are in flight: they are
+            # abandoned within lease_poll_ms of its lapse, however far the next deadline is.
+            sleep_ms = min(sleep_ms, self._config.lease_poll_ms)
         self._wake.clear()
         self._wake_at_ms = now_ms + sleep_ms
         alarm = None
@@ -422,12 +439,18 @@ class TriggerEngine:
             log.exception("delivery of %s raised", trigger.trigger_id)
             outcome = DeliveryOutcome.FAILED
         except asyncio.CancelledError:
-            # Stopped past its deadline: no outcome to record; the job fires again after a
-            # restart, on this node or its next owner (at least once).
+            # Fenced (the lease lapsed) or stopped past its deadline: no outcome to record; the
+            # job fires again from its next owner, or from this node after a restart.
             self._end_holds([job.key])
             raise
         finally:
             self.metrics.deliveries_in_flight -= 1
+        if not self._lease() and not self._stopping:
+            # Answered after the lease lapsed: the partition may have moved, and its new owner
+            # delivers again; recording this attempt could not spare the app that copy.
+            self.metrics.deliveries_abandoned += 1
+            self._end_holds([job.key])
+            return
         if outcome is DeliveryOutcome.UNDELIVERABLE:
             # Not an attempt: nothing is acked, and the job fires again after a pause (or
             # waits for its app, if it has neither a URL nor a watcher any more).

@@ -70,5 +70,7 @@ class EngineMetrics:
     acks_resent: int = 0
     # Acks given up on: the epoch moved on and another node owns the job now, or no quorum.
     acks_dropped: int = 0
+    # Deliveries dropped because the lease lapsed while they were in flight (fencing).
+    deliveries_abandoned: int = 0
     # Jobs this node stopped because computing, encoding or delivering them raised (Job.error).
     jobs_quarantined: int = 0

@@ -45,6 +45,12 @@ def render_metrics(
     _counter(lines, "tock_acks_ignored_total", "Trigger acks not applied.", engine.acks_ignored)
     _counter(
         lines,
+        "tock_deliveries_abandoned_total",
+        "Deliveries abandoned because this node's lease lapsed while they were in flight.",
+        engine.deliveries_abandoned,
+    )
+    _counter(
+        lines,
         "tock_jobs_quarantined_total",
         "Jobs this node stopped because firing them raised an error.",
         engine.jobs_quarantined,

@@ -107,12 +107,6 @@ def cut_while_busy(
 
 
 @pytest.mark.timeout(BUSY_S_MAX)
-@pytest.mark.xfail(
-    strict=True,
-    raises=StaleDelivery,
-    reason="deliveries are not fenced to the lease yet: an attempt a cut node started before "
-    "its lease lapsed reaches the app once the link is back, after its replacement",
-)
 def test_a_cut_node_never_delivers_after_its_replacement(
     netns_cluster: tuple[netns.Network, LocalCluster],
 ) -> None:

@@ -77,6 +77,10 @@ class AppClient:
         self._node = node
         self._clock = clock
 
+    def abandon(self) -> None:
+        # A send is recorded when it leaves: the engine's cancelling the attempts is all.
+        return
+
     async def deliver(self, url: str, trigger: Trigger) -> DeliveryOutcome:
         app = self._app
         loop = asyncio.get_running_loop()
