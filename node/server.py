@@ -32,7 +32,7 @@ from node.engine.engine import EngineConfig, TriggerEngine
 from node.grpc.api import GrpcApi
 from node.http.admin import ClusterStatus, StateDigest, raft_not_ready_reason
 from node.http.api import build_app
-from node.http.metrics import render_metrics
+from node.http.metrics import MetricsSources, node_registry, render_metrics
 from node.service import JobService
 from node.supervisor import Supervisor
 from node.watch.announcer import WatchAnnouncer
@@ -147,6 +147,15 @@ class Node:
                 api_token=config.api_token,
             )
         )
+        self.metrics = node_registry(
+            MetricsSources(
+                raft=self.store.status,
+                engine=self.engine.metrics,
+                machine=self.machine,
+                tasks=self.supervisor.board.reports,
+                created=self.service.created,
+            )
+        )
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -254,10 +263,8 @@ class Node:
             ],
         }
 
-    def metrics_text(self) -> str:
-        return render_metrics(
-            self.store.status(), self.engine.metrics, self.machine, self.supervisor.board.reports()
-        )
+    def metrics_body(self) -> bytes:
+        return render_metrics(self.metrics)
 
     async def state_digest(self) -> StateDigest:
         await self.store.barrier(self.config.propose_timeout_s)

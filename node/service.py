@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from node.app_counter import AppCounter
 from node.scope import Scope, check_utf8, checked_text
 from store.clock import Clock
 from store.codec import (
@@ -87,6 +88,8 @@ class JobService:
         self._clock = clock
         self._config = config
         self._propose_timeout_s = propose_timeout_s
+        # Jobs this node created (overwrites included), per app: /metrics' tock_jobs_created.
+        self.created = AppCounter()
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -123,6 +126,7 @@ class JobService:
         derive_job(spec, put.namespace, put.app, put.uid, put.now_ms, put.zone, 1)
         job = (await self._write(put)).value
         assert isinstance(job, Job)
+        self.created.count(put.namespace, put.app)
         return job
 
     async def get(self, scope: Scope, name: str) -> Job:

@@ -44,7 +44,7 @@ from node.delivery.dispatch import Delivers
 from node.delivery.trigger import DeliveryOutcome, Trigger
 from node.engine import acks
 from node.engine.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
-from node.engine.metrics import EngineMetrics
+from node.engine.metrics import RESULT_OF_OUTCOME, EngineMetrics, TriggerResult
 from node.engine.misfire import skipped_occurrences
 from node.engine.wheel import TimingWheel
 from node.supervisor import Supervisor
@@ -357,6 +357,7 @@ class TriggerEngine:
     def _park(self, job: Job) -> None:
         self._waiting.setdefault((job.namespace, job.app), {})[job.key] = job
         self.metrics.triggers_waiting_for_app += 1
+        self.metrics.count(job.namespace, job.app, TriggerResult.UNDELIVERED)
 
     def _unpark(self, key: JobKey) -> None:
         app_key = (key[0], key[1])
@@ -422,7 +423,7 @@ class TriggerEngine:
             job, now_ms, config.misfire_grace_ms, config.misfire_skips_max
         )
         if skipped:
-            self.metrics.triggers[Outcome.SKIPPED] += len(skipped)
+            self.metrics.count(job.namespace, job.app, TriggerResult.SKIPPED, len(skipped))
             entries = tuple(AckEntry(job.uid, ms, Outcome.SKIPPED) for ms in skipped)
             self._acks.add(PendingAck(key, self._epoch, entries))
             return
@@ -457,7 +458,7 @@ class TriggerEngine:
             self._quarantine(job, error)
             return
         # The lateness of the attempt against the time it was due; the wheel never fires early.
-        self.metrics.lateness_ms.observe(started_ms - job.fire_ms)
+        self.metrics.latency.observe((started_ms - job.fire_ms) / 1000)
         self.metrics.deliveries_in_flight += 1
         began = self._clock.monotonic()
         try:
@@ -477,11 +478,12 @@ class TriggerEngine:
         if outcome is DeliveryOutcome.UNDELIVERABLE:
             # Not an attempt: nothing is acked, and the job fires again after a pause (or
             # waits for its app, if it has neither a URL nor a watcher any more).
+            self.metrics.count(job.namespace, job.app, TriggerResult.UNDELIVERED)
             await asyncio.sleep(self._config.undeliverable_retry_ms / 1000)
             self._release([job.key])
             return
-        self.metrics.delivery_ms.observe(round((self._clock.monotonic() - began) * 1000))
-        self.metrics.triggers[_OUTCOMES[outcome]] += 1
+        self.metrics.delivery.observe(self._clock.monotonic() - began)
+        self.metrics.count(job.namespace, job.app, RESULT_OF_OUTCOME[_OUTCOMES[outcome]])
         entry = AckEntry(job.uid, job.next_ms, _OUTCOMES[outcome])
         self._acks.add(PendingAck(job.key, epoch, (entry,)))
 

@@ -12,11 +12,11 @@ from aiohttp import web
 
 from node.address import parse_address
 from node.http.body import read_json_object
+from node.http.metrics import METRICS_CONTENT_TYPE
 from node.http.openapi import openapi_document
 from store.errors import Unavailable, ValidationError
 from store.raft.store import RaftStore
 
-METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NODE_ID_FORBIDDEN = "=:/ "
 
 
@@ -67,7 +67,7 @@ class AdminView(Protocol):
 
     def cluster_status(self) -> ClusterStatus: ...
 
-    def metrics_text(self) -> str:
+    def metrics_body(self) -> bytes:
         """Every metric in the Prometheus text exposition format."""
         ...
 
@@ -163,8 +163,8 @@ class AdminRoutes:
         return web.Response(status=204)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        text = self._view.metrics_text()
-        return web.Response(body=text.encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+        body = self._view.metrics_body()
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(self._openapi)
