@@ -33,6 +33,7 @@ from node.grpc.api import GrpcApi
 from node.http.admin import ClusterStatus, StateDigest, raft_not_ready_reason
 from node.http.api import build_app
 from node.http.metrics import MetricsSources, node_registry, render_metrics
+from node.http.stats import NodeStats, node_stats
 from node.service import JobService
 from node.supervisor import Supervisor
 from node.watch.announcer import WatchAnnouncer
@@ -262,6 +263,14 @@ class Node:
                 for m in members
             ],
         }
+
+    def node_stats(self) -> NodeStats:
+        return node_stats(self.me.id, self.engine.metrics)
+
+    def live_peers(self) -> list[tuple[str, str]]:
+        return self.machine.read(
+            lambda m: [(p.id, p.http) for p in m.members if p.id in m.live and p.id != self.me.id]
+        )
 
     def metrics_body(self) -> bytes:
         return render_metrics(self.metrics)

@@ -14,6 +14,7 @@ from node.address import parse_address
 from node.http.body import read_json_object
 from node.http.metrics import METRICS_CONTENT_TYPE
 from node.http.openapi import openapi_document
+from node.http.stats import StatsRoute, StatsSource
 from store.errors import Unavailable, ValidationError
 from store.raft.store import RaftStore
 
@@ -57,8 +58,9 @@ class StateDigest(TypedDict):
     appliedIndex: int
 
 
-class AdminView(Protocol):
-    """What the admin routes need of a node; implemented by the node's server."""
+class AdminView(StatsSource, Protocol):
+    """What the admin routes need of a node; implemented by the node's server. Its counters for
+    GET /admin/stats come from StatsSource (node/http/stats.py)."""
 
     def not_ready_reason(self) -> str | None:
         """None once the node has caught up with a leader and is healthy; else why it is not
@@ -112,6 +114,7 @@ def add_admin_routes(app: web.Application, view: AdminView) -> None:
     router.add_route("POST", "/admin/quiesce", routes.quiesce)
     router.add_route("GET", "/metrics", routes.metrics)
     router.add_route("GET", "/openapi.json", routes.openapi)
+    StatsRoute(view).register(app)
 
 
 def member_from_body(body: object) -> tuple[str, str, str]:

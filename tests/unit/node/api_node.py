@@ -25,6 +25,7 @@ from node.engine.metrics import EngineMetrics
 from node.http.admin import ClusterStatus, MemberStatus, StateDigest, raft_not_ready_reason
 from node.http.api import ApiConfig, build_app
 from node.http.metrics import MetricsSources, node_registry, render_metrics
+from node.http.stats import NodeStats, node_stats
 from node.service import JobService, ServiceConfig
 from store.clock import SystemClock
 from store.jobs import JobLimits
@@ -94,6 +95,12 @@ class StoreView:
             jobs=self.machine.read(lambda m: m.count()),
             members=[member],
         )
+
+    def node_stats(self) -> NodeStats:
+        return node_stats("n1", EngineMetrics())
+
+    def live_peers(self) -> list[tuple[str, str]]:
+        return []
 
     def metrics_body(self) -> bytes:
         return render_metrics(self.metrics)
