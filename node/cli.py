@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
@@ -18,6 +17,7 @@ from cluster.local import READY_TIMEOUT_S_DEFAULT, LocalCluster, LocalClusterCon
 from cluster.membership import MembershipConfig
 from node.address import parse_address
 from node.client import cli as client_commands
+from node.logs import LogFormat, configure_logging
 from node.service import ServiceConfig
 from store.errors import TockError, ValidationError
 from store.partition import PARTITIONS_DEFAULT
@@ -55,6 +55,7 @@ def _add_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     up.add_argument("--app-url", help="register the callback URL of app 'default'")
     up.add_argument("--time-zone", help="zone for schedules without CRON_TZ= (default: local)")
     up.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S_DEFAULT)
+    _add_log_format(up)
     up.set_defaults(func=_up)
 
 
@@ -68,6 +69,7 @@ def _up(args: argparse.Namespace) -> int:
             grpc_port=args.grpc_port,
             time_zone=args.time_zone,
             api_token=os.environ.get("TOCK_API_TOKEN") or None,
+            node_args=("--log-format", args.log_format),
         )
     )
     stop = threading.Event()
@@ -140,7 +142,17 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="stop firing while this node's clock is further than MS from the cluster's median",
     )
     node.add_argument("--log-level", default="INFO")
+    _add_log_format(node)
     node.set_defaults(func=_node)
+
+
+def _add_log_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=[f.value for f in LogFormat],
+        default=LogFormat.TEXT.value,
+        help="each node's log: text lines, or one JSON object a line with the node id",
+    )
 
 
 def node_config(args: argparse.Namespace) -> NodeConfig:
@@ -181,10 +193,7 @@ def _secret(path: Path | None, variable: str) -> str:
 
 
 def _node(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level, LogFormat(args.log_format), args.id)
     config = node_config(args)
     from node.server import run_node
 

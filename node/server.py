@@ -32,7 +32,8 @@ from node.engine.engine import EngineConfig, TriggerEngine
 from node.grpc.api import GrpcApi
 from node.http.admin import ClusterStatus, StateDigest, raft_not_ready_reason
 from node.http.api import build_app
-from node.http.metrics import render_metrics
+from node.http.metrics import MetricsSources, node_registry, render_metrics
+from node.http.stats import NodeStats, node_stats
 from node.service import JobService
 from node.supervisor import Supervisor
 from node.watch.announcer import WatchAnnouncer
@@ -147,6 +148,15 @@ class Node:
                 api_token=config.api_token,
             )
         )
+        self.metrics = node_registry(
+            MetricsSources(
+                raft=self.store.status,
+                engine=self.engine.metrics,
+                machine=self.machine,
+                tasks=self.supervisor.board.reports,
+                created=self.service.created,
+            )
+        )
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -258,10 +268,16 @@ class Node:
             ],
         }
 
-    def metrics_text(self) -> str:
-        return render_metrics(
-            self.store.status(), self.engine.metrics, self.machine, self.supervisor.board.reports()
+    def node_stats(self) -> NodeStats:
+        return node_stats(self.me.id, self.engine.metrics)
+
+    def live_peers(self) -> list[tuple[str, str]]:
+        return self.machine.read(
+            lambda m: [(p.id, p.http) for p in m.members if p.id in m.live and p.id != self.me.id]
         )
+
+    def metrics_body(self) -> bytes:
+        return render_metrics(self.metrics)
 
     async def state_digest(self) -> StateDigest:
         await self.store.barrier(self.config.propose_timeout_s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from node.app_counter import AppCounter
 from node.scope import Scope, check_utf8, checked_text
 from store.clock import Clock
 from store.codec import (
@@ -28,8 +29,12 @@ from store.machine import AppRoute, ErrorKind, Result, check_app_token, check_ap
 from store.raft.store import RaftStore
 from store.schedule import check_zone
 from store.shared_machine import SharedMachine
+from store.upcoming import upcoming_ms
 
 LIST_LIMIT_DEFAULT = 100
+# How many next occurrences GET /jobs/{name}/next lists: by default, and at most.
+UPCOMING_COUNT_DEFAULT = 10
+UPCOMING_COUNT_MAX = 100
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +92,8 @@ class JobService:
         self._clock = clock
         self._config = config
         self._propose_timeout_s = propose_timeout_s
+        # Jobs this node created (overwrites included), per app: /metrics' tock_jobs_created.
+        self.created = AppCounter()
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -123,6 +130,7 @@ class JobService:
         derive_job(spec, put.namespace, put.app, put.uid, put.now_ms, put.zone, 1)
         job = (await self._write(put)).value
         assert isinstance(job, Job)
+        self.created.count(put.namespace, put.app)
         return job
 
     async def get(self, scope: Scope, name: str) -> Job:
@@ -133,6 +141,13 @@ class JobService:
         if job is None:
             raise JobNotFound(f"job not found: {name}")
         return job
+
+    async def upcoming(self, scope: Scope, name: str, count: int | None) -> list[int]:
+        """The scheduled times of the job's next `count` occurrences (store/upcoming.py)."""
+        count = UPCOMING_COUNT_DEFAULT if count is None else count
+        if not 1 <= count <= UPCOMING_COUNT_MAX:
+            raise ValidationError(f"count must be between 1 and {UPCOMING_COUNT_MAX}")
+        return upcoming_ms(await self.get(scope, name), count)
 
     async def delete(self, scope: Scope, name: str) -> None:
         self._check_name(name)

@@ -15,13 +15,17 @@ sends what Dapr's HTTP channel sends, the bytes with `content-type: application/
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Protocol
 
 from node.delivery.grpc import GRPC_SCHEME, GrpcDelivery
 from node.delivery.http import HttpDelivery
 from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.logs import log_fields
 from node.watch.delivery import WatchDelivery
 from store.jobs import DATA_TYPE_JSON
+
+log = logging.getLogger(__name__)
 
 
 class Delivers(Protocol):
@@ -48,6 +52,22 @@ class Deliverer:
         self._watch = watch
 
     async def deliver(self, url: str, trigger: Trigger) -> DeliveryOutcome:
+        """One attempt, logged with the job, app and trigger id (so is whatever it logs): at
+        DEBUG when it succeeded, at INFO otherwise."""
+        fields = {
+            "namespace": trigger.namespace,
+            "app": trigger.app,
+            "job": trigger.name,
+            "trigger_id": trigger.trigger_id,
+            "attempt": trigger.attempt,
+        }
+        with log_fields(**fields):
+            outcome = await self._dispatch(url, trigger)
+            level = logging.DEBUG if outcome is DeliveryOutcome.SUCCESS else logging.INFO
+            log.log(level, "trigger %s", outcome.lower())
+        return outcome
+
+    async def _dispatch(self, url: str, trigger: Trigger) -> DeliveryOutcome:
         if self._watch is not None and self._watch.watched(trigger):
             outcome = await self._watch.deliver(trigger)
             if outcome is not DeliveryOutcome.UNDELIVERABLE:

@@ -44,7 +44,7 @@ from node.delivery.dispatch import Delivers
 from node.delivery.trigger import DeliveryOutcome, Trigger
 from node.engine import acks, verdicts
 from node.engine.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
-from node.engine.metrics import EngineMetrics
+from node.engine.metrics import RESULT_OF_OUTCOME, EngineMetrics, TriggerResult
 from node.engine.misfire import skipped_occurrences
 from node.engine.parking import Parking
 from node.engine.wheel import TimingWheel
@@ -385,6 +385,7 @@ class TriggerEngine:
         app_key = (job.namespace, job.app)
         if not self._parking.deliverable(app_key):
             self._parking.park(job)
+            self.metrics.count(job.namespace, job.app, TriggerResult.UNDELIVERED)
             return
         self._held[key] = _Hold(job)
         self.metrics.jobs_in_flight = len(self._held)
@@ -393,7 +394,7 @@ class TriggerEngine:
             job, now_ms, config.misfire_grace_ms, config.misfire_skips_max
         )
         if skipped:
-            self.metrics.triggers[Outcome.SKIPPED] += len(skipped)
+            self.metrics.count(job.namespace, job.app, TriggerResult.SKIPPED, len(skipped))
             entries = tuple(AckEntry(job.uid, ms, Outcome.SKIPPED) for ms in skipped)
             self._acks.add(PendingAck(key, self._holdings.epoch, entries))
             return
@@ -428,7 +429,7 @@ class TriggerEngine:
             self._quarantine(job, error)
             return
         # The lateness of the attempt against the time it was due; the wheel never fires early.
-        self.metrics.lateness_ms.observe(started_ms - job.fire_ms)
+        self.metrics.latency.observe((started_ms - job.fire_ms) / 1000)
         self.metrics.deliveries_in_flight += 1
         began = self._clock.monotonic()
         try:
@@ -454,11 +455,12 @@ class TriggerEngine:
         if outcome is DeliveryOutcome.UNDELIVERABLE:
             # Not an attempt: nothing is acked, and the job fires again after a pause (or
             # waits for its app, if it has neither a URL nor a watcher any more).
+            self.metrics.count(job.namespace, job.app, TriggerResult.UNDELIVERED)
             await self._clock.sleep(self._config.undeliverable_retry_ms / 1000)
             self._end_holds([job.key])
             return
-        self.metrics.delivery_ms.observe(round((self._clock.monotonic() - began) * 1000))
-        self.metrics.triggers[_OUTCOMES[outcome]] += 1
+        self.metrics.delivery.observe(self._clock.monotonic() - began)
+        self.metrics.count(job.namespace, job.app, RESULT_OF_OUTCOME[_OUTCOMES[outcome]])
         entry = AckEntry(job.uid, job.next_ms, _OUTCOMES[outcome])
         self._acks.add(PendingAck(job.key, epoch, (entry,)))
 

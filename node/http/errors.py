@@ -29,8 +29,10 @@ from store.errors import (
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "dapr-api-token"
-# The liveness probe stays open without a token, so an orchestrator can probe it.
+# The liveness probe stays open without a token, so an orchestrator can probe it; so does the
+# dashboard's page, which asks for the token itself and sends it with every call it makes.
 TOKEN_EXEMPT = ("GET", "/v1.0/healthz")
+TOKEN_EXEMPT_PAGE = "/ui"
 
 CODE_MALFORMED = "ERR_MALFORMED_REQUEST"
 CODE_VALIDATION = "DAPR_SCHEDULER_SCHEDULE_JOB"
@@ -122,13 +124,20 @@ def error_middleware(retry_after_s: int) -> Middleware:
     return map_errors
 
 
+def _is_page(request: web.Request) -> bool:
+    path = request.path
+    return request.method == "GET" and (
+        path == TOKEN_EXEMPT_PAGE or path.startswith(TOKEN_EXEMPT_PAGE + "/")
+    )
+
+
 def token_middleware(token: str) -> Middleware:
     """Require `dapr-api-token: <token>` on every request but the liveness probe."""
     expected = token.encode()
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if (request.method, request.path) != TOKEN_EXEMPT:
+        if (request.method, request.path) != TOKEN_EXEMPT and not _is_page(request):
             given = request.headers.get(TOKEN_HEADER, "").encode("utf-8", "surrogateescape")
             # Constant time: the comparison must not tell an attacker how much of a guess is right.
             if not hmac.compare_digest(given, expected):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from node.scope import APP_ID_HEADER, NAMESPACE_HEADER
+from node.service import UPCOMING_COUNT_DEFAULT, UPCOMING_COUNT_MAX
 from store.bounds import SCOPE_CHARS_MAX, UINT32_MAX
 from store.jobs import NAME_CHARS_MAX, TEXT_CHARS_MAX
 
@@ -137,6 +138,33 @@ def _job_path() -> Json:
         "delete": _operation(
             "Delete a job (also answers 204 for a name that does not exist)",
             {"204": _answer("deleted"), "400": BAD_INPUT, "503": UNAVAILABLE},
+        ),
+    }
+
+
+def _upcoming_path() -> Json:
+    count = _query_parameter(
+        "count",
+        f"how many (default {UPCOMING_COUNT_DEFAULT})",
+        {"type": "integer", "minimum": 1, "maximum": UPCOMING_COUNT_MAX},
+    )
+    upcoming = {
+        "type": "object",
+        "required": ["next"],
+        "properties": {"next": {"type": "array", "items": {"type": "string"}}},
+    }
+    return {
+        "parameters": [NAME, *SCOPE_HEADERS],
+        "get": _operation(
+            "The scheduled times (RFC3339, UTC) of the job's next occurrences, the current one "
+            "first, computed from its schedule, repeats and ttl; none for a quarantined job",
+            {
+                "200": _answer("the times", upcoming),
+                "400": BAD_INPUT,
+                "404": _error("no such job"),
+                "503": UNAVAILABLE,
+            },
+            parameters=[count],
         ),
     }
 
@@ -272,6 +300,7 @@ def _internal_path() -> Json:
 
 def _admin_paths() -> Json:
     text = {"text/plain": {"schema": {"type": "string"}}}
+    html = {"text/html": {"schema": {"type": "string"}}}
     address = {"type": "string", "description": "HOST:PORT"}
     member = {
         "type": "object",
@@ -338,8 +367,38 @@ def _admin_paths() -> Json:
                 "Prometheus metrics", {"200": {"description": "metrics", "content": text}}
             )
         },
+        "/admin/stats": {
+            "get": _operation(
+                "Trigger counters for the dashboard's live charts: this node's (scope=node) or "
+                "every live member's (scope=cluster, the default), each as {node, timeMs, "
+                "triggers: {success, failed, skipped, undelivered}, latency: {count, "
+                "sumSeconds, buckets: [[upper bound s, cumulative count]]}, "
+                "deliveriesInFlight}, or {node, error} for a member that did not answer",
+                {"200": _answer("the counters", {"type": "object"}), "400": BAD_INPUT},
+                parameters=[
+                    _query_parameter(
+                        "scope", "whose counters", {"type": "string", "enum": ["cluster", "node"]}
+                    )
+                ],
+            )
+        },
         "/openapi.json": {
             "get": _operation("This document", {"200": _answer("OpenAPI 3", {"type": "object"})})
+        },
+        "/ui": {
+            "get": _operation(
+                "The dashboard: an HTML page served by the node, needing no credential itself "
+                "(its calls carry the token entered in it); /ui?app=A&prefix=P opens the jobs "
+                "of app A whose names start with P",
+                {"200": {"description": "the page", "content": html}},
+            )
+        },
+        "/ui/{file}": {
+            "parameters": [_path_parameter("file", "a file of the dashboard")],
+            "get": _operation(
+                "The dashboard's script, style sheet and chart library",
+                {"200": _answer("the file"), "404": _error("no such file")},
+            ),
         },
     }
 
@@ -469,6 +528,7 @@ def openapi_document() -> Json:
     paths: Json = {}
     for prefix in API_PREFIXES:
         paths[f"{prefix}/jobs/{{name}}"] = _job_path()
+        paths[f"{prefix}/jobs/{{name}}/next"] = _upcoming_path()
         paths[f"{prefix}/jobs"] = _jobs_path()
         paths[f"{prefix}/apps/{{appId}}"] = _app_path()
         paths[f"{prefix}/apps/{{appId}}/watch"] = _watch_path()

@@ -18,10 +18,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from cluster.ring import Ring
+from node.engine.metrics import EngineMetrics
 from node.http.admin import ClusterStatus, MemberStatus, StateDigest, raft_not_ready_reason
 from node.http.api import ApiConfig, build_app
+from node.http.metrics import MetricsSources, node_registry, render_metrics
+from node.http.stats import NodeStats, node_stats
 from node.service import JobService, ServiceConfig
 from store.clock import SystemClock
 from store.jobs import JobLimits
@@ -66,6 +70,7 @@ class StoreView:
     machine: SharedMachine
     http: str
     raft: str
+    metrics: CollectorRegistry
     added: list[tuple[str, str, str]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     quiesced: int = 0
@@ -91,8 +96,14 @@ class StoreView:
             members=[member],
         )
 
-    def metrics_text(self) -> str:
-        return f"# TYPE tock_jobs gauge\ntock_jobs {self.machine.read(lambda m: m.count())}\n"
+    def node_stats(self) -> NodeStats:
+        return node_stats("n1", EngineMetrics())
+
+    def live_peers(self) -> list[tuple[str, str]]:
+        return []
+
+    def metrics_body(self) -> bytes:
+        return render_metrics(self.metrics)
 
     async def state_digest(self) -> StateDigest:
         await self.store.barrier(STARTUP_S_MAX)
@@ -196,7 +207,18 @@ class LiveNode:
         service = JobService(
             store, machine, SystemClock(), service_config, propose_timeout_s=PROPOSE_TIMEOUT_S
         )
-        self.view = StoreView(store, machine, f"127.0.0.1:{self.port}", self.raft.self_address)
+        metrics = node_registry(
+            MetricsSources(
+                raft=store.status,
+                engine=EngineMetrics(),
+                machine=machine,
+                tasks=list,
+                created=service.created,
+            )
+        )
+        self.view = StoreView(
+            store, machine, f"127.0.0.1:{self.port}", self.raft.self_address, metrics
+        )
         app = build_app(
             service,
             self.view,

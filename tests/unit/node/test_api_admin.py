@@ -97,13 +97,6 @@ def test_an_unexpected_exception_is_a_generic_500_and_the_node_serves_on(node: L
     assert node.call("GET", "/v1.0/healthz").status == 204
 
 
-def test_metrics_are_prometheus_text(node: LiveNode) -> None:
-    answer = node.call("GET", "/metrics")
-    assert answer.status == 200
-    assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    assert b"# TYPE tock_jobs gauge" in answer.body
-
-
 def test_openapi_describes_every_registered_route(node: LiveNode) -> None:
     served = node.call("GET", "/openapi.json").json
     assert served == openapi_document()
