@@ -21,7 +21,8 @@ from node.delivery.http import DeliveryConfig, HttpDelivery
 from node.engine.engine import EngineConfig, TriggerEngine
 from store.clock import SystemClock
 from store.codec import Command, Delete, Member, Put, RegisterApp, SetMembers, encode_command
-from store.jobs import DATA_TYPE_JSON, FailurePolicy, Job, JobSpec, MisfirePolicy
+from store.failure_policy import FailurePolicy
+from store.jobs import DATA_TYPE_JSON, Job, JobSpec, MisfirePolicy
 from store.machine import JobMachine, Result
 from store.raft.config import RaftConfig
 from store.raft.store import RaftStore
