@@ -23,6 +23,7 @@ from aiohttp import web
 
 from cluster.membership import Membership, MembershipConfig
 from cluster.ring import Ring
+from node.backup import Backup
 from node.config import NodeConfig
 from node.delivery.dispatch import Deliverer
 from node.delivery.grpc import GrpcDelivery, GrpcDeliveryConfig
@@ -31,7 +32,9 @@ from node.engine.engine import EngineConfig, TriggerEngine
 from node.grpc.api import GrpcApi, GrpcApiConfig
 from node.http.admin import ClusterStatus, StateDigest, raft_not_ready_reason
 from node.http.api import ApiConfig, build_app
+from node.http.backup import BackupRoutes
 from node.http.metrics import render_metrics
+from node.http.operations import OperationRoutes
 from node.service import JobService, ServiceConfig
 from node.supervisor import Supervisor
 from node.watch.announcer import AnnouncerConfig, WatchAnnouncer
@@ -166,11 +169,14 @@ class Node:
         self.watch_delivery.start()
         self.announcer.start()
         self.engine.start()
-        watch_routes = (
+        backup = Backup(self.store, self.machine, self.config.timing.propose_timeout_s)
+        routes = (
+            OperationRoutes(self.service),
+            BackupRoutes(backup, self.config.timing.propose_timeout_s),
             WatchRoute(self.watchers, self.announcer.registered),
             ForwardRoute(self.watchers, self.config.secret, self.config.limits.body_bytes_max),
         )
-        app = build_app(self.service, self, ApiConfig.from_node_config(self.config), watch_routes)
+        app = build_app(self.service, self, ApiConfig.from_node_config(self.config), routes)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=STOP_TIMEOUT_S)
         await self._runner.setup()
         host, _, port = self.config.http.rpartition(":")

@@ -408,6 +408,21 @@ class _Fields:
             raise CodecError(f"{self._what}: {len(self._items) - self._position} extra fields")
 
 
+def encode_job(job: Job) -> bytes:
+    """One job with its whole state, as a snapshot stores it: what an export line carries."""
+    packed: bytes = msgpack.packb(job, use_bin_type=True, default=_pack_policy)
+    return packed
+
+
+def decode_job(data: bytes) -> Job:
+    """The job `encode_job` wrote; CodecError for anything else."""
+    try:
+        row = msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=True)
+    except Exception as error:  # msgpack raises several unrelated types for bad bytes.
+        raise CodecError(f"undecodable job: {error}") from None
+    return _job(_Fields(row, "job"))
+
+
 def encode_command(command: Command) -> bytes:
     # Fields go in dataclass order; the nested JobSpec, AckEntry and Member are tuples.
     fields = [getattr(command, name) for name in _FIELD_NAMES[type(command)]]

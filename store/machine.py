@@ -566,6 +566,26 @@ class JobMachine:
     def get_by_uid(self, uid: str) -> Job | None:
         return self._by_uid.get(uid)
 
+    def jobs_after(
+        self, after: JobKey | None, limit: int, namespace: str = "", app: str = "", prefix: str = ""
+    ) -> list[Job]:
+        """Up to `limit` jobs after the key `after`, in (namespace, app, name) order: the chunks
+        of an export. `namespace`, `app` and `prefix` ("" for any) narrow it."""
+        assert limit > 0
+        chosen: list[Job] = []
+        for app_key in sorted(self._apps_jobs):
+            if (namespace and app_key[0] != namespace) or (app and app_key[1] != app):
+                continue
+            if after is not None and app_key < after[:2]:
+                continue
+            cursor = after[2] if after is not None and app_key == after[:2] else None
+            app_jobs = self._apps_jobs[app_key]
+            names = app_jobs.names.page(prefix, cursor, limit - len(chosen))
+            chosen += [app_jobs.by_name[name] for name in names]
+            if len(chosen) == limit:
+                break
+        return chosen
+
     def list_jobs(
         self,
         namespace: str,

@@ -64,9 +64,10 @@ def build_app(
     if config.api_token:
         middlewares.append(token_middleware(config.api_token))
     app = web.Application(client_max_size=config.body_bytes_max, middlewares=middlewares)
-    JobRoutes(service, config).register(app.router)
+    # `routes` first: the Jobs API's `jobs/{name:.*}` would also match `jobs/x/pause`.
     for extra in routes:
         extra.register(app.router)
+    JobRoutes(service, config).register(app.router)
     add_admin_routes(app, admin)
     return app
 
