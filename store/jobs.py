@@ -14,6 +14,7 @@ time, so ticks missed while the cluster was down are replayed one by one, as Dap
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import json
@@ -443,7 +444,7 @@ def spec_from_request(name: str, body: object, limits: JobLimits) -> tuple[JobSp
 
 
 def spec_to_json(spec: JobSpec) -> dict[str, object]:
-    """The job as submitted, in the JSON shape of Dapr's GET (data only when it is JSON)."""
+    """The job as submitted, in the JSON shape of Dapr's GET."""
     out: dict[str, object] = {"name": spec.name}
     if spec.schedule is not None:
         out["schedule"] = spec.schedule
@@ -455,6 +456,10 @@ def spec_to_json(spec: JobSpec) -> dict[str, object]:
         out["ttl"] = spec.ttl
     if spec.data and spec.data_type == DATA_TYPE_JSON:
         out["data"] = json.loads(spec.data)
+    elif spec.data or spec.data_type:
+        # Data that came over gRPC as an Any of another type: its bytes and type, as protojson
+        # would show an Any it cannot unpack.
+        out["data"] = {"@type": spec.data_type, "value": base64.b64encode(spec.data).decode()}
     if spec.failure_policy is not None:
         out["failurePolicy"] = spec.failure_policy.to_json()
     if spec.misfire_policy is not MisfirePolicy.ALL:

@@ -262,3 +262,10 @@ def test_bad_operation_fields_are_refused_naming_the_field(
 
     with pytest.raises(ValidationError, match=field):
         spec_from_request("j", {"dueTime": "1s", **body}, JobLimits())
+
+
+def test_data_of_another_type_shows_its_type_and_bytes() -> None:
+    from store.jobs import spec_to_json
+
+    spec = JobSpec("j", due_time="1s", data=b"\x00\x01", data_type="type.googleapis.com/x.Y")
+    assert spec_to_json(spec)["data"] == {"@type": "type.googleapis.com/x.Y", "value": "AAE="}
