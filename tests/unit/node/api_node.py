@@ -1,5 +1,6 @@
-"""A real one-node tock HTTP server for the API tests: RaftStore, JobService and build_app on an
-event loop in a thread of its own, serving on a free 127.0.0.1 port.
+"""A real one-node tock HTTP server for the API tests: RaftStore, JobService and build_app (with
+the job operations and backup routes) on an event loop in a thread of its own, serving on a free
+127.0.0.1 port. No engine runs: nothing fires.
 
 `call` is a plain http.client request, so the server is tested independently of the
 client in node/client/.
@@ -20,8 +21,11 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from cluster.ring import Ring
+from node.backup import Backup
 from node.http.admin import ClusterStatus, MemberStatus, StateDigest, raft_not_ready_reason
 from node.http.api import ApiConfig, build_app
+from node.http.backup import BackupRoutes
+from node.http.operations import OperationRoutes
 from node.service import JobService, ServiceConfig
 from store.clock import SystemClock
 from store.jobs import JobLimits
@@ -197,7 +201,9 @@ class LiveNode:
         )
         service = JobService(store, machine, SystemClock(), service_config)
         self.view = StoreView(store, machine, f"127.0.0.1:{self.port}")
-        self._runner = web.AppRunner(build_app(service, self.view, self.api))
+        backup = Backup(store, machine, service_config.propose_timeout_s)
+        routes = (OperationRoutes(service), BackupRoutes(backup, service_config.read_timeout_s))
+        self._runner = web.AppRunner(build_app(service, self.view, self.api, routes))
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
