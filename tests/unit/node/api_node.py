@@ -28,8 +28,9 @@ from node.http.backup import BackupRoutes
 from node.http.operations import OperationRoutes
 from node.service import JobService, ServiceConfig
 from store.clock import SystemClock
-from store.jobs import JobLimits
-from store.machine import JobMachine
+from store.codec import Command, Member, SetMembers, encode_command
+from store.jobs import Job, JobLimits
+from store.machine import JobMachine, Result
 from store.raft.config import RaftConfig
 from store.raft.store import RaftStore
 from store.shared_machine import SharedMachine
@@ -52,6 +53,9 @@ BODY_BYTES_MAX = 16 * 1024
 LIST_BYTES_MAX = 64 * 1024
 # The member id whose removal makes the view fail unexpectedly (the 500 test).
 FAILING_MEMBER = "explodes"
+# The one member and its epoch, once become_owner made it the owner of every partition.
+OWNER = "n1"
+OWNER_EPOCH = 1
 
 
 def free_port() -> int:
@@ -175,6 +179,28 @@ class LiveNode:
             return Answer(response.status, dict(response.getheaders()), response.read())
         finally:
             connection.close()
+
+    def propose(self, command: Command) -> Result:
+        """Put a command through the log as the node's own machinery would (the leader's
+        membership, the engine's acks): no engine runs here to do it."""
+        assert self.store is not None
+        result = self.run(self.store.propose(encode_command(command), STARTUP_S_MAX))
+        assert isinstance(result, Result), result
+        return result
+
+    def become_owner(self) -> None:
+        """Make this node (n1) the owner of every partition, in epoch 1, as a cluster's leader
+        would: acks from n1 count from then on."""
+        raft = self.raft.self_address
+        member = Member(OWNER, raft, f"127.0.0.1:{self.port}")
+        assert self.propose(SetMembers(OWNER_EPOCH, (member,), (OWNER,))).ok
+
+    def job(self, namespace: str, app: str, name: str) -> Job:
+        """The job as this node's replica holds it."""
+        assert self.view is not None
+        job = self.view.machine.read(lambda m: m.get(namespace, app, name))
+        assert job is not None, (namespace, app, name)
+        return job
 
     async def _start(self) -> None:
         machine = SharedMachine(JobMachine(PARTITIONS, Ring))
