@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from node.backup import IMPORT_BATCH_JOBS_MAX, export_line, job_of_line, lines_of
-from store.codec import Ack, AckEntry, EntryKind, Outcome
+from store.codec import EntryKind, Outcome
 from store.errors import ValidationError
-from tests.unit.node.api_node import OWNER, OWNER_EPOCH, STARTUP_S_MAX, Answer, LiveNode
+from tests.unit.node.api_node import STARTUP_S_MAX, Answer, LiveNode
 
 EXPONENTIAL = {
     "exponential": {"initialInterval": "1s", "maxInterval": "1m", "multiplier": 3, "maxRetries": 4}
@@ -59,11 +59,7 @@ def create(node: LiveNode, app: str, name: str, body: object, namespace: str = "
 
 
 def ack(node: LiveNode, app: str, name: str, kind: EntryKind = EntryKind.OCCURRENCE) -> None:
-    job = node.job("default", app, name)
-    at = job.manual_ms if kind is EntryKind.MANUAL else job.next_ms
-    assert at is not None
-    entry = AckEntry(job.uid, at, Outcome.SUCCESS, kind, at + 1, 2, 200)
-    assert node.propose(Ack(OWNER_EPOCH, OWNER, at + 5, (entry,), 20, 100)).value == (1, 0)
+    node.ack("default", app, name, Outcome.SUCCESS, kind)
 
 
 def export(node: LiveNode, query: str) -> bytes:

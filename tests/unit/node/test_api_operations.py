@@ -11,17 +11,19 @@ from urllib.parse import quote
 
 import pytest
 
-from store.codec import Ack, AckEntry, EntryKind, Outcome
+from store.codec import EntryKind, Outcome
 from store.schedule import format_rfc3339_ms
-from tests.unit.node.api_node import LIST_LIMIT_MAX, OWNER, OWNER_EPOCH, Answer, LiveNode
+from tests.unit.node.api_node import (
+    ACK_AFTER_MS,
+    ACK_DURATION_MS,
+    ACK_STARTED_AFTER_MS,
+    LIST_LIMIT_MAX,
+    OWNER,
+    Answer,
+    LiveNode,
+)
 
 NAMESPACE = "default"
-HISTORY_MAX = 20
-DEAD_LETTERS_MAX = 100
-# How the acked attempts looked: started 5 ms after the occurrence, took 3 ms, the app said 200
-# (or 500 for a failure).
-STARTED_AFTER_MS = 5
-DURATION_MS = 3
 
 
 @pytest.fixture(scope="module")
@@ -52,23 +54,9 @@ def digest(node: LiveNode) -> str:
 
 
 def ack(
-    node: LiveNode,
-    app: str,
-    name: str,
-    outcome: Outcome,
-    kind: EntryKind = EntryKind.OCCURRENCE,
+    node: LiveNode, app: str, name: str, outcome: Outcome, kind: EntryKind = EntryKind.OCCURRENCE
 ) -> int:
-    """Ack the job's current occurrence (or its pending manual run) as its owner would; the
-    scheduled time acked."""
-    job = node.job(NAMESPACE, app, name)
-    at = job.manual_ms if kind is EntryKind.MANUAL else job.next_ms
-    assert at is not None
-    status = 200 if outcome is Outcome.SUCCESS else 500
-    entry = AckEntry(job.uid, at, outcome, kind, at + STARTED_AFTER_MS, DURATION_MS, status)
-    command = Ack(OWNER_EPOCH, OWNER, at + 10, (entry,), HISTORY_MAX, DEAD_LETTERS_MAX)
-    counts = node.propose(command).value
-    assert counts == (1, 0), counts
-    return at
+    return node.ack(NAMESPACE, app, name, outcome, kind)
 
 
 def give_up(node: LiveNode, app: str, name: str) -> str:
@@ -167,8 +155,8 @@ def test_history_lists_every_attempt_newest_first(node: LiveNode, app: str) -> N
         "attempt": 1,
         "outcome": "success",
         "node": OWNER,
-        "startedAt": format_rfc3339_ms(manual + STARTED_AFTER_MS),
-        "durationMs": DURATION_MS,
+        "startedAt": format_rfc3339_ms(manual + ACK_STARTED_AFTER_MS),
+        "durationMs": ACK_DURATION_MS,
         "status": 200,
         "manual": True,
     }
@@ -221,7 +209,7 @@ def test_a_given_up_occurrence_is_listed_redriven_and_forgotten(node: LiveNode, 
         "scheduledTime": format_rfc3339_ms(scheduled_ms),
         "attempts": 2,
         "lastOutcome": "failed",
-        "failedAt": format_rfc3339_ms(scheduled_ms + 10),
+        "failedAt": format_rfc3339_ms(scheduled_ms + ACK_AFTER_MS),
         "redriving": False,
     }
     # Another app sees none of it, and cannot redrive or forget it.
