@@ -300,18 +300,20 @@ async def _import(client: TockClient, args: argparse.Namespace) -> None:
 
 
 class ImportProgressLine:
-    """Writes how far an import got every PROGRESS_EVERY_LINES jobs sent: small files say
-    nothing, large ones show that they move (and, from a file, how much is left)."""
+    """Writes how far an import got each time another PROGRESS_EVERY_LINES jobs were sent:
+    small files say nothing, large ones show that they move (and, from a file, how much is
+    left)."""
 
     def __init__(self, out: IO[str], file: Path | None) -> None:
         self._out = out
         self._total_bytes = file.stat().st_size if file is not None else None
-        self._shown_lines = 0
+        self._steps_shown = 0
 
     def __call__(self, sent_bytes: int, sent_lines: int) -> None:
-        if sent_lines - self._shown_lines < PROGRESS_EVERY_LINES:
+        steps = sent_lines // PROGRESS_EVERY_LINES
+        if steps == self._steps_shown:
             return
-        self._shown_lines = sent_lines
+        self._steps_shown = steps
         done = f"{sent_bytes / MIB:.1f} MiB"
         if self._total_bytes:
             share = 100 * sent_bytes // self._total_bytes
