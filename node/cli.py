@@ -12,11 +12,18 @@ import sys
 import threading
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cluster.local import LocalCluster, LocalClusterConfig
+from cluster.local import READY_TIMEOUT_S_DEFAULT, LocalCluster, LocalClusterConfig
+from cluster.membership import MembershipConfig
+from node.address import parse_address
 from node.client import cli as client_commands
-from node.config import Limits, NodeConfig, local_zone, parse_address
+from node.service import ServiceConfig
 from store.errors import TockError, ValidationError
+from store.partition import PARTITIONS_DEFAULT
+
+if TYPE_CHECKING:
+    from node.config import NodeConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,14 +46,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _add_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = commands.add_parser("up", help="start a local cluster of N node processes")
-    up.add_argument("--nodes", type=int, default=3)
-    up.add_argument("--data-dir", type=Path, default=Path(".tock"))
-    up.add_argument("--http-port", type=int, default=3500)
-    up.add_argument("--raft-port", type=int, default=7500)
-    up.add_argument("--grpc-port", type=int, default=50001)
+    default = LocalClusterConfig()
+    up.add_argument("--nodes", type=int, default=default.nodes)
+    up.add_argument("--data-dir", type=Path, default=default.data_dir)
+    up.add_argument("--http-port", type=int, default=default.http_port)
+    up.add_argument("--raft-port", type=int, default=default.raft_port)
+    up.add_argument("--grpc-port", type=int, default=default.grpc_port)
     up.add_argument("--app-url", help="register the callback URL of app 'default'")
     up.add_argument("--time-zone", help="zone for schedules without CRON_TZ= (default: local)")
-    up.add_argument("--ready-timeout", type=float, default=60.0)
+    up.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S_DEFAULT)
     up.set_defaults(func=_up)
 
 
@@ -110,8 +118,8 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     node.add_argument("--secret-file", type=Path, help="else TOCK_CLUSTER_SECRET")
     node.add_argument("--api-token-file", type=Path, help="else TOCK_API_TOKEN")
     node.add_argument("--time-zone", help="zone for schedules without CRON_TZ= (default: local)")
-    node.add_argument("--partitions", type=int, default=1024)
-    default = Limits()
+    node.add_argument("--partitions", type=int, default=PARTITIONS_DEFAULT)
+    default = ServiceConfig()
     node.add_argument(
         "--jobs-max-per-app",
         type=int,
@@ -124,11 +132,22 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         default=default.data_bytes_max_per_app,
         help=f"bytes of job data one app may hold (default {default.data_bytes_max_per_app:,})",
     )
+    node.add_argument(
+        "--max-clock-offset",
+        type=int,
+        default=MembershipConfig().max_clock_offset_ms,
+        metavar="MS",
+        help="stop firing while this node's clock is further than MS from the cluster's median",
+    )
     node.add_argument("--log-level", default="INFO")
     node.set_defaults(func=_node)
 
 
 def node_config(args: argparse.Namespace) -> NodeConfig:
+    """The node's configuration tree from its flags, validated. Imported here, not at the top:
+    the tree names every component of a node, and `tock job` needs none of them."""
+    from node.config import NodeConfig, local_zone
+
     peers: dict[str, str] = {}
     for peer in args.peer:
         peer_id, sep, address = peer.partition("=")
@@ -145,9 +164,10 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         data_dir=args.data_dir,
         secret=_secret(args.secret_file, "TOCK_CLUSTER_SECRET"),
         api_token=_secret(args.api_token_file, "TOCK_API_TOKEN") or None,
-        time_zone=args.time_zone or local_zone(),
         partitions=args.partitions,
-        limits=Limits(
+        membership=MembershipConfig(max_clock_offset_ms=args.max_clock_offset),
+        service=ServiceConfig(
+            time_zone=args.time_zone or local_zone(),
             jobs_max_per_app=args.jobs_max_per_app,
             data_bytes_max_per_app=args.data_bytes_max_per_app,
         ),

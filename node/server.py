@@ -15,37 +15,37 @@ keeps crashing, is not ready (503) and gives up its lease, so its partitions mov
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 
 import uvloop
 from aiohttp import web
 
-from cluster.membership import Membership, MembershipConfig
+from cluster.membership import Membership
 from cluster.ring import Ring
 from node.backup import Backup
 from node.config import NodeConfig
 from node.delivery.dispatch import Deliverer
-from node.delivery.grpc import GrpcDelivery, GrpcDeliveryConfig
-from node.delivery.http import DeliveryConfig, HttpDelivery
+from node.delivery.grpc import GrpcDelivery
+from node.delivery.http import HttpDelivery
 from node.engine.engine import EngineConfig, TriggerEngine
-from node.grpc.api import GrpcApi, GrpcApiConfig
+from node.grpc.api import GrpcApi
 from node.http.admin import ClusterStatus, StateDigest, raft_not_ready_reason
-from node.http.api import ApiConfig, build_app
+from node.http.api import build_app
 from node.http.backup import BackupRoutes
 from node.http.metrics import render_metrics
 from node.http.operations import OperationRoutes
-from node.service import JobService, ServiceConfig
+from node.service import JobService
 from node.supervisor import Supervisor
-from node.watch.announcer import AnnouncerConfig, WatchAnnouncer
+from node.watch.announcer import WatchAnnouncer
 from node.watch.delivery import WatchDelivery
-from node.watch.forward import ForwardConfig, Forwarder, ForwardRoute
-from node.watch.route import LocalWatchers, WatchConfig, WatchRoute
+from node.watch.forward import Forwarder, ForwardRoute
+from node.watch.route import LocalWatchers, WatchRoute
 from store.clock import Clock, SystemClock
 from store.codec import Member
 from store.errors import ValidationError
 from store.fault_points import arm_from_environment
-from store.jobs import JobLimits
 from store.machine import JobMachine
 from store.raft.config import RaftConfig
 from store.raft.store import RaftStore
@@ -54,55 +54,54 @@ from store.supervision import HealthBoard
 
 log = logging.getLogger(__name__)
 
-READY_WAIT_S = 3600.0
-STOP_TIMEOUT_S = 10.0
-
 
 class Node:
     def __init__(self, config: NodeConfig, clock: Clock | None = None) -> None:
+        config.validate()
         self.config = config
         self.clock = clock or SystemClock()
         self.me = Member(config.node_id, config.raft, config.http)
         self.machine = SharedMachine(JobMachine(config.partitions, Ring))
-        self.supervisor = Supervisor(HealthBoard(self.clock))
+        self.supervisor = Supervisor(HealthBoard(self.clock, config.supervision))
         self.store = RaftStore(
             RaftConfig(
                 self_address=config.raft,
                 peer_addresses=tuple(config.peers.values()),
                 data_dir=config.data_dir / "raft",
                 secret=config.secret,
+                tuning=config.raft_store,
             ),
             self.machine,
             self.clock,
             self.supervisor.board,
         )
-        timing = config.timing
         self.membership = Membership(
             self.me,
             self.store,
             self.machine,
             self.clock,
-            MembershipConfig(
-                heartbeat_s=timing.heartbeat_s, lease_s=timing.lease_s, dead_s=timing.dead_s
-            ),
+            config.membership,
             spawn=self.supervisor.spawn,
             healthy=lambda: self.supervisor.unhealthy_reason() is None,
         )
         self.watchers = LocalWatchers(
-            WatchConfig(ack_timeout_s=timing.delivery_timeout_s),
+            config.watch,
             on_change=lambda: self.announcer.changed(),
+            ack_timeout_s=config.delivery_timeout_s,
         )
         self.announcer = WatchAnnouncer(
             config.node_id,
             self.store,
             self.machine,
+            self.clock,
             self.watchers.counts,
-            AnnouncerConfig(propose_timeout_s=timing.propose_timeout_s),
+            config.announcer,
             self.supervisor,
+            propose_timeout_s=config.propose_timeout_s,
         )
         self.forwarder = Forwarder(
-            ForwardConfig(),
-            timing.delivery_timeout_s,
+            config.forward,
+            config.delivery_timeout_s,
             config.secret,
             config.api_token,
             self.supervisor,
@@ -112,12 +111,14 @@ class Node:
         )
         self.delivery = Deliverer(
             HttpDelivery(
-                DeliveryConfig(attempt_timeout_s=timing.delivery_timeout_s, node_id=config.node_id)
+                config.http_delivery,
+                attempt_timeout_s=config.delivery_timeout_s,
+                node_id=config.node_id,
             ),
             GrpcDelivery(
-                GrpcDeliveryConfig(
-                    attempt_timeout_s=timing.delivery_timeout_s, node_id=config.node_id
-                )
+                config.grpc_delivery,
+                attempt_timeout_s=config.delivery_timeout_s,
+                node_id=config.node_id,
             ),
             self.watch_delivery,
         )
@@ -128,36 +129,25 @@ class Node:
             self.delivery,
             self.clock,
             self.membership.may_fire,
-            EngineConfig(deliveries_in_flight_max=config.limits.deliveries_in_flight_max),
+            engine_config_of(config),
             self.supervisor,
         )
         self.service = JobService(
             self.store,
             self.machine,
             self.clock,
-            ServiceConfig(
-                time_zone=config.time_zone,
-                partitions=config.partitions,
-                propose_timeout_s=timing.propose_timeout_s,
-                read_timeout_s=timing.propose_timeout_s,
-                list_limit_max=config.limits.list_limit_max,
-                list_bytes_max=config.limits.list_bytes_max,
-                job_limits=JobLimits(data_bytes_max=config.limits.data_bytes_max),
-                jobs_max_per_app=config.limits.jobs_max_per_app,
-                data_bytes_max_per_app=config.limits.data_bytes_max_per_app,
-                delete_prefix_chunk_max=config.limits.delete_prefix_chunk_max,
-            ),
+            config.service,
+            propose_timeout_s=config.propose_timeout_s,
         )
         self.grpc_api = (
             None
             if config.grpc is None
             else GrpcApi(
                 self.service,
-                GrpcApiConfig(
-                    address=config.grpc,
-                    api_token=config.api_token,
-                    message_bytes_max=config.limits.body_bytes_max,
-                ),
+                config.grpc_api,
+                address=config.grpc,
+                message_bytes_max=config.body_bytes_max,
+                api_token=config.api_token,
             )
         )
         self._runner: web.AppRunner | None = None
@@ -169,15 +159,25 @@ class Node:
         self.watch_delivery.start()
         self.announcer.start()
         self.engine.start()
-        backup = Backup(self.store, self.machine, self.config.timing.propose_timeout_s)
+        config = self.config
+        backup = Backup(self.store, self.machine, config.propose_timeout_s)
         routes = (
             OperationRoutes(self.service),
-            BackupRoutes(backup, self.config.timing.propose_timeout_s),
+            BackupRoutes(backup, config.propose_timeout_s),
             WatchRoute(self.watchers, self.announcer.registered),
-            ForwardRoute(self.watchers, self.config.secret, self.config.limits.body_bytes_max),
+            ForwardRoute(self.watchers, config.secret, config.body_bytes_max),
         )
-        app = build_app(self.service, self, ApiConfig.from_node_config(self.config), routes)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=STOP_TIMEOUT_S)
+        app = build_app(
+            self.service,
+            self,
+            config.http_api,
+            routes,
+            body_bytes_max=config.body_bytes_max,
+            api_token=config.api_token,
+        )
+        self._runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=config.http_api.stop_grace_s
+        )
         await self._runner.setup()
         host, _, port = self.config.http.rpartition(":")
         await web.TCPSite(self._runner, host, int(port)).start()
@@ -220,7 +220,11 @@ class Node:
     # -- the admin view (node/http/admin.py renders it) ----------------------------------------
 
     def not_ready_reason(self) -> str | None:
-        return raft_not_ready_reason(self.store) or self.supervisor.unhealthy_reason()
+        return (
+            raft_not_ready_reason(self.store)
+            or self.supervisor.unhealthy_reason()
+            or self.membership.clock_not_ready_reason()
+        )
 
     def cluster_status(self) -> ClusterStatus:
         raft = self.store.status()
@@ -237,14 +241,14 @@ class Node:
         ids_by_raft = {self.me.raft: self.me.id}
         ids_by_raft.update({raft_address: i for i, raft_address in self.config.peers.items()})
         ids_by_raft.update({m.raft: m.id for m in (*announced.values(), *members)})
-        leader = raft.get("leader")
+        leader = raft.leader
         return {
             "node": self.me.id,
-            "role": str(raft.get("role")),
-            "leader": ids_by_raft.get(str(leader), str(leader)) if leader else None,
-            "term": _int(raft.get("term")),
-            "commitIndex": _int(raft.get("commit_index")),
-            "appliedIndex": _int(raft.get("applied_index")),
+            "role": str(raft.role),
+            "leader": ids_by_raft.get(leader, leader) if leader else None,
+            "term": raft.term,
+            "commitIndex": raft.commit_index,
+            "appliedIndex": raft.applied_index,
             "epoch": epoch,
             "partitions": owned.get(self.me.id, 0),
             "jobs": jobs,
@@ -266,29 +270,30 @@ class Node:
         )
 
     async def state_digest(self) -> StateDigest:
-        await self.store.barrier(self.config.timing.propose_timeout_s)
+        await self.store.barrier(self.config.propose_timeout_s)
         # Hashing the whole state takes long on a big one: in a thread, so that the event loop
         # (heartbeats, the lease, the engine) keeps running meanwhile.
         digest = await asyncio.to_thread(self.machine.read, lambda m: m.digest())
-        return {"digest": digest, "appliedIndex": _int(self.store.status().get("applied_index"))}
+        return {"digest": digest, "appliedIndex": self.store.status().applied_index}
 
     async def add_member(self, node_id: str, raft: str, http: str) -> None:
         known = self.machine.read(lambda m: {member.id for member in m.members})
         if node_id in known:
             raise ValidationError(f"member {node_id!r} already exists")
-        await self.store.add_member(raft, self.config.timing.propose_timeout_s)
+        await self.store.add_member(raft, self.config.propose_timeout_s)
 
     async def remove_member(self, node_id: str) -> None:
         members = self.machine.read(lambda m: {member.id: member for member in m.members})
         member = members.get(node_id)
         if member is None:
             raise ValidationError(f"no member {node_id!r}")
-        await self.store.remove_member(member.raft, self.config.timing.propose_timeout_s)
+        await self.store.remove_member(member.raft, self.config.propose_timeout_s)
 
 
-def _int(value: object) -> int:
-    """A counter from the Raft status, which is 0 until the tick thread first fills it in."""
-    return value if isinstance(value, int) else 0
+def engine_config_of(config: NodeConfig) -> EngineConfig:
+    """The engine's config, its acks waiting as long as every other proposal of the node."""
+    acks = dataclasses.replace(config.engine.acks, propose_timeout_s=config.propose_timeout_s)
+    return dataclasses.replace(config.engine, acks=acks)
 
 
 async def serve(config: NodeConfig) -> None:

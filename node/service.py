@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from node.scope import Scope, check_utf8, checked_text
 from store.clock import Clock
@@ -41,6 +41,7 @@ from store.history import Attempt
 from store.jobs import Job, JobLimits, JobSpec, derive_job, spec_from_request, validate_name
 from store.machine import AppRoute, ErrorKind, Result, check_app_token, check_app_url
 from store.raft.store import RaftStore
+from store.schedule import check_zone
 from store.shared_machine import SharedMachine
 
 LIST_LIMIT_DEFAULT = 100
@@ -49,30 +50,61 @@ HISTORY_LIMIT_DEFAULT = 20
 DEAD_LETTER_ID_CHARS_MAX = 64
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ServiceConfig:
-    time_zone: str
-    partitions: int
-    propose_timeout_s: float
-    read_timeout_s: float
-    list_limit_max: int
+    # The zone of schedules that name none (no CRON_TZ=): stamped into each create.
+    time_zone: str = "UTC"
+    # The largest `limit` of a list.
+    list_limit_max: int = 1000
     # What a list answer may hold, in the JSON bytes of its jobs (see JobMachine.list_jobs): with
     # the count bound alone, a page of a thousand 1 MiB jobs would build a gigabyte on the loop.
-    list_bytes_max: int
-    job_limits: JobLimits
-    jobs_max_per_app: int
-    data_bytes_max_per_app: int
-    delete_prefix_chunk_max: int
+    list_bytes_max: int = 4 * 1024 * 1024
+    # The bounds a submitted job must keep (its name, its data, its time texts).
+    job_limits: JobLimits = field(default_factory=JobLimits)
+    # Per-app quotas: a create past either answers 429, and the app's other jobs are unaffected.
+    jobs_max_per_app: int = 1_000_000
+    data_bytes_max_per_app: int = 1 << 30
+    # Jobs one delete-by-prefix command removes: a larger delete is several commands, so that no
+    # apply holds the machine (and every node's reads) for long.
+    delete_prefix_chunk_max: int = 1000
+
+    def validate(self) -> None:
+        try:
+            check_zone(self.time_zone)
+        except ValidationError as error:
+            raise ValidationError(f"time_zone: {error}") from None
+        positive = {
+            "list_limit_max": self.list_limit_max,
+            "list_bytes_max": self.list_bytes_max,
+            "jobs_max_per_app": self.jobs_max_per_app,
+            "data_bytes_max_per_app": self.data_bytes_max_per_app,
+            "delete_prefix_chunk_max": self.delete_prefix_chunk_max,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ValidationError(f"{name} must be >= 1, not {value}")
+        self.job_limits.validate()
 
 
 class JobService:
+    """Every write waits at most `propose_timeout_s` (the node's) for its command to apply, and
+    every read as long for the barrier that makes it see every acknowledged write."""
+
     def __init__(
-        self, store: RaftStore, machine: SharedMachine, clock: Clock, config: ServiceConfig
+        self,
+        store: RaftStore,
+        machine: SharedMachine,
+        clock: Clock,
+        config: ServiceConfig,
+        *,
+        propose_timeout_s: float,
     ) -> None:
+        config.validate()
         self._store = store
         self._machine = machine
         self._clock = clock
         self._config = config
+        self._propose_timeout_s = propose_timeout_s
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -114,7 +146,7 @@ class JobService:
     async def get(self, scope: Scope, name: str) -> Job:
         self._check_name(name)
         validate_name(name, self._config.job_limits.name_chars_max)
-        await self._store.barrier(self._config.read_timeout_s)
+        await self._store.barrier(self._propose_timeout_s)
         job = self._machine.read(lambda m: m.get(scope.namespace, scope.app, name))
         if job is None:
             raise JobNotFound(f"job not found: {name}")
@@ -137,7 +169,7 @@ class JobService:
         # A cursor is the last name of the previous page: the same rule as a name.
         checked_text("cursor", cursor or "", self._config.job_limits.name_chars_max)
         bytes_max = self._config.list_bytes_max
-        await self._store.barrier(self._config.read_timeout_s)
+        await self._store.barrier(self._propose_timeout_s)
         return self._machine.read(
             lambda m: m.list_jobs(
                 scope.namespace, scope.app, prefix, limit, cursor or None, bytes_max=bytes_max
@@ -200,7 +232,7 @@ class JobService:
             raise ValidationError(f"limit must be between 1 and {limit_max}")
         self._check_prefix(prefix)
         checked_text("cursor", cursor or "", DEAD_LETTER_ID_CHARS_MAX)
-        await self._store.barrier(self._config.read_timeout_s)
+        await self._store.barrier(self._propose_timeout_s)
         return self._machine.read(
             lambda m: m.dead_letters(scope.namespace, scope.app, prefix, cursor or None, limit)
         )
@@ -222,7 +254,7 @@ class JobService:
         await self._write(RegisterApp(scope.namespace, scope.app, url, token))
 
     async def app_route(self, scope: Scope) -> AppRoute | None:
-        await self._store.barrier(self._config.read_timeout_s)
+        await self._store.barrier(self._propose_timeout_s)
         return self._machine.read(lambda m: m.app_route(scope.namespace, scope.app))
 
     async def unregister_app(self, scope: Scope) -> bool:
@@ -231,7 +263,7 @@ class JobService:
     # -- the write path --------------------------------------------------------------------
 
     async def _write(self, command: Command) -> Result:
-        result = await self._store.propose(encode_command(command), self._config.propose_timeout_s)
+        result = await self._store.propose(encode_command(command), self._propose_timeout_s)
         if not isinstance(result, Result):
             # The entry applied nothing (e.g. the Raft layer reported a failed assembly).
             raise OutcomeUnknown(f"the command was not applied: {result}")

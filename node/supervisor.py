@@ -3,9 +3,10 @@
 A long-lived task is a coroutine factory (the loop of the trigger engine, of the heartbeats, of
 the watch announcer, of a forwarding lane) started with `spawn(name, factory)`. When the
 coroutine raises, the Supervisor logs the exception with its traceback and the task's name,
-counts a restart on the node's HealthBoard, waits out the backoff and calls the factory again,
-so the loop starts over on the state its object kept. The policy (backoff, crash loops,
-recovery) is store/supervision.py's, shared with the work that runs as calls in the store.
+counts a restart on the node's HealthBoard, waits out the backoff on the board's clock (the
+node's) and calls the factory again, so the loop starts over on the state its object kept. The
+policy (backoff, crash loops, recovery) is store/supervision.py's, shared with the work that
+runs as calls in the store.
 
 Ends that are not crashes: cancellation (how most tasks are stopped) passes through as it is,
 and a coroutine that returns has finished on purpose (the engine's loop returns once told to
@@ -102,7 +103,7 @@ class Supervisor:
                     log.exception("task %s crashed; restarting it in %.2f s", name, pause_s)
                 self._backing_off.add(me)
                 try:
-                    await asyncio.sleep(pause_s)
+                    await board.clock.sleep(pause_s)
                 finally:
                     self._backing_off.discard(me)
         finally:

@@ -203,6 +203,9 @@ class Heartbeat:
     # The version of the time-zone database the node computes schedules with: replicas that
     # disagree on it could compute different trigger times, so each node compares its own.
     zone_data: str = ""
+    # The node serves and replicates but offers to fire nothing (its clock is off, or a task of
+    # its keeps crashing): the leader takes it out of the live set, and its partitions move.
+    standing_by: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -343,8 +346,9 @@ class MachineState(NamedTuple):
     released: tuple[str, ...]
     # (namespace, app, url, token), sorted.
     apps: tuple[tuple[str, str, str, str], ...]
-    # (node, last heartbeat ms, raft address, http address, zone data version), sorted by node.
-    heartbeats: tuple[tuple[str, int, str, str, str], ...]
+    # (node, last heartbeat ms, raft address, http address, zone data version, standing by),
+    # sorted by node.
+    heartbeats: tuple[tuple[str, int, str, str, str, bool], ...]
     # (namespace, app, node, count of watch streams), sorted.
     watchers: tuple[tuple[str, str, str, int], ...]
     # Sorted by (namespace, app, name).
@@ -508,9 +512,10 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
     version = head.take(int, "version")
     if (version, top_fields) not in ((1, 11), (SNAPSHOT_VERSION, 12)):
         raise CodecError(f"snapshot version {version} is not {SNAPSHOT_VERSION}")
-    # Version 1 rows lack their last fields: a heartbeat's zone data; a job's quarantine reason,
-    # pause, manual run and history; a spec's jitter and delivery timeout. It has no dead letters.
-    row_missing: tuple[object, ...] = ("",) if version == 1 else ()
+    # Version 1 rows lack their last fields: a heartbeat's zone data and standing by; a job's
+    # quarantine reason, pause, manual run and history; a spec's jitter and delivery timeout.
+    # It has no dead letters.
+    row_missing: tuple[object, ...] = ("", False) if version == 1 else ()
     partitions = head.take(int, "partitions")
     epoch = head.take(int, "epoch")
     members = _members(head.array("members"))
@@ -683,13 +688,14 @@ def _watchers(fields: _Fields) -> tuple[str, str, str, int]:
     return row
 
 
-def _heartbeat(fields: _Fields) -> tuple[str, int, str, str, str]:
+def _heartbeat(fields: _Fields) -> tuple[str, int, str, str, str, bool]:
     heartbeat = (
         fields.text("node"),
         fields.take(int, "now_ms"),
         fields.take(str, "raft"),
         fields.take(str, "http"),
         fields.text("zone_data"),
+        fields.take(bool, "standing_by"),
     )
     fields.done()
     return heartbeat
@@ -899,6 +905,7 @@ def _decode_heartbeat(fields: _Fields) -> Heartbeat:
         fields.take(str, "raft"),
         fields.take(str, "http"),
         fields.text("zone_data"),
+        fields.take(bool, "standing_by"),
     )
 
 
@@ -1034,7 +1041,7 @@ _V1_MISSING_FIELDS: dict[int, tuple[object, ...]] = {
     CommandTag.ACK: (0, 0),
     CommandTag.PUT: (0, 0),
     CommandTag.DELETE_PREFIX: (0,),
-    CommandTag.HEARTBEAT: ("",),
+    CommandTag.HEARTBEAT: ("", False),
     CommandTag.SET_MEMBERS: (0, 0),
 }
 assert set(_TAGS.values()) == set(CommandTag) == set(_DECODERS), "every tag has both directions"

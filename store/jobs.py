@@ -70,15 +70,14 @@ class JobLimits:
     # schedule, dueTime and ttl strings: bounded so a hostile request cannot make parsing slow.
     text_chars_max: int = TEXT_CHARS_MAX
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         for field in ("name_chars_max", "data_bytes_max", "text_chars_max"):
             if getattr(self, field) <= 0:
-                raise ValueError(f"JobLimits.{field} must be positive")
-        if self.name_chars_max > NAME_CHARS_HARD_MAX or self.data_bytes_max > DATA_BYTES_HARD_MAX:
-            raise ValueError(
-                f"JobLimits allow names of at most {NAME_CHARS_HARD_MAX} characters and data "
-                f"of at most {DATA_BYTES_HARD_MAX} bytes"
-            )
+                raise ValidationError(f"{field} must be positive")
+        if self.name_chars_max > NAME_CHARS_HARD_MAX:
+            raise ValidationError(f"name_chars_max must be at most {NAME_CHARS_HARD_MAX}")
+        if self.data_bytes_max > DATA_BYTES_HARD_MAX:
+            raise ValidationError(f"data_bytes_max must be at most {DATA_BYTES_HARD_MAX}")
 
 
 class MisfirePolicy(StrEnum):

@@ -114,6 +114,14 @@ class AppRoute(NamedTuple):
     token: str
 
 
+class HeartbeatSeen(NamedTuple):
+    """What applying a heartbeat returns: whose, and its sender's wall stamp. Each node compares
+    the stamp with its own clock as it applies the heartbeat (cluster/clock_offset.py)."""
+
+    node: str
+    now_ms: int
+
+
 class AckCounts(NamedTuple):
     applied: int
     ignored: int
@@ -183,8 +191,8 @@ class JobMachine:
         self._released: set[str] = set()
         self._ring: Assignment | None = None
         self._dead_letters = DeadLetterBook()
-        # node -> (last heartbeat ms, raft address, http address, zone data version)
-        self._heartbeats: dict[str, tuple[int, str, str, str]] = {}
+        # node -> (last heartbeat ms, raft address, http address, zone data version, standing by)
+        self._heartbeats: dict[str, tuple[int, str, str, str, bool]] = {}
 
     # ---- writes ----
 
@@ -452,9 +460,15 @@ class JobMachine:
         texts = (command.node, command.raft, command.http, command.zone_data)
         if max(map(len, texts)) > HEARTBEAT_TEXT_CHARS_MAX:
             raise ValidationError(f"heartbeat text longer than {HEARTBEAT_TEXT_CHARS_MAX}")
-        beat = (command.now_ms, command.raft, command.http, command.zone_data)
+        beat = (
+            command.now_ms,
+            command.raft,
+            command.http,
+            command.zone_data,
+            command.standing_by,
+        )
         self._heartbeats[command.node] = beat
-        return Result()
+        return Result(value=HeartbeatSeen(command.node, command.now_ms))
 
     def _quarantine(self, command: Quarantine) -> Result:
         job = self._by_uid.get(command.uid)
@@ -491,8 +505,8 @@ class JobMachine:
         return Result(members_changed=True, watchers_changed=self._forget_watchers_of_dead())
 
     def _dropped_while_fresh(self, command: SetMembers) -> list[str]:
-        """Live members this command would drop although their last committed heartbeat is not
-        yet `dead_ms` old at the command's time (see SetMembers.now_ms)."""
+        """Live members this command would drop although their last committed heartbeat does
+        not stand by and is not yet `dead_ms` old at the command's time (SetMembers.now_ms)."""
         if command.dead_ms <= 0:
             return []
         dropped = sorted(set(self._live) - set(command.live))
@@ -500,6 +514,7 @@ class JobMachine:
             node
             for node in dropped
             if node in self._heartbeats
+            and not self._heartbeats[node][4]
             and command.now_ms - self._heartbeats[node][0] < command.dead_ms
         ]
 
@@ -689,8 +704,13 @@ class JobMachine:
     def announced(self) -> dict[str, Member]:
         """node -> the addresses it announced in its last heartbeat."""
         return {
-            node: Member(node, raft, http) for node, (_, raft, http, _) in self._heartbeats.items()
+            node: Member(node, raft, http)
+            for node, (_, raft, http, _, _) in self._heartbeats.items()
         }
+
+    def standing_by(self) -> frozenset[str]:
+        """The members whose last heartbeat offered to fire nothing."""
+        return frozenset(node for node, beat in self._heartbeats.items() if beat[4])
 
     def zone_data(self) -> dict[str, str]:
         """node -> the time-zone database version it announced ("" if it announced none)."""
@@ -784,8 +804,8 @@ class JobMachine:
         }
         machine._load_watchers(state.watchers)
         machine._heartbeats = {
-            node: (ms, raft, http, zone_data)
-            for node, ms, raft, http, zone_data in state.heartbeats
+            node: (ms, raft, http, zone_data, standing_by)
+            for node, ms, raft, http, zone_data, standing_by in state.heartbeats
         }
         machine._load_jobs(state.jobs)
         try:

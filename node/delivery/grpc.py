@@ -23,35 +23,44 @@ from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
 
 from node.delivery.trigger import DeliveryOutcome, Trigger
 from node.grpc.payload import any_of
+from store.errors import ValidationError
 from store.schedule import format_rfc3339_ms
 
 GRPC_SCHEME = "grpc://"
 _SUCCESS_CODES = frozenset({grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class GrpcDeliveryConfig:
-    # One attempt, the Alpha1 fallback included, ends by this deadline.
-    attempt_timeout_s: float = 5.0
-    # Sent as `tock-node` metadata when set, as HTTP delivery sends the header: who delivered.
-    node_id: str | None = None
     channels_max: int = 256
     reconnect_backoff_max_ms: int = 1000
 
+    def validate(self) -> None:
+        if min(self.channels_max, self.reconnect_backoff_max_ms) <= 0:
+            raise ValidationError("channels_max and reconnect_backoff_max_ms must be positive")
+
 
 class GrpcDelivery:
-    """Sends triggers over gRPC; one instance per node, used and closed on its event loop."""
+    """Sends triggers over gRPC; one instance per node, used and closed on its event loop.
 
-    def __init__(self, config: GrpcDeliveryConfig) -> None:
+    One attempt, the Alpha1 fallback included, ends after `attempt_timeout_s`. `node_id`, when
+    given, is sent as `tock-node` metadata, as HTTP delivery sends the header: who delivered."""
+
+    def __init__(
+        self, config: GrpcDeliveryConfig, *, attempt_timeout_s: float, node_id: str | None = None
+    ) -> None:
+        config.validate()
         self._config = config
+        self._attempt_timeout_s = attempt_timeout_s
+        self._node_id = node_id
         self._channels: OrderedDict[str, grpc.aio.Channel] = OrderedDict()
 
     async def deliver(self, url: str, trigger: Trigger) -> DeliveryOutcome:
         """One attempt. Never raises for the app's faults: they are outcomes, not errors."""
         channel = await self._channel(url.removeprefix(GRPC_SCHEME).rstrip("/"))
         request = job_event_request(trigger)
-        metadata = trigger_metadata(trigger, self._config.node_id)
-        deadline = asyncio.get_running_loop().time() + self._config.attempt_timeout_s
+        metadata = trigger_metadata(trigger, self._node_id)
+        deadline = asyncio.get_running_loop().time() + self._attempt_timeout_s
         # The generated gRPC stubs carry no type annotations.
         stable = appcallback_pb2_grpc.AppCallbackStub(channel)  # type: ignore[no-untyped-call]
         code = await _call(stable.OnJobEvent, request, metadata, deadline)

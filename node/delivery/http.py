@@ -14,24 +14,34 @@ from urllib.parse import quote
 import aiohttp
 
 from node.delivery.trigger import DeliveryOutcome, Trigger
+from store.errors import ValidationError
 from store.schedule import format_rfc3339_ms
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class DeliveryConfig:
-    attempt_timeout_s: float = 5.0
-    # Sent as `tock-node` with every trigger when set: which node delivered it (observability;
-    # the fencing tests use it to see that a node fires only the partitions it owns).
-    node_id: str | None = None
     connections_max: int = 256
     connections_per_host_max: int = 128
 
+    def validate(self) -> None:
+        if min(self.connections_max, self.connections_per_host_max) <= 0:
+            raise ValidationError("connections_max and connections_per_host_max must be positive")
+
 
 class HttpDelivery:
-    """Sends triggers over HTTP; one instance per node, created and closed on its event loop."""
+    """Sends triggers over HTTP; one instance per node, created and closed on its event loop.
 
-    def __init__(self, config: DeliveryConfig) -> None:
+    Each attempt ends after `attempt_timeout_s`. `node_id`, when given, is sent as `tock-node`
+    with every trigger: which node delivered it (observability; the fencing tests use it to see
+    that a node fires only the partitions it owns)."""
+
+    def __init__(
+        self, config: DeliveryConfig, *, attempt_timeout_s: float, node_id: str | None = None
+    ) -> None:
+        config.validate()
         self._config = config
+        self._attempt_timeout_s = attempt_timeout_s
+        self._node_id = node_id
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -43,7 +53,7 @@ class HttpDelivery:
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self._config.attempt_timeout_s),
+                timeout=aiohttp.ClientTimeout(total=self._attempt_timeout_s),
                 # Apps answer with whatever they like; tock reads only the status.
                 auto_decompress=False,
             )
@@ -62,8 +72,8 @@ class HttpDelivery:
         }
         if trigger.app_token:
             headers["dapr-api-token"] = trigger.app_token
-        if self._config.node_id:
-            headers["tock-node"] = self._config.node_id
+        if self._node_id:
+            headers["tock-node"] = self._node_id
         target = f"{url.rstrip('/')}/job/{quote(trigger.name, safe='')}"
         try:
             async with self._client().post(target, data=trigger.data, headers=headers) as reply:

@@ -28,6 +28,7 @@ from node.engine.metrics import EngineMetrics
 from store.clock import Clock
 from store.codec import Ack, AckEntry, encode_command
 from store.errors import TockError, Unavailable, ValidationError
+from store.log import PROPOSE_TIMEOUT_S_DEFAULT
 from store.machine import AckCounts, ErrorKind, JobKey, Result
 from store.supervision import Guard, HealthBoard
 
@@ -65,7 +66,9 @@ class AckConfig:
     acks_per_command_max: int = 256
     # How long the first outcome of a batch waits for others to join it.
     ack_window_ms: float = 2.0
-    propose_timeout_s: float = 5.0
+    # How long an Ack (and the engine's Release and Quarantine) waits to apply. A node sets it
+    # from its one propose timeout (NodeConfig.propose_timeout_s), like every proposal it makes.
+    propose_timeout_s: float = PROPOSE_TIMEOUT_S_DEFAULT
 
     def validate(self) -> None:
         if self.acks_per_command_max <= 0:

@@ -49,13 +49,12 @@ PrefixReply = jobs_pb2.DeleteJobsByPrefixResponse | jobs_pb2.DeleteJobsByPrefixR
 
 @dataclass(frozen=True, kw_only=True)
 class GrpcApiConfig:
-    address: str
-    # When set, every call must carry it in the `dapr-api-token` metadata.
-    api_token: str | None = None
-    # Requests above this are refused (RESOURCE_EXHAUSTED) before they are parsed.
-    message_bytes_max: int = 4 * 1024 * 1024
     # How long stop() lets calls in progress finish before cancelling them.
     stop_grace_s: float = 5.0
+
+    def validate(self) -> None:
+        if self.stop_grace_s <= 0:
+            raise ValidationError("stop_grace_s must be positive")
 
 
 def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
@@ -75,20 +74,35 @@ def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
 
 
 class GrpcApi:
-    """One node's gRPC server; created, started and stopped on the node's event loop."""
+    """One node's gRPC server at `address`; created, started and stopped on the node's event loop.
 
-    def __init__(self, service: JobService, config: GrpcApiConfig) -> None:
+    Requests above `message_bytes_max` are refused (RESOURCE_EXHAUSTED) before they are parsed;
+    with an `api_token`, every call must carry it in the `dapr-api-token` metadata."""
+
+    def __init__(
+        self,
+        service: JobService,
+        config: GrpcApiConfig,
+        *,
+        address: str,
+        message_bytes_max: int,
+        api_token: str | None = None,
+    ) -> None:
+        config.validate()
         self._service = service
         self._config = config
+        self._address = address
+        self._message_bytes_max = message_bytes_max
+        self._api_token = api_token
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
-        limit = self._config.message_bytes_max
+        limit = self._message_bytes_max
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit)])
         handlers = grpc.method_handlers_generic_handler(DAPR_SERVICE, self._handlers())
         server.add_generic_rpc_handlers((handlers,))
-        if server.add_insecure_port(self._config.address) == 0:
-            raise OSError(f"cannot listen for gRPC on {self._config.address}")
+        if server.add_insecure_port(self._address) == 0:
+            raise OSError(f"cannot listen for gRPC on {self._address}")
         await server.start()
         self._server = server
 
@@ -145,7 +159,7 @@ class GrpcApi:
         )
 
     async def _check_token(self, context: Context) -> None:
-        expected = self._config.api_token
+        expected = self._api_token
         if not expected:
             return
         given = _metadata(context).get(TOKEN_KEY, "").encode("utf-8", "surrogateescape")

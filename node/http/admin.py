@@ -10,7 +10,7 @@ from typing import Protocol, TypedDict
 
 from aiohttp import web
 
-from node.config import parse_address
+from node.address import parse_address
 from node.http.body import read_json_object
 from node.http.openapi import openapi_document
 from store.errors import Unavailable, ValidationError
@@ -93,7 +93,7 @@ class AdminView(Protocol):
 def raft_not_ready_reason(store: RaftStore) -> str | None:
     """None once caught up with a leader: the store replayed up to a leader's commit and knows
     a leader."""
-    if store.ready and store.status().get("leader") is not None:
+    if store.ready and store.status().leader is not None:
         return None
     return "this node has not caught up with a leader yet"
 

@@ -17,7 +17,6 @@ from typing import Protocol
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from node.config import NodeConfig
 from node.http.admin import AdminView, add_admin_routes
 from node.http.body import read_json_object
 from node.http.errors import error_middleware, token_middleware
@@ -27,7 +26,6 @@ from node.service import JobService
 from store.errors import AppNotFound, ValidationError
 from store.jobs import job_to_json
 
-URL_CHARS_MAX = 2048
 # A limit is at most list_limit_max (a few digits): longer text is refused before int() reads
 # it, so a hostile limit of thousands of digits costs nothing.
 LIMIT_DIGITS_MAX = 9
@@ -35,19 +33,18 @@ LIMIT_DIGITS_MAX = 9
 
 @dataclass(frozen=True, kw_only=True)
 class ApiConfig:
-    """What the HTTP face needs of a node's configuration."""
+    """The HTTP face's own knobs."""
 
-    api_token: str | None = None
-    # Bodies above this are refused with 413 before they are parsed.
-    body_bytes_max: int = 4 * 1024 * 1024
     # The longest app callback URL accepted by PUT /apps/{appId}.
-    url_chars_max: int = URL_CHARS_MAX
+    url_chars_max: int = 2048
     # The Retry-After header of a 503: when a client may try again.
     retry_after_s: int = 1
+    # How long a stopping node lets the requests in progress finish.
+    stop_grace_s: float = 10.0
 
-    @classmethod
-    def from_node_config(cls, config: NodeConfig) -> ApiConfig:
-        return cls(api_token=config.api_token, body_bytes_max=config.limits.body_bytes_max)
+    def validate(self) -> None:
+        if min(self.url_chars_max, self.retry_after_s, self.stop_grace_s) <= 0:
+            raise ValidationError("url_chars_max, retry_after_s and stop_grace_s must be positive")
 
 
 class Routes(Protocol):
@@ -57,13 +54,23 @@ class Routes(Protocol):
 
 
 def build_app(
-    service: JobService, admin: AdminView, config: ApiConfig, routes: Sequence[Routes] = ()
+    service: JobService,
+    admin: AdminView,
+    config: ApiConfig,
+    routes: Sequence[Routes] = (),
+    *,
+    body_bytes_max: int,
+    api_token: str | None = None,
 ) -> web.Application:
-    """The HTTP server of one node: jobs, apps, admin and `routes` behind the middlewares."""
+    """The HTTP server of one node: jobs, apps, admin and `routes` behind the middlewares.
+
+    Bodies above `body_bytes_max` are refused with 413 before they are parsed; with an
+    `api_token`, every request must carry it."""
+    config.validate()
     middlewares: list[Middleware] = [error_middleware(config.retry_after_s)]
-    if config.api_token:
-        middlewares.append(token_middleware(config.api_token))
-    app = web.Application(client_max_size=config.body_bytes_max, middlewares=middlewares)
+    if api_token:
+        middlewares.append(token_middleware(api_token))
+    app = web.Application(client_max_size=body_bytes_max, middlewares=middlewares)
     # `routes` first: the Jobs API's `jobs/{name:.*}` would also match `jobs/x/pause`.
     for extra in routes:
         extra.register(app.router)

@@ -8,12 +8,13 @@ status); nothing here keeps state of its own, so a scrape costs one pass over a 
 from __future__ import annotations
 
 from node.engine.metrics import EngineMetrics, Histogram
+from store.log import LogStatus, Role
 from store.shared_machine import SharedMachine
 from store.supervision import TaskReport
 
 
 def render_metrics(
-    raft: dict[str, object],
+    raft: LogStatus,
     engine: EngineMetrics,
     machine: SharedMachine,
     tasks: list[TaskReport],
@@ -48,16 +49,16 @@ def render_metrics(
         "Jobs this node stopped because firing them raised an error.",
         engine.jobs_quarantined,
     )
-    _gauge(lines, "tock_raft_term", "Raft term.", raft.get("term", 0))
-    _gauge(lines, "tock_raft_commit_index", "Raft commit index.", raft.get("commit_index", 0))
-    _gauge(lines, "tock_raft_applied_index", "Raft applied index.", raft.get("applied_index", 0))
-    _gauge(lines, "tock_raft_log_entries", "Entries in the Raft log.", raft.get("log_entries", 0))
-    _gauge(lines, "tock_raft_is_leader", "1 on the leader.", int(raft.get("role") == "leader"))
+    _gauge(lines, "tock_raft_term", "Raft term.", raft.term)
+    _gauge(lines, "tock_raft_commit_index", "Raft commit index.", raft.commit_index)
+    _gauge(lines, "tock_raft_applied_index", "Raft applied index.", raft.applied_index)
+    _gauge(lines, "tock_raft_log_entries", "Entries in the Raft log.", raft.log_entries)
+    _gauge(lines, "tock_raft_is_leader", "1 on the leader.", int(raft.role is Role.LEADER))
     _counter(
         lines,
         "tock_raft_leader_changes_total",
         "Leader changes seen by this node.",
-        raft.get("leader_changes", 0),
+        raft.leader_changes,
     )
     lines += [
         "# HELP tock_task_restarts_total Crashes of a supervised task, each followed by a restart.",
@@ -70,12 +71,12 @@ def render_metrics(
     return "\n".join(lines) + "\n"
 
 
-def _gauge(lines: list[str], name: str, help_text: str, value: object) -> None:
-    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {_number(value)}"]
+def _gauge(lines: list[str], name: str, help_text: str, value: int) -> None:
+    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
 
 
-def _counter(lines: list[str], name: str, help_text: str, value: object) -> None:
-    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {_number(value)}"]
+def _counter(lines: list[str], name: str, help_text: str, value: int) -> None:
+    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {value}"]
 
 
 def _histogram(lines: list[str], name: str, help_text: str, histogram: Histogram) -> None:
@@ -84,7 +85,3 @@ def _histogram(lines: list[str], name: str, help_text: str, histogram: Histogram
         le = "+Inf" if bound == float("inf") else str(int(bound))
         lines.append(f'{name}_bucket{{le="{le}"}} {count}')
     lines += [f"{name}_sum {histogram.total}", f"{name}_count {histogram.count}"]
-
-
-def _number(value: object) -> int | float:
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else 0

@@ -15,12 +15,12 @@ loop starts again after the backoff, with the next round reconciling whatever wa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from node.supervisor import Supervisor
+from store.clock import Clock
 from store.codec import WatchersChanged, encode_command
 from store.errors import TockError, ValidationError
 from store.fault_points import fault_point
@@ -38,31 +38,36 @@ class AnnouncerConfig:
     reconcile_s: float = 1.0
     # WatchersChanged commands proposed at once in one round; the rest wait for the next.
     changes_per_round_max: int = 64
-    propose_timeout_s: float = 5.0
 
     def validate(self) -> None:
-        if min(self.reconcile_s, self.changes_per_round_max, self.propose_timeout_s) <= 0:
-            raise ValidationError("reconcile_s, changes_per_round_max, propose_timeout_s > 0")
+        if min(self.reconcile_s, self.changes_per_round_max) <= 0:
+            raise ValidationError("reconcile_s and changes_per_round_max must be positive")
 
 
 class WatchAnnouncer:
-    """Proposes this node's watcher counts (`local_counts()`) until the machine holds them."""
+    """Proposes this node's watcher counts (`local_counts()`) until the machine holds them;
+    each proposal waits at most `propose_timeout_s` (the node's)."""
 
     def __init__(
         self,
         node_id: str,
         store: RaftStore,
         machine: SharedMachine,
+        clock: Clock,
         local_counts: Callable[[], dict[AppKey, int]],
         config: AnnouncerConfig,
         supervisor: Supervisor,
+        *,
+        propose_timeout_s: float,
     ) -> None:
         config.validate()
         self._node_id = node_id
         self._store = store
         self._machine = machine
+        self._clock = clock
         self._local_counts = local_counts
         self._config = config
+        self._propose_timeout_s = propose_timeout_s
         self._supervisor = supervisor
         self._wake = asyncio.Event()
         self._round_done = asyncio.Event()
@@ -99,9 +104,12 @@ class WatchAnnouncer:
     async def _run(self) -> None:
         while True:
             fault_point(TASK)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._config.reconcile_s):
-                    await self._wake.wait()
+            # The period ends the wait as a change would: either starts the next round.
+            period = self._clock.call_later(self._config.reconcile_s, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                period.cancel()
             self._wake.clear()
             await self._reconcile()
             done, self._round_done = self._round_done, asyncio.Event()
@@ -133,4 +141,4 @@ class WatchAnnouncer:
                 raise result
 
     async def _propose(self, change: WatchersChanged) -> None:
-        await self._store.propose(encode_command(change), self._config.propose_timeout_s)
+        await self._store.propose(encode_command(change), self._propose_timeout_s)

@@ -67,7 +67,10 @@ class ForwardConfig:
     def validate(self) -> None:
         bounds = (self.batch_max, self.batch_bytes_max, self.requests_per_node_max, self.queue_max)
         if min(*bounds, self.answer_bytes_max) <= 0 or self.answer_margin_s < 0:
-            raise ValidationError("every forward limit must be positive")
+            raise ValidationError(
+                "batch_max, batch_bytes_max, requests_per_node_max, queue_max and "
+                "answer_bytes_max must be positive, answer_margin_s >= 0"
+            )
 
 
 _Pending = tuple[Trigger, asyncio.Future[DeliveryOutcome]]
@@ -218,6 +221,6 @@ class ForwardRoute:
         triggers, timeout_ms = decode_forward(await request.read(), self._body_bytes_max)
         for trigger in triggers:
             checked_scope(trigger.namespace, trigger.app)
-        timeout_s = min(timeout_ms / 1000, self._watchers.config.ack_timeout_s)
+        timeout_s = min(timeout_ms / 1000, self._watchers.ack_timeout_s)
         outcomes = await asyncio.gather(*(self._watchers.deliver(t, timeout_s) for t in triggers))
         return web.Response(body=encode_outcomes(outcomes), content_type=MSGPACK)

@@ -38,8 +38,6 @@ WATCH_PATH = "/apps/{appId}/watch"
 
 @dataclass(frozen=True, kw_only=True)
 class WatchConfig:
-    # A pushed trigger not acked within this is FAILED (the failure policy applies).
-    ack_timeout_s: float = 5.0
     # Triggers sent in one frame at most.
     frame_triggers_max: int = 256
     # The largest frame an app may send (its acks).
@@ -57,9 +55,12 @@ class WatchConfig:
 
     def validate(self) -> None:
         counts = (self.frame_triggers_max, self.frame_bytes_max, self.stream_in_flight_max)
-        periods = (self.ack_timeout_s, self.register_wait_s, self.heartbeat_s, self.close_timeout_s)
+        periods = (self.register_wait_s, self.heartbeat_s, self.close_timeout_s)
         if min(*counts, self.watchers_max) <= 0 or min(periods) <= 0:
-            raise ValidationError("every watch limit and timeout must be positive")
+            raise ValidationError(
+                "frame_triggers_max, frame_bytes_max, stream_in_flight_max, watchers_max, "
+                "register_wait_s, heartbeat_s and close_timeout_s must be positive"
+            )
 
 
 class Closed(Exception):
@@ -159,11 +160,17 @@ class Watcher:
 
 
 class LocalWatchers:
-    """This node's watchers, by app. `on_change` is called whenever an app's count changes."""
+    """This node's watchers, by app. `on_change` is called whenever an app's count changes.
 
-    def __init__(self, config: WatchConfig, on_change: Callable[[], None]) -> None:
+    A trigger pushed here and not acked within `ack_timeout_s` (the node's delivery timeout) is
+    FAILED, and the failure policy applies."""
+
+    def __init__(
+        self, config: WatchConfig, on_change: Callable[[], None], *, ack_timeout_s: float
+    ) -> None:
         config.validate()
         self.config = config
+        self.ack_timeout_s = ack_timeout_s
         self._on_change = on_change
         self._by_app: dict[AppKey, list[Watcher]] = {}
         self._turn = itertools.count()

@@ -4,7 +4,7 @@ Commands proposed within `batch_window_ms` travel as one entry (at most `batch_c
 commands and `batch_bytes_max` bytes); a full batch leaves at once. At most
 `entries_in_flight_max` entries of this node wait for their apply; the rest queue here, which
 is what makes batches grow under load. A command too large for one entry travels as chunks
-in consecutive entries of its own (see raft_chunks.py). Barriers ride on the next entry that
+in consecutive entries of its own (see chunks.py). Barriers ride on the next entry that
 leaves, or on a no-op entry when no command is waiting.
 
 Each caller gets its own result: the entry's apply returns one result per command, in order.
@@ -27,7 +27,7 @@ from pysyncobj import FAIL_REASON
 
 from store.errors import CodecError, OutcomeUnknown, TockError, Unavailable, ValidationError
 from store.raft.bridge import EntryCallback, failure_error
-from store.raft.config import RaftConfig
+from store.raft.config import RaftTuning
 from store.raft.entry import (
     batch_bytes,
     encode_barrier,
@@ -49,7 +49,7 @@ Submit = Callable[[bytes, EntryCallback], None]
 class Proposal:
     command: bytes
     future: asyncio.Future[object]
-    # The command's size inside a pysyncobj entry (see raft_entry.wire_bytes).
+    # The command's size inside a pysyncobj entry (see entry.wire_bytes).
     wire: int
     # Set for a command that travels as chunks: the chunk entries not yet submitted.
     chunks: deque[bytes] | None = None
@@ -78,7 +78,7 @@ class Batcher:
     loop: asyncio.AbstractEventLoop
     submit: Submit
     proposer: bytes
-    config: RaftConfig
+    config: RaftTuning
     counters: BatcherCounters = field(default_factory=BatcherCounters)
     guard: Guard = field(default_factory=lambda: HealthBoard().guard(TASK, log))
     _queue: deque[Proposal] = field(default_factory=deque)

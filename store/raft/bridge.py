@@ -18,7 +18,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
 from store.errors import OutcomeUnknown, TockError, Unavailable
 from store.raft.state import EntryApplied, ReplicatedState
-from store.raft.transport import HardenedTransport, TransportStats
+from store.raft.transport import HardenedTransport, HardeningConfig, TransportStats
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,12 @@ class ReplicatedNode(SyncObj):  # type: ignore[misc]
         conf: SyncObjConf,
         state: ReplicatedState,
         on_applied: Callable[[EntryApplied], None],
+        hardening: HardeningConfig,
     ) -> None:
         self._tock_state = state
         self._tock_on_applied = on_applied
+        # HardenedTransport reads its knobs here while SyncObj.__init__ builds it.
+        self.hardening = hardening
         super().__init__(
             self_address, list(peer_addresses), conf=conf, transportClass=HardenedTransport
         )

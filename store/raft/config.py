@@ -1,4 +1,9 @@
-"""RaftConfig: every knob of the Raft store, validated, and its translation to pysyncobj.
+"""The Raft store's configuration, validated, and its translation to pysyncobj.
+
+`RaftTuning` holds every knob of the store; a node keeps it in its configuration tree
+(node/config.py). `RaftConfig` is what one store is given: the node's place in the cluster (its
+address, its peers', its data directory and the cluster secret, which the node owns and passes on)
+and that tuning.
 
 pysyncobj silently ignores SyncObjConf keys it does not know, so a typo there is a setting that
 never took effect. `syncobj_conf` builds the SyncObjConf through `checked_syncobj_conf`, which
@@ -7,13 +12,14 @@ rejects any key that is not a real SyncObjConf attribute.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pysyncobj import SyncObjConf
 
 from store.errors import ValidationError
+from store.raft.transport import HardeningConfig
 
 # pysyncobj sends entries of 64 KiB or more through a chunked path that corrupts them.
 # Every entry we create stays below this ceiling, pysyncobj's own framing included.
@@ -26,18 +32,9 @@ DUMP_FILE_NAME = "raft.dump"
 
 
 @dataclass(frozen=True, kw_only=True)
-class RaftConfig:
-    """Configuration of one node of the Raft store.
+class RaftTuning:
+    """Every knob of one node's Raft store. Durations carry their unit last (`_s`, `_ms`)."""
 
-    Addresses are 'host:port' strings. Durations carry their unit last (`_s`, `_ms`).
-    """
-
-    self_address: str
-    peer_addresses: tuple[str, ...]
-    data_dir: Path
-    # The cluster secret. pysyncobj's wire format is pickle, so without it anyone reaching the
-    # port can run code on the node: it is mandatory.
-    secret: str
     election_timeout_s_min: float = 0.4
     election_timeout_s_max: float = 1.4
     # The heartbeat period; with appendEntriesUseBatch off, entries are sent at once anyway.
@@ -77,30 +74,14 @@ class RaftConfig:
     dump_seconds_max: float = 600.0
     # After a failed dump, the next attempt waits this long (a failing dump must not fork-loop).
     dump_retry_seconds: float = 5.0
-
-    @property
-    def journal_file(self) -> Path:
-        return self.data_dir / JOURNAL_FILE_NAME
-
-    @property
-    def dump_file(self) -> Path:
-        return self.data_dir / DUMP_FILE_NAME
+    # The transport's own knobs (a restarted node's quiet elections, the frame cap).
+    hardening: HardeningConfig = field(default_factory=HardeningConfig)
 
     def validate(self) -> None:
         """Raise ValidationError on a setting that cannot work; run before starting a node."""
-        if not self.secret:
-            raise ValidationError(
-                "RaftConfig.secret is empty: the Raft wire format is pickle, so every node "
-                "needs the cluster secret (a node without it would run anyone's code)"
-            )
-        for address in (self.self_address, *self.peer_addresses):
-            _check_address(address)
-        if self.self_address in self.peer_addresses:
-            raise ValidationError(f"peer_addresses must not contain self ({self.self_address})")
-        if len(set(self.peer_addresses)) != len(self.peer_addresses):
-            raise ValidationError("peer_addresses has duplicates")
         self._validate_timing()
         self._validate_limits()
+        self.hardening.validate()
 
     def _validate_timing(self) -> None:
         if not 0 < self.append_entries_period_s * 3 < self.election_timeout_s_min:
@@ -142,6 +123,42 @@ class RaftConfig:
             raise ValidationError("log_compaction_entries_min must be at least 2")
 
 
+@dataclass(frozen=True, kw_only=True)
+class RaftConfig:
+    """What one node's Raft store is given. Addresses are 'host:port' strings."""
+
+    self_address: str
+    peer_addresses: tuple[str, ...]
+    data_dir: Path
+    # The cluster secret. pysyncobj's wire format is pickle, so without it anyone reaching the
+    # port can run code on the node: it is mandatory.
+    secret: str
+    tuning: RaftTuning = field(default_factory=RaftTuning)
+
+    @property
+    def journal_file(self) -> Path:
+        return self.data_dir / JOURNAL_FILE_NAME
+
+    @property
+    def dump_file(self) -> Path:
+        return self.data_dir / DUMP_FILE_NAME
+
+    def validate(self) -> None:
+        """Raise ValidationError on a setting that cannot work; run before starting a node."""
+        if not self.secret:
+            raise ValidationError(
+                "RaftConfig.secret is empty: the Raft wire format is pickle, so every node "
+                "needs the cluster secret (a node without it would run anyone's code)"
+            )
+        for address in (self.self_address, *self.peer_addresses):
+            _check_address(address)
+        if self.self_address in self.peer_addresses:
+            raise ValidationError(f"peer_addresses must not contain self ({self.self_address})")
+        if len(set(self.peer_addresses)) != len(self.peer_addresses):
+            raise ValidationError("peer_addresses has duplicates")
+        self.tuning.validate()
+
+
 def _check_address(address: str) -> None:
     host, separator, port = address.rpartition(":")
     if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -166,6 +183,7 @@ def syncobj_conf(config: RaftConfig, **callbacks: Any) -> SyncObjConf:
     are added and removed at runtime).
     """
     config.validate()
+    tuning = config.tuning
     return checked_syncobj_conf(
         password=config.secret,
         journalFile=str(config.journal_file),
@@ -174,15 +192,15 @@ def syncobj_conf(config: RaftConfig, **callbacks: Any) -> SyncObjConf:
         dynamicMembershipChange=True,
         commandsWaitLeader=True,
         autoTick=True,
-        autoTickPeriod=config.tick_period_s,
-        raftMinTimeout=config.election_timeout_s_min,
-        raftMaxTimeout=config.election_timeout_s_max,
-        appendEntriesPeriod=config.append_entries_period_s,
-        leaderFallbackTimeout=config.leader_fallback_timeout_s,
-        connectionTimeout=config.connection_timeout_s,
-        maxBindRetries=config.bind_attempts_max,
-        logCompactionMinEntries=config.log_compaction_entries_min,
-        logCompactionMinTime=config.log_compaction_interval_s_min,
-        commandsQueueSize=config.syncobj_queue_entries_max,
+        autoTickPeriod=tuning.tick_period_s,
+        raftMinTimeout=tuning.election_timeout_s_min,
+        raftMaxTimeout=tuning.election_timeout_s_max,
+        appendEntriesPeriod=tuning.append_entries_period_s,
+        leaderFallbackTimeout=tuning.leader_fallback_timeout_s,
+        connectionTimeout=tuning.connection_timeout_s,
+        maxBindRetries=tuning.bind_attempts_max,
+        logCompactionMinEntries=tuning.log_compaction_entries_min,
+        logCompactionMinTime=tuning.log_compaction_interval_s_min,
+        commandsQueueSize=tuning.syncobj_queue_entries_max,
         **callbacks,
     )

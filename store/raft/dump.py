@@ -38,6 +38,7 @@ from pysyncobj.node import TCPNode
 
 from store.clock import Clock
 from store.errors import CodecError
+from store.raft.entry import RaftEntryTuple
 from store.raft.state import ReplicatedState
 from store.supervision import Guard, HealthBoard
 
@@ -45,14 +46,14 @@ log = logging.getLogger(__name__)
 
 TASK = "dump"
 
+# The version of the dump file's layout (msgpack [version, last entry, previous entry, members,
+# the store's snapshot]), not of the snapshots inside it (store/raft/state.py, store/codec.py).
 DUMP_VERSION = 1
 # The exit status of a node whose dump cannot be read: it must not serve an empty state.
 EXIT_DUMP_UNREADABLE = 70
 
 # How often finish() looks at a dump child it waits for.
 _FINISH_POLL_S = 0.05
-
-RaftEntryTuple = tuple[bytes, int, int]
 
 
 class ForkingDump:

@@ -46,11 +46,14 @@ class Chunk:
 
 
 @dataclass(frozen=True)
-class Barrier:
-    """A no-op: once applied, every entry committed before it has been applied too."""
+class BarrierEntry:
+    """A no-op entry: once applied, every entry committed before it has been applied too. (The
+    job machine's Barrier command in store/codec.py is another thing: a command it applies.)"""
 
 
-Entry = Batch | Chunk | Barrier
+Entry = Batch | Chunk | BarrierEntry
+# An entry as pysyncobj's log and journal keep it: (its payload's bytes, log index, term).
+RaftEntryTuple = tuple[bytes, int, int]
 
 
 def wire_bytes(data: bytes) -> int:
@@ -103,7 +106,7 @@ def decode_entry(data: bytes) -> Entry:
     if kind == EntryKind.CHUNK and len(rest) == 5:
         return _decode_chunk(rest)
     if kind == EntryKind.BARRIER and not rest:
-        return Barrier()
+        return BarrierEntry()
     raise CodecError(f"not a Raft entry of a known kind: kind {kind!r}, {len(rest)} fields")
 
 

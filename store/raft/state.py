@@ -16,11 +16,13 @@ import msgpack
 from store.errors import CodecError
 from store.log import Applied
 from store.raft.chunks import Assembly, ChunkAssembler
-from store.raft.entry import Barrier, Batch, Chunk, decode_entry
+from store.raft.entry import BarrierEntry, Batch, Chunk, decode_entry
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_VERSION = 1
+# The version of the store's snapshot (the machine's own snapshot bytes, whose format
+# store/codec.py versions, and the chunk assemblies), not of the machine's snapshot inside it.
+STORE_SNAPSHOT_VERSION = 1
 
 
 class StateMachine(Protocol):
@@ -76,7 +78,7 @@ class ReplicatedState:
             return EntryApplied(index, tuple(self._apply(index, c) for c in entry.commands))
         if isinstance(entry, Chunk):
             return self._apply_chunk(index, entry)
-        assert isinstance(entry, Barrier)
+        assert isinstance(entry, BarrierEntry)
         return EntryApplied(index, ())
 
     def _apply_chunk(self, index: int, chunk: Chunk) -> EntryApplied:
@@ -98,7 +100,7 @@ class ReplicatedState:
         return Applied(index, command, result)
 
     def to_bytes(self) -> bytes:
-        plain = [SNAPSHOT_VERSION, self._machine.to_bytes(), self._chunks.to_plain()]
+        plain = [STORE_SNAPSHOT_VERSION, self._machine.to_bytes(), self._chunks.to_plain()]
         return msgpack.packb(plain, use_bin_type=True)
 
     def load_bytes(self, data: bytes) -> None:
@@ -106,7 +108,7 @@ class ReplicatedState:
             version, machine_bytes, chunks = msgpack.unpackb(data, raw=False)
         except (ValueError, TypeError, msgpack.UnpackException) as error:
             raise CodecError(f"undecodable store snapshot: {error}") from error
-        if version != SNAPSHOT_VERSION or not isinstance(machine_bytes, bytes):
+        if version != STORE_SNAPSHOT_VERSION or not isinstance(machine_bytes, bytes):
             raise CodecError(f"store snapshot of unknown version {version!r}")
         self._machine.load_bytes(machine_bytes)
         self._chunks.load_plain(chunks)

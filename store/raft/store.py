@@ -3,7 +3,7 @@
 The store is generic: it replicates opaque commands (bytes) into a StateMachine and knows
 nothing of jobs. Its parts, one file each in this package:
 
-- config.py     RaftConfig and the checked SyncObjConf (journal, dump, secret, timings);
+- config.py     RaftConfig, RaftTuning and the checked SyncObjConf (journal, dump, secret, timings);
 - entry.py      the payload of one entry: a batch, a chunk of a large command, a barrier;
 - chunks.py     deterministic reassembly of large commands (entries stay < 32 KiB);
 - state.py      StateMachine protocol; apply of one entry, never raising;
@@ -23,13 +23,13 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import dataclass, replace
 
 from pysyncobj import FAIL_REASON, SyncObjException
 
 from store.clock import Clock, SystemClock
 from store.errors import OutcomeUnknown, Unavailable
-from store.log import Applied, Subscriber
+from store.log import Applied, LogStatus, Role, Subscriber
 from store.raft import batcher as raft_batcher
 from store.raft import dump as raft_dump
 from store.raft.batcher import Batcher
@@ -38,15 +38,51 @@ from store.raft.config import RaftConfig, syncobj_conf
 from store.raft.dump import ForkingDump
 from store.raft.entry import PROPOSER_ID_BYTES
 from store.raft.state import EntryApplied, ReplicatedState, StateMachine
+from store.raft.transport import TransportStats
 from store.supervision import HealthBoard
 
 log = logging.getLogger(__name__)
 
-_ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+# pysyncobj's _RAFT_STATE values.
+_ROLES = {0: Role.FOLLOWER, 1: Role.CANDIDATE, 2: Role.LEADER}
 # The status snapshot is rebuilt on the tick thread at most this often.
 _STATUS_REFRESH_S = 0.02
 # How long stop() lets a running dump child finish before killing it.
 _DUMP_CHILD_STOP_S_MAX = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RaftStatus(LogStatus):
+    """The log's status plus what only the Raft store counts: its batching (read on the loop
+    when asked, so they default to 0 in the tick thread's snapshot) and its transport's work
+    (journal syncs, log-shrink guards, compaction repairs)."""
+
+    transport: TransportStats
+    entries_proposed: int = 0
+    commands_proposed: int = 0
+    entry_bytes_largest: int = 0
+    queued_commands: int = 0
+    entries_in_flight: int = 0
+
+
+def _stopped_status() -> RaftStatus:
+    """The status of a store not started, not yet ticked once, or stopped."""
+    return RaftStatus(
+        role=Role.STOPPED,
+        leader=None,
+        term=0,
+        commit_index=0,
+        applied_index=0,
+        log_entries=0,
+        has_quorum=False,
+        ready=False,
+        members=(),
+        snapshot_index=0,
+        snapshot_wall_ms=0,
+        chunk_assemblies=0,
+        leader_changes=0,
+        transport=TransportStats(),
+    )
 
 
 class RaftStore:
@@ -62,13 +98,13 @@ class RaftStore:
         self._clock = clock or SystemClock()
         # Where the batcher's flush and the dump hooks report their crashes (supervision.py).
         self.health = health or HealthBoard(self._clock)
-        self._state = ReplicatedState(machine, config.chunk_assembly_entries_max)
+        self._state = ReplicatedState(machine, config.tuning.chunk_assembly_entries_max)
         self._dump = ForkingDump(
             config.dump_file,
             self._state,
             self._clock,
-            seconds_max=config.dump_seconds_max,
-            retry_seconds=config.dump_retry_seconds,
+            seconds_max=config.tuning.dump_seconds_max,
+            retry_seconds=config.tuning.dump_retry_seconds,
             guard=self.health.guard(raft_dump.TASK, raft_dump.log),
         )
         self._subscribers: list[Subscriber] = []
@@ -76,11 +112,13 @@ class RaftStore:
         self._batcher: Batcher | None = None
         self._cross: CrossToLoop | None = None
         self._ready = asyncio.Event()
-        self._status: dict[str, object] = {"ready": False, "leader": None, "role": "stopped"}
+        self._status = _stopped_status()
         self._status_refreshed_at = float("-inf")
         # Written on the tick thread only (by _refresh_status).
         self._last_leader: str | None = None
         self._leader_changes = 0
+        # Set on the loop, read and cleared on the tick thread: a bool's store is atomic.
+        self._transfer_asked = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -103,14 +141,16 @@ class RaftStore:
             conf,
             self._state,
             self._on_applied,
+            self._config.tuning.hardening,
         )
         node.addOnTickCallback(self._refresh_status)
+        node.addOnTickCallback(self._transfer_if_asked)
         self._node = node
         self._batcher = Batcher(
             loop=loop,
             submit=lambda entry, on_done: node.submit(entry, on_done, cross),
             proposer=os.urandom(PROPOSER_ID_BYTES),
-            config=self._config,
+            config=self._config.tuning,
             guard=self.health.guard(raft_batcher.TASK, raft_batcher.log),
         )
 
@@ -123,7 +163,7 @@ class RaftStore:
         # The tick thread leaves its poll within one tick period: joining it is short.
         await asyncio.to_thread(node.destroy_synchronous)
         await asyncio.to_thread(self._dump.finish, _DUMP_CHILD_STOP_S_MAX)
-        self._status = {"ready": False, "leader": None, "role": "stopped"}
+        self._status = _stopped_status()
         self._node = None
 
     async def wait_bound(self) -> None:
@@ -140,7 +180,7 @@ class RaftStore:
             await self.stop()
             raise Unavailable(
                 f"could not bind the Raft port {self._config.self_address} in "
-                f"{self._config.bind_attempts_max} attempts (is another socket using it?)"
+                f"{self._config.tuning.bind_attempts_max} attempts (is another socket using it?)"
             ) from None
 
     async def wait_ready(self, timeout_s: float) -> None:
@@ -160,7 +200,7 @@ class RaftStore:
         been (leadership lost after it left, or no apply within the timeout).
         """
         batcher = self._running_batcher()
-        if self._status["leader"] is None:
+        if self._status.leader is None:
             raise Unavailable("no Raft leader known to this node")
         proposal = batcher.enqueue(command)
         try:
@@ -198,8 +238,23 @@ class RaftStore:
 
     def cluster_addresses(self) -> frozenset[str]:
         """The raft addresses of every member of the Raft cluster as this node knows it."""
-        members = self._status.get("members")
-        return frozenset(str(m) for m in members) if isinstance(members, list) else frozenset()
+        return frozenset(self._status.members)
+
+    def transfer_leadership(self) -> None:
+        """Ask the tick thread to hand leadership to the most caught-up follower (Raft's
+        TimeoutNow); best effort: a leader that stays asks again on its next beat."""
+        self._transfer_asked = True
+
+    def _transfer_if_asked(self) -> None:
+        # On the tick thread: pysyncobj's transferLeadership sends from there only.
+        node = self._node
+        if not self._transfer_asked or node is None:
+            return
+        self._transfer_asked = False
+        try:
+            node.transferLeadership()
+        except Exception:
+            log.exception("leadership transfer failed")
 
     async def _change_membership(self, action: str, address: str, timeout_s: float) -> None:
         node, cross = self._node, self._cross
@@ -240,19 +295,19 @@ class RaftStore:
     def ready(self) -> bool:
         return self._ready.is_set()
 
-    def status(self) -> dict[str, object]:
-        """role, leader, term, commit and applied index, log size, last snapshot, quorum,
-        readiness, batching counters and the transport's counters ("transport": journal syncs,
-        log-shrink guards, compaction repairs); a copy, refreshed by the tick thread every 20 ms."""
-        status = dict(self._status)
+    def status(self) -> RaftStatus:
+        """The tick thread's snapshot (refreshed every 20 ms) with the batching counters now."""
         batcher = self._batcher
-        if batcher is not None:
-            status["entries_proposed"] = batcher.counters.entries
-            status["commands_proposed"] = batcher.counters.commands
-            status["entry_bytes_largest"] = batcher.counters.entry_bytes_largest
-            status["queued_commands"] = batcher.queued
-            status["entries_in_flight"] = batcher.in_flight
-        return status
+        if batcher is None:
+            return self._status
+        return replace(
+            self._status,
+            entries_proposed=batcher.counters.entries,
+            commands_proposed=batcher.counters.commands,
+            entry_bytes_largest=batcher.counters.entry_bytes_largest,
+            queued_commands=batcher.queued,
+            entries_in_flight=batcher.in_flight,
+        )
 
     def _refresh_status(self) -> None:
         # On the tick thread, the only thread that may read pysyncobj's state safely.
@@ -266,23 +321,22 @@ class RaftStore:
         if leader is not None and str(leader) != self._last_leader:
             self._last_leader = str(leader)
             self._leader_changes += 1
-        self._status = {
-            "self": self._config.self_address,
-            "role": _ROLES.get(raw["state"], str(raw["state"])),
-            "leader": None if leader is None else str(leader),
-            "term": raw["raft_term"],
-            "commit_index": raw["commit_idx"],
-            "applied_index": raw["last_applied"],
-            "log_entries": raw["log_len"],
-            "has_quorum": raw["has_quorum"],
-            "ready": bool(node.isReady()),
-            "members": sorted([str(m) for m in node.otherNodes] + [self._config.self_address]),
-            "snapshot_index": self._dump.last_index,
-            "snapshot_wall_ms": self._dump.last_wall_ms,
-            "chunk_assemblies": self._state.pending_assemblies,
-            "leader_changes": self._leader_changes,
-            "transport": asdict(node.transport_stats()),
-        }
+        self._status = RaftStatus(
+            role=_ROLES[raw["state"]],
+            leader=None if leader is None else str(leader),
+            term=raw["raft_term"],
+            commit_index=raw["commit_idx"],
+            applied_index=raw["last_applied"],
+            log_entries=raw["log_len"],
+            has_quorum=bool(raw["has_quorum"]),
+            ready=bool(node.isReady()),
+            members=tuple(sorted([str(m) for m in node.otherNodes] + [self._config.self_address])),
+            snapshot_index=self._dump.last_index,
+            snapshot_wall_ms=self._dump.last_wall_ms,
+            chunk_assemblies=self._state.pending_assemblies,
+            leader_changes=self._leader_changes,
+            transport=node.transport_stats(),
+        )
 
     # -- internals -------------------------------------------------------------------------
 

@@ -51,10 +51,11 @@ from pysyncobj.pickle import dumps as library_pickle_dumps
 from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
 from pysyncobj.transport import TCPTransport
 
+from store.errors import ValidationError
+from store.raft.entry import RaftEntryTuple
+
 logger = logging.getLogger(__name__)
 
-# A Raft log entry as pysyncobj keeps it: (command bytes, log index, term).
-Entry = tuple[bytes, int, int]
 
 # The library's private attributes this module reads or replaces, named once. They are stable in
 # 0.3.17 (pinned); a rename upstream makes the constructor fail loudly instead of running stock.
@@ -83,8 +84,13 @@ class HardeningConfig:
     frame_bytes_max: int = 16 * 1024 * 1024
 
     def validate(self) -> None:
-        assert 0 < self.quiet_election_timeout_s_min <= self.quiet_election_timeout_s_max
-        assert self.frame_bytes_max > 0
+        if not 0 < self.quiet_election_timeout_s_min <= self.quiet_election_timeout_s_max:
+            raise ValidationError(
+                "quiet_election_timeout_s_min and quiet_election_timeout_s_max must satisfy "
+                "0 < quiet_election_timeout_s_min <= quiet_election_timeout_s_max"
+            )
+        if self.frame_bytes_max <= 0:
+            raise ValidationError("frame_bytes_max must be positive")
 
 
 @dataclass
@@ -210,7 +216,7 @@ class JournalGuard:
         clears it. Here the kept entries go to a new file that is synced and renamed over the
         old one: a crash leaves either the old journal or the new one, both complete.
         """
-        kept: list[Entry] = list(self._journal[position:])
+        kept: list[RaftEntryTuple] = list(self._journal[position:])
         temporary = self._path + ".compact.tmp"
         if os.path.exists(temporary):
             os.remove(temporary)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cluster.local import LocalCluster
-from node.config import Timing
+from cluster.membership import MembershipConfig
 from node.http.errors import CODE_UNAVAILABLE
 from tests.chaos.history import (
     Fault,
@@ -45,7 +45,7 @@ from tests.support.sink import Sink
 
 FaultKind = Literal["kill", "pause", "kill-leader", "kill-all"]
 NODES = ("n1", "n2", "n3")
-DEAD_S = Timing().dead_s
+DEAD_S = MembershipConfig().dead_s
 # A request a node holds longer than its propose timeout (5 s) has an unknown outcome.
 HTTP_TIMEOUT_S = 6.0
 HEAL_TIMEOUT_S = 45.0

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from cluster.local import LocalCluster
-from node.config import Timing
+from cluster.membership import MembershipConfig
 from tests.support.cluster_watch import (
     PARTITIONS,
     ElectionLog,
@@ -29,7 +29,7 @@ from tests.support.local_cluster import running_cluster
 from tests.support.sink import Sink
 
 NODES = ["n1", "n2", "n3"]
-DEAD_S = Timing().dead_s
+DEAD_S = MembershipConfig().dead_s
 ELECTION_S_MAX = 1.4
 AGREE_TIMEOUT_S = 30.0
 FIRE_TIMEOUT_S = 15.0

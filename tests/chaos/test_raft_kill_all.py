@@ -22,7 +22,7 @@ from collections.abc import Callable
 from store.raft.config import JOURNAL_FILE_NAME
 from tests.chaos.trials import time_limit
 from tests.integration.journal_format import journal_last_index
-from tests.integration.raft_cluster import RaftCluster, RaftNodeProcess, wait_for
+from tests.integration.raft_cluster import RaftCluster, RaftNodeProcess, ticked, wait_for
 from tests.integration.raft_writer import PipelinedWriter, WriteLog, check_writes, node_writes
 
 IN_FLIGHT = 100
@@ -78,7 +78,7 @@ def check_journals_kept(cluster: RaftCluster, journal_ends: dict[str, int]) -> N
     cleared it.
     """
     wait_for(
-        lambda: all(s is not None and "applied_index" in s for s in cluster.statuses().values()),
+        lambda: all(s is not None and ticked(s) for s in cluster.statuses().values()),
         RESTART_S_MAX,
         "every node to tick once",
         *cluster.nodes,

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from cluster.local import LocalCluster
+from cluster.membership import MembershipConfig
 from cluster.ring import Ring
-from node.config import Timing
 from store.partition import partition_of
 from tests.support.local_cluster import running_cluster
 from tests.support.sink import Call, Sink
@@ -32,9 +32,9 @@ from tests.support.sink import Call, Sink
 # Every node runs with the default partition count unless a test says otherwise.
 PARTITIONS = 1024
 HTTP_TIMEOUT_S = 15.0
-# The node's membership timings (node/config.py Timing): a dead node's partitions move after
-# `DEAD_S`, and the new owner fires once its own lease holds.
-DEAD_S = Timing().dead_s
+# The node's membership timings (cluster/membership.py MembershipConfig): a dead node's
+# partitions move after `DEAD_S`, and the new owner fires once its own lease holds.
+DEAD_S = MembershipConfig().dead_s
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,12 @@ def free_ports(count: int) -> list[int]:
         return [sock.getsockname()[1] for sock in sockets]
 
 
+def ticked(status: dict[str, Any]) -> bool:
+    """Whether a node's status comes from its tick thread: until the first tick (it loads the
+    dump then) the store reports the role it had before starting, "stopped"."""
+    return bool(status["role"] != "stopped")
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -286,8 +292,8 @@ class RaftCluster:
 
         def converged() -> bool:
             statuses = [n.status() for n in self.running()]
-            if any(s is None or "applied_index" not in s for s in statuses):
-                return False  # not answering, or not ticked once yet
+            if any(s is None or not ticked(s) for s in statuses):
+                return False
             last[:] = [s for s in statuses if s is not None]
             applied = {s["applied_index"] for s in last}
             digests = {s["digest"] for s in last}

@@ -17,7 +17,8 @@ Bytes travel as base64 text. Requests on one connection run concurrently, so a c
 pipeline them; their answers come in completion order, each echoing the request's "id" field
 when it had one. Requests ("op" and its fields):
 
-- status: the store's status() (with the transport's counters under "transport") plus digest
+- status: the store's status() as a dict (the transport's counters under "transport";
+  role "stopped" until the node first ticked) plus digest
   (of the machine's to_bytes), events (commands seen by the subscriber), events_in_order
   (subscriber indexes never went back), pid, and io_audit (raft_io_audit.py) with --audit-io.
 - propose {command, timeout}: {result}. The result is JSON as is, or its repr.
@@ -43,6 +44,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -58,7 +60,7 @@ from cluster.ring import Ring
 from store.errors import TockError, ValidationError
 from store.log import Applied
 from store.partition import PARTITIONS_DEFAULT
-from store.raft.config import RaftConfig
+from store.raft.config import RaftConfig, RaftTuning
 from store.raft.state import StateMachine
 from store.raft.store import RaftStore
 from tests.integration.raft_io_audit import IoAudit
@@ -172,7 +174,7 @@ class Node:
     async def op_status(self, request: dict[str, Any]) -> dict[str, object]:
         digest = hashlib.blake2b(self.machine.to_bytes(), digest_size=16).hexdigest()
         return {
-            **self.store.status(),
+            **dataclasses.asdict(self.store.status()),
             "digest": digest,
             "events": self.events,
             "events_in_order": self.events_in_order,
@@ -272,8 +274,8 @@ async def closed_loop_load(
         "commands_per_s": len(latencies) / elapsed,
         "latency_ms_p50": _percentile(latencies, 0.50) * 1000,
         "latency_ms_p99": _percentile(latencies, 0.99) * 1000,
-        "entries": _counter(after, "entries_proposed") - _counter(before, "entries_proposed"),
-        "commands": _counter(after, "commands_proposed") - _counter(before, "commands_proposed"),
+        "entries": after.entries_proposed - before.entries_proposed,
+        "commands": after.commands_proposed - before.commands_proposed,
     }
 
 
@@ -281,12 +283,6 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
     if not sorted_values:
         return 0.0
     return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
-
-
-def _counter(status: dict[str, object], name: str) -> int:
-    value = status.get(name, 0)
-    assert isinstance(value, int)
-    return value
 
 
 async def serve_control(node: Node, port: int) -> asyncio.Server:
@@ -328,11 +324,16 @@ def parse_config(argv: list[str]) -> tuple[RaftConfig, argparse.Namespace]:
     parser.add_argument("--control-port", type=int, required=True)
     parser.add_argument("--secret", default=os.environ.get("TOCK_RAFT_SECRET", ""))
     parser.add_argument("--machine", choices=("kv", "jobs"), default="kv")
-    parser.add_argument("--log-compaction-entries", type=int, default=5000)
-    parser.add_argument("--batch-window-ms", type=float, default=2.0)
-    parser.add_argument("--batch-commands-max", type=int, default=50)
-    parser.add_argument("--entries-in-flight-max", type=int, default=16)
-    parser.add_argument("--chunk-assembly-entries-max", type=int, default=100_000)
+    tuning = RaftTuning()
+    parser.add_argument(
+        "--log-compaction-entries", type=int, default=tuning.log_compaction_entries_min
+    )
+    parser.add_argument("--batch-window-ms", type=float, default=tuning.batch_window_ms)
+    parser.add_argument("--batch-commands-max", type=int, default=tuning.batch_commands_max)
+    parser.add_argument("--entries-in-flight-max", type=int, default=tuning.entries_in_flight_max)
+    parser.add_argument(
+        "--chunk-assembly-entries-max", type=int, default=tuning.chunk_assembly_entries_max
+    )
     parser.add_argument("--audit-io", action="store_true", help="run raft_io_audit.py")
     args = parser.parse_args(argv)
     config = RaftConfig(
@@ -340,11 +341,13 @@ def parse_config(argv: list[str]) -> tuple[RaftConfig, argparse.Namespace]:
         peer_addresses=tuple(p for p in args.peers.split(",") if p),
         data_dir=args.data_dir,
         secret=args.secret,
-        log_compaction_entries_min=args.log_compaction_entries,
-        batch_window_ms=args.batch_window_ms,
-        batch_commands_max=args.batch_commands_max,
-        entries_in_flight_max=args.entries_in_flight_max,
-        chunk_assembly_entries_max=args.chunk_assembly_entries_max,
+        tuning=RaftTuning(
+            log_compaction_entries_min=args.log_compaction_entries,
+            batch_window_ms=args.batch_window_ms,
+            batch_commands_max=args.batch_commands_max,
+            entries_in_flight_max=args.entries_in_flight_max,
+            chunk_assembly_entries_max=args.chunk_assembly_entries_max,
+        ),
     )
     return config, args
 

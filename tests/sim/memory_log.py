@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from store.errors import OutcomeUnknown, Unavailable
-from store.log import Applied, Subscriber
+from store.log import Applied, LogStatus, Role, Subscriber
 from store.machine import JobMachine
 from store.shared_machine import SharedMachine
 from tests.sim.loop import Process
@@ -119,6 +119,14 @@ class MemoryLog:
 
     def replicas(self) -> list[Replica]:
         return [self._replicas[node] for node in sorted(self._replicas)]
+
+    def hand_over(self, node: str) -> None:
+        """The leader `node` hands leadership to another connected member, at once."""
+        others = [other for other in self._connected_nodes() if other != node]
+        if self.leader == node and others:
+            self.term += 1
+            self.leader = self._rng.choice(others)
+            self.elections += 1
 
     def _lose_leader(self) -> None:
         self.leader = None
@@ -258,20 +266,34 @@ class Replica:
 
         return unsubscribe
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> LogStatus:
         group = self._group
         leader = group.leader_seen_by(self.node) if self.alive else None
-        role = "leader" if leader == self.node else "follower"
-        return {
-            "role": role if self.alive else "stopped",
-            "leader": None if leader is None else group.addresses[leader],
-            "ready": self._ready,
-            "commit_index": len(group.entries),
-            "applied_index": self.applied,
-        }
+        role = Role.LEADER if leader == self.node else Role.FOLLOWER
+        # The memory log never compacts nor splits a command: no snapshot, no assembly. It
+        # counts the group's elections, not the ones this replica heard of.
+        return LogStatus(
+            role=role if self.alive else Role.STOPPED,
+            leader=None if leader is None else group.addresses[leader],
+            term=group.term,
+            commit_index=len(group.entries),
+            applied_index=self.applied,
+            log_entries=len(group.entries),
+            has_quorum=self.alive and group.connected(self.node) and group.has_majority(),
+            ready=self._ready,
+            members=tuple(sorted(group.addresses.values())),
+            snapshot_index=0,
+            snapshot_wall_ms=0,
+            chunk_assemblies=0,
+            leader_changes=group.elections,
+        )
 
     def cluster_addresses(self) -> frozenset[str]:
         return frozenset(self._group.addresses.values())
+
+    def transfer_leadership(self) -> None:
+        if self._group.leader == self.node:
+            self._group.hand_over(self.node)
 
     # ---- replication ----
 

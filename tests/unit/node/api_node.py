@@ -48,6 +48,7 @@ T = TypeVar("T")
 
 STARTUP_S_MAX = 20.0
 LEADER_POLL_S = 0.02
+PROPOSE_TIMEOUT_S = 5.0
 SECRET = "test"
 PARTITIONS = 16
 LIST_LIMIT_MAX = 50
@@ -89,6 +90,7 @@ class StoreView:
     store: RaftStore
     machine: SharedMachine
     http: str
+    raft: str
     added: list[tuple[str, str, str]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     quiesced: int = 0
@@ -98,15 +100,16 @@ class StoreView:
 
     def cluster_status(self) -> ClusterStatus:
         status = self.store.status()
-        raft = str(status.get("self", ""))
-        member = MemberStatus(id="n1", http=self.http, raft=raft, alive=True, partitions=PARTITIONS)
+        member = MemberStatus(
+            id="n1", http=self.http, raft=self.raft, alive=True, partitions=PARTITIONS
+        )
         return ClusterStatus(
             node="n1",
-            role=str(status["role"]),
-            leader="n1" if status["leader"] else None,
-            term=int(str(status.get("term", 0))),
-            commitIndex=int(str(status.get("commit_index", 0))),
-            appliedIndex=int(str(status.get("applied_index", 0))),
+            role=str(status.role),
+            leader="n1" if status.leader else None,
+            term=status.term,
+            commitIndex=status.commit_index,
+            appliedIndex=status.applied_index,
             epoch=1,
             partitions=PARTITIONS,
             jobs=self.machine.read(lambda m: m.count()),
@@ -119,9 +122,7 @@ class StoreView:
     async def state_digest(self) -> StateDigest:
         await self.store.barrier(STARTUP_S_MAX)
         digest = self.machine.read(lambda m: m.digest())
-        return StateDigest(
-            digest=digest, appliedIndex=int(str(self.store.status()["applied_index"]))
-        )
+        return StateDigest(digest=digest, appliedIndex=self.store.status().applied_index)
 
     async def add_member(self, node_id: str, raft: str, http: str) -> None:
         self.added.append((node_id, raft, http))
@@ -152,7 +153,8 @@ class LiveNode:
     def __init__(self, data_dir: Path, api_token: str | None = None) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.api = ApiConfig(api_token=api_token, body_bytes_max=BODY_BYTES_MAX)
+        self.api = ApiConfig()
+        self.api_token = api_token
         self.raft = RaftConfig(
             self_address=f"127.0.0.1:{free_port()}",
             peer_addresses=(),
@@ -252,10 +254,6 @@ class LiveNode:
             await asyncio.sleep(LEADER_POLL_S)
         assert raft_not_ready_reason(store) is None, "the one-node store elected no leader"
         service_config = ServiceConfig(
-            time_zone="UTC",
-            partitions=PARTITIONS,
-            propose_timeout_s=5.0,
-            read_timeout_s=5.0,
             list_limit_max=LIST_LIMIT_MAX,
             list_bytes_max=LIST_BYTES_MAX,
             job_limits=JobLimits(data_bytes_max=DATA_BYTES_MAX),
@@ -263,11 +261,21 @@ class LiveNode:
             data_bytes_max_per_app=DATA_BYTES_MAX_PER_APP,
             delete_prefix_chunk_max=DELETE_PREFIX_CHUNK_MAX,
         )
-        service = JobService(store, machine, SystemClock(), service_config)
-        self.view = StoreView(store, machine, f"127.0.0.1:{self.port}")
-        backup = Backup(store, machine, service_config.propose_timeout_s)
-        routes = (OperationRoutes(service), BackupRoutes(backup, service_config.read_timeout_s))
-        self._runner = web.AppRunner(build_app(service, self.view, self.api, routes))
+        service = JobService(
+            store, machine, SystemClock(), service_config, propose_timeout_s=PROPOSE_TIMEOUT_S
+        )
+        self.view = StoreView(store, machine, f"127.0.0.1:{self.port}", self.raft.self_address)
+        backup = Backup(store, machine, PROPOSE_TIMEOUT_S)
+        routes = (OperationRoutes(service), BackupRoutes(backup, PROPOSE_TIMEOUT_S))
+        app = build_app(
+            service,
+            self.view,
+            self.api,
+            routes,
+            body_bytes_max=BODY_BYTES_MAX,
+            api_token=self.api_token,
+        )
+        self._runner = web.AppRunner(app)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 

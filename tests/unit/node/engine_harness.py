@@ -60,7 +60,7 @@ class Harness:
             RaftConfig(self_address=raft, peer_addresses=(), data_dir=data_dir, secret="test"),
             self.machine,
         )
-        self.http = HttpDelivery(DeliveryConfig(attempt_timeout_s=3.0))
+        self.http = HttpDelivery(DeliveryConfig(), attempt_timeout_s=3.0)
         self.engine = TriggerEngine(
             NODE, self.store, self.machine, self.http, self.clock, self._lease, config
         )
@@ -80,7 +80,7 @@ class Harness:
         await self.store.wait_ready(START_TIMEOUT_S)
         # Ready is not yet leader-known, and the store offers no event for that: its status is
         # refreshed by the tick thread every 20 ms, so poll it (bounded by the caller's timeout).
-        while self.store.status()["leader"] is None:  # noqa: ASYNC110
+        while self.store.status().leader is None:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         await self._propose(SetMembers(epoch=1, members=(self.member,), live=(NODE,)))
         self.engine.start()

@@ -112,14 +112,14 @@ def test_openapi_describes_every_registered_route(node: LiveNode) -> None:
     assert served["openapi"].startswith("3.")
     # The node's watch, operation and backup routes sit beside the jobs API; none of their
     # handlers runs here.
-    watchers = LocalWatchers(WatchConfig(), on_change=lambda: None)
+    watchers = LocalWatchers(WatchConfig(), on_change=lambda: None, ack_timeout_s=1.0)
     extra = (
         WatchRoute(watchers, registered=None),  # type: ignore[arg-type]
         ForwardRoute(watchers, "secret", 1),
         OperationRoutes(service=None),  # type: ignore[arg-type]
         BackupRoutes(backup=None, read_timeout_s=1.0),  # type: ignore[arg-type]
     )
-    app = build_app(service=None, admin=None, config=ApiConfig(), routes=extra)  # type: ignore[arg-type]
+    app = build_app(service=None, admin=None, config=ApiConfig(), routes=extra, body_bytes_max=1)  # type: ignore[arg-type]
     routes = {
         (route.method.lower(), route.resource.canonical)
         for route in app.router.routes()

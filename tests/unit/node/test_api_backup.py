@@ -17,7 +17,7 @@ import pytest
 from node.backup import IMPORT_BATCH_JOBS_MAX, export_line, job_of_line, lines_of
 from store.codec import EntryKind, Outcome
 from store.errors import ValidationError
-from tests.unit.node.api_node import STARTUP_S_MAX, Answer, LiveNode
+from tests.unit.node.api_node import BODY_BYTES_MAX, STARTUP_S_MAX, Answer, LiveNode
 
 EXPONENTIAL = {
     "exponential": {"initialInterval": "1s", "maxInterval": "1m", "multiplier": 3, "maxRetries": 4}
@@ -209,7 +209,7 @@ def test_a_large_import_is_streamed_not_read_whole(
 ) -> None:
     create(node, app, "template", {"schedule": "@every 1h", "data": {"payload": "x" * 200}})
     lines = many_lines(node, app, LARGE_IMPORT_JOBS)
-    assert sum(map(len, lines)) > 1000 * target.api.body_bytes_max
+    assert sum(map(len, lines)) > 1000 * BODY_BYTES_MAX
     halfway = LARGE_IMPORT_JOBS // 2
 
     def imported() -> int:

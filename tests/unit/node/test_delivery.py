@@ -34,7 +34,7 @@ def sink() -> Iterator[Sink]:
 
 def deliver(url: str, trigger: Trigger, token: str = "", timeout_s: float = 5) -> DeliveryOutcome:
     async def go() -> DeliveryOutcome:
-        delivery = HttpDelivery(DeliveryConfig(attempt_timeout_s=timeout_s))
+        delivery = HttpDelivery(DeliveryConfig(), attempt_timeout_s=timeout_s)
         try:
             return await delivery.deliver(url, dataclasses.replace(trigger, app_token=token))
         finally:

@@ -89,7 +89,7 @@ async def deliver_to(
 ) -> tuple[DeliveryOutcome, Received]:
     received: Received = []
     server, url = await serve_app(methods, received)
-    delivery = GrpcDelivery(GrpcDeliveryConfig(attempt_timeout_s=timeout_s, node_id="n7"))
+    delivery = GrpcDelivery(GrpcDeliveryConfig(), attempt_timeout_s=timeout_s, node_id="n7")
     try:
         outcome = await delivery.deliver(url, TRIGGER)
     finally:
@@ -157,7 +157,7 @@ def test_an_app_slower_than_the_deadline_is_a_failure() -> None:
 
 def test_an_absent_app_is_a_failure() -> None:
     async def absent() -> tuple[DeliveryOutcome, Received]:
-        delivery = GrpcDelivery(GrpcDeliveryConfig(attempt_timeout_s=1.0))
+        delivery = GrpcDelivery(GrpcDeliveryConfig(), attempt_timeout_s=1.0)
         try:
             return await delivery.deliver(f"grpc://127.0.0.1:{port_block(1)}", TRIGGER), []
         finally:
@@ -171,7 +171,10 @@ def test_the_deliverer_sends_grpc_urls_to_grpc() -> None:
         received: Received = []
         methods = {"AppCallback/OnJobEvent": answering(grpc.StatusCode.OK)}
         server, url = await serve_app(methods, received)
-        deliverer = Deliverer(HttpDelivery(DeliveryConfig()), GrpcDelivery(GrpcDeliveryConfig()))
+        deliverer = Deliverer(
+            HttpDelivery(DeliveryConfig(), attempt_timeout_s=3.0),
+            GrpcDelivery(GrpcDeliveryConfig(), attempt_timeout_s=3.0),
+        )
         try:
             return await deliverer.deliver(url, TRIGGER), received
         finally:
@@ -188,7 +191,7 @@ def test_the_apps_token_goes_as_metadata_only_when_it_has_one() -> None:
         server, url = await serve_app(
             {"AppCallback/OnJobEvent": answering(grpc.StatusCode.OK)}, received
         )
-        delivery = GrpcDelivery(GrpcDeliveryConfig(attempt_timeout_s=3.0))
+        delivery = GrpcDelivery(GrpcDeliveryConfig(), attempt_timeout_s=3.0)
         try:
             assert await delivery.deliver(url, trigger) is DeliveryOutcome.SUCCESS
         finally:

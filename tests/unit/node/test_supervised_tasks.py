@@ -172,12 +172,7 @@ def test_the_dump_hooks_restart_and_a_snapshot_is_written(rig: Rig) -> None:
     fire_one_job(rig)
     store.force_compaction()
 
-    def snapshot_index() -> int:
-        index = store.status().get("snapshot_index", 0)
-        assert isinstance(index, int)
-        return index
-
-    wait_until(lambda: snapshot_index() > 0, "a snapshot written")
+    wait_until(lambda: store.status().snapshot_index > 0, "a snapshot written")
     rig.check_supervised("dump")
 
 

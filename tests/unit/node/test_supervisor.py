@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from node.supervisor import Supervisor
+from store.clock import FakeClock
 from store.supervision import HealthBoard, SupervisionConfig
 
 CONFIG = SupervisionConfig(
@@ -164,3 +165,22 @@ def test_joining_a_task_in_its_backoff_does_not_wait_for_the_restart() -> None:
         assert flaky.starts == 1
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+def test_the_backoff_is_waited_out_on_the_boards_clock() -> None:
+    # Backoffs of an hour on a fake clock: the restarts come at once, and the clock shows them.
+    hours = SupervisionConfig(
+        backoff_base_s=3600, backoff_max_s=7200, clean_run_s=1, crashes_max=3, crash_window_s=86400
+    )
+    clock = FakeClock(monotonic=0.0)
+
+    async def scenario() -> tuple[int, float]:
+        supervisor = Supervisor(HealthBoard(clock, hours))
+        flaky = Flaky(crashes=2)
+        task = supervisor.spawn("engine", flaky.loop)
+        await wait_until(lambda: flaky.iterations > 0)
+        task.cancel()
+        await supervisor.join(task)
+        return flaky.starts, clock.monotonic()
+
+    assert asyncio.run(asyncio.wait_for(scenario(), WAIT_S)) == (3, 3600 + 7200)

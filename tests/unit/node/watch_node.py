@@ -13,7 +13,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from node.config import NodeConfig, Timing
+from node.config import NodeConfig
 from node.server import Node
 from tests.unit.node.api_node import free_port
 
@@ -31,7 +31,7 @@ class WatchNode:
             raft=f"127.0.0.1:{free_port()}",
             data_dir=data_dir,
             secret="test",
-            timing=Timing(delivery_timeout_s=delivery_timeout_s),
+            delivery_timeout_s=delivery_timeout_s,
         )
         self.base_url = f"http://{self.config.http}"
         self.node = Node(self.config)

@@ -351,8 +351,8 @@ def test_request_name_and_data_are_bounded_by_the_limits() -> None:
     assert spec.data == b'"12345678"'
     with pytest.raises(ValidationError, match="data is too large: 11 bytes, at most 10"):
         spec_from_request("j", {"dueTime": "1s", "data": "123456789"}, limits)
-    with pytest.raises(ValueError, match="must be positive"):
-        JobLimits(data_bytes_max=0)
+    with pytest.raises(ValidationError, match="data_bytes_max must be positive"):
+        JobLimits(data_bytes_max=0).validate()
 
 
 def test_an_empty_body_is_a_spec_with_nothing_to_fire() -> None:

@@ -4,7 +4,6 @@ errors that say whether a command certainly was not applied or may have been."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from pysyncobj import FAIL_REASON
@@ -12,7 +11,7 @@ from pysyncobj import FAIL_REASON
 from store.errors import OutcomeUnknown, Unavailable
 from store.raft.batcher import Batcher
 from store.raft.bridge import EntryCallback
-from store.raft.config import RaftConfig
+from store.raft.config import RaftTuning
 from store.raft.entry import wire_bytes
 from store.raft.state import EntryApplied, ReplicatedState
 
@@ -28,15 +27,8 @@ class Echo:
         pass
 
 
-def config(**changes: object) -> RaftConfig:
-    return RaftConfig(
-        self_address="127.0.0.1:1",
-        peer_addresses=(),
-        data_dir=Path("/nonexistent"),
-        secret="s",
-        batch_window_ms=1.0,
-        **changes,  # type: ignore[arg-type]
-    )
+def config(**changes: object) -> RaftTuning:
+    return RaftTuning(batch_window_ms=1.0, **changes)  # type: ignore[arg-type]
 
 
 class FakeLog:

@@ -11,7 +11,7 @@ from pysyncobj import pickle as pysyncobj_pickle
 from store.errors import CodecError
 from store.raft.chunks import Assembly, ChunkAssembler
 from store.raft.entry import (
-    Barrier,
+    BarrierEntry,
     Batch,
     Chunk,
     batch_bytes,
@@ -111,7 +111,7 @@ def test_assemblies_survive_a_snapshot_round_trip() -> None:
 
 def test_entries_round_trip() -> None:
     assert decode_entry(encode_batch([b"a", b"bc"])) == Batch((b"a", b"bc"))
-    assert decode_entry(encode_barrier()) == Barrier()
+    assert decode_entry(encode_barrier()) == BarrierEntry()
     assert len(encode_batch([b"x" * 100] * 10)) <= batch_bytes(1000, 10)
 
 

@@ -8,21 +8,32 @@ from pathlib import Path
 import pytest
 
 from store.errors import ValidationError
-from store.raft.config import RaftConfig, checked_syncobj_conf, syncobj_conf
+from store.raft.config import RaftConfig, RaftTuning, checked_syncobj_conf, syncobj_conf
+from store.raft.transport import HardeningConfig
+
+IDENTITY = ("self_address", "peer_addresses", "data_dir", "secret")
 
 
 def config(**changes: object) -> RaftConfig:
+    """A valid config with `changes`: the node's identity, or knobs of its tuning."""
     base = RaftConfig(
         self_address="127.0.0.1:7001",
         peer_addresses=("127.0.0.1:7002", "127.0.0.1:7003"),
         data_dir=Path("/nonexistent/tock"),
         secret="s",
     )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    identity = {name: value for name, value in changes.items() if name in IDENTITY}
+    tuning = {name: value for name, value in changes.items() if name not in IDENTITY}
+    return dataclasses.replace(
+        base,
+        tuning=dataclasses.replace(base.tuning, **tuning),  # type: ignore[arg-type]
+        **identity,  # type: ignore[arg-type]
+    )
 
 
 def test_a_valid_config_passes() -> None:
     config().validate()
+    RaftTuning().validate()
 
 
 def test_an_empty_secret_is_refused_with_the_reason() -> None:
@@ -47,6 +58,11 @@ def test_an_empty_secret_is_refused_with_the_reason() -> None:
         ({"entries_in_flight_max": 0}, "entries_in_flight_max"),
         ({"log_compaction_entries_min": 1}, "log_compaction_entries_min"),
         ({"dump_seconds_max": 0.0}, "dump_seconds_max"),
+        (
+            {"hardening": HardeningConfig(quiet_election_timeout_s_min=8.0)},
+            "quiet_election_timeout_s_min",
+        ),
+        ({"hardening": HardeningConfig(frame_bytes_max=0)}, "frame_bytes_max"),
     ],
 )
 def test_impossible_settings_are_refused(changes: dict[str, object], message: str) -> None:
