@@ -5,6 +5,11 @@ Node k (1..N) is `n{k}`, serves HTTP on `http_port + k - 1`, Raft on `raft_port 
 on `grpc_port + k - 1`, and keeps its data in `{data_dir}/n{k}`. The cluster secret is generated
 once into `{data_dir}/secret` (mode 0600) and read by every node from there, so running the same
 command again on the same data dir brings back the same cluster with all its jobs.
+
+By default every node listens on 127.0.0.1. `node_hosts` gives node k its own address instead
+(all three of its ports on it), and `command_prefix` a command to start its process under, e.g.
+`ip netns exec NAMESPACE` to run each node in a network namespace of its own: a prefix must exec
+the node's command, so that the process started is the node itself (signals reach it by pid).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +46,10 @@ class LocalClusterConfig:
     api_token: str | None = None
     # Extra `tock node` arguments for every node (tests shorten timings with these).
     node_args: tuple[str, ...] = ()
+    # Node k's address is node_hosts[k - 1]; None: every node on 127.0.0.1.
+    node_hosts: tuple[str, ...] | None = None
+    # What to run node `n{k}`'s command under (given its id); None: nothing.
+    command_prefix: Callable[[str], list[str]] | None = None
 
 
 @dataclass
@@ -253,11 +263,17 @@ class LocalCluster:
 
     def _node_process(self, k: int) -> NodeProcess:
         config = self.config
+        if config.node_hosts is None:
+            host = "127.0.0.1"
+        elif k <= len(config.node_hosts):
+            host = config.node_hosts[k - 1]
+        else:
+            raise ValueError(f"node_hosts names no address for node n{k}")
         return NodeProcess(
             node_id=f"n{k}",
-            http=f"127.0.0.1:{config.http_port + k - 1}",
-            raft=f"127.0.0.1:{config.raft_port + k - 1}",
-            grpc=f"127.0.0.1:{config.grpc_port + k - 1}",
+            http=f"{host}:{config.http_port + k - 1}",
+            raft=f"{host}:{config.raft_port + k - 1}",
+            grpc=f"{host}:{config.grpc_port + k - 1}",
             data_dir=self.data_dir / f"n{k}",
         )
 
@@ -307,7 +323,9 @@ class LocalCluster:
                 f.write(secrets.token_urlsafe(32))
 
     def _command(self, node: NodeProcess) -> list[str]:
+        prefix = self.config.command_prefix
         command = [
+            *(prefix(node.node_id) if prefix else []),
             sys.executable,
             "-m",
             "node.cli",

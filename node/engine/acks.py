@@ -117,8 +117,8 @@ class AckBatcher:
         if count + size >= self._config.acks_per_command_max:
             self._flush_epoch(pending.epoch)
         elif self._flush_timer is None:
-            loop = asyncio.get_running_loop()
-            self._flush_timer = loop.call_later(self._config.ack_window_ms / 1000, self.flush)
+            window_s = self._config.ack_window_ms / 1000
+            self._flush_timer = self._clock.call_later(window_s, self.flush)
 
     def flush(self) -> None:
         """Propose everything buffered now; after a crash of this work, once its backoff is
@@ -128,8 +128,7 @@ class AckBatcher:
             self._flush_timer = None
         guard = self._guard
         if guard.wait_s() > 0 or not guard.run(self._flush_all, False):
-            loop = asyncio.get_running_loop()
-            self._flush_timer = loop.call_later(guard.wait_s(), self.flush)
+            self._flush_timer = self._clock.call_later(guard.wait_s(), self.flush)
 
     def _flush_all(self) -> bool:
         for epoch in list(self._buffers):
@@ -169,7 +168,7 @@ class AckBatcher:
                 "ack of %d entries for epoch %d not committed: %s", len(entries), epoch, error
             )
         finally:
-            # In `finally`, so that even a cancelled or broken proposal releases its jobs.
+            # In `finally`, so that even a cancelled or broken proposal ends its jobs' holds.
             self._settle(pendings, verdict)
 
     def _verdict_of(self, result: object) -> AckVerdict:

@@ -33,19 +33,20 @@ events still queued for it; the queued events then re-arm it, in order, to the s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cluster.handoff import Holdings, after_release, next_holdings, release_due
 from node.delivery.dispatch import Delivers
 from node.delivery.trigger import DeliveryOutcome, Trigger
-from node.engine import acks
+from node.engine import acks, verdicts
 from node.engine.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
 from node.engine.metrics import EngineMetrics
 from node.engine.misfire import skipped_occurrences
+from node.engine.parking import Parking
 from node.engine.wheel import TimingWheel
 from node.supervisor import Supervisor
 from store.clock import Clock
@@ -54,7 +55,7 @@ from store.errors import TockError, ValidationError
 from store.fault_points import fault_point
 from store.jobs import Job
 from store.log import Applied, ReplicatedLog
-from store.machine import AppKey, AppRoute, JobKey, JobMachine, Result
+from store.machine import AppRoute, JobKey, Result
 from store.shared_machine import SharedMachine
 
 log = logging.getLogger(__name__)
@@ -150,15 +151,13 @@ class TriggerEngine:
             guard=self._supervisor.board.guard(acks.TASK, acks.log),
         )
         self._wheel: TimingWheel[JobKey, Job] = TimingWheel(clock.wall_ms())
-        self._epoch = 0
-        self._owned: frozenset[int] = frozenset()
-        self._apps: dict[AppKey, AppRoute] = {}
-        # Apps with watch streams somewhere in the cluster: deliverable even without a URL.
-        self._watched: frozenset[AppKey] = frozenset()
+        # The partitions this node owns in the current epoch, and which of them wait for
+        # their previous owner's Release (cluster/handoff.py decides).
+        self._holdings = Holdings()
         self._held: dict[JobKey, _Hold] = {}
-        # Due jobs of apps with no URL and no watcher, by app: they fire when the app registers
-        # or a watcher connects.
-        self._waiting: dict[AppKey, dict[JobKey, Job]] = {}
+        # Due jobs of apps with no URL and no watcher: they fire when the app registers or a
+        # watcher connects.
+        self._parking = Parking(self.metrics)
         self._deliveries: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         # While the loop sleeps: the wall ms it wakes at (inf: only when woken). While it runs:
@@ -170,11 +169,6 @@ class TriggerEngine:
         self._stopped = False
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        # Gained partitions whose previous owner has not released them yet (it may still be
-        # delivering one of their occurrences), by that owner: they fire once it has.
-        self._handoff_waits: dict[str, set[int]] = {}
-        # The epoch in which this node released the partitions it lost (0: none yet).
-        self._released_epoch = 0
         self._release_warned_epoch = 0
         # Release and Quarantine proposals in flight: kept so that they are not collected.
         self._proposals: set[asyncio.Task[None]] = set()
@@ -209,18 +203,18 @@ class TriggerEngine:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        loop = asyncio.get_running_loop()
-        deadline_s = loop.time() + timeout_s
+        clock = self._clock
+        deadline_s = clock.monotonic() + timeout_s
         while True:
-            await self._acks.drain(max(deadline_s - loop.time(), 0.0))
-            if not self._held or loop.time() >= deadline_s:
+            await self._acks.drain(max(deadline_s - clock.monotonic(), 0.0))
+            if not self._held or clock.monotonic() >= deadline_s:
                 break
-            await asyncio.sleep(self._config.ack_retry_ms / 1000)
+            await clock.sleep(self._config.ack_retry_ms / 1000)
         self._stopped = True
 
     @property
     def owned_partitions(self) -> frozenset[int]:
-        return self._owned
+        return self._holdings.owned
 
     @property
     def timers(self) -> int:
@@ -253,13 +247,8 @@ class TriggerEngine:
 
     def _arm(self, key: JobKey, job: Job | None) -> None:
         """Keep the job's timer at its fire time, or drop it (deleted, or not ours)."""
-        self._unpark(key)
-        if (
-            job is None
-            or job.error is not None
-            or job.partition not in self._owned
-            or self._handing_over(job.partition)
-        ):
+        self._parking.unpark(key)
+        if job is None or job.error is not None or not self._holdings.fires(job.partition):
             self._wheel.cancel(key)
             return
         self._wheel.add(key, job.fire_ms, job)
@@ -268,59 +257,37 @@ class TriggerEngine:
 
     def _sync_ownership(self) -> None:
         node_id = self._node_id
-        waiting = {p for parts in self._handoff_waits.values() for p in parts}
-
-        def read(m: JobMachine) -> tuple[int, frozenset[int], dict[str, set[int]]]:
-            owned = m.partitions_of(node_id) if node_id in m.live else frozenset()
-            waits: dict[str, set[int]] = {}
-            # A partition new here (or still waiting) is taken over only once its previous
-            # owner has released it; a previous owner that is not live has stopped firing.
-            for partition in (owned - self._owned) | (waiting & owned):
-                previous = m.previous_owner(partition)
-                if previous is None or previous == node_id or previous not in m.live:
-                    continue
-                if not m.has_released(previous):
-                    waits.setdefault(previous, set()).add(partition)
-            return m.epoch, owned, waits
-
-        epoch, owned, self._handoff_waits = self._machine.read(read)
-        lost, gained = self._owned - owned, (owned - self._owned) | (waiting & owned)
-        self._epoch, self._owned = epoch, owned
-        for partition in sorted(lost):
+        handoff = self._machine.read(lambda m: next_holdings(m, node_id, self._holdings))
+        self._holdings = handoff.holdings
+        for partition in handoff.lost:
             for job in self._jobs_in(partition):
                 self._wheel.cancel(job.key)
-        for app_key in list(self._waiting):
-            for key, job in list(self._waiting[app_key].items()):
-                if job.partition in lost:
-                    self._unpark(key)
-        for partition in sorted(gained):
-            if not self._handing_over(partition):
-                self._arm_partition(partition)
+        self._parking.drop_partitions(set(handoff.lost))
+        self._arm_partitions(handoff.arm)
         self._release_lost_partitions()
 
-    def _arm_partition(self, partition: int) -> None:
-        for job in self._jobs_in(partition):
-            if job.key not in self._held:
-                self._arm(job.key, job)
-
-    def _handing_over(self, partition: int) -> bool:
-        return any(partition in parts for parts in self._handoff_waits.values())
+    def _arm_partitions(self, partitions: tuple[int, ...]) -> None:
+        for partition in partitions:
+            for job in self._jobs_in(partition):
+                if job.key not in self._held:
+                    self._arm(job.key, job)
 
     def _take_over_from(self, previous: str) -> None:
         """`previous` released what it lost this epoch: fire the partitions it handed over."""
-        for partition in sorted(self._handoff_waits.pop(previous, set())):
-            if partition in self._owned:
-                self._arm_partition(partition)
+        handoff = after_release(self._holdings, previous)
+        self._holdings = handoff.holdings
+        self._arm_partitions(handoff.arm)
 
     def _release_lost_partitions(self) -> None:
         """Once nothing is in flight for partitions this node lost in the current epoch, say so
         through the log (Release): their new owners wait for it before they fire them."""
-        if self._epoch == 0 or self._released_epoch == self._epoch or self._stopping:
+        if self._stopping:
             return
-        if any(hold.job.partition not in self._owned for hold in self._held.values()):
+        epoch = release_due(self._holdings, (hold.job.partition for hold in self._held.values()))
+        if epoch is None:
             return
-        self._released_epoch = self._epoch
-        self._spawn_proposal(self._propose_release(self._epoch))
+        self._holdings = replace(self._holdings, released_epoch=epoch)
+        self._spawn_proposal(self._propose_release(epoch))
 
     def _spawn_proposal(self, proposal: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(proposal)
@@ -336,35 +303,18 @@ class TriggerEngine:
             level = logging.DEBUG if self._release_warned_epoch == epoch else logging.WARNING
             self._release_warned_epoch = epoch
             log.log(level, "release of epoch %d not committed (%s); retrying", epoch, error)
-            if self._released_epoch == epoch:
-                self._released_epoch = 0
-                loop = asyncio.get_running_loop()
-                loop.call_later(self._config.ack_retry_ms / 1000, self._release_lost_partitions)
+            if self._holdings.released_epoch == epoch:
+                self._holdings = replace(self._holdings, released_epoch=0)
+                retry_s = self._config.ack_retry_ms / 1000
+                self._clock.call_later(retry_s, self._release_lost_partitions)
 
     def _jobs_in(self, partition: int) -> list[Job]:
         return self._machine.read(lambda m: m.jobs_in_partition(partition))
 
     def _sync_apps(self) -> None:
-        self._apps, watchers = self._machine.read(lambda m: (m.app_routes(), m.watchers()))
-        self._watched = frozenset(watchers)
-        for app_key in [app for app in self._waiting if self._deliverable(app)]:
-            for key, job in list(self._waiting[app_key].items()):
-                self._arm(key, job)
-
-    def _deliverable(self, app_key: AppKey) -> bool:
-        return app_key in self._apps or app_key in self._watched
-
-    def _park(self, job: Job) -> None:
-        self._waiting.setdefault((job.namespace, job.app), {})[job.key] = job
-        self.metrics.triggers_waiting_for_app += 1
-
-    def _unpark(self, key: JobKey) -> None:
-        app_key = (key[0], key[1])
-        waiting = self._waiting.get(app_key)
-        if waiting is not None and waiting.pop(key, None) is not None:
-            self.metrics.triggers_waiting_for_app -= 1
-            if not waiting:
-                del self._waiting[app_key]
+        routes, watchers = self._machine.read(lambda m: (m.app_routes(), m.watchers()))
+        for key, job in self._parking.update(routes, watchers):
+            self._arm(key, job)
 
     # ---- the loop ----
 
@@ -399,21 +349,25 @@ class TriggerEngine:
     async def _sleep(self, now_ms: int, sleep_ms: float) -> None:
         self._wake.clear()
         self._wake_at_ms = now_ms + sleep_ms
-        timeout_s = None if math.isinf(sleep_ms) else sleep_ms / 1000
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await self._wake.wait()
-        self._wake_at_ms = -math.inf
+        alarm = None
+        if not math.isinf(sleep_ms):
+            alarm = self._clock.call_later(sleep_ms / 1000, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            if alarm is not None:
+                alarm.cancel()
+            self._wake_at_ms = -math.inf
 
     def _fire(self, job: Job, now_ms: int) -> None:
         """Deliver the job's current attempt, skip its missed occurrences, or park it."""
         key = job.key
         assert key not in self._held, "one trigger per job in flight"
-        if job.partition not in self._owned:
+        if job.partition not in self._holdings.owned:
             return
         app_key = (job.namespace, job.app)
-        if not self._deliverable(app_key):
-            self._park(job)
+        if not self._parking.deliverable(app_key):
+            self._parking.park(job)
             return
         self._held[key] = _Hold(job)
         self.metrics.jobs_in_flight = len(self._held)
@@ -424,10 +378,10 @@ class TriggerEngine:
         if skipped:
             self.metrics.triggers[Outcome.SKIPPED] += len(skipped)
             entries = tuple(AckEntry(job.uid, ms, Outcome.SKIPPED) for ms in skipped)
-            self._acks.add(PendingAck(key, self._epoch, entries))
+            self._acks.add(PendingAck(key, self._holdings.epoch, entries))
             return
-        route = self._apps.get(app_key)
-        task = asyncio.create_task(self._deliver(job, route, self._epoch, now_ms))
+        route = self._parking.route(app_key)
+        task = asyncio.create_task(self._deliver(job, route, self._holdings.epoch, now_ms))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
@@ -470,15 +424,15 @@ class TriggerEngine:
         except asyncio.CancelledError:
             # Stopped past its deadline: no outcome to record; the job fires again after a
             # restart, on this node or its next owner (at least once).
-            self._release([job.key])
+            self._end_holds([job.key])
             raise
         finally:
             self.metrics.deliveries_in_flight -= 1
         if outcome is DeliveryOutcome.UNDELIVERABLE:
             # Not an attempt: nothing is acked, and the job fires again after a pause (or
             # waits for its app, if it has neither a URL nor a watcher any more).
-            await asyncio.sleep(self._config.undeliverable_retry_ms / 1000)
-            self._release([job.key])
+            await self._clock.sleep(self._config.undeliverable_retry_ms / 1000)
+            self._end_holds([job.key])
             return
         self.metrics.delivery_ms.observe(round((self._clock.monotonic() - began) * 1000))
         self.metrics.triggers[_OUTCOMES[outcome]] += 1
@@ -503,88 +457,41 @@ class TriggerEngine:
     # ---- settling ----
 
     def _settle(self, pendings: list[PendingAck], verdict: AckVerdict) -> None:
-        """The ack batcher's verdict on a batch: send it again, or release its jobs."""
-        if verdict is AckVerdict.STALE:
-            pendings = self._resend_owned(pendings)
-        elif verdict is AckVerdict.UNAVAILABLE:
-            pendings = self._retry_later(pendings)
-        elif verdict is AckVerdict.UNKNOWN:
-            pendings = self._resend_idempotent(pendings)
-        self._release([pending.key for pending in pendings])
+        """The ack batcher's verdict on a batch: send its acks again, or end their holds."""
+        settlement = verdicts.settle(
+            pendings,
+            verdict,
+            epoch=self._holdings.epoch,
+            stopped=self._stopped,
+            owners_now=self._owners_now,
+        )
+        self._resend(settlement)
+        self._end_holds([pending.key for pending in settlement.end])
 
-    def _resend_owned(self, pendings: list[PendingAck]) -> list[PendingAck]:
-        """Re-send, in the machine's new epoch, the acks of jobs this node still owns there;
-        return the others, to release."""
+    def _owners_now(self, pendings: Sequence[PendingAck]) -> tuple[int, list[bool]]:
         node_id = self._node_id
         partitions = [self._held[pending.key].job.partition for pending in pendings]
-        epoch, owners = self._machine.read(lambda m: (m.epoch, [m.owner(p) for p in partitions]))
-        dropped: list[PendingAck] = []
-        for pending, owner in zip(pendings, owners, strict=True):
-            if owner == node_id and not self._stopped:
-                self._acks.add(pending._replace(epoch=epoch))
-                self.metrics.acks_resent += len(pending.entries)
-            else:
-                dropped.append(pending)
-                self.metrics.acks_dropped += len(pending.entries)
-        return dropped
+        return self._machine.read(lambda m: (m.epoch, [m.owner(p) == node_id for p in partitions]))
 
-    def _resend_idempotent(self, pendings: list[PendingAck]) -> list[PendingAck]:
-        """Send again, after a pause, the acks whose outcome is unknown (leadership changed
-        under them) and which are safe to apply twice; return the others, to release.
+    def _send_again(self, pendings: tuple[PendingAck, ...]) -> None:
+        settlement = verdicts.send_again(pendings, self._stopped)
+        self._resend(settlement)
+        if settlement.end:
+            self._end_holds([pending.key for pending in settlement.end])
 
-        A SUCCESS or SKIPPED entry is idempotent: if the first copy applied, the job has moved
-        past that occurrence and the machine ignores the second. Re-sending it spares the app a
-        duplicate that releasing would cause (the job, re-read, would fire again). A FAILED entry
-        would count an attempt twice, so it is released: at worst one extra attempt. The lease
-        does not matter here: it may well lapse during the election that made the outcome
-        unknown, but it guards firing, and this delivery has already happened; what matters is
-        whether the machine still counts the ack (`_still_counted`)."""
-        safe = [
-            pending
-            for pending in pendings
-            if self._still_counted(pending)
-            and all(entry.outcome is not Outcome.FAILED for entry in pending.entries)
-        ]
-        released = [pending for pending in pendings if pending not in safe]
-        self.metrics.acks_dropped += sum(len(pending.entries) for pending in released)
-        if safe:
-            self.metrics.acks_resent += sum(len(pending.entries) for pending in safe)
-            loop = asyncio.get_running_loop()
-            loop.call_later(self._config.ack_retry_ms / 1000, self._send_again, safe)
-        return released
-
-    def _retry_later(self, pendings: list[PendingAck]) -> list[PendingAck]:
-        """Send the acks the machine still counts again after a pause (a new leader takes a
-        moment); return the others, to release. Redelivering instead would flood the app while
-        the store has no leader, until the lease runs out."""
-        kept: list[PendingAck] = []
-        released: list[PendingAck] = []
-        for pending in pendings:
-            (kept if self._still_counted(pending) else released).append(pending)
-        if kept:
-            loop = asyncio.get_running_loop()
-            loop.call_later(self._config.ack_retry_ms / 1000, self._send_again, kept)
-        return released
-
-    def _still_counted(self, pending: PendingAck) -> bool:
-        """Whether the machine would still apply this ack: it was fired in the current epoch, or
-        in the one before, whose owners' acks count until they release (and this node does not
-        release the partitions it lost while it holds one of their jobs). Sending it again then
-        spares the app a duplicate even when the partition has moved on meanwhile: its new
-        owner waits for the release. An older ack is refused; its job is the new owner's to
-        deliver again."""
-        return pending.epoch >= self._epoch - 1
-
-    def _send_again(self, pendings: list[PendingAck]) -> None:
-        if self._stopped:
-            self.metrics.acks_dropped += sum(len(pending.entries) for pending in pendings)
-            self._release([pending.key for pending in pendings])
-            return
-        for pending in pendings:
+    def _resend(self, settlement: verdicts.Settlement) -> None:
+        """Send the settlement's acks again, now or after a pause, and count them."""
+        self.metrics.acks_resent += settlement.resent
+        self.metrics.acks_dropped += settlement.dropped
+        for pending in settlement.now:
             self._acks.add(pending)
+        if settlement.later:
+            retry_s = self._config.ack_retry_ms / 1000
+            self._clock.call_later(retry_s, self._send_again, settlement.later)
 
-    def _release(self, keys: list[JobKey]) -> None:
-        """End the holds of `keys` and re-arm each from its latest version."""
+    def _end_holds(self, keys: list[JobKey]) -> None:
+        """End the holds of `keys` and re-arm each from its latest version. With fewer jobs in
+        flight, this node may now propose the Release of the partitions it lost."""
         holds = [(key, self._held.pop(key)) for key in keys]
         unseen = [key for key, hold in holds if not hold.changed]
         current = self._machine.read(lambda m: {key: m.get(*key) for key in unseen})

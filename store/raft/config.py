@@ -185,6 +185,8 @@ def syncobj_conf(config: RaftConfig, **callbacks: Any) -> SyncObjConf:
     config.validate()
     tuning = config.tuning
     return checked_syncobj_conf(
+        # Without it pysyncobj listens on 0.0.0.0: every address of the host, not the one given.
+        bindAddress=config.self_address,
         password=config.secret,
         journalFile=str(config.journal_file),
         fullDumpFile=str(config.dump_file),

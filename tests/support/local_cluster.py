@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -55,8 +55,11 @@ def running_cluster(
     api_token: str | None = None,
     time_zone: str = "UTC",
     ready_timeout_s: float = 60.0,
+    node_hosts: tuple[str, ...] | None = None,
+    command_prefix: Callable[[str], list[str]] | None = None,
 ) -> Iterator[LocalCluster]:
-    """Start a cluster, wait until it is ready, and always stop it (dumping logs on failure)."""
+    """Start a cluster, wait until it is ready, and always stop it (dumping logs on failure).
+    `node_hosts` and `command_prefix` place nodes elsewhere than 127.0.0.1 (LocalClusterConfig)."""
     base = port_block(3 * 15)
     cluster = LocalCluster(
         LocalClusterConfig(
@@ -68,6 +71,8 @@ def running_cluster(
             time_zone=time_zone,
             api_token=api_token,
             node_args=node_args,
+            node_hosts=node_hosts,
+            command_prefix=command_prefix,
         )
     )
     cluster.start()

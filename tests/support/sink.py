@@ -1,8 +1,9 @@
 """A real HTTP app that records every trigger it receives: the other end of delivery tests.
 
-It runs an aiohttp server on 127.0.0.1 in a thread of its own (so tests that drive real node
-processes can use it without an event loop of their own), records each call with its arrival
-wall time, and answers with a status chosen per job name (`script`), e.g. fail twice then succeed.
+It runs an aiohttp server on 127.0.0.1 (or `host`) in a thread of its own (so tests that drive
+real node processes can use it without an event loop of their own), records each call with its
+arrival wall time, and answers with a status chosen per job name (`script`), e.g. fail twice
+then succeed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class Sink:
     status_for: Callable[[str, int], int] = lambda name, n: 200
     delay_s: float = 0.0
     calls: list[Call] = field(default_factory=list)
+    # Partition tests listen on their bridge's address, where nodes in namespaces reach it.
+    host: str = "127.0.0.1"
     port: int = 0
     # Requests being answered right now, and the most there ever were at once.
     in_flight: int = 0
@@ -46,7 +49,7 @@ class Sink:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> Sink:
         ready = threading.Event()
@@ -84,7 +87,7 @@ class Sink:
         app.router.add_post("/job/{name}", self._on_job)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        site = web.TCPSite(self._runner, self.host, self.port)
         self._loop.run_until_complete(site.start())
         server = site._server
         assert isinstance(server, asyncio.base_events.Server)

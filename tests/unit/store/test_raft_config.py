@@ -85,6 +85,7 @@ def test_syncobj_conf_carries_the_mandatory_choices() -> None:
     assert conf.connectionTimeout >= 1e6
     assert conf.leaderFallbackTimeout == 3.0
     assert conf.logCompactionMinEntries == 10
+    assert conf.bindAddress == "127.0.0.1:7001", "Raft listens on its own address, not 0.0.0.0"
     conf.validate()
 
 
