@@ -72,3 +72,5 @@ class EngineMetrics:
     acks_dropped: int = 0
     # Jobs this node stopped because computing, encoding or delivering them raised (Job.error).
     jobs_quarantined: int = 0
+    # Dead letters the cluster dropped to keep an app within its bound, seen in this node's log.
+    dead_letters_dropped: int = 0

@@ -49,6 +49,12 @@ def render_metrics(
         "Jobs this node stopped because firing them raised an error.",
         engine.jobs_quarantined,
     )
+    _counter(
+        lines,
+        "tock_dead_letters_dropped_total",
+        "Dead letters dropped to keep an app within its bound.",
+        engine.dead_letters_dropped,
+    )
     _gauge(lines, "tock_raft_term", "Raft term.", raft.term)
     _gauge(lines, "tock_raft_commit_index", "Raft commit index.", raft.commit_index)
     _gauge(lines, "tock_raft_applied_index", "Raft applied index.", raft.applied_index)
