@@ -126,6 +126,8 @@ class Harness:
         failure_policy: FailurePolicy | None = None,
         misfire_policy: MisfirePolicy = MisfirePolicy.ALL,
         overwrite: bool = False,
+        jitter: str | None = None,
+        delivery_timeout: str | None = None,
     ) -> Job:
         spec = JobSpec(
             name=name,
@@ -136,6 +138,8 @@ class Harness:
             data_type=DATA_TYPE_JSON,
             failure_policy=failure_policy,
             misfire_policy=misfire_policy,
+            jitter=jitter,
+            delivery_timeout=delivery_timeout,
         )
         now_ms = self.clock.wall_ms()
         command = Put(NAMESPACE, app, spec, overwrite, now_ms, uuid.uuid4().hex, "UTC")
