@@ -82,10 +82,11 @@ def test_history_survives_a_failover(rig: Rig) -> None:
     settle(rig.sink, name, 3, quiet_s=1.0, timeout_s=15)
     wait_until(lambda: len(history(app, name)) == 3, 10, "three attempts in the history")
     before = history(app, name)
+    # Newest first, as the API lists them.
     assert [(a["attempt"], a["outcome"], a["status"]) for a in before] == [
-        (1, "failed", 503),
-        (2, "failed", 503),
         (3, "success", 200),
+        (2, "failed", 503),
+        (1, "failed", 503),
     ]
     leader = rig.cluster.wait_ready(RESTART_READY_S)
     rig.cluster.kill(leader)
