@@ -24,6 +24,7 @@ from aiohttp import web
 
 from cluster.membership import Membership
 from cluster.ring import Ring
+from node.backup import Backup
 from node.config import NodeConfig
 from node.delivery.dispatch import Deliverer
 from node.delivery.grpc import GrpcDelivery
@@ -32,7 +33,9 @@ from node.engine.engine import EngineConfig, TriggerEngine
 from node.grpc.api import GrpcApi
 from node.http.admin import ClusterStatus, StateDigest, raft_not_ready_reason
 from node.http.api import build_app
+from node.http.backup import BackupRoutes
 from node.http.metrics import MetricsSources, node_registry, render_metrics
+from node.http.operations import OperationRoutes
 from node.http.stats import NodeStats, node_stats
 from node.service import JobService
 from node.supervisor import Supervisor
@@ -167,7 +170,10 @@ class Node:
         self.announcer.start()
         self.engine.start()
         config = self.config
-        watch_routes = (
+        backup = Backup(self.store, self.machine, config.propose_timeout_s)
+        routes = (
+            OperationRoutes(self.service),
+            BackupRoutes(backup, config.propose_timeout_s),
             WatchRoute(self.watchers, self.announcer.registered),
             ForwardRoute(self.watchers, config.secret, config.body_bytes_max),
         )
@@ -175,7 +181,7 @@ class Node:
             self.service,
             self,
             config.http_api,
-            watch_routes,
+            routes,
             body_bytes_max=config.body_bytes_max,
             api_token=config.api_token,
         )

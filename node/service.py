@@ -9,6 +9,7 @@ wait for a barrier through the log first, then read the local replica.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from node.app_counter import AppCounter
@@ -18,12 +19,26 @@ from store.codec import (
     Command,
     Delete,
     DeletePrefix,
+    ForgetDeadLetter,
+    Pause,
     Put,
+    Redrive,
     RegisterApp,
+    Resume,
+    RunNow,
     UnregisterApp,
     encode_command,
 )
-from store.errors import JobConflict, JobNotFound, OutcomeUnknown, QuotaExceeded, ValidationError
+from store.dead_letters import DeadLetter
+from store.errors import (
+    DeadLetterNotFound,
+    JobConflict,
+    JobNotFound,
+    OutcomeUnknown,
+    QuotaExceeded,
+    ValidationError,
+)
+from store.history import Attempt
 from store.jobs import Job, JobLimits, JobSpec, derive_job, spec_from_request, validate_name
 from store.machine import AppRoute, ErrorKind, Result, check_app_token, check_app_url
 from store.raft.store import RaftStore
@@ -35,6 +50,9 @@ LIST_LIMIT_DEFAULT = 100
 # How many next occurrences GET /jobs/{name}/next lists: by default, and at most.
 UPCOMING_COUNT_DEFAULT = 10
 UPCOMING_COUNT_MAX = 100
+HISTORY_LIMIT_DEFAULT = 20
+# A dead letter's id is a trigger id: `{scheduled ms}:{job uid}`.
+DEAD_LETTER_ID_CHARS_MAX = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,6 +216,50 @@ class JobService:
     def _check_prefix(self, prefix: str) -> None:
         checked_text("prefix", prefix, self._config.job_limits.name_chars_max)
 
+    # -- operations beyond Dapr's ------------------------------------------------------------
+
+    async def pause(self, scope: Scope, name: str) -> None:
+        self._check_name(name)
+        await self._write(Pause(scope.namespace, scope.app, name))
+
+    async def resume(self, scope: Scope, name: str) -> None:
+        self._check_name(name)
+        await self._write(Resume(scope.namespace, scope.app, name, self._clock.wall_ms()))
+
+    async def run_now(self, scope: Scope, name: str) -> None:
+        self._check_name(name)
+        await self._write(RunNow(scope.namespace, scope.app, name, self._clock.wall_ms()))
+
+    async def history(self, scope: Scope, name: str, limit: int | None) -> Sequence[Attempt]:
+        """The job's last attempts, newest first."""
+        if limit is not None and limit < 1:
+            raise ValidationError("limit must be a positive integer")
+        job = await self.get(scope, name)
+        newest_first = list(reversed(job.history))
+        return newest_first[: limit or HISTORY_LIMIT_DEFAULT]
+
+    async def dead_letters(
+        self, scope: Scope, prefix: str, limit: int | None, cursor: str | None
+    ) -> tuple[Sequence[DeadLetter], str | None]:
+        limit_max = self._config.list_limit_max
+        limit = min(LIST_LIMIT_DEFAULT, limit_max) if limit is None else limit
+        if not 1 <= limit <= limit_max:
+            raise ValidationError(f"limit must be between 1 and {limit_max}")
+        self._check_prefix(prefix)
+        checked_text("cursor", cursor or "", DEAD_LETTER_ID_CHARS_MAX)
+        await self._store.barrier(self._propose_timeout_s)
+        return self._machine.read(
+            lambda m: m.dead_letters(scope.namespace, scope.app, prefix, cursor or None, limit)
+        )
+
+    async def redrive(self, scope: Scope, letter_id: str) -> None:
+        checked_text("dead letter id", letter_id, DEAD_LETTER_ID_CHARS_MAX)
+        await self._write(Redrive(scope.namespace, scope.app, letter_id, self._clock.wall_ms()))
+
+    async def forget_dead_letter(self, scope: Scope, letter_id: str) -> None:
+        checked_text("dead letter id", letter_id, DEAD_LETTER_ID_CHARS_MAX)
+        await self._write(ForgetDeadLetter(scope.namespace, scope.app, letter_id))
+
     # -- apps ------------------------------------------------------------------------------
 
     async def register_app(self, scope: Scope, url: str, token: str = "") -> None:
@@ -226,4 +288,8 @@ class JobService:
             raise JobConflict(result.message)
         if result.error is ErrorKind.QUOTA:
             raise QuotaExceeded(result.message)
+        if result.error is ErrorKind.NOT_FOUND:
+            if isinstance(command, Redrive):
+                raise DeadLetterNotFound(result.message)
+            raise JobNotFound(result.message)
         raise ValidationError(result.message)

@@ -21,7 +21,7 @@ import grpc
 from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import appcallback_pb2, appcallback_pb2_grpc
 
-from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.delivery.trigger import DeliveryOutcome, DeliveryReport, Trigger
 from node.grpc.payload import any_of
 from store.errors import ValidationError
 from store.schedule import format_rfc3339_ms
@@ -43,7 +43,8 @@ class GrpcDeliveryConfig:
 class GrpcDelivery:
     """Sends triggers over gRPC; one instance per node, used and closed on its event loop.
 
-    One attempt, the Alpha1 fallback included, ends after `attempt_timeout_s`. `node_id`, when
+    One attempt, the Alpha1 fallback included, ends after `attempt_timeout_s` (or the trigger's
+    own timeout). `node_id`, when
     given, is sent as `tock-node` metadata, as HTTP delivery sends the header: who delivered."""
 
     def __init__(
@@ -57,19 +58,24 @@ class GrpcDelivery:
         # Channels closing after an abandon: kept so that their tasks are not collected.
         self._closing: set[asyncio.Task[None]] = set()
 
-    async def deliver(self, url: str, trigger: Trigger) -> DeliveryOutcome:
+    async def deliver(self, url: str, trigger: Trigger) -> DeliveryReport:
         """One attempt. Never raises for the app's faults: they are outcomes, not errors."""
         channel = await self._channel(url.removeprefix(GRPC_SCHEME).rstrip("/"))
         request = job_event_request(trigger)
         metadata = trigger_metadata(trigger, self._node_id)
-        deadline = asyncio.get_running_loop().time() + self._attempt_timeout_s
+        timeout_s = self._attempt_timeout_s if trigger.timeout_s is None else trigger.timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
         # The generated gRPC stubs carry no type annotations.
         stable = appcallback_pb2_grpc.AppCallbackStub(channel)  # type: ignore[no-untyped-call]
         code = await _call(stable.OnJobEvent, request, metadata, deadline)
         if code is grpc.StatusCode.UNIMPLEMENTED:
             alpha = appcallback_pb2_grpc.AppCallbackAlphaStub(channel)  # type: ignore[no-untyped-call]
             code = await _call(alpha.OnJobEventAlpha1, request, metadata, deadline)
-        return DeliveryOutcome.SUCCESS if code in _SUCCESS_CODES else DeliveryOutcome.FAILED
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return DeliveryReport(DeliveryOutcome.FAILED, timed_out=True)
+        outcome = DeliveryOutcome.SUCCESS if code in _SUCCESS_CODES else DeliveryOutcome.FAILED
+        number: int = code.value[0]
+        return DeliveryReport(outcome, number)
 
     def abandon(self) -> None:
         """Cancel every call in flight and close the channels at once (no grace)."""
@@ -127,6 +133,8 @@ def trigger_metadata(trigger: Trigger, node_id: str | None) -> tuple[tuple[str, 
         ("tock-scheduled-time", format_rfc3339_ms(trigger.scheduled_ms)),
         ("tock-attempt", str(trigger.attempt)),
     )
+    if trigger.manual:
+        metadata = (*metadata, ("tock-manual", "true"))
     if trigger.app_token:
         metadata = (*metadata, ("dapr-api-token", trigger.app_token))
     return (*metadata, ("tock-node", node_id)) if node_id else metadata

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp.connector import AddrInfoType
 
-from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.delivery.trigger import DeliveryOutcome, DeliveryReport, Trigger
 from store.errors import ValidationError
 from store.schedule import format_rfc3339_ms
 
@@ -47,9 +47,10 @@ def _resetting_socket(address: AddrInfoType) -> socket.socket:
 class HttpDelivery:
     """Sends triggers over HTTP; one instance per node, created and closed on its event loop.
 
-    Each attempt ends after `attempt_timeout_s`. `node_id`, when given, is sent as `tock-node`
-    with every trigger: which node delivered it (observability; the fencing tests use it to see
-    that a node fires only the partitions it owns)."""
+    Each attempt ends after `attempt_timeout_s`, or the trigger's own timeout when it has one.
+    `node_id`, when given, is sent as `tock-node` with every trigger: which node delivered it
+    (observability; the fencing tests use it to see that a node fires only the partitions it
+    owns)."""
 
     def __init__(
         self, config: DeliveryConfig, *, attempt_timeout_s: float, node_id: str | None = None
@@ -97,7 +98,7 @@ class HttpDelivery:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def deliver(self, url: str, trigger: Trigger) -> DeliveryOutcome:
+    async def deliver(self, url: str, trigger: Trigger) -> DeliveryReport:
         """One attempt. 2xx and 404 are success (Dapr's rule); anything else, or no answer in
         time, is a failure. Never raises for the app's faults: they are outcomes, not errors."""
         headers = {
@@ -108,21 +109,31 @@ class HttpDelivery:
             "tock-scheduled-time": format_rfc3339_ms(trigger.scheduled_ms),
             "tock-attempt": str(trigger.attempt),
         }
+        if trigger.manual:
+            headers["tock-manual"] = "true"
         if trigger.app_token:
             headers["dapr-api-token"] = trigger.app_token
         if self._node_id:
             headers["tock-node"] = self._node_id
         target = f"{url.rstrip('/')}/job/{quote(trigger.name, safe='')}"
+        client = self._client()
+        # Without a timeout of its own, the session's (the node's) applies.
+        timeout = client.timeout
+        if trigger.timeout_s is not None:
+            timeout = aiohttp.ClientTimeout(total=trigger.timeout_s)
         try:
-            async with self._client().post(target, data=trigger.data, headers=headers) as reply:
+            async with client.post(
+                target, data=trigger.data, headers=headers, timeout=timeout
+            ) as reply:
                 await reply.read()
                 status = reply.status
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            return DeliveryOutcome.FAILED
-        return (
-            DeliveryOutcome.SUCCESS
-            if 200 <= status < 300 or status == 404
-            else DeliveryOutcome.FAILED
+        except TimeoutError:
+            return DeliveryReport(DeliveryOutcome.FAILED, timed_out=True)
+        except (aiohttp.ClientError, OSError):
+            return DeliveryReport(DeliveryOutcome.FAILED)
+        succeeded = 200 <= status < 300 or status == 404
+        return DeliveryReport(
+            DeliveryOutcome.SUCCESS if succeeded else DeliveryOutcome.FAILED, status
         )
 
     async def close(self) -> None:

@@ -41,9 +41,10 @@ from typing import Any
 
 from cluster.handoff import Holdings, after_release, next_holdings, release_due
 from node.delivery.dispatch import Delivers
-from node.delivery.trigger import DeliveryOutcome, Trigger
-from node.engine import acks, verdicts
+from node.delivery.trigger import DeliveryOutcome, DeliveryReport
+from node.engine import acks, attempts, verdicts
 from node.engine.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
+from node.engine.attempts import Fireable, TimerKey
 from node.engine.metrics import RESULT_OF_OUTCOME, EngineMetrics, TriggerResult
 from node.engine.misfire import skipped_occurrences
 from node.engine.parking import Parking
@@ -51,11 +52,13 @@ from node.engine.wheel import TimingWheel
 from node.supervisor import Supervisor
 from store.clock import Clock
 from store.codec import AckEntry, Outcome, Quarantine, Release, encode_command
+from store.dead_letters import DeadLetter
 from store.errors import TockError, ValidationError
 from store.fault_points import fault_point
 from store.jobs import Job
 from store.log import Applied, ReplicatedLog
-from store.machine import AppRoute, JobKey, Result
+from store.machine import AppRoute, JobKey, JobMachine, Result
+from store.partition import partition_of
 from store.shared_machine import SharedMachine
 
 log = logging.getLogger(__name__)
@@ -101,12 +104,14 @@ class EngineConfig:
 
 
 class _Hold:
-    """A fired job whose outcome is not settled yet, and the latest change seen meanwhile."""
+    """A fired job (or redrive) whose outcome is not settled yet, and the latest change seen
+    meanwhile."""
 
-    __slots__ = ("changed", "job", "latest")
+    __slots__ = ("changed", "latest", "partition", "target")
 
-    def __init__(self, job: Job) -> None:
-        self.job = job
+    def __init__(self, target: Fireable, partition: int) -> None:
+        self.target = target
+        self.partition = partition
         self.changed = False
         self.latest: Job | None = None
 
@@ -150,11 +155,13 @@ class TriggerEngine:
             metrics=self.metrics,
             guard=self._supervisor.board.guard(acks.TASK, acks.log),
         )
-        self._wheel: TimingWheel[JobKey, Job] = TimingWheel(clock.wall_ms())
+        self._wheel: TimingWheel[TimerKey, Fireable] = TimingWheel(clock.wall_ms())
         # The partitions this node owns in the current epoch, and which of them wait for
         # their previous owner's Release (cluster/handoff.py decides).
         self._holdings = Holdings()
-        self._held: dict[JobKey, _Hold] = {}
+        self._held: dict[TimerKey, _Hold] = {}
+        # The cluster's partition count (fixed): which partition a dead letter's job is in.
+        self._partitions = machine.read(lambda m: m.partitions)
         # Due jobs of apps with no URL and no watcher: they fire when the app registers or a
         # watcher connects.
         self._parking = Parking(self.metrics)
@@ -244,16 +251,38 @@ class TriggerEngine:
             self._take_over_from(result.released)
         if result.apps_changed or result.watchers_changed:
             self._sync_apps()
+        for letter in result.redrives:
+            # A held redrive is read again from the machine when its hold ends.
+            if attempts.redrive_key(letter) not in self._held:
+                self._arm_redrive(letter)
+        self.metrics.dead_letters_dropped += result.dead_letters_dropped
 
     def _arm(self, key: JobKey, job: Job | None) -> None:
-        """Keep the job's timer at its fire time, or drop it (deleted, or not ours)."""
+        """Keep the job's timer at its fire time, or drop it (deleted, paused, quarantined, or
+        not ours)."""
         self._parking.unpark(key)
-        if job is None or job.error is not None or not self._holdings.fires(job.partition):
+        if job is None or not job.fires or not self._holdings.fires(job.partition):
             self._wheel.cancel(key)
             return
-        self._wheel.add(key, job.fire_ms, job)
-        if job.fire_ms < self._wake_at_ms:
+        self._add_timer(key, job.fire_ms, job)
+
+    def _arm_redrive(self, letter: DeadLetter) -> None:
+        """Keep the letter's redrive timer, due as soon as it was asked for, or drop it (done,
+        or not ours)."""
+        key = attempts.redrive_key(letter)
+        partition = self._partition_of(letter)
+        if letter.redrive_ms is None or not self._holdings.fires(partition):
+            self._wheel.cancel(key)
+            return
+        self._add_timer(key, letter.redrive_ms, letter)
+
+    def _add_timer(self, key: TimerKey, deadline_ms: int, target: Fireable) -> None:
+        self._wheel.add(key, deadline_ms, target)
+        if deadline_ms < self._wake_at_ms:
             self._wake.set()
+
+    def _partition_of(self, letter: DeadLetter) -> int:
+        return partition_of(letter.namespace, letter.app, letter.name, self._partitions)
 
     def _sync_ownership(self) -> None:
         node_id = self._node_id
@@ -262,6 +291,8 @@ class TriggerEngine:
         for partition in handoff.lost:
             for job in self._jobs_in(partition):
                 self._wheel.cancel(job.key)
+        for letter in self._redrives_in(handoff.lost):
+            self._wheel.cancel(attempts.redrive_key(letter))
         self._parking.drop_partitions(set(handoff.lost))
         self._arm_partitions(handoff.arm)
         self._release_lost_partitions()
@@ -271,6 +302,15 @@ class TriggerEngine:
             for job in self._jobs_in(partition):
                 if job.key not in self._held:
                     self._arm(job.key, job)
+        for letter in self._redrives_in(partitions):
+            if attempts.redrive_key(letter) not in self._held:
+                self._arm_redrive(letter)
+
+    def _redrives_in(self, partitions: tuple[int, ...]) -> list[DeadLetter]:
+        if not partitions:
+            return []
+        owned = frozenset(partitions)
+        return self._machine.read(lambda m: m.redrives_in(owned))
 
     def _take_over_from(self, previous: str) -> None:
         """`previous` released what it lost this epoch: fire the partitions it handed over."""
@@ -283,7 +323,7 @@ class TriggerEngine:
         through the log (Release): their new owners wait for it before they fire them."""
         if self._stopping:
             return
-        epoch = release_due(self._holdings, (hold.job.partition for hold in self._held.values()))
+        epoch = release_due(self._holdings, (hold.partition for hold in self._held.values()))
         if epoch is None:
             return
         self._holdings = replace(self._holdings, released_epoch=epoch)
@@ -338,12 +378,17 @@ class TriggerEngine:
         self._slots_full = free <= 0
         if self._slots_full:
             return math.inf
-        for key, deadline_ms, job in self._wheel.expire(now_ms, free):
-            assert key == job.key and deadline_ms == job.fire_ms <= now_ms, "never early"
+        for _key, deadline_ms, target in self._wheel.expire(now_ms, free):
+            # A redrive nobody could take is armed again later than it was asked for.
+            assert isinstance(target, DeadLetter) or deadline_ms == target.fire_ms, "armed late"
+            assert deadline_ms <= now_ms, "never early"
             try:
-                self._fire(job, now_ms)
+                if isinstance(target, DeadLetter):
+                    self._fire_redrive(target, now_ms)
+                else:
+                    self._fire(target, now_ms)
             except Exception as error:
-                self._quarantine(job, error)
+                self._give_up(target, error)
         next_ms = self._wheel.next_deadline_ms()
         return math.inf if next_ms is None else max(next_ms - now_ms, 0)
 
@@ -377,7 +422,8 @@ class TriggerEngine:
             self._wake_at_ms = -math.inf
 
     def _fire(self, job: Job, now_ms: int) -> None:
-        """Deliver the job's current attempt, skip its missed occurrences, or park it."""
+        """Deliver the job's current attempt (its manual run first, when one waits), skip its
+        missed occurrences, or park it."""
         key = job.key
         assert key not in self._held, "one trigger per job in flight"
         if job.partition not in self._holdings.owned:
@@ -387,21 +433,57 @@ class TriggerEngine:
             self._parking.park(job)
             self.metrics.count(job.namespace, job.app, TriggerResult.UNDELIVERED)
             return
-        self._held[key] = _Hold(job)
+        self._held[key] = _Hold(job, job.partition)
         self.metrics.jobs_in_flight = len(self._held)
         config = self._config
-        skipped = skipped_occurrences(
-            job, now_ms, config.misfire_grace_ms, config.misfire_skips_max
+        # A manual run is asked for now: it is never missed, and it moves no occurrence.
+        skipped = (
+            skipped_occurrences(job, now_ms, config.misfire_grace_ms, config.misfire_skips_max)
+            if job.manual_ms is None
+            else []
         )
         if skipped:
             self.metrics.count(job.namespace, job.app, TriggerResult.SKIPPED, len(skipped))
             entries = tuple(AckEntry(job.uid, ms, Outcome.SKIPPED) for ms in skipped)
             self._acks.add(PendingAck(key, self._holdings.epoch, entries))
             return
-        route = self._parking.route(app_key)
-        task = asyncio.create_task(self._deliver(job, route, self._holdings.epoch, now_ms))
+        self._start_delivery(key, job, now_ms)
+
+    def _fire_redrive(self, letter: DeadLetter, now_ms: int) -> None:
+        """Deliver the dead letter again, as it is now: a letter forgotten, or whose redrive
+        was recorded, since it was armed is left alone."""
+        key = attempts.redrive_key(letter)
+        assert key not in self._held, "one redrive per letter in flight"
+        current = self._machine.read(lambda m: m.dead_letter(*key[1:]))
+        partition = self._partition_of(letter)
+        if current is None or current.redrive_ms is None or not self._holdings.fires(partition):
+            return
+        if not self._parking.deliverable((letter.namespace, letter.app)):
+            # Not an attempt: try again later, as a trigger nobody could take.
+            self._add_timer(key, now_ms + self._config.undeliverable_retry_ms, current)
+            return
+        self._held[key] = _Hold(current, partition)
+        self.metrics.jobs_in_flight = len(self._held)
+        self._start_delivery(key, current, now_ms)
+
+    def _start_delivery(self, key: TimerKey, target: Fireable, now_ms: int) -> None:
+        route = self._parking.route((target.namespace, target.app))
+        epoch = self._holdings.epoch
+        task = asyncio.create_task(self._deliver(key, target, route, epoch, now_ms))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
+
+    def _give_up(self, target: Fireable, error: Exception) -> None:
+        """A job that cannot be fired is quarantined; a redrive that cannot is logged and
+        dropped here (the letter keeps its redrive; a new epoch or restart tries again)."""
+        if isinstance(target, Job):
+            self._quarantine(target, error)
+            return
+        key = attempts.redrive_key(target)
+        log.error("redrive of dead letter %s failed: %s", target.id, error, exc_info=error)
+        self._wheel.cancel(key)
+        if self._held.pop(key, None) is not None:
+            self.metrics.jobs_in_flight = len(self._held)
 
     def _quarantine(self, job: Job, error: Exception) -> None:
         """Stop `job` alone: log and count why, free its slot, and have the cluster record it."""
@@ -422,27 +504,36 @@ class TriggerEngine:
         except TockError as error:
             log.warning("quarantine of job %s not committed: %s", command.uid, error)
 
-    async def _deliver(self, job: Job, route: AppRoute | None, epoch: int, started_ms: int) -> None:
+    async def _deliver(
+        self,
+        key: TimerKey,
+        target: Fireable,
+        route: AppRoute | None,
+        epoch: int,
+        started_ms: int,
+    ) -> None:
         try:
-            trigger = self._trigger_of(job, route)
+            trigger = attempts.trigger_of(target, route)
+            due_ms = attempts.deadline_ms(target)
+            assert due_ms is not None, "only an armed target fires"
         except Exception as error:
-            self._quarantine(job, error)
+            self._give_up(target, error)
             return
         # The lateness of the attempt against the time it was due; the wheel never fires early.
-        self.metrics.latency.observe((started_ms - job.fire_ms) / 1000)
+        self.metrics.latency.observe(max(started_ms - due_ms, 0) / 1000)
         self.metrics.deliveries_in_flight += 1
         began = self._clock.monotonic()
         try:
-            outcome = await self._deliverer.deliver(route.url if route else "", trigger)
+            report = await self._deliverer.deliver(route.url if route else "", trigger)
         except Exception:
             # Delivery reports the app's faults as outcomes; anything raised is our bug. It
             # must still end in an ack, or the job would stay held and never fire again.
             log.exception("delivery of %s raised", trigger.trigger_id)
-            outcome = DeliveryOutcome.FAILED
+            report = DeliveryReport(DeliveryOutcome.FAILED)
         except asyncio.CancelledError:
             # Fenced (the lease lapsed) or stopped past its deadline: no outcome to record; the
             # job fires again from its next owner, or from this node after a restart.
-            self._end_holds([job.key])
+            self._end_holds([key])
             raise
         finally:
             self.metrics.deliveries_in_flight -= 1
@@ -450,34 +541,22 @@ class TriggerEngine:
             # Answered after the lease lapsed: the partition may have moved, and its new owner
             # delivers again; recording this attempt could not spare the app that copy.
             self.metrics.deliveries_abandoned += 1
-            self._end_holds([job.key])
+            self._end_holds([key])
             return
-        if outcome is DeliveryOutcome.UNDELIVERABLE:
+        if report.outcome is DeliveryOutcome.UNDELIVERABLE:
             # Not an attempt: nothing is acked, and the job fires again after a pause (or
             # waits for its app, if it has neither a URL nor a watcher any more).
-            self.metrics.count(job.namespace, job.app, TriggerResult.UNDELIVERED)
+            self.metrics.count(trigger.namespace, trigger.app, TriggerResult.UNDELIVERED)
             await self._clock.sleep(self._config.undeliverable_retry_ms / 1000)
-            self._end_holds([job.key])
+            self._end_holds([key])
             return
-        self.metrics.delivery.observe(self._clock.monotonic() - began)
-        self.metrics.count(job.namespace, job.app, RESULT_OF_OUTCOME[_OUTCOMES[outcome]])
-        entry = AckEntry(job.uid, job.next_ms, _OUTCOMES[outcome])
-        self._acks.add(PendingAck(job.key, epoch, (entry,)))
-
-    @staticmethod
-    def _trigger_of(job: Job, route: AppRoute | None) -> Trigger:
-        return Trigger(
-            namespace=job.namespace,
-            app=job.app,
-            name=job.name,
-            uid=job.uid,
-            scheduled_ms=job.next_ms,
-            attempt=job.attempts + 1,
-            data=job.spec.data,
-            # The stored type ("" for none): each protocol renders the data its own way.
-            content_type=job.spec.data_type,
-            app_token=route.token if route else "",
-        )
+        duration_ms = round((self._clock.monotonic() - began) * 1000)
+        self.metrics.delivery.observe(duration_ms / 1000)
+        outcome = _OUTCOMES[report.outcome]
+        self.metrics.count(trigger.namespace, trigger.app, RESULT_OF_OUTCOME[outcome])
+        kind = attempts.kind_of(target)
+        entry = attempts.ack_entry(kind, trigger, outcome, report, started_ms, duration_ms)
+        self._acks.add(PendingAck(key, epoch, (entry,)))
 
     # ---- settling ----
 
@@ -495,7 +574,7 @@ class TriggerEngine:
 
     def _owners_now(self, pendings: Sequence[PendingAck]) -> tuple[int, list[bool]]:
         node_id = self._node_id
-        partitions = [self._held[pending.key].job.partition for pending in pendings]
+        partitions = [self._held[pending.key].partition for pending in pendings]
         return self._machine.read(lambda m: (m.epoch, [m.owner(p) == node_id for p in partitions]))
 
     def _send_again(self, pendings: tuple[PendingAck, ...]) -> None:
@@ -514,15 +593,31 @@ class TriggerEngine:
             retry_s = self._config.ack_retry_ms / 1000
             self._clock.call_later(retry_s, self._send_again, settlement.later)
 
-    def _end_holds(self, keys: list[JobKey]) -> None:
-        """End the holds of `keys` and re-arm each from its latest version. With fewer jobs in
-        flight, this node may now propose the Release of the partitions it lost."""
+    def _end_holds(self, keys: list[TimerKey]) -> None:
+        """End the holds of `keys` and re-arm each from its latest version (a redrive always
+        from the machine's: its settled ack changes no job). With fewer jobs in flight, this
+        node may now propose the Release of the partitions it lost."""
         holds = [(key, self._held.pop(key)) for key in keys]
-        unseen = [key for key, hold in holds if not hold.changed]
-        current = self._machine.read(lambda m: {key: m.get(*key) for key in unseen})
+        unseen = [key for key, hold in holds if attempts.is_redrive(key) or not hold.changed]
+        current = self._machine.read(lambda m: {key: _current(m, key) for key in unseen})
         for key, hold in holds:
-            self._arm(key, hold.latest if hold.changed else current[key])
+            latest = current.get(key, hold.latest)
+            if isinstance(hold.target, Job):
+                assert not isinstance(latest, DeadLetter)
+                self._arm(hold.target.key, latest)
+            elif latest is None:
+                self._wheel.cancel(key)
+            else:
+                assert isinstance(latest, DeadLetter)
+                self._arm_redrive(latest)
         self.metrics.jobs_in_flight = len(self._held)
         self._release_lost_partitions()
         if self._slots_full and holds:
             self._wake.set()
+
+
+def _current(machine: JobMachine, key: TimerKey) -> Fireable | None:
+    """The job, or the dead letter of a redrive, as the machine holds it now."""
+    if len(key) == 4:
+        return machine.dead_letter(key[1], key[2], key[3])
+    return machine.get(key[0], key[1], key[2])

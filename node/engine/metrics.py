@@ -81,6 +81,8 @@ class EngineMetrics:
     deliveries_abandoned: int = 0
     # Jobs this node stopped because computing, encoding or delivering them raised (Job.error).
     jobs_quarantined: int = 0
+    # Dead letters the cluster dropped to keep an app within its bound, seen in this node's log.
+    dead_letters_dropped: int = 0
 
     def count(self, namespace: str, app: str, result: TriggerResult, n: int = 1) -> None:
         """Count `n` triggers of an app that ended as `result`."""

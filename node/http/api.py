@@ -75,10 +75,11 @@ def build_app(
     if api_token:
         middlewares.append(token_middleware(api_token))
     app = web.Application(client_max_size=body_bytes_max, middlewares=middlewares)
-    JobRoutes(service, config).register(app.router)
-    UiRoutes().register(app.router)
+    # `routes` first: the Jobs API's `jobs/{name:.*}` would also match `jobs/x/pause`.
     for extra in routes:
         extra.register(app.router)
+    JobRoutes(service, config).register(app.router)
+    UiRoutes().register(app.router)
     add_admin_routes(app, admin)
     return app
 

@@ -144,6 +144,11 @@ class NodeCollector(Collector):
             engine.acks_dropped,
         )
         yield _counter(
+            "tock_dead_letters_dropped",
+            "Dead letters dropped to keep an app within its bound.",
+            engine.dead_letters_dropped,
+        )
+        yield _counter(
             "tock_deliveries_abandoned",
             "Deliveries abandoned because this node's lease lapsed while they were in flight.",
             engine.deliveries_abandoned,

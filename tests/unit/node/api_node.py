@@ -1,5 +1,6 @@
-"""A real one-node tock HTTP server for the API tests: RaftStore, JobService and build_app on an
-event loop in a thread of its own, serving on a free 127.0.0.1 port.
+"""A real one-node tock HTTP server for the API tests: RaftStore, JobService and build_app (with
+the job operations and backup routes) on an event loop in a thread of its own, serving on a free
+127.0.0.1 port. No engine runs: nothing fires.
 
 `call` is a plain http.client request, so the server is tested independently of the
 client in node/client/.
@@ -21,15 +22,28 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from cluster.ring import Ring
+from node.backup import Backup
 from node.engine.metrics import EngineMetrics
 from node.http.admin import ClusterStatus, MemberStatus, StateDigest, raft_not_ready_reason
 from node.http.api import ApiConfig, build_app
+from node.http.backup import BackupRoutes
 from node.http.metrics import MetricsSources, node_registry, render_metrics
+from node.http.operations import OperationRoutes
 from node.http.stats import NodeStats, node_stats
 from node.service import JobService, ServiceConfig
 from store.clock import SystemClock
-from store.jobs import JobLimits
-from store.machine import JobMachine
+from store.codec import (
+    Ack,
+    AckEntry,
+    Command,
+    EntryKind,
+    Member,
+    Outcome,
+    SetMembers,
+    encode_command,
+)
+from store.jobs import Job, JobLimits
+from store.machine import JobMachine, Result
 from store.raft.config import RaftConfig
 from store.raft.store import RaftStore
 from store.shared_machine import SharedMachine
@@ -53,6 +67,17 @@ BODY_BYTES_MAX = 16 * 1024
 LIST_BYTES_MAX = 64 * 1024
 # The member id whose removal makes the view fail unexpectedly (the 500 test).
 FAILING_MEMBER = "explodes"
+# The one member and its epoch, once become_owner made it the owner of every partition.
+OWNER = "n1"
+OWNER_EPOCH = 1
+# How the attempts that `ack` reports went: started this long after the occurrence, took this
+# long, acked this long after it; the app answered 200 (500 when it failed).
+ACK_STARTED_AFTER_MS = 5
+ACK_DURATION_MS = 3
+ACK_AFTER_MS = 10
+# The bounds the acks carry, as a node's configuration would give them.
+HISTORY_MAX = 20
+DEAD_LETTERS_MAX = 100
 
 
 def free_port() -> int:
@@ -185,6 +210,49 @@ class LiveNode:
         finally:
             connection.close()
 
+    def propose(self, command: Command) -> Result:
+        """Put a command through the log as the node's own machinery would (the leader's
+        membership, the engine's acks): no engine runs here to do it."""
+        assert self.store is not None
+        result = self.run(self.store.propose(encode_command(command), STARTUP_S_MAX))
+        assert isinstance(result, Result), result
+        return result
+
+    def become_owner(self) -> None:
+        """Make this node (n1) the owner of every partition, in epoch 1, as a cluster's leader
+        would: acks from n1 count from then on."""
+        raft = self.raft.self_address
+        member = Member(OWNER, raft, f"127.0.0.1:{self.port}")
+        assert self.propose(SetMembers(OWNER_EPOCH, (member,), (OWNER,))).ok
+
+    def ack(
+        self,
+        namespace: str,
+        app: str,
+        name: str,
+        outcome: Outcome,
+        kind: EntryKind = EntryKind.OCCURRENCE,
+    ) -> int:
+        """Report an attempt at the job's current occurrence (or its pending manual run) as its
+        owner's engine would, once become_owner ran; the scheduled time it was for."""
+        job = self.job(namespace, app, name)
+        at = job.manual_ms if kind is EntryKind.MANUAL else job.next_ms
+        assert at is not None, "no run pending"
+        status = 200 if outcome is Outcome.SUCCESS else 500
+        started_ms = at + ACK_STARTED_AFTER_MS
+        entry = AckEntry(job.uid, at, outcome, kind, started_ms, ACK_DURATION_MS, status)
+        ack = Ack(OWNER_EPOCH, OWNER, at + ACK_AFTER_MS, (entry,), HISTORY_MAX, DEAD_LETTERS_MAX)
+        counts = self.propose(ack).value
+        assert counts == (1, 0), counts
+        return at
+
+    def job(self, namespace: str, app: str, name: str) -> Job:
+        """The job as this node's replica holds it."""
+        assert self.view is not None
+        job = self.view.machine.read(lambda m: m.get(namespace, app, name))
+        assert job is not None, (namespace, app, name)
+        return job
+
     async def _start(self) -> None:
         machine = SharedMachine(JobMachine(PARTITIONS, Ring))
         store = self.store = RaftStore(self.raft, machine)
@@ -219,10 +287,13 @@ class LiveNode:
         self.view = StoreView(
             store, machine, f"127.0.0.1:{self.port}", self.raft.self_address, metrics
         )
+        backup = Backup(store, machine, PROPOSE_TIMEOUT_S)
+        routes = (OperationRoutes(service), BackupRoutes(backup, PROPOSE_TIMEOUT_S))
         app = build_app(
             service,
             self.view,
             self.api,
+            routes,
             body_bytes_max=BODY_BYTES_MAX,
             api_token=self.api_token,
         )
@@ -235,3 +306,9 @@ class LiveNode:
             await self._runner.cleanup()
         if self.store is not None:
             await self.store.stop()
+        # A handler that answered before its request body ended (an import's bad line) reads
+        # the rest for aiohttp's lingering time, past the cleanup: it must not outlive the loop.
+        left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)

@@ -21,7 +21,8 @@ from node.delivery.http import DeliveryConfig, HttpDelivery
 from node.engine.engine import EngineConfig, TriggerEngine
 from store.clock import SystemClock
 from store.codec import Command, Delete, Member, Put, RegisterApp, SetMembers, encode_command
-from store.jobs import DATA_TYPE_JSON, FailurePolicy, Job, JobSpec, MisfirePolicy
+from store.failure_policy import FailurePolicy
+from store.jobs import DATA_TYPE_JSON, Job, JobSpec, MisfirePolicy
 from store.machine import JobMachine, Result
 from store.raft.config import RaftConfig
 from store.raft.store import RaftStore
@@ -125,6 +126,8 @@ class Harness:
         failure_policy: FailurePolicy | None = None,
         misfire_policy: MisfirePolicy = MisfirePolicy.ALL,
         overwrite: bool = False,
+        jitter: str | None = None,
+        delivery_timeout: str | None = None,
     ) -> Job:
         spec = JobSpec(
             name=name,
@@ -135,6 +138,8 @@ class Harness:
             data_type=DATA_TYPE_JSON,
             failure_policy=failure_policy,
             misfire_policy=misfire_policy,
+            jitter=jitter,
+            delivery_timeout=delivery_timeout,
         )
         now_ms = self.clock.wall_ms()
         command = Put(NAMESPACE, app, spec, overwrite, now_ms, uuid.uuid4().hex, "UTC")

@@ -9,8 +9,10 @@ import pytest
 from aiohttp import web
 
 from node.http.api import ApiConfig, build_app
+from node.http.backup import BackupRoutes
 from node.http.errors import describe
 from node.http.openapi import openapi_document
+from node.http.operations import OperationRoutes
 from node.watch.forward import ForwardRoute
 from node.watch.route import LocalWatchers, WatchConfig, WatchRoute
 from store.errors import OutcomeUnknown
@@ -101,9 +103,15 @@ def test_openapi_describes_every_registered_route(node: LiveNode) -> None:
     served = node.call("GET", "/openapi.json").json
     assert served == openapi_document()
     assert served["openapi"].startswith("3.")
-    # The node's watch routes sit beside the jobs API; none of their handlers runs here.
+    # The node's watch, operation and backup routes sit beside the jobs API; none of their
+    # handlers runs here.
     watchers = LocalWatchers(WatchConfig(), on_change=lambda: None, ack_timeout_s=1.0)
-    extra = (WatchRoute(watchers, registered=None), ForwardRoute(watchers, "secret", 1))  # type: ignore[arg-type]
+    extra = (
+        WatchRoute(watchers, registered=None),  # type: ignore[arg-type]
+        ForwardRoute(watchers, "secret", 1),
+        OperationRoutes(service=None),  # type: ignore[arg-type]
+        BackupRoutes(backup=None, read_timeout_s=1.0),  # type: ignore[arg-type]
+    )
     app = build_app(service=None, admin=None, config=ApiConfig(), routes=extra, body_bytes_max=1)  # type: ignore[arg-type]
     routes = {
         (route.method.lower(), route.resource.canonical)

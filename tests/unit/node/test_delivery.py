@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from node.delivery.http import DeliveryConfig, HttpDelivery
-from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.delivery.trigger import DeliveryOutcome, DeliveryReport, Trigger
 from tests.support.sink import Sink
 
 TRIGGER = Trigger(
@@ -32,8 +32,8 @@ def sink() -> Iterator[Sink]:
     app.stop()
 
 
-def deliver(url: str, trigger: Trigger, token: str = "", timeout_s: float = 5) -> DeliveryOutcome:
-    async def go() -> DeliveryOutcome:
+def deliver(url: str, trigger: Trigger, token: str = "", timeout_s: float = 5) -> DeliveryReport:
+    async def go() -> DeliveryReport:
         delivery = HttpDelivery(DeliveryConfig(), attempt_timeout_s=timeout_s)
         try:
             return await delivery.deliver(url, dataclasses.replace(trigger, app_token=token))
@@ -44,7 +44,7 @@ def deliver(url: str, trigger: Trigger, token: str = "", timeout_s: float = 5) -
 
 
 def test_posts_the_data_with_every_header_of_the_contract(sink: Sink) -> None:
-    assert deliver(sink.url, TRIGGER, token="s3cret") is DeliveryOutcome.SUCCESS
+    assert deliver(sink.url, TRIGGER, token="s3cret").outcome is DeliveryOutcome.SUCCESS
     (call,) = sink.calls_for("nightly report")
     assert call.body == b'{"task":"backup"}'
     assert call.headers["Content-Type"] == "application/json"
@@ -74,14 +74,16 @@ def test_404_is_success_and_other_errors_fail(
     sink: Sink, name: str, outcome: DeliveryOutcome
 ) -> None:
     trigger = Trigger("default", "default", name, "u", 1, 1, b"")
-    assert deliver(sink.url, trigger) is outcome
+    assert deliver(sink.url, trigger).outcome is outcome
     assert len(sink.calls_for(name)) == 1
 
 
 def test_an_app_that_does_not_answer_in_time_is_a_failure() -> None:
     slow = Sink(delay_s=2.0).start()
     try:
-        assert deliver(slow.url, TRIGGER, timeout_s=0.3) is DeliveryOutcome.FAILED
+        assert deliver(slow.url, TRIGGER, timeout_s=0.3) == DeliveryReport(
+            DeliveryOutcome.FAILED, timed_out=True
+        )
     finally:
         slow.stop()
 
@@ -90,4 +92,4 @@ def test_an_app_that_is_not_listening_is_a_failure() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    assert deliver(f"http://127.0.0.1:{port}", TRIGGER) is DeliveryOutcome.FAILED
+    assert deliver(f"http://127.0.0.1:{port}", TRIGGER).outcome is DeliveryOutcome.FAILED

@@ -22,7 +22,8 @@ from node.engine.metrics import EngineMetrics, TriggerResult
 from node.engine.misfire import skipped_occurrences
 from store.clock import SystemClock
 from store.codec import AckEntry, Outcome
-from store.jobs import FAILURE_POLICY_DROP, Job, MisfirePolicy
+from store.failure_policy import FAILURE_POLICY_DROP
+from store.jobs import Job, MisfirePolicy
 from store.machine import JobMachine
 from store.partition import PARTITIONS_DEFAULT
 from store.raft.config import RaftConfig

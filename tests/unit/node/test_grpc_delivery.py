@@ -16,7 +16,7 @@ from google.protobuf import struct_pb2
 from node.delivery.dispatch import Deliverer
 from node.delivery.grpc import GrpcDelivery, GrpcDeliveryConfig
 from node.delivery.http import DeliveryConfig, HttpDelivery
-from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.delivery.trigger import DeliveryOutcome, DeliveryReport, Trigger
 from node.grpc.payload import VALUE_TYPE_URL
 from store.jobs import DATA_TYPE_JSON
 from tests.support.local_cluster import port_block
@@ -86,7 +86,7 @@ def answering(code: grpc.StatusCode, delay_s: float = 0.0) -> Answer:
 
 async def deliver_to(
     methods: dict[str, Answer], timeout_s: float = 3.0
-) -> tuple[DeliveryOutcome, Received]:
+) -> tuple[DeliveryReport, Received]:
     received: Received = []
     server, url = await serve_app(methods, received)
     delivery = GrpcDelivery(GrpcDeliveryConfig(), attempt_timeout_s=timeout_s, node_id="n7")
@@ -98,8 +98,8 @@ async def deliver_to(
     return outcome, received
 
 
-def run(coroutine: Awaitable[tuple[DeliveryOutcome, Received]]) -> tuple[DeliveryOutcome, Received]:
-    async def bounded() -> tuple[DeliveryOutcome, Received]:
+def run(coroutine: Awaitable[tuple[DeliveryReport, Received]]) -> tuple[DeliveryReport, Received]:
+    async def bounded() -> tuple[DeliveryReport, Received]:
         async with asyncio.timeout(20):
             return await coroutine
 
@@ -108,7 +108,7 @@ def run(coroutine: Awaitable[tuple[DeliveryOutcome, Received]]) -> tuple[Deliver
 
 def test_the_request_is_daprs_job_event() -> None:
     outcome, received = run(deliver_to({"AppCallback/OnJobEvent": answering(grpc.StatusCode.OK)}))
-    assert outcome is DeliveryOutcome.SUCCESS
+    assert outcome.outcome is DeliveryOutcome.SUCCESS
     ((path, request, metadata),) = received
     assert path == "AppCallback/OnJobEvent"
     assert (request.name, request.method) == ("backup", "job/backup")
@@ -126,7 +126,7 @@ def test_the_request_is_daprs_job_event() -> None:
 def test_an_app_without_the_stable_method_gets_alpha1() -> None:
     methods = {"AppCallbackAlpha/OnJobEventAlpha1": answering(grpc.StatusCode.OK)}
     outcome, received = run(deliver_to(methods))
-    assert outcome is DeliveryOutcome.SUCCESS
+    assert outcome.outcome is DeliveryOutcome.SUCCESS
     assert [path for path, _, _ in received] == ["AppCallbackAlpha/OnJobEventAlpha1"]
 
 
@@ -141,33 +141,33 @@ def test_an_app_without_the_stable_method_gets_alpha1() -> None:
 )
 def test_ok_and_not_found_are_success(code: grpc.StatusCode, outcome: DeliveryOutcome) -> None:
     got, received = run(deliver_to({"AppCallback/OnJobEvent": answering(code)}))
-    assert (got, len(received)) == (outcome, 1)
+    assert (got, len(received)) == (DeliveryReport(outcome, code.value[0]), 1)
 
 
 def test_unimplemented_everywhere_is_a_failure() -> None:
-    outcome, received = run(deliver_to({}))
-    assert (outcome, received) == (DeliveryOutcome.FAILED, [])
+    report, received = run(deliver_to({}))
+    assert (report.outcome, received) == (DeliveryOutcome.FAILED, [])
 
 
 def test_an_app_slower_than_the_deadline_is_a_failure() -> None:
     slow = {"AppCallback/OnJobEvent": answering(grpc.StatusCode.OK, delay_s=2.0)}
-    outcome, received = run(deliver_to(slow, timeout_s=0.3))
-    assert (outcome, len(received)) == (DeliveryOutcome.FAILED, 1)
+    report, received = run(deliver_to(slow, timeout_s=0.3))
+    assert (report, len(received)) == (DeliveryReport(DeliveryOutcome.FAILED, timed_out=True), 1)
 
 
 def test_an_absent_app_is_a_failure() -> None:
-    async def absent() -> tuple[DeliveryOutcome, Received]:
+    async def absent() -> tuple[DeliveryReport, Received]:
         delivery = GrpcDelivery(GrpcDeliveryConfig(), attempt_timeout_s=1.0)
         try:
             return await delivery.deliver(f"grpc://127.0.0.1:{port_block(1)}", TRIGGER), []
         finally:
             await delivery.close()
 
-    assert run(absent())[0] is DeliveryOutcome.FAILED
+    assert run(absent())[0].outcome is DeliveryOutcome.FAILED
 
 
 def test_the_deliverer_sends_grpc_urls_to_grpc() -> None:
-    async def through_deliverer() -> tuple[DeliveryOutcome, Received]:
+    async def through_deliverer() -> tuple[DeliveryReport, Received]:
         received: Received = []
         methods = {"AppCallback/OnJobEvent": answering(grpc.StatusCode.OK)}
         server, url = await serve_app(methods, received)
@@ -181,8 +181,8 @@ def test_the_deliverer_sends_grpc_urls_to_grpc() -> None:
             await deliverer.close()
             await server.stop(0)
 
-    outcome, received = run(through_deliverer())
-    assert (outcome, len(received)) == (DeliveryOutcome.SUCCESS, 1)
+    report, received = run(through_deliverer())
+    assert (report, len(received)) == (DeliveryReport(DeliveryOutcome.SUCCESS), 1)
 
 
 def test_the_apps_token_goes_as_metadata_only_when_it_has_one() -> None:
@@ -193,7 +193,7 @@ def test_the_apps_token_goes_as_metadata_only_when_it_has_one() -> None:
         )
         delivery = GrpcDelivery(GrpcDeliveryConfig(), attempt_timeout_s=3.0)
         try:
-            assert await delivery.deliver(url, trigger) is DeliveryOutcome.SUCCESS
+            assert (await delivery.deliver(url, trigger)).outcome is DeliveryOutcome.SUCCESS
         finally:
             await delivery.close()
             await server.stop(0)
