@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from store.errors import ValidationError
+from store.raft.config import check_secret_length
 from store.schedule import check_zone
 
 
@@ -94,6 +95,7 @@ class NodeConfig:
                 "the cluster secret is required (--secret-file or TOCK_CLUSTER_SECRET): "
                 "Raft traffic is pickle, and without a secret anyone reaching the port runs code"
             )
+        check_secret_length(self.secret)
         if self.node_id in self.peers:
             raise ValidationError(f"node {self.node_id!r} is listed among its own peers")
         check_zone(self.time_zone)

@@ -30,9 +30,9 @@ from types import TracebackType
 from typing import Any
 
 from store.raft.config import DUMP_FILE_NAME
+from tests.support.cluster_secret import TEST_CLUSTER_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET = "integration-secret"
 # A dump is renamed into place in a moment: the files are polled this often to catch it.
 DUMP_POLL_S = 0.001
 
@@ -61,7 +61,7 @@ class RaftNodeProcess:
     control_port: int
     data_dir: Path
     peers: list[str]
-    secret: str | None = SECRET
+    secret: str | None = TEST_CLUSTER_SECRET
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
 
@@ -189,7 +189,7 @@ class RaftCluster:
         base_dir: Path,
         size: int = 3,
         extra_args: list[str] | None = None,
-        secret: str | None = SECRET,
+        secret: str | None = TEST_CLUSTER_SECRET,
     ) -> None:
         ports = free_ports(2 * size)
         raft_ports, control_ports = ports[:size], ports[size:]

@@ -15,6 +15,7 @@ from store.raft.bridge import EntryCallback
 from store.raft.config import RaftConfig
 from store.raft.entry import wire_bytes
 from store.raft.state import EntryApplied, ReplicatedState
+from tests.support.cluster_secret import TEST_CLUSTER_SECRET
 
 
 class Echo:
@@ -33,7 +34,7 @@ def config(**changes: object) -> RaftConfig:
         self_address="127.0.0.1:1",
         peer_addresses=(),
         data_dir=Path("/nonexistent"),
-        secret="s",
+        secret=TEST_CLUSTER_SECRET,
         batch_window_ms=1.0,
         **changes,  # type: ignore[arg-type]
     )
