@@ -4,7 +4,8 @@ tests and the benchmarks start, stop, kill, pause and restart.
 Node k (1..N) is `n{k}`, serves HTTP on `http_port + k - 1`, Raft on `raft_port + k - 1` and gRPC
 on `grpc_port + k - 1`, and keeps its data in `{data_dir}/n{k}`. The cluster secret is generated
 once into `{data_dir}/secret` (mode 0600) and read by every node from there, so running the same
-command again on the same data dir brings back the same cluster with all its jobs.
+command again on the same data dir brings back the same cluster with all its jobs. The data
+directories are 0700 and the node logs 0600 (both tightened if an older run left them wider).
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from store.private_files import (
+    PRIVATE_FILE_MODE,
+    make_private_directory,
+    open_private,
+    tighten_files,
+)
 
 READY_TIMEOUT_S_DEFAULT = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -78,7 +86,7 @@ class LocalCluster:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_directory(self.data_dir)
         self._ensure_secret()
         for node in self.nodes:
             self.start_node(node.node_id)
@@ -129,8 +137,8 @@ class LocalCluster:
         the fault points of one node this way)."""
         node = self.node(node_id)
         assert not node.running(), f"{node_id} is already running"
-        node.data_dir.mkdir(parents=True, exist_ok=True)
-        log = node.log_file.open("ab")
+        make_private_directory(node.data_dir)
+        log = os.fdopen(open_private(node.log_file, os.O_WRONLY | os.O_APPEND), "ab")
         node.process = subprocess.Popen(
             self._command(node),
             stdin=subprocess.DEVNULL,
@@ -302,9 +310,10 @@ class LocalCluster:
     def _ensure_secret(self) -> None:
         path = self.data_dir / "secret"
         if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(32))
+        tighten_files(self.data_dir, (path.name,))
 
     def _command(self, node: NodeProcess) -> list[str]:
         command = [

@@ -44,6 +44,7 @@ from store.errors import ValidationError
 from store.fault_points import arm_from_environment
 from store.jobs import JobLimits
 from store.machine import JobMachine
+from store.private_files import make_private_directory
 from store.raft.config import RaftConfig
 from store.raft.store import RaftStore
 from store.shared_machine import SharedMachine
@@ -160,6 +161,7 @@ class Node:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
+        make_private_directory(self.config.data_dir)  # it holds the store's files, and secrets
         self.store.start()
         await self.store.wait_bound()
         self.membership.start()

@@ -39,6 +39,37 @@ _TRY_AGAIN = frozenset({errno.EAGAIN, errno.EWOULDBLOCK})
 # accept() errors that mean "no descriptor or buffer to spare right now": retrying at once would
 # spin, since the pending connection keeps the listener readable.
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# pysyncobj listens with a backlog of 5: a handful of strangers connecting at once fill it, and a
+# peer's connection attempt is then dropped and retried only after a second or more.
+LISTEN_BACKLOG = 128
+# Connections taken from the backlog per readable event: enough to drain a burst in a few polls,
+# few enough that one burst does not hold the tick thread.
+_ACCEPTS_PER_EVENT_MAX = 32
+
+
+class ThrottledWarning:
+    """A warning a stranger can trigger at will: logged at most once per `interval_s`, with the
+    number of those left out since, so that a flood of bad connections cannot flood the log."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._next_at = float("-inf")
+        self._left_out = 0
+
+    def __call__(self, message: str, *args: object) -> None:
+        now = library_monotonic()
+        if now < self._next_at:
+            self._left_out += 1
+            return
+        if self._left_out:
+            message += f" ({self._left_out} more like it in the last {self._interval_s:.0f} s)"
+        logger.warning(message, *args)
+        self._left_out = 0
+        self._next_at = now + self._interval_s
+
+
+_warn_of_a_bad_frame = ThrottledWarning(interval_s=10.0)
+_warn_of_a_failed_accept = ThrottledWarning(interval_s=10.0)
 
 
 @dataclass
@@ -59,38 +90,50 @@ class GuardedServer(TcpServer):  # type: ignore[misc]
         self._stats = stats
         self._accept_pause_s = accept_pause_s
         self._resume_at: float | None = None
-        self._failed_accepts = 0
+
+    def bind(self) -> None:
+        super().bind()
+        self._TcpServer__socket.listen(LISTEN_BACKLOG)
 
     # The library subscribes this name-mangled method to the poller when it binds.
     def _TcpServer__onNewConnection(self, descriptor: int, event: int) -> None:
         if event & POLL_EVENT_TYPE.ERROR:
-            self._pause("an error event on the listening socket")
-        elif event & POLL_EVENT_TYPE.READ:
-            self._accept()
+            _warn_of_a_failed_accept("Raft port: an error event on the listening socket; pausing")
+            self._pause()
+            return
+        if event & POLL_EVENT_TYPE.READ:
+            for _ in range(_ACCEPTS_PER_EVENT_MAX):
+                if not self._accept():
+                    return
 
-    def _accept(self) -> None:
+    def _accept(self) -> bool:
+        """Accept one connection; False when there is none to take now (or accept() failed)."""
         try:
             sock, _ = self._TcpServer__socket.accept()
         except OSError as error:
-            if error.errno in _TRY_AGAIN:
-                return
-            self._stats.accept_errors += 1
-            self._failed_accepts += 1
-            if error.errno in _OUT_OF_RESOURCES:
-                self._pause(f"accept() failed: {error}")
-            else:
-                logger.warning("Raft port: accept() failed (%s); still listening", error)
-            return
-        if self._failed_accepts:
-            logger.info("Raft port: accepting again after %d failed accepts", self._failed_accepts)
-            self._failed_accepts = 0
+            if error.errno not in _TRY_AGAIN:
+                self._accept_failed(error)
+            return False
         try:
             connection = self._connection_for(sock)
         except OSError as error:
             sock.close()
             logger.warning("Raft port: dropped a connection that failed its setup (%s)", error)
-            return
+            return True
         self._TcpServer__onNewConnectionCallback(connection)
+        return True
+
+    def _accept_failed(self, error: OSError) -> None:
+        self._stats.accept_errors += 1
+        if error.errno in _OUT_OF_RESOURCES:
+            _warn_of_a_failed_accept(
+                "Raft port: accept() failed (%s); pausing accept() for %.2f s, then retrying",
+                error,
+                self._accept_pause_s,
+            )
+            self._pause()
+        else:
+            _warn_of_a_failed_accept("Raft port: accept() failed (%s); still listening", error)
 
     def _connection_for(self, sock: socket.socket) -> TcpConnection:
         """The connection pysyncobj's own accept path would build for this socket."""
@@ -107,19 +150,13 @@ class GuardedServer(TcpServer):  # type: ignore[misc]
             keepalive=self._TcpServer__keepalive,
         )
 
-    def _pause(self, reason: str) -> None:
+    def _pause(self) -> None:
         """Stop polling the listener for accept_pause_s; `resume_if_due` polls it again."""
         descriptor = self._TcpServer__fileno
         if descriptor is None:
             return
         self._TcpServer__poller.unsubscribe(descriptor)
         self._resume_at = library_monotonic() + self._accept_pause_s
-        if self._failed_accepts <= 1:
-            logger.warning(
-                "Raft port: %s; pausing accept() for %.2f s, then retrying",
-                reason,
-                self._accept_pause_s,
-            )
 
     def resume_if_due(self) -> None:
         """Poll the listener again once a pause is over; the transport calls it every tick."""
@@ -195,7 +232,7 @@ class CappedConnection(TcpConnection):  # type: ignore[misc]
         """Close the connection if a frame's announced length is out of bounds."""
         if 0 <= length <= self.frame_bytes_max:
             return False
-        logger.warning(
+        _warn_of_a_bad_frame(
             "closing a connection that announced a %d-byte frame (at most %d here)",
             length,
             self.frame_bytes_max,

@@ -64,10 +64,12 @@ class RaftNodeProcess:
     secret: str | None = TEST_CLUSTER_SECRET
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
+    # The host of the Raft address (the control port is on 127.0.0.1 whatever it is).
+    host: str = "127.0.0.1"
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.raft_port}"
+        return f"{self.host}:{self.raft_port}"
 
     @property
     def log_path(self) -> Path:
@@ -190,10 +192,11 @@ class RaftCluster:
         size: int = 3,
         extra_args: list[str] | None = None,
         secret: str | None = TEST_CLUSTER_SECRET,
+        host: str = "127.0.0.1",
     ) -> None:
         ports = free_ports(2 * size)
         raft_ports, control_ports = ports[:size], ports[size:]
-        addresses = [f"127.0.0.1:{p}" for p in raft_ports]
+        addresses = [f"{host}:{p}" for p in raft_ports]
         self.nodes = [
             RaftNodeProcess(
                 name=f"n{i}",
@@ -203,6 +206,7 @@ class RaftCluster:
                 peers=[a for a in addresses if a != addresses[i]],
                 secret=secret,
                 extra_args=list(extra_args or []),
+                host=host,
             )
             for i in range(size)
         ]

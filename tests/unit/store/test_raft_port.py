@@ -164,6 +164,26 @@ def connections_seen(node: SyncObj) -> int:
     return len(transport._unknownConnections) + evicted
 
 
+@pytest.mark.parametrize(
+    ("transport", "all_in"), [(HardenedTransport, True), (TCPTransport, False)]
+)
+def test_a_burst_of_connections_waits_in_the_backlog(
+    make_node: Callable[..., SyncObj], transport: type, all_in: bool
+) -> None:
+    """With pysyncobj's backlog of 5, the sixth connection made before the node polls has its
+    SYN dropped, and is retried a second later: a burst of strangers delays a peer that way."""
+    node = make_node(transport)
+    with ExitStack() as stack:
+        connected = 0
+        for _ in range(40):
+            try:
+                stack.enter_context(socket.create_connection(address_of(node), timeout=0.3))
+            except TimeoutError:
+                break
+            connected += 1
+    assert (connected == 40) == all_in
+
+
 class CountingSocket:
     """A socket that counts the bytes recv() returned (the node's reads of one connection)."""
 
