@@ -259,9 +259,6 @@ class Handshakes:
         # Arrival order is deadline order (one deadline for all), so the oldest comes first.
         self._deadlines: dict[Any, float] = {}
 
-    def __len__(self) -> int:
-        return len(self._deadlines)
-
     def arrived(self, connection: Any) -> None:
         self._deadlines[connection] = library_monotonic() + self._deadline_s
         while len(self._deadlines) > self._connections_max:
