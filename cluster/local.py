@@ -10,6 +10,9 @@ By default every node listens on 127.0.0.1. `node_hosts` gives node k its own ad
 (all three of its ports on it), and `command_prefix` a command to start its process under, e.g.
 `ip netns exec NAMESPACE` to run each node in a network namespace of its own: a prefix must exec
 the node's command, so that the process started is the node itself (signals reach it by pid).
+
+The data directories are 0700 and the node logs 0600 (both tightened if an older run left
+them wider).
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from store.private_files import (
+    PRIVATE_FILE_MODE,
+    make_private_directory,
+    open_private,
+    tighten_files,
+)
 
 READY_TIMEOUT_S_DEFAULT = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -88,7 +98,7 @@ class LocalCluster:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_directory(self.data_dir)
         self._ensure_secret()
         for node in self.nodes:
             self.start_node(node.node_id)
@@ -139,8 +149,8 @@ class LocalCluster:
         the fault points of one node this way)."""
         node = self.node(node_id)
         assert not node.running(), f"{node_id} is already running"
-        node.data_dir.mkdir(parents=True, exist_ok=True)
-        log = node.log_file.open("ab")
+        make_private_directory(node.data_dir)
+        log = os.fdopen(open_private(node.log_file, os.O_WRONLY | os.O_APPEND), "ab")
         node.process = subprocess.Popen(
             self._command(node),
             stdin=subprocess.DEVNULL,
@@ -318,9 +328,10 @@ class LocalCluster:
     def _ensure_secret(self) -> None:
         path = self.data_dir / "secret"
         if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(32))
+        tighten_files(self.data_dir, (path.name,))
 
     def _command(self, node: NodeProcess) -> list[str]:
         prefix = self.config.command_prefix

@@ -39,7 +39,7 @@ from node.watch.route import WatchConfig
 from store.errors import ValidationError
 from store.log import PROPOSE_TIMEOUT_S_DEFAULT
 from store.partition import PARTITIONS_DEFAULT, PARTITIONS_MAX
-from store.raft.config import RaftTuning
+from store.raft.config import RaftTuning, check_secret_length
 from store.supervision import SupervisionConfig
 
 
@@ -143,6 +143,7 @@ class NodeConfig:
                 "the cluster secret is required (--secret-file or TOCK_CLUSTER_SECRET): "
                 "Raft traffic is pickle, and without a secret anyone reaching the port runs code"
             )
+        check_secret_length(self.secret)
         if self.node_id in self.peers:
             raise ValidationError(f"node {self.node_id!r} is listed among its own peers")
         if not 1 <= self.partitions <= PARTITIONS_MAX:

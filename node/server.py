@@ -48,6 +48,7 @@ from store.codec import Member
 from store.errors import ValidationError
 from store.fault_points import arm_from_environment
 from store.machine import JobMachine
+from store.private_files import make_private_directory
 from store.raft.config import RaftConfig
 from store.raft.store import RaftStore
 from store.shared_machine import SharedMachine
@@ -163,6 +164,7 @@ class Node:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
+        make_private_directory(self.config.data_dir)  # it holds the store's files, and secrets
         self.store.start()
         await self.store.wait_bound()
         self.membership.start()

@@ -47,13 +47,13 @@ from store.machine import JobMachine, Result
 from store.raft.config import RaftConfig
 from store.raft.store import RaftStore
 from store.shared_machine import SharedMachine
+from tests.support.cluster_secret import TEST_CLUSTER_SECRET
 
 T = TypeVar("T")
 
 STARTUP_S_MAX = 20.0
 LEADER_POLL_S = 0.02
 PROPOSE_TIMEOUT_S = 5.0
-SECRET = "test"
 PARTITIONS = 16
 LIST_LIMIT_MAX = 50
 # Small limits, so that the tests of "too large" send kilobytes, not megabytes.
@@ -170,7 +170,7 @@ class LiveNode:
             self_address=f"127.0.0.1:{free_port()}",
             peer_addresses=(),
             data_dir=data_dir,
-            secret=SECRET,
+            secret=TEST_CLUSTER_SECRET,
         )
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)

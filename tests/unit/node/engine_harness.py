@@ -27,6 +27,7 @@ from store.machine import JobMachine, Result
 from store.raft.config import RaftConfig
 from store.raft.store import RaftStore
 from store.shared_machine import SharedMachine
+from tests.support.cluster_secret import TEST_CLUSTER_SECRET
 
 T = TypeVar("T")
 
@@ -57,7 +58,9 @@ class Harness:
         self.member = Member(NODE, raft, "127.0.0.1:1")
         self.machine = SharedMachine(JobMachine(PARTITIONS, Ring))
         self.store = RaftStore(
-            RaftConfig(self_address=raft, peer_addresses=(), data_dir=data_dir, secret="test"),
+            RaftConfig(
+                self_address=raft, peer_addresses=(), data_dir=data_dir, secret=TEST_CLUSTER_SECRET
+            ),
             self.machine,
         )
         self.http = HttpDelivery(DeliveryConfig(), attempt_timeout_s=3.0)

@@ -28,6 +28,7 @@ from store.jobs import JobLimits
 from store.raft.config import RaftConfig, RaftTuning
 from store.raft.transport import HardeningConfig
 from store.supervision import SupervisionConfig
+from tests.support.cluster_secret import TEST_CLUSTER_SECRET
 
 ROOT = Path(__file__).resolve().parents[3]
 MIB = 1024 * 1024
@@ -52,7 +53,7 @@ def node_config(**changes: object) -> NodeConfig:
         http="127.0.0.1:3500",
         raft="127.0.0.1:7500",
         data_dir=Path("/nonexistent/tock"),
-        secret="s",
+        secret=TEST_CLUSTER_SECRET,
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 

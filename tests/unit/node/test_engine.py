@@ -30,6 +30,7 @@ from store.raft.config import RaftConfig
 from store.raft.store import RaftStore
 from store.schedule import format_rfc3339_ms
 from store.shared_machine import SharedMachine
+from tests.support.cluster_secret import TEST_CLUSTER_SECRET
 from tests.support.metrics import histogram_count_and_sum
 from tests.support.sink import Call, Sink
 from tests.unit.node.engine_harness import NAMESPACE, NODE, Harness
@@ -325,7 +326,7 @@ def test_an_ack_that_cannot_be_proposed_is_reported_unavailable(tmp_path: Path) 
     """A store that is not running refuses the proposal outright: certainly not applied."""
     machine = SharedMachine(JobMachine(PARTITIONS_DEFAULT, Ring))
     config = RaftConfig(
-        self_address="127.0.0.1:1", peer_addresses=(), data_dir=tmp_path, secret="test"
+        self_address="127.0.0.1:1", peer_addresses=(), data_dir=tmp_path, secret=TEST_CLUSTER_SECRET
     )
     store = RaftStore(config, machine)
     verdicts: list[AckVerdict] = []
