@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from node.scope import Scope, check_utf8, checked_text
+from store.app_url import check_app_url
 from store.clock import Clock
 from store.codec import (
     Command,
@@ -24,7 +25,7 @@ from store.codec import (
 )
 from store.errors import JobConflict, JobNotFound, OutcomeUnknown, QuotaExceeded, ValidationError
 from store.jobs import Job, JobLimits, JobSpec, derive_job, spec_from_request, validate_name
-from store.machine import AppRoute, ErrorKind, Result, check_app_token, check_app_url
+from store.machine import AppRoute, ErrorKind, Result, check_app_token
 from store.raft.store import RaftStore
 from store.schedule import check_zone
 from store.shared_machine import SharedMachine

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
+from store.app_url import check_app_url
 from store.codec import (
     Ack,
     Barrier,
@@ -53,7 +54,6 @@ from store.partition import Assignment, AssignmentFactory
 
 log = logging.getLogger(__name__)
 
-APP_URL_SCHEMES = ("http://", "https://", "grpc://")
 # An app token is a header value: printable ASCII, bounded.
 APP_TOKEN_CHARS_MAX = 512
 # A node's count of one app's watch streams, as recorded: a bound on what a command may claim.
@@ -713,13 +713,6 @@ def _settle(job: Job, outcome: Outcome, now_ms: int) -> Job | None:
     if outcome is Outcome.FAILED:
         return record_failure(job, now_ms)
     return advance(job, counted=False)
-
-
-def check_app_url(url: str) -> None:
-    """An app's callback URL: http(s) for HTTP delivery, grpc:// for Dapr's gRPC callback."""
-    if not url.startswith(APP_URL_SCHEMES):
-        schemes = ", ".join(APP_URL_SCHEMES)
-        raise ValidationError(f"app url must start with one of {schemes}: {url!r}")
 
 
 def check_app_token(token: str) -> None:
