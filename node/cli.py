@@ -131,6 +131,16 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         default=default.data_bytes_max_per_app,
         help=f"bytes of job data one app may hold (default {default.data_bytes_max_per_app:,})",
     )
+    node.add_argument(
+        "--app-host-allow",
+        action="append",
+        default=[],
+        metavar="HOST|CIDR",
+        help="where deliveries may go (repeatable; default: anywhere)",
+    )
+    node.add_argument(
+        "--app-ca-file", type=Path, help="CA bundle for https:// apps (default: the system's)"
+    )
     node.add_argument("--log-level", default="INFO")
     node.set_defaults(func=_node)
 
@@ -139,6 +149,7 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
     """The node's configuration tree from its flags, validated. Imported here, not at the top:
     the tree names every component of a node, and `tock job` needs none of them."""
     from node.config import NodeConfig, local_zone
+    from node.delivery.http import DeliveryConfig
 
     peers: dict[str, str] = {}
     for peer in args.peer:
@@ -157,6 +168,8 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         secret=_secret(args.secret_file, "TOCK_CLUSTER_SECRET"),
         api_token=_secret(args.api_token_file, "TOCK_API_TOKEN") or None,
         partitions=args.partitions,
+        app_host_allow=tuple(args.app_host_allow),
+        http_delivery=DeliveryConfig(ca_file=args.app_ca_file),
         service=ServiceConfig(
             time_zone=args.time_zone or local_zone(),
             jobs_max_per_app=args.jobs_max_per_app,

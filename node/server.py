@@ -25,6 +25,7 @@ from aiohttp import web
 from cluster.membership import Membership
 from cluster.ring import Ring
 from node.config import NodeConfig
+from node.delivery.allowed_hosts import AllowedHosts
 from node.delivery.dispatch import Deliverer
 from node.delivery.grpc import GrpcDelivery
 from node.delivery.http import HttpDelivery
@@ -106,16 +107,19 @@ class Node:
         self.watch_delivery = WatchDelivery(
             config.node_id, self.store, self.machine, self.watchers, self.forwarder
         )
+        app_hosts = AllowedHosts(config.app_host_allow)
         self.delivery = Deliverer(
             HttpDelivery(
                 config.http_delivery,
                 attempt_timeout_s=config.delivery_timeout_s,
                 node_id=config.node_id,
+                hosts=app_hosts,
             ),
             GrpcDelivery(
                 config.grpc_delivery,
                 attempt_timeout_s=config.delivery_timeout_s,
                 node_id=config.node_id,
+                hosts=app_hosts,
             ),
             self.watch_delivery,
         )
@@ -135,6 +139,7 @@ class Node:
             self.clock,
             config.service,
             propose_timeout_s=config.propose_timeout_s,
+            app_hosts=app_hosts,
         )
         self.grpc_api = (
             None

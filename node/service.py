@@ -11,8 +11,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from node.delivery.allowed_hosts import AllowedHosts
 from node.scope import Scope, check_utf8, checked_text
-from store.app_url import check_app_url
+from store.app_url import parse_app_url
 from store.clock import Clock
 from store.codec import (
     Command,
@@ -81,6 +82,7 @@ class JobService:
         config: ServiceConfig,
         *,
         propose_timeout_s: float,
+        app_hosts: AllowedHosts | None = None,
     ) -> None:
         config.validate()
         self._store = store
@@ -88,6 +90,7 @@ class JobService:
         self._clock = clock
         self._config = config
         self._propose_timeout_s = propose_timeout_s
+        self._app_hosts = app_hosts or AllowedHosts()
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -187,8 +190,9 @@ class JobService:
     # -- apps ------------------------------------------------------------------------------
 
     async def register_app(self, scope: Scope, url: str, token: str = "") -> None:
-        """Send the app's triggers to `url`, with `dapr-api-token: token` unless it is ""."""
-        check_app_url(url)
+        """Send the app's triggers to `url`, with `dapr-api-token: token` unless it is "". The
+        URL must keep the rules of an app URL and point where deliveries may go."""
+        await self._app_hosts.check(parse_app_url(url))
         check_app_token(token)
         await self._write(RegisterApp(scope.namespace, scope.app, url, token))
 

@@ -30,7 +30,7 @@ APP_URL_SCHEMES = ("http", "https", "grpc")
 GRPC_SCHEME = "grpc"
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # A host name: letters, digits, dots, hyphens and underscores (as DNS names in practice are).
-_HOST_NAME = re.compile(r"[a-z0-9_][a-z0-9_.-]*")
+HOST_NAME = re.compile(r"[a-z0-9_][a-z0-9_.-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +76,7 @@ def parse_app_url(url: str) -> AppUrl:
     host = parts.hostname or ""
     if not host:
         raise ValidationError("app url must name a host")
-    if not _HOST_NAME.fullmatch(host) and ip_of(host) is None:
+    if not HOST_NAME.fullmatch(host) and ip_of(host) is None:
         raise ValidationError(f"app url host {host!r} is neither a host name nor an IP address")
     if port == 0:
         raise ValidationError("app url port must be between 1 and 65535")

@@ -135,6 +135,7 @@ def test_a_rule_across_fields_is_refused_naming_them(
         ({"propose_timeout_s": 0.0}, r"^propose_timeout_s must be positive"),
         ({"delivery_timeout_s": -1.0}, r"^delivery_timeout_s must be positive"),
         ({"body_bytes_max": 0}, r"^body_bytes_max must be positive"),
+        ({"app_host_allow": ("10.0.0.0/8", "a b")}, r"^app_host_allow: 'a b' is neither"),
         ({"service": ServiceConfig(time_zone="Mars/Olympus")}, r"^service: time_zone: "),
         ({"service": ServiceConfig(jobs_max_per_app=0)}, r"^service: jobs_max_per_app must"),
         (
