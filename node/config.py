@@ -34,6 +34,7 @@ from node.engine.engine import EngineConfig
 from node.grpc.api import GrpcApiConfig
 from node.http.api import ApiConfig
 from node.service import ServiceConfig
+from node.tls import TlsConfig
 from node.watch.announcer import AnnouncerConfig
 from node.watch.forward import ForwardConfig
 from node.watch.route import WatchConfig
@@ -79,6 +80,8 @@ class NodeConfig:
     # code) and the API token every request must carry, when set.
     secret: str
     api_token: str | None = None
+    # HTTPS and gRPC over TLS, and https to other nodes, when a certificate is given.
+    tls: TlsConfig = field(default_factory=TlsConfig)
     # Part of the cluster's identity: the same on every node, and never changed for a data dir.
     partitions: int = PARTITIONS_DEFAULT
 

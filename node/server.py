@@ -97,12 +97,15 @@ class Node:
             self.supervisor,
             propose_timeout_s=config.propose_timeout_s,
         )
+        # Built here, so that an unreadable certificate or key stops the node at start.
+        self._http_ssl = config.tls.server_context()
         self.forwarder = Forwarder(
             config.forward,
             config.delivery_timeout_s,
             config.secret,
             config.api_token,
             self.supervisor,
+            tls=config.tls.client_context(),
         )
         self.watch_delivery = WatchDelivery(
             config.node_id, self.store, self.machine, self.watchers, self.forwarder
@@ -150,6 +153,7 @@ class Node:
                 address=config.grpc,
                 message_bytes_max=config.body_bytes_max,
                 api_token=config.api_token,
+                credentials=config.tls.grpc_credentials(),
             )
         )
         self._runner: web.AppRunner | None = None
@@ -179,7 +183,7 @@ class Node:
         )
         await self._runner.setup()
         host, _, port = self.config.http.rpartition(":")
-        await web.TCPSite(self._runner, host, int(port)).start()
+        await web.TCPSite(self._runner, host, int(port), ssl_context=self._http_ssl).start()
         if self.grpc_api is not None:
             await self.grpc_api.start()
         log.info(

@@ -3,7 +3,8 @@
 `add_commands(subparsers)` adds the commands to `tock`'s parser; each sets `func`, a handler
 that takes the parsed arguments and returns the exit status. get and list print JSON, create
 and delete a short line, status a table; errors go to stderr with exit status 1. The API token
-comes from TOCK_API_TOKEN, as the node's does.
+comes from TOCK_API_TOKEN, as the node's does. A node serving TLS is given as an https:// URL,
+its certificate checked against `--ca-file` (default: the system's store).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from node.client.client import TockClient
@@ -99,6 +101,7 @@ def _command(subparsers: Any, name: str, help_text: str, command: Command) -> An
     parser.add_argument("--node", default=DEFAULT_NODE_URL, help="the node's HTTP base URL")
     parser.add_argument("--app-id", default="default", help="the app the jobs belong to")
     parser.add_argument("--namespace", default="default")
+    parser.add_argument("--ca-file", type=Path, help="the CA of a node's https:// certificate")
     parser.set_defaults(func=lambda args: _run(command, args))
     return parser
 
@@ -106,7 +109,9 @@ def _command(subparsers: Any, name: str, help_text: str, command: Command) -> An
 def _run(command: Command, args: argparse.Namespace) -> int:
     async def go() -> None:
         token = os.environ.get(TOKEN_ENV) or None
-        async with TockClient(args.node, args.app_id, args.namespace, token) as client:
+        async with TockClient(
+            args.node, args.app_id, args.namespace, token, ca_file=args.ca_file
+        ) as client:
             await command(client, args)
 
     try:

@@ -55,6 +55,7 @@ def running_cluster(
     api_token: str | None = None,
     time_zone: str = "UTC",
     ready_timeout_s: float = 60.0,
+    tls: bool = False,
 ) -> Iterator[LocalCluster]:
     """Start a cluster, wait until it is ready, and always stop it (dumping logs on failure)."""
     base = port_block(3 * 15)
@@ -68,6 +69,7 @@ def running_cluster(
             time_zone=time_zone,
             api_token=api_token,
             node_args=node_args,
+            tls=tls,
         )
     )
     cluster.start()
