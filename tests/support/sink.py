@@ -4,7 +4,9 @@ It runs an aiohttp server on 127.0.0.1 (or `host`) in a thread of its own (so te
 real node processes can use it without an event loop of their own), records each call with its
 arrival wall time, and answers with a status chosen per job name (`script`), e.g. fail twice then
 succeed. With `tls` it serves HTTPS; with `redirect_to`, every answer carries a `Location` to
-that base URL (a redirecting app, with a 3xx status).
+that base URL (a redirecting app, with a 3xx status); with `answer_bytes`, every answer has a
+body that long, streamed in chunks a few milliseconds apart until the client goes away, and
+`answered_bytes` records how much of each got out.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from aiohttp import web
 
 # How long stop() waits for the connections to close (a TLS one exchanges close_notify first).
 CLOSE_TIMEOUT_S = 5.0
+# A streamed answer's chunks, and the pause between them: slow enough that what gets out
+# depends on the client reading, not on how much the sockets' buffers hold.
+ANSWER_CHUNK_BYTES = 64 * 1024
+ANSWER_CHUNK_PAUSE_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class Sink:
     host: str = "127.0.0.1"
     tls: ssl.SSLContext | None = None
     redirect_to: str | None = None
+    answer_bytes: int = 0
+    answered_bytes: list[int] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     port: int = 0
     # Requests being answered right now, and the most there ever were at once.
@@ -121,7 +129,7 @@ class Sink:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await self._none_open.wait()
 
-    async def _on_job(self, request: web.Request) -> web.Response:
+    async def _on_job(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         name = request.match_info["name"]
         call = Call(name, time.time_ns() // 1_000_000, dict(request.headers), body)
@@ -137,10 +145,32 @@ class Sink:
             headers = (
                 {} if self.redirect_to is None else {"Location": self.redirect_to + request.path}
             )
-            return web.Response(status=self.status_for(name, number), headers=headers)
+            status = self.status_for(name, number)
+            if self.answer_bytes:
+                return await self._stream_answer(request, status)
+            return web.Response(status=status, headers=headers)
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    async def _stream_answer(self, request: web.Request, status: int) -> web.StreamResponse:
+        reply = web.StreamResponse(status=status)
+        reply.content_length = self.answer_bytes
+        await reply.prepare(request)
+        sent = 0
+        try:
+            while sent < self.answer_bytes:
+                chunk = b"x" * min(ANSWER_CHUNK_BYTES, self.answer_bytes - sent)
+                await reply.write(chunk)
+                sent += len(chunk)
+                await asyncio.sleep(ANSWER_CHUNK_PAUSE_S)
+        except ConnectionError:
+            pass
+        finally:
+            with self._changed:
+                self.answered_bytes.append(sent)
+                self._changed.notify_all()
+        return reply
 
 
 class _Counted(asyncio.Protocol):
