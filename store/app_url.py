@@ -19,6 +19,7 @@ a registration, and delivery parses a stored URL before it sends anything.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -54,6 +55,9 @@ class AppUrl:
         return ip_of(self.host)
 
 
+# Delivery parses the URL of every trigger it sends, and a node sends to a few apps: the parts
+# of the recent URLs are kept (parsing is pure, and a refusal is raised again each time).
+@functools.lru_cache(maxsize=1024)
 def parse_app_url(url: str) -> AppUrl:
     """`url` in parts, or a ValidationError naming the first rule it breaks."""
     if not all("!" <= char <= "~" and char != "\\" for char in url):
