@@ -315,8 +315,9 @@ def test_keys_are_readable_by_their_owner_only(cluster: LocalCluster) -> None:
 
 
 def test_tock_up_tls_serves_https_and_prints_the_ca(tmp_path: Path) -> None:
-    # One node: one port of each kind.
-    http, raft, grpc_port = (port_block(1) for _ in range(3))
+    # One node: one port of each kind, three in a row.
+    http = port_block(3)
+    raft, grpc_port = http + 1, http + 2
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "node.cli", "up", "--tls", "--nodes", "1"),
