@@ -13,6 +13,10 @@ the node's command, so that the process started is the node itself (signals reac
 
 The data directories are 0700 and the node logs 0600 (both tightened if an older run left
 them wider).
+
+With `tls`, a CA is generated once into `{data_dir}/tls/` and each node gets a certificate for
+127.0.0.1 and localhost in `{data_dir}/n{k}/tls/` (cluster/certificates.py): the nodes serve
+HTTPS and gRPC over TLS, and the cluster's own requests check them against that CA (`ca_file`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -29,8 +34,10 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
+from cluster.certificates import CertificateAuthority
 from store.private_files import (
     PRIVATE_FILE_MODE,
     make_private_directory,
@@ -54,6 +61,8 @@ class LocalClusterConfig:
     grpc_port: int = 50001
     time_zone: str | None = None
     api_token: str | None = None
+    # HTTPS and gRPC over TLS, with certificates from a CA generated into the data dir.
+    tls: bool = False
     # Extra `tock node` arguments for every node (tests shorten timings with these).
     node_args: tuple[str, ...] = ()
     # Node k's address is node_hosts[k - 1]; None: every node on 127.0.0.1.
@@ -69,6 +78,7 @@ class NodeProcess:
     raft: str
     grpc: str
     data_dir: Path
+    scheme: str = "http"
     process: subprocess.Popen[bytes] | None = None
     log_file: Path = field(init=False)
 
@@ -77,7 +87,7 @@ class NodeProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.http}"
+        return f"{self.scheme}://{self.http}"
 
     @property
     def pid(self) -> int | None:
@@ -96,6 +106,21 @@ class LocalCluster:
         self.nodes = [self._node_process(k) for k in range(1, config.nodes + 1)]
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA every node's certificate is checked against; None without TLS."""
+        return self._authority.cert_file if self.config.tls else None
+
+    @cached_property
+    def _authority(self) -> CertificateAuthority:
+        return CertificateAuthority(self.data_dir / "tls")
+
+    @cached_property
+    def _ssl(self) -> ssl.SSLContext | None:
+        """The context of this cluster's own requests to its nodes."""
+        ca_file = self.ca_file
+        return None if ca_file is None else ssl.create_default_context(cafile=str(ca_file))
 
     def start(self) -> None:
         make_private_directory(self.data_dir)
@@ -132,7 +157,7 @@ class LocalCluster:
             f"{node.url}/admin/quiesce", data=b"", headers=self._headers(), method="POST"
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s):
+            with urllib.request.urlopen(request, timeout=timeout_s, context=self._ssl):
                 pass
         except (OSError, urllib.error.URLError) as error:
             # A node that cannot answer (crashed, partitioned) has nothing left to settle.
@@ -256,14 +281,14 @@ class LocalCluster:
     def cluster_status(self, node_id: str) -> dict[str, object]:
         url = f"{self.node(node_id).url}/admin/cluster"
         request = urllib.request.Request(url, headers=self._headers())
-        with urllib.request.urlopen(request, timeout=2) as reply:
+        with urllib.request.urlopen(request, timeout=2, context=self._ssl) as reply:
             status: dict[str, object] = json.loads(reply.read())
         # The readiness probe needs the API token too: only the liveness probe is exempt.
         ready = urllib.request.Request(
             f"{self.node(node_id).url}/v1.0/healthz/ready", headers=self._headers()
         )
         try:
-            with urllib.request.urlopen(ready, timeout=2) as reply:
+            with urllib.request.urlopen(ready, timeout=2, context=self._ssl) as reply:
                 status["ready"] = reply.status == 204
         except urllib.error.HTTPError:
             status["ready"] = False
@@ -285,6 +310,7 @@ class LocalCluster:
             raft=f"{host}:{config.raft_port + k - 1}",
             grpc=f"{host}:{config.grpc_port + k - 1}",
             data_dir=self.data_dir / f"n{k}",
+            scheme="https" if config.tls else "http",
         )
 
     def _admin(
@@ -312,7 +338,7 @@ class LocalCluster:
                     node.url + path, data=data, headers=headers, method=method
                 )
                 try:
-                    with urllib.request.urlopen(request, timeout=timeout_s):
+                    with urllib.request.urlopen(request, timeout=timeout_s, context=self._ssl):
                         return
                 except urllib.error.HTTPError as error:
                     if error.code != 503:
@@ -359,6 +385,11 @@ class LocalCluster:
                 command += ["--peer", f"{peer.node_id}={peer.raft}"]
         if self.config.time_zone:
             command += ["--time-zone", self.config.time_zone]
+        if self.config.tls:
+            # No --tls-ca-file: each node trusts the CA that follows its certificate in its file.
+            files = self._authority.issue(node.data_dir / "tls", "node")
+            command += ["--tls-cert-file", str(files.cert_file)]
+            command += ["--tls-key-file", str(files.key_file)]
         return command + list(self.config.node_args)
 
     def _environment(self) -> dict[str, str]:

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import signal
+import ssl
 import sys
 import threading
 import urllib.request
@@ -56,6 +57,9 @@ def _add_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     up.add_argument("--time-zone", help="zone for schedules without CRON_TZ= (default: local)")
     up.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S_DEFAULT)
     _add_log_format(up)
+    up.add_argument(
+        "--tls", action="store_true", help="HTTPS and gRPC over TLS, from a CA made in the data dir"
+    )
     up.set_defaults(func=_up)
 
 
@@ -70,6 +74,7 @@ def _up(args: argparse.Namespace) -> int:
             time_zone=args.time_zone,
             api_token=os.environ.get("TOCK_API_TOKEN") or None,
             node_args=("--log-format", args.log_format),
+            tls=args.tls,
         )
     )
     stop = threading.Event()
@@ -78,11 +83,15 @@ def _up(args: argparse.Namespace) -> int:
     cluster.start()
     try:
         for node in cluster.nodes:
-            addresses = f"http://{node.http} raft {node.raft} grpc {node.grpc}"
+            addresses = f"{node.url} raft {node.raft} grpc {node.grpc}"
             print(f"{node.node_id} {addresses} pid {node.pid}", flush=True)
+        if cluster.ca_file is not None:
+            print(f"CA (for --ca-file): {cluster.ca_file}", flush=True)
         leader = cluster.wait_ready(args.ready_timeout)
         if args.app_url:
-            _register_app(cluster.nodes[0].url, args.app_url, cluster.config.api_token)
+            _register_app(
+                cluster.nodes[0].url, args.app_url, cluster.config.api_token, cluster.ca_file
+            )
         print(f"ready: leader {leader}", flush=True)
         while not stop.wait(1.0):
             for node in cluster.nodes:
@@ -94,7 +103,7 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_app(node_url: str, app_url: str, token: str | None) -> None:
+def _register_app(node_url: str, app_url: str, token: str | None, ca_file: Path | None) -> None:
     body = json.dumps({"url": app_url}).encode()
     headers = {"content-type": "application/json"}
     if token:
@@ -102,7 +111,8 @@ def _register_app(node_url: str, app_url: str, token: str | None) -> None:
     request = urllib.request.Request(
         f"{node_url}/v1.0/apps/default", data=body, headers=headers, method="PUT"
     )
-    with urllib.request.urlopen(request, timeout=10):
+    context = None if ca_file is None else ssl.create_default_context(cafile=str(ca_file))
+    with urllib.request.urlopen(request, timeout=10, context=context):
         pass
 
 
@@ -141,6 +151,21 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         metavar="MS",
         help="stop firing while this node's clock is further than MS from the cluster's median",
     )
+    node.add_argument(
+        "--app-host-allow",
+        action="append",
+        default=[],
+        metavar="HOST|CIDR",
+        help="where deliveries may go (repeatable; default: anywhere)",
+    )
+    node.add_argument(
+        "--app-ca-file", type=Path, help="CA bundle for https:// apps (default: the system's)"
+    )
+    node.add_argument("--tls-cert-file", type=Path, help="PEM certificate (and chain): TLS on")
+    node.add_argument("--tls-key-file", type=Path, help="the certificate's PEM private key")
+    node.add_argument(
+        "--tls-ca-file", type=Path, help="CA of other nodes (default: the chain in the cert)"
+    )
     node.add_argument("--log-level", default="INFO")
     _add_log_format(node)
     node.set_defaults(func=_node)
@@ -159,6 +184,8 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
     """The node's configuration tree from its flags, validated. Imported here, not at the top:
     the tree names every component of a node, and `tock job` needs none of them."""
     from node.config import NodeConfig, local_zone
+    from node.delivery.http import DeliveryConfig
+    from node.tls import TlsConfig
 
     peers: dict[str, str] = {}
     for peer in args.peer:
@@ -178,6 +205,11 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         api_token=_secret(args.api_token_file, "TOCK_API_TOKEN") or None,
         partitions=args.partitions,
         membership=MembershipConfig(max_clock_offset_ms=args.max_clock_offset),
+        app_host_allow=tuple(args.app_host_allow),
+        http_delivery=DeliveryConfig(ca_file=args.app_ca_file),
+        tls=TlsConfig(
+            cert_file=args.tls_cert_file, key_file=args.tls_key_file, ca_file=args.tls_ca_file
+        ),
         service=ServiceConfig(
             time_zone=args.time_zone or local_zone(),
             jobs_max_per_app=args.jobs_max_per_app,

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from cluster.membership import MembershipConfig
 from node.address import parse_address
+from node.delivery.allowed_hosts import AllowedHosts
 from node.delivery.grpc import GrpcDeliveryConfig
 from node.delivery.http import DeliveryConfig
 from node.engine.acks import AckConfig
@@ -33,6 +34,7 @@ from node.engine.engine import EngineConfig
 from node.grpc.api import GrpcApiConfig
 from node.http.api import ApiConfig
 from node.service import ServiceConfig
+from node.tls import TlsConfig
 from node.watch.announcer import AnnouncerConfig
 from node.watch.forward import ForwardConfig
 from node.watch.route import WatchConfig
@@ -78,6 +80,8 @@ class NodeConfig:
     # code) and the API token every request must carry, when set.
     secret: str
     api_token: str | None = None
+    # HTTPS and gRPC over TLS, and https to other nodes, when a certificate is given.
+    tls: TlsConfig = field(default_factory=TlsConfig)
     # Part of the cluster's identity: the same on every node, and never changed for a data dir.
     partitions: int = PARTITIONS_DEFAULT
 
@@ -90,6 +94,9 @@ class NodeConfig:
     # A request's bound: an HTTP body (413 beyond), a gRPC message, a batch forwarded between
     # nodes.
     body_bytes_max: int = 4 * 1024 * 1024
+    # Where deliveries may go (host names, addresses, CIDRs), checked when an app registers and
+    # at every delivery; empty, anywhere.
+    app_host_allow: tuple[str, ...] = ()
 
     # -- each component's own knobs ---------------------------------------------------------------
     raft_store: RaftTuning = field(default_factory=RaftTuning)
@@ -148,6 +155,7 @@ class NodeConfig:
             raise ValidationError(f"node {self.node_id!r} is listed among its own peers")
         if not 1 <= self.partitions <= PARTITIONS_MAX:
             raise ValidationError(f"partitions must be between 1 and {PARTITIONS_MAX}")
+        AllowedHosts(self.app_host_allow)
 
     def _validate_across(self) -> None:
         """The rules between fields that different parts of the tree own."""

@@ -26,6 +26,7 @@ from cluster.membership import Membership
 from cluster.ring import Ring
 from node.backup import Backup
 from node.config import NodeConfig
+from node.delivery.allowed_hosts import AllowedHosts
 from node.delivery.dispatch import Deliverer
 from node.delivery.grpc import GrpcDelivery
 from node.delivery.http import HttpDelivery
@@ -101,26 +102,32 @@ class Node:
             self.supervisor,
             propose_timeout_s=config.propose_timeout_s,
         )
+        # Built here, so that an unreadable certificate or key stops the node at start.
+        self._http_ssl = config.tls.server_context()
         self.forwarder = Forwarder(
             config.forward,
             config.delivery_timeout_s,
             config.secret,
             config.api_token,
             self.supervisor,
+            tls=config.tls.client_context(),
         )
         self.watch_delivery = WatchDelivery(
             config.node_id, self.store, self.machine, self.watchers, self.forwarder
         )
+        app_hosts = AllowedHosts(config.app_host_allow)
         self.delivery = Deliverer(
             HttpDelivery(
                 config.http_delivery,
                 attempt_timeout_s=config.delivery_timeout_s,
                 node_id=config.node_id,
+                hosts=app_hosts,
             ),
             GrpcDelivery(
                 config.grpc_delivery,
                 attempt_timeout_s=config.delivery_timeout_s,
                 node_id=config.node_id,
+                hosts=app_hosts,
             ),
             self.watch_delivery,
         )
@@ -140,6 +147,7 @@ class Node:
             self.clock,
             config.service,
             propose_timeout_s=config.propose_timeout_s,
+            app_hosts=app_hosts,
         )
         self.grpc_api = (
             None
@@ -150,6 +158,7 @@ class Node:
                 address=config.grpc,
                 message_bytes_max=config.body_bytes_max,
                 api_token=config.api_token,
+                credentials=config.tls.grpc_credentials(),
             )
         )
         self.metrics = node_registry(
@@ -192,7 +201,7 @@ class Node:
         )
         await self._runner.setup()
         host, _, port = self.config.http.rpartition(":")
-        await web.TCPSite(self._runner, host, int(port)).start()
+        await web.TCPSite(self._runner, host, int(port), ssl_context=self._http_ssl).start()
         if self.grpc_api is not None:
             await self.grpc_api.start()
         log.info(

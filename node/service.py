@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from node.app_counter import AppCounter
+from node.delivery.allowed_hosts import AllowedHosts
 from node.scope import Scope, check_utf8, checked_text
+from store.app_url import parse_app_url
 from store.clock import Clock
 from store.codec import (
     Command,
@@ -40,7 +42,7 @@ from store.errors import (
 )
 from store.history import Attempt
 from store.jobs import Job, JobLimits, JobSpec, derive_job, spec_from_request, validate_name
-from store.machine import AppRoute, ErrorKind, Result, check_app_token, check_app_url
+from store.machine import AppRoute, ErrorKind, Result, check_app_token
 from store.raft.store import RaftStore
 from store.schedule import check_zone
 from store.shared_machine import SharedMachine
@@ -103,6 +105,7 @@ class JobService:
         config: ServiceConfig,
         *,
         propose_timeout_s: float,
+        app_hosts: AllowedHosts | None = None,
     ) -> None:
         config.validate()
         self._store = store
@@ -112,6 +115,7 @@ class JobService:
         self._propose_timeout_s = propose_timeout_s
         # Jobs this node created (overwrites included), per app: /metrics' tock_jobs_created.
         self.created = AppCounter()
+        self._app_hosts = app_hosts or AllowedHosts()
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -263,8 +267,9 @@ class JobService:
     # -- apps ------------------------------------------------------------------------------
 
     async def register_app(self, scope: Scope, url: str, token: str = "") -> None:
-        """Send the app's triggers to `url`, with `dapr-api-token: token` unless it is ""."""
-        check_app_url(url)
+        """Send the app's triggers to `url`, with `dapr-api-token: token` unless it is "". The
+        URL must keep the rules of an app URL and point where deliveries may go."""
+        await self._app_hosts.check(parse_app_url(url))
         check_app_token(token)
         await self._write(RegisterApp(scope.namespace, scope.app, url, token))
 

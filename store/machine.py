@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from store.app_url import check_app_url
 from store.codec import (
     Ack,
     AckEntry,
@@ -70,7 +71,6 @@ from store.settlement import Settled, settle
 
 log = logging.getLogger(__name__)
 
-APP_URL_SCHEMES = ("http://", "https://", "grpc://")
 # An app token is a header value: printable ASCII, bounded.
 APP_TOKEN_CHARS_MAX = 512
 # A node's count of one app's watch streams, as recorded: a bound on what a command may claim.
@@ -898,13 +898,6 @@ _HANDLERS: dict[type, Callable[[JobMachine, Any], Result]] = {
 
 # The settlement rules, by a name of the machine's own (so that a test can make one job fail).
 _settle = settle
-
-
-def check_app_url(url: str) -> None:
-    """An app's callback URL: http(s) for HTTP delivery, grpc:// for Dapr's gRPC callback."""
-    if not url.startswith(APP_URL_SCHEMES):
-        schemes = ", ".join(APP_URL_SCHEMES)
-        raise ValidationError(f"app url must start with one of {schemes}: {url!r}")
 
 
 def check_app_token(token: str) -> None:

@@ -6,7 +6,8 @@ that takes the parsed arguments and returns the exit status. get, list, history 
 list print JSON, the other job and dead letter commands a short line, status a table; export
 writes NDJSON to FILE or stdout, import streams FILE to the node and shows its progress on
 stderr. Errors go to stderr with exit status 1. The API token comes from TOCK_API_TOKEN, as the
-node's does.
+node's does. A node serving TLS is given as an https:// URL, its certificate checked against
+`--ca-file` (default: the system's store).
 """
 
 from __future__ import annotations
@@ -179,6 +180,7 @@ def _command(
         parser.add_argument("--namespace", default="default")
     else:
         parser.set_defaults(app_id="default", namespace="default")
+    parser.add_argument("--ca-file", type=Path, help="the CA of a node's https:// certificate")
     parser.set_defaults(func=lambda args: _run(command, args))
     return parser
 
@@ -186,7 +188,9 @@ def _command(
 def _run(command: Command, args: argparse.Namespace) -> int:
     async def go() -> None:
         token = os.environ.get(TOKEN_ENV) or None
-        async with TockClient(args.node, args.app_id, args.namespace, token) as client:
+        async with TockClient(
+            args.node, args.app_id, args.namespace, token, ca_file=args.ca_file
+        ) as client:
             await command(client, args)
 
     try:

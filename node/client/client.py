@@ -26,9 +26,11 @@ import asyncio
 import builtins
 import json
 import os
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 from urllib.parse import quote
@@ -203,8 +205,13 @@ class TockClient:
         namespace: str = "default",
         token: str | None = None,
         timeout_s: float = REQUEST_TIMEOUT_S,
+        *,
+        ca_file: Path | None = None,
     ) -> None:
+        """`ca_file`: the CA an https:// node's certificate is checked against (default: the
+        system's store)."""
         self.base_url = base_url.rstrip("/")
+        self._ssl = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
         self._headers = {"dapr-app-id": app_id, "dapr-namespace": namespace}
         if token:
             self._headers[TOKEN_HEADER] = token
@@ -465,7 +472,8 @@ class TockClient:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            connector = aiohttp.TCPConnector(ssl=self._ssl)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 
 

@@ -4,20 +4,30 @@ One pooled keep-alive connector serves every app, because a busy node sends thou
 triggers a second to a handful of apps and a fresh TCP connection per trigger would cost more
 than the request. Each attempt has its own timeout; the failure policy (retries and their
 interval) belongs to the engine, which decides what a FAILED attempt means for the job.
+
+A delivery goes to the registered target and nowhere else: redirects are never followed (a 3xx
+is a failed attempt, so the payload and the app's token never reach another host), the target
+must be allowed by the node's allow list (allowed_hosts.py: the address dialled is the address
+checked), and at most `ANSWER_BYTES_MAX` of an answer is read; beyond that the connection is
+closed rather than drained, so an app answering gigabytes costs the node nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
 from aiohttp.connector import AddrInfoType
 
-from node.delivery.trigger import DeliveryOutcome, DeliveryReport, Trigger
+from node.delivery.allowed_hosts import AllowedHosts, AllowedResolver
+from node.delivery.trigger import ANSWER_BYTES_MAX, DeliveryOutcome, DeliveryReport, Trigger
+from store.app_url import parse_app_url
 from store.errors import ValidationError
 from store.schedule import format_rfc3339_ms
 
@@ -26,6 +36,8 @@ from store.schedule import format_rfc3339_ms
 class DeliveryConfig:
     connections_max: int = 256
     connections_per_host_max: int = 128
+    # The CA bundle (PEM) HTTPS deliveries trust (`--app-ca-file`); None: the system's store.
+    ca_file: Path | None = None
 
     def validate(self) -> None:
         if min(self.connections_max, self.connections_per_host_max) <= 0:
@@ -50,15 +62,24 @@ class HttpDelivery:
     Each attempt ends after `attempt_timeout_s`, or the trigger's own timeout when it has one.
     `node_id`, when given, is sent as `tock-node` with every trigger: which node delivered it
     (observability; the fencing tests use it to see that a node fires only the partitions it
-    owns)."""
+    owns). `hosts` is where deliveries may go. The CA bundle is loaded here, so that a node with
+    an unreadable one fails at start."""
 
     def __init__(
-        self, config: DeliveryConfig, *, attempt_timeout_s: float, node_id: str | None = None
+        self,
+        config: DeliveryConfig,
+        *,
+        attempt_timeout_s: float,
+        node_id: str | None = None,
+        hosts: AllowedHosts | None = None,
     ) -> None:
         config.validate()
         self._config = config
         self._attempt_timeout_s = attempt_timeout_s
         self._node_id = node_id
+        self._hosts = hosts or AllowedHosts()
+        cafile = None if config.ca_file is None else str(config.ca_file)
+        self._ssl = ssl.create_default_context(cafile=cafile)
         self._session: aiohttp.ClientSession | None = None
         # Sessions closing after an abandon: kept so that their tasks are not collected.
         self._closing: set[asyncio.Task[None]] = set()
@@ -70,6 +91,8 @@ class HttpDelivery:
                 limit_per_host=self._config.connections_per_host_max,
                 keepalive_timeout=30,
                 socket_factory=_resetting_socket,
+                ssl=self._ssl,
+                resolver=AllowedResolver(self._hosts) if self._hosts.restricted else None,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -99,8 +122,15 @@ class HttpDelivery:
         task.add_done_callback(self._closing.discard)
 
     async def deliver(self, url: str, trigger: Trigger) -> DeliveryReport:
-        """One attempt. 2xx and 404 are success (Dapr's rule); anything else, or no answer in
-        time, is a failure. Never raises for the app's faults: they are outcomes, not errors."""
+        """One attempt. 2xx and 404 are success (Dapr's rule); anything else (a redirect
+        included), or no answer in time, is a failure, and so is a target the URL rules or the
+        allow list refuse. Never raises for the app's faults: they are outcomes, not errors."""
+        try:
+            target = parse_app_url(url)
+        except ValidationError:
+            return DeliveryReport(DeliveryOutcome.FAILED)
+        if target.ip is not None and not self._hosts.allows_address(target.ip):
+            return DeliveryReport(DeliveryOutcome.FAILED)
         headers = {
             "content-type": trigger.content_type,
             "dapr-app-id": trigger.app,
@@ -115,7 +145,7 @@ class HttpDelivery:
             headers["dapr-api-token"] = trigger.app_token
         if self._node_id:
             headers["tock-node"] = self._node_id
-        target = f"{url.rstrip('/')}/job/{quote(trigger.name, safe='')}"
+        job_url = f"{url.rstrip('/')}/job/{quote(trigger.name, safe='')}"
         client = self._client()
         # Without a timeout of its own, the session's (the node's) applies.
         timeout = client.timeout
@@ -123,10 +153,11 @@ class HttpDelivery:
             timeout = aiohttp.ClientTimeout(total=trigger.timeout_s)
         try:
             async with client.post(
-                target, data=trigger.data, headers=headers, timeout=timeout
+                job_url, data=trigger.data, headers=headers, timeout=timeout, allow_redirects=False
             ) as reply:
-                await reply.read()
                 status = reply.status
+                if not await _read_to_end(reply.content, ANSWER_BYTES_MAX):
+                    reply.close()
         except TimeoutError:
             return DeliveryReport(DeliveryOutcome.FAILED, timed_out=True)
         except (aiohttp.ClientError, OSError):
@@ -140,3 +171,14 @@ class HttpDelivery:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _read_to_end(content: aiohttp.StreamReader, bytes_max: int) -> bool:
+    """Read and drop an answer's body, so that its connection can serve the next trigger;
+    False, having read a little more than `bytes_max`, when the body is longer than that."""
+    read = 0
+    while chunk := await content.read(bytes_max + 1 - read):
+        read += len(chunk)
+        if read > bytes_max:
+            return False
+    return True

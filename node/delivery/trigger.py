@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
 
+# The most of an app's answer a delivery reads (HTTP body, gRPC message); beyond, the attempt
+# stops reading: an app cannot make a node buffer what it sends.
+ANSWER_BYTES_MAX = 64 * 1024
+
 
 class DeliveryOutcome(StrEnum):
     """How one delivery attempt ended, as the app (or its absence) told it. Not the outcome an

@@ -377,9 +377,11 @@ def _app_path() -> Json:
         "required": ["url"],
         "properties": {
             "url": _forms(
-                "http://, https:// or grpc:// HOST:PORT[/path], at most 2048 characters",
+                "http:// or https:// HOST[:PORT][/path], or grpc://HOST:PORT; no userinfo, "
+                "query or fragment; at most 2048 characters",
                 2048,
-                "^(http|https|grpc)://[a-z][a-z0-9.-]{0,30}:[1-9][0-9]{0,4}(/[a-z0-9/-]{0,20})?$",
+                "^https?://[a-z][a-z0-9.-]{0,30}:[1-9][0-9]{0,4}(/[a-z0-9/-]{0,20})?$",
+                "^grpc://[a-z][a-z0-9.-]{0,30}:[1-9][0-9]{0,4}$",
             ),
             "token": {
                 "type": "string",

@@ -62,6 +62,7 @@ def running_cluster(
     ready_timeout_s: float = 60.0,
     node_hosts: tuple[str, ...] | None = None,
     command_prefix: Callable[[str], list[str]] | None = None,
+    tls: bool = False,
 ) -> Iterator[LocalCluster]:
     """Start a cluster, wait until it is ready, and always stop it (dumping logs on failure).
     `node_hosts` and `command_prefix` place nodes elsewhere than 127.0.0.1 (LocalClusterConfig)."""
@@ -78,6 +79,7 @@ def running_cluster(
             node_args=node_args,
             node_hosts=node_hosts,
             command_prefix=command_prefix,
+            tls=tls,
         )
     )
     cluster.start()
