@@ -1,14 +1,15 @@
 """The closed set of commands the job machine applies, and the bytes of commands and snapshots.
 
 A command travels as msgpack `[COMMAND_VERSION, tag, *fields]`; a snapshot as msgpack
-`[SNAPSHOT_VERSION, partitions, epoch, members, live, apps, heartbeats, watchers, jobs]`. Version 2
-added fields at the end of a few commands and rows (a Put's quotas, a DeletePrefix's chunk size, a
-Heartbeat's zone data, a SetMembers' freshness check, a job's quarantine reason); version 1 bytes,
-in journals and dumps written before, still decode, each missing field taking the value that means
-"as before". Decoding checks every field's type: command bytes come over the network and are decoded
-inside apply, where a malformed command must become an error result on every replica alike, never an
-exception deep in the machine. Unknown versions and tags are CodecErrors: a node never guesses at a
-format.
+`[SNAPSHOT_VERSION, partitions, epoch, members, live, previous_live, released, apps, heartbeats,
+watchers, jobs, app_tokens]`. Version 2 added fields at the end of a few commands and rows (a
+Put's quotas, a DeletePrefix's chunk size, a Heartbeat's zone data, a SetMembers' freshness
+check, a job's quarantine reason); version 1 bytes, in journals and dumps written before, still
+decode, each missing field taking the value that means "as before". Snapshot version 3 appended
+the app tokens; a version 1 or 2 snapshot decodes with none. Decoding checks every field's type:
+command bytes come over the network and are decoded inside apply, where a malformed command must
+become an error result on every replica alike, never an exception deep in the machine. Unknown
+versions and tags are CodecErrors: a node never guesses at a format.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from typing import NamedTuple, TypeVar
 
 import msgpack
 
+from store.app_tokens import AppToken
 from store.errors import CodecError
 from store.jobs import FailureKind, FailurePolicy, Job, JobSpec, MisfirePolicy
 
 COMMAND_VERSION = 2
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 
 # A snapshot stores each job as its fields in this order; changing Job's fields must bump
 # SNAPSHOT_VERSION and teach decode_snapshot the old layout.
@@ -75,6 +77,9 @@ class CommandTag(IntEnum):
     WATCHERS_CHANGED = 10
     RELEASE = 11
     QUARANTINE = 12
+    # -- app tokens (the Jobs API's credentials, store/app_tokens.py) --
+    ISSUE_APP_TOKEN = 19
+    REVOKE_APP_TOKEN = 20
 
 
 class Outcome(IntEnum):
@@ -214,6 +219,31 @@ class Quarantine:
     reason: str
 
 
+# -- app tokens ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IssueAppToken:
+    """Record a token of the app: its id and the SHA-256 of the token, which the proposing node
+    generated (the token itself never enters the log), at the proposer's wall time."""
+
+    namespace: str
+    app: str
+    id: str
+    hash: bytes = dataclasses.field(repr=False)
+    now_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RevokeAppToken:
+    namespace: str
+    app: str
+    id: str
+
+
+# -- end of app tokens ---------------------------------------------------------------------------
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Barrier:
     """Changes nothing: a read that waits for it to apply has seen every earlier write."""
@@ -232,6 +262,8 @@ Command = (
     | WatchersChanged
     | Release
     | Quarantine
+    | IssueAppToken
+    | RevokeAppToken
 )
 
 
@@ -254,6 +286,8 @@ class MachineState(NamedTuple):
     watchers: tuple[tuple[str, str, str, int], ...]
     # Sorted by (namespace, app, name).
     jobs: Sequence[Job]
+    # Sorted by (namespace, app, id); none in a snapshot of version 1 or 2.
+    app_tokens: tuple[AppToken, ...] = ()
 
 
 T = TypeVar("T")
@@ -334,6 +368,8 @@ def decode_command(data: bytes) -> Command:
     if version == 1:
         if tag == CommandTag.QUARANTINE:
             raise CodecError("command version 1 has no quarantine")
+        if tag in _APP_TOKEN_TAGS:
+            raise CodecError("command version 1 has no app tokens")
         fields = fields.extended(_V1_MISSING_FIELDS.get(tag, ()))
     command = decoder(fields)
     fields.done()
@@ -356,6 +392,7 @@ def encode_snapshot(state: MachineState) -> bytes:
             state.heartbeats,
             state.watchers,
             state.jobs,
+            state.app_tokens,
         ],
         use_bin_type=True,
         default=_pack_policy,
@@ -390,7 +427,7 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
         raise CodecError("snapshot: missing version")
     head = _Fields(tuple(unpacker.unpack() for _ in range(min(top_fields, 10))), "snapshot")
     version = head.take(int, "version")
-    if version not in (1, SNAPSHOT_VERSION) or top_fields != 11:
+    if (version, top_fields) not in ((1, 11), (2, 11), (SNAPSHOT_VERSION, 12)):
         raise CodecError(f"snapshot version {version} is not {SNAPSHOT_VERSION}")
     # Version 1 rows lack their last field: a heartbeat's zone data, a job's quarantine reason.
     row_missing: tuple[object, ...] = ("",) if version == 1 else ()
@@ -415,8 +452,22 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
         if job_missing and isinstance(row, tuple):
             row = (*row, *job_missing)
         jobs.append(_job_fast(row, policies) or _job(_Fields(row, "job")))
+    app_tokens: tuple[AppToken, ...] = ()
+    if version >= 3:
+        rows = _Fields(unpacker.unpack(), "app tokens").rest()
+        app_tokens = tuple(_app_token(_Fields(row, "app token")) for row in rows)
     return MachineState(
-        partitions, epoch, members, live, previous_live, released, apps, heartbeats, watchers, jobs
+        partitions,
+        epoch,
+        members,
+        live,
+        previous_live,
+        released,
+        apps,
+        heartbeats,
+        watchers,
+        jobs,
+        app_tokens,
     )
 
 
@@ -510,6 +561,18 @@ def _watchers(fields: _Fields) -> tuple[str, str, str, int]:
     )
     fields.done()
     return row
+
+
+def _app_token(fields: _Fields) -> AppToken:
+    token = AppToken(
+        fields.text("namespace"),
+        fields.text("app"),
+        fields.take(str, "id"),
+        fields.take(bytes, "hash"),
+        fields.take(int, "created_ms"),
+    )
+    fields.done()
+    return token
 
 
 def _heartbeat(fields: _Fields) -> tuple[str, int, str, str, str]:
@@ -710,6 +773,20 @@ def _decode_watchers_changed(fields: _Fields) -> WatchersChanged:
     )
 
 
+def _decode_issue_app_token(fields: _Fields) -> IssueAppToken:
+    return IssueAppToken(
+        fields.text("namespace"),
+        fields.text("app"),
+        fields.take(str, "id"),
+        fields.take(bytes, "hash"),
+        fields.take(int, "now_ms"),
+    )
+
+
+def _decode_revoke_app_token(fields: _Fields) -> RevokeAppToken:
+    return RevokeAppToken(fields.text("namespace"), fields.text("app"), fields.take(str, "id"))
+
+
 _FAILURE_KINDS = {str(kind): kind for kind in FailureKind}
 _MISFIRE_POLICIES = {str(policy): policy for policy in MisfirePolicy}
 _OUTCOMES = {int(outcome): outcome for outcome in Outcome}
@@ -727,6 +804,8 @@ _TAGS: dict[type, CommandTag] = {
     WatchersChanged: CommandTag.WATCHERS_CHANGED,
     Release: CommandTag.RELEASE,
     Quarantine: CommandTag.QUARANTINE,
+    IssueAppToken: CommandTag.ISSUE_APP_TOKEN,
+    RevokeAppToken: CommandTag.REVOKE_APP_TOKEN,
 }
 # Each command type's field names in dataclass order, computed once: dataclasses.fields()
 # rebuilds its tuple on every call (about a third of encode_command's time for a Put).
@@ -746,7 +825,10 @@ _DECODERS: dict[int, Callable[[_Fields], Command]] = {
     CommandTag.WATCHERS_CHANGED: _decode_watchers_changed,
     CommandTag.RELEASE: _decode_release,
     CommandTag.QUARANTINE: _decode_quarantine,
+    CommandTag.ISSUE_APP_TOKEN: _decode_issue_app_token,
+    CommandTag.REVOKE_APP_TOKEN: _decode_revoke_app_token,
 }
+_APP_TOKEN_TAGS = (CommandTag.ISSUE_APP_TOKEN, CommandTag.REVOKE_APP_TOKEN)
 # The fields version 2 appended to version 1 commands, with the values that keep the old meaning.
 _V1_MISSING_FIELDS: dict[int, tuple[object, ...]] = {
     CommandTag.PUT: (0, 0),

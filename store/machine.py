@@ -19,19 +19,20 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from store.app_tokens import AppToken, AppTokens, TooManyTokens
 from store.codec import (
     Ack,
-    Barrier,
     Command,
     Delete,
     DeletePrefix,
     Heartbeat,
+    IssueAppToken,
     MachineState,
     Member,
     Outcome,
@@ -39,6 +40,7 @@ from store.codec import (
     Quarantine,
     RegisterApp,
     Release,
+    RevokeAppToken,
     SetMembers,
     UnregisterApp,
     WatchersChanged,
@@ -103,7 +105,8 @@ class AckCounts(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class Result:
     """What one apply did. `value` by command: Put the new Job; Delete and DeletePrefix the
-    number of jobs deleted; UnregisterApp whether the app was registered; Ack AckCounts."""
+    number of jobs deleted; UnregisterApp whether the app was registered; Ack AckCounts;
+    RevokeAppToken whether the app had that token."""
 
     ok: bool = True
     error: ErrorKind | None = None
@@ -161,6 +164,7 @@ class JobMachine:
         self._ring: Assignment | None = None
         # node -> (last heartbeat ms, raft address, http address, zone data version)
         self._heartbeats: dict[str, tuple[int, str, str, str]] = {}
+        self._app_tokens = AppTokens()
 
     # ---- writes ----
 
@@ -186,31 +190,10 @@ class JobMachine:
         return self.apply(command)
 
     def _dispatch(self, command: Command) -> Result:
-        match command:
-            case Put():
-                return self._put(command)
-            case Delete():
-                return self._delete(command)
-            case DeletePrefix():
-                return self._delete_prefix(command)
-            case RegisterApp():
-                return self._register_app(command)
-            case UnregisterApp():
-                return self._unregister_app(command)
-            case Ack():
-                return self._ack(command)
-            case Heartbeat():
-                return self._heartbeat(command)
-            case SetMembers():
-                return self._set_members(command)
-            case WatchersChanged():
-                return self._watchers_changed(command)
-            case Release():
-                return self._release(command)
-            case Quarantine():
-                return self._quarantine(command)
-            case Barrier():
-                return Result()
+        handler = _HANDLERS.get(type(command))
+        if handler is None:
+            return Result()  # A Barrier: it only orders reads.
+        return handler(self, command)
 
     def _put(self, command: Put) -> Result:
         job = derive_job(
@@ -413,6 +396,29 @@ class JobMachine:
         self._released.add(command.node)
         return Result(released=command.node)
 
+    # ---- app tokens ----
+
+    def _issue_app_token(self, command: IssueAppToken) -> Result:
+        token = AppToken(command.namespace, command.app, command.id, command.hash, command.now_ms)
+        try:
+            self._app_tokens.issue(token)
+        except TooManyTokens as error:
+            return _failed(ErrorKind.QUOTA, str(error))
+        return Result()
+
+    def _revoke_app_token(self, command: RevokeAppToken) -> Result:
+        return Result(value=self._app_tokens.revoke(command.namespace, command.app, command.id))
+
+    def app_token(self, token_id: str) -> AppToken | None:
+        """The token issued with id `token_id`, None if none (or revoked)."""
+        return self._app_tokens.get(token_id)
+
+    def app_tokens_of(self, namespace: str, app: str) -> list[AppToken]:
+        """The app's tokens, oldest first."""
+        return self._app_tokens.of_app(namespace, app)
+
+    # ---- end of app tokens ----
+
     def _forget_watchers_of_dead(self) -> bool:
         """Drop the watchers of nodes no longer live: their streams are gone or unreachable."""
         live = set(self._live)
@@ -603,6 +609,7 @@ class JobMachine:
                 for node, count in sorted(nodes.items())
             ),
             jobs=jobs,
+            app_tokens=self._app_tokens.rows(),
         )
 
     def to_bytes(self) -> bytes:
@@ -644,6 +651,10 @@ class JobMachine:
             for node, ms, raft, http, zone_data in state.heartbeats
         }
         machine._load_jobs(state.jobs)
+        try:
+            machine._app_tokens = AppTokens.restored(state.app_tokens)
+        except ValidationError as error:
+            raise CodecError(f"snapshot app tokens: {error}") from None
         return machine
 
     def _load_watchers(self, rows: Sequence[tuple[str, str, str, int]]) -> None:
@@ -692,6 +703,7 @@ _STATE_SLOTS = (
     "_previous_ring",
     "_released",
     "_heartbeats",
+    "_app_tokens",
 )
 
 
@@ -704,6 +716,24 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+# Every command's handler but Barrier's, by the command's type: the closed set of codec.Command.
+_HANDLERS: dict[type, Callable[[JobMachine, Any], Result]] = {
+    Put: JobMachine._put,
+    Delete: JobMachine._delete,
+    DeletePrefix: JobMachine._delete_prefix,
+    RegisterApp: JobMachine._register_app,
+    UnregisterApp: JobMachine._unregister_app,
+    Ack: JobMachine._ack,
+    Heartbeat: JobMachine._heartbeat,
+    SetMembers: JobMachine._set_members,
+    WatchersChanged: JobMachine._watchers_changed,
+    Release: JobMachine._release,
+    Quarantine: JobMachine._quarantine,
+    IssueAppToken: JobMachine._issue_app_token,
+    RevokeAppToken: JobMachine._revoke_app_token,
+}
 
 
 def _settle(job: Job, outcome: Outcome, now_ms: int) -> Job | None:

@@ -342,7 +342,8 @@ def test_version_1_commands_and_snapshots_still_decode() -> None:
     machine = seeded_machine()
     state = machine.export_state()
     v2 = encode_snapshot(state)
-    unpacked = msgpack.unpackb(v2, use_list=True, raw=False)
+    # Version 1 has no app tokens (the field after the jobs).
+    unpacked = msgpack.unpackb(v2, use_list=True, raw=False)[:11]
     unpacked[0] = 1
     unpacked[8] = [row[:4] for row in unpacked[8]]
     unpacked[10] = [row[:15] for row in unpacked[10]]

@@ -18,12 +18,14 @@ from store.codec import (
     Delete,
     DeletePrefix,
     Heartbeat,
+    IssueAppToken,
     Member,
     Outcome,
     Put,
     Quarantine,
     RegisterApp,
     Release,
+    RevokeAppToken,
     SetMembers,
     UnregisterApp,
     WatchersChanged,
@@ -70,6 +72,8 @@ COMMANDS: list[Command] = [
     WatchersChanged("ns", "app", "n2", 0),
     Release(4, "n1"),
     Quarantine("uid-1", 7, "n1", "OverflowError: date value out of range"),
+    IssueAppToken("ns", "app", "0123456789abcdef", bytes(32), 1_700_000_000_000),
+    RevokeAppToken("ns", "app", "0123456789abcdef"),
 ]
 
 
@@ -172,19 +176,23 @@ def test_load_bytes_replaces_the_state_in_place() -> None:
     assert target.get("ns", "app", "k") is None and target.get("ns", "app", "j") is not None
 
 
+# Where a snapshot keeps its jobs: after the version and nine other fields.
+JOBS_FIELD = 10
+
+
 def snapshot_with_jobs(rows: list[object], partitions: int = 8) -> bytes:
-    return raw(SNAPSHOT_VERSION, partitions, 0, [], [], [], [], [], [], [], rows)
+    return raw(SNAPSHOT_VERSION, partitions, 0, [], [], [], [], [], [], [], rows, [])
 
 
 def snapshot_with(apps: list[object], watchers: list[object], live: list[str]) -> bytes:
-    return raw(SNAPSHOT_VERSION, 8, 1, [], live, [], [], apps, [], watchers, [])
+    return raw(SNAPSHOT_VERSION, 8, 1, [], live, [], [], apps, [], watchers, [], [])
 
 
 def test_bad_snapshots_are_codec_errors_and_leave_the_machine_alone() -> None:
     source = JobMachine(8, Ring)
     source.apply(COMMANDS[0])
     source.apply(Put("ns", "app", JobSpec("a", due_time="1s"), False, 5, "uid-3", "UTC"))
-    rows = list(msgpack.unpackb(source.to_bytes())[-1])
+    rows = list(msgpack.unpackb(source.to_bytes())[JOBS_FIELD])
     target = JobMachine(8, Ring)
     target.apply(COMMANDS[1])
     before = target.digest()
