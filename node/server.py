@@ -24,6 +24,8 @@ from aiohttp import web
 
 from cluster.membership import Membership
 from cluster.ring import Ring
+from node.access import Access
+from node.app_tokens import AppTokenService
 from node.config import NodeConfig
 from node.delivery.dispatch import Deliverer
 from node.delivery.grpc import GrpcDelivery
@@ -33,6 +35,8 @@ from node.grpc.api import GrpcApi
 from node.http.admin import ClusterStatus, StateDigest, raft_not_ready_reason
 from node.http.api import build_app
 from node.http.metrics import render_metrics
+from node.http.tokens import AppTokenRoutes
+from node.internal_auth import RequestSigner, SignatureCheck
 from node.service import JobService
 from node.supervisor import Supervisor
 from node.watch.announcer import WatchAnnouncer
@@ -99,8 +103,7 @@ class Node:
         self.forwarder = Forwarder(
             config.forward,
             config.delivery_timeout_s,
-            config.secret,
-            config.api_token,
+            RequestSigner(config.secret, self.clock),
             self.supervisor,
         )
         self.watch_delivery = WatchDelivery(
@@ -136,6 +139,14 @@ class Node:
             config.service,
             propose_timeout_s=config.propose_timeout_s,
         )
+        self.app_tokens = AppTokenService(
+            self.service,
+            self.store,
+            self.machine,
+            self.clock,
+            propose_timeout_s=config.propose_timeout_s,
+        )
+        self.access = Access(config.admin_token, open_api=config.open_api, tokens=self.app_tokens)
         self.grpc_api = (
             None
             if config.grpc is None
@@ -144,7 +155,7 @@ class Node:
                 config.grpc_api,
                 address=config.grpc,
                 message_bytes_max=config.body_bytes_max,
-                api_token=config.api_token,
+                access=self.access,
             )
         )
         self._runner: web.AppRunner | None = None
@@ -157,17 +168,25 @@ class Node:
         self.announcer.start()
         self.engine.start()
         config = self.config
-        watch_routes = (
-            WatchRoute(self.watchers, self.announcer.registered),
-            ForwardRoute(self.watchers, config.secret, config.body_bytes_max),
+        signatures = SignatureCheck(
+            config.secret,
+            self.clock,
+            audience=config.http,
+            window_s=config.forward.signature_window_s,
+            replay_cache_max=config.forward.replay_cache_max,
+        )
+        routes = (
+            WatchRoute(self.watchers, self.announcer.registered, self.access.stands),
+            ForwardRoute(self.watchers, signatures, config.body_bytes_max),
+            AppTokenRoutes(self.app_tokens),
         )
         app = build_app(
             self.service,
             self,
             config.http_api,
-            watch_routes,
+            routes,
             body_bytes_max=config.body_bytes_max,
-            api_token=config.api_token,
+            access=self.access,
         )
         self._runner = web.AppRunner(
             app, access_log=None, shutdown_timeout=config.http_api.stop_grace_s

@@ -1,9 +1,13 @@
-"""`tock job create|get|list|delete` and `tock status`: the command-line client of any node.
+"""`tock job create|get|list|delete`, `tock status` and `tock app token create|list|revoke`: the
+command-line client of any node.
 
 `add_commands(subparsers)` adds the commands to `tock`'s parser; each sets `func`, a handler
 that takes the parsed arguments and returns the exit status. get and list print JSON, create
-and delete a short line, status a table; errors go to stderr with exit status 1. The API token
-comes from TOCK_API_TOKEN, as the node's does.
+and delete a short line, status a table; errors go to stderr with exit status 1.
+
+Credentials: the admin token comes from `--admin-token-file`, else TOCK_ADMIN_TOKEN, else the
+file `admin-token` in `--data-dir` (`./.tock` by default, where `tock up` writes it) when there
+is one; an app token (for a node in token mode) from DAPR_API_TOKEN, as Dapr's SDKs read it.
 """
 
 from __future__ import annotations
@@ -14,13 +18,17 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from node.client.client import TockClient
 from store.errors import TockError
 
 DEFAULT_NODE_URL = "http://127.0.0.1:3500"
-TOKEN_ENV = "TOCK_API_TOKEN"
+DEFAULT_DATA_DIR = Path(".tock")
+ADMIN_TOKEN_FILE = "admin-token"
+ADMIN_TOKEN_ENV = "TOCK_ADMIN_TOKEN"
+APP_TOKEN_ENV = "DAPR_API_TOKEN"
 EXIT_FAILED = 1
 
 Command = Callable[[TockClient, argparse.Namespace], Awaitable[None]]
@@ -49,6 +57,17 @@ def add_commands(subparsers: Any) -> None:
     listing.add_argument("--prefix", default="")
     _command(commands, "delete", "delete a job", _delete).add_argument("name")
     _command(subparsers, "status", "print the node's view of the cluster", _status)
+
+    app = subparsers.add_parser("app", help="manage apps")
+    app_commands = app.add_subparsers(dest="app_command", required=True)
+    token = app_commands.add_parser("token", help="issue, list and revoke an app's tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create_token = "issue a token of APP and print it (shown this once)"
+    _command(token_commands, "create", create_token, _create_token).add_argument("app")
+    _command(token_commands, "list", "print APP's token ids", _list_tokens).add_argument("app")
+    revoke = _command(token_commands, "revoke", "revoke one of APP's tokens", _revoke_token)
+    revoke.add_argument("app")
+    revoke.add_argument("id", help="the token id (create and list print it)")
 
 
 def parse_failure_policy(text: str) -> dict[str, object]:
@@ -97,16 +116,41 @@ def format_status(status: dict[str, Any]) -> str:
 def _command(subparsers: Any, name: str, help_text: str, command: Command) -> Any:
     parser = subparsers.add_parser(name, help=help_text)
     parser.add_argument("--node", default=DEFAULT_NODE_URL, help="the node's HTTP base URL")
-    parser.add_argument("--app-id", default="default", help="the app the jobs belong to")
-    parser.add_argument("--namespace", default="default")
+    parser.add_argument(
+        "--app-id", help="the app the jobs belong to (default: the app token's, else 'default')"
+    )
+    parser.add_argument("--namespace", help="default: the app token's, else 'default'")
+    parser.add_argument("--admin-token-file", type=Path, help=f"else {ADMIN_TOKEN_ENV}")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="where `tock up` keeps the admin token (default: .tock)",
+    )
     parser.set_defaults(func=lambda args: _run(command, args))
     return parser
 
 
+def admin_token(args: argparse.Namespace) -> str | None:
+    """The admin token the command was given or can find; None when there is none."""
+    if args.admin_token_file is not None:
+        return str(args.admin_token_file.read_text().strip())
+    from_environment = os.environ.get(ADMIN_TOKEN_ENV, "").strip()
+    if from_environment:
+        return from_environment
+    found = args.data_dir / ADMIN_TOKEN_FILE
+    return found.read_text().strip() if found.is_file() else None
+
+
 def _run(command: Command, args: argparse.Namespace) -> int:
     async def go() -> None:
-        token = os.environ.get(TOKEN_ENV) or None
-        async with TockClient(args.node, args.app_id, args.namespace, token) as client:
+        async with TockClient(
+            args.node,
+            args.app_id,
+            args.namespace,
+            token=os.environ.get(APP_TOKEN_ENV) or None,
+            admin_token=admin_token(args),
+        ) as client:
             await command(client, args)
 
     try:
@@ -159,3 +203,17 @@ async def _delete(client: TockClient, args: argparse.Namespace) -> None:
 
 async def _status(client: TockClient, args: argparse.Namespace) -> None:
     print(format_status(await client.cluster_status()))
+
+
+async def _create_token(client: TockClient, args: argparse.Namespace) -> None:
+    issued = await client.create_app_token(args.app)
+    print(f"id     {issued['id']}\ntoken  {issued['token']}")
+
+
+async def _list_tokens(client: TockClient, args: argparse.Namespace) -> None:
+    _print_json(await client.app_tokens(args.app))
+
+
+async def _revoke_token(client: TockClient, args: argparse.Namespace) -> None:
+    await client.revoke_app_token(args.id, args.app)
+    print(f"revoked {args.id}")

@@ -158,13 +158,13 @@ def cluster_status(node_url: str) -> dict[str, Any]:
 
 @contextmanager
 def running_rig(
-    data_dir: Path, node_args: tuple[str, ...] = (), api_token: str | None = None
+    data_dir: Path, node_args: tuple[str, ...] = (), open_api: bool = True
 ) -> Iterator[Rig]:
     """A ready 3-node cluster and a started sink; both are always stopped."""
     script = Script()
     sink = Sink(status_for=script.status_for).start()
     try:
-        with running_cluster(data_dir, node_args=node_args, api_token=api_token) as cluster:
+        with running_cluster(data_dir, node_args=node_args, open_api=open_api) as cluster:
             yield Rig(cluster, sink, script)
     finally:
         sink.stop()

@@ -52,7 +52,7 @@ def running_cluster(
     data_dir: Path,
     nodes: int = 3,
     node_args: tuple[str, ...] = (),
-    api_token: str | None = None,
+    open_api: bool = True,
     time_zone: str = "UTC",
     ready_timeout_s: float = 60.0,
 ) -> Iterator[LocalCluster]:
@@ -66,7 +66,7 @@ def running_cluster(
             raft_port=base + 15,
             grpc_port=base + 30,
             time_zone=time_zone,
-            api_token=api_token,
+            open_api=open_api,
             node_args=node_args,
         )
     )

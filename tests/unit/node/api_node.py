@@ -2,7 +2,8 @@
 event loop in a thread of its own, serving on a free 127.0.0.1 port.
 
 `call` is a plain http.client request, so the server is tested independently of the
-client in node/client/.
+client in node/client/. The node runs the Jobs API open unless told otherwise; its admin routes
+need ADMIN_TOKEN (`ADMIN` holds the header).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from cluster.ring import Ring
+from node.access import Access
+from node.app_tokens import AppTokenService
 from node.http.admin import ClusterStatus, MemberStatus, StateDigest, raft_not_ready_reason
 from node.http.api import ApiConfig, build_app
+from node.http.tokens import AppTokenRoutes
 from node.service import JobService, ServiceConfig
 from store.clock import SystemClock
 from store.jobs import JobLimits
@@ -49,6 +53,8 @@ BODY_BYTES_MAX = 16 * 1024
 LIST_BYTES_MAX = 64 * 1024
 # The member id whose removal makes the view fail unexpectedly (the 500 test).
 FAILING_MEMBER = "explodes"
+ADMIN_TOKEN = "api-node-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def free_port() -> int:
@@ -125,11 +131,11 @@ class Answer:
 class LiveNode:
     """One tock node's HTTP face over a real single-node Raft store, in a background thread."""
 
-    def __init__(self, data_dir: Path, api_token: str | None = None) -> None:
+    def __init__(self, data_dir: Path, open_api: bool = True) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.api = ApiConfig()
-        self.api_token = api_token
+        self.open_api = open_api
         self.raft = RaftConfig(
             self_address=f"127.0.0.1:{free_port()}",
             peer_addresses=(),
@@ -197,12 +203,16 @@ class LiveNode:
             store, machine, SystemClock(), service_config, propose_timeout_s=PROPOSE_TIMEOUT_S
         )
         self.view = StoreView(store, machine, f"127.0.0.1:{self.port}", self.raft.self_address)
+        tokens = AppTokenService(
+            service, store, machine, SystemClock(), propose_timeout_s=PROPOSE_TIMEOUT_S
+        )
         app = build_app(
             service,
             self.view,
             self.api,
+            (AppTokenRoutes(tokens),),
             body_bytes_max=BODY_BYTES_MAX,
-            api_token=self.api_token,
+            access=Access(ADMIN_TOKEN, open_api=self.open_api, tokens=tokens),
         )
         self._runner = web.AppRunner(app)
         await self._runner.setup()
