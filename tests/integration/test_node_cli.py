@@ -1,6 +1,7 @@
 """The `tock` command line as a user runs it, each command a real subprocess: `tock job
 create|get|list|delete` and `tock status` against a real 3-process cluster, and `tock up`
-itself, from its first printed line to SIGTERM leaving no node process behind.
+itself, from its first printed line (its nodes, then where the admin token is) to SIGTERM leaving
+no node process behind.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import os
 import queue
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -30,7 +32,8 @@ UP_STOP_S = 30.0
 
 
 def tock(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "TOCK_API_TOKEN"}
+    # Only the credentials a test gives on the command line: none from the environment.
+    env = {k: v for k, v in os.environ.items() if k not in ("TOCK_ADMIN_TOKEN", "DAPR_API_TOKEN")}
     return subprocess.run(
         [sys.executable, "-m", "node.cli", *args],
         capture_output=True,
@@ -111,7 +114,8 @@ def test_errors_exit_1_with_the_message_and_change_nothing(app: App) -> None:
 
 
 def test_status_prints_the_node_and_every_member(rig: Rig) -> None:
-    answer = tock("status", "--node", rig.url(2))
+    token_file = str(rig.cluster.admin_token_file)
+    answer = tock("status", "--node", rig.url(2), "--admin-token-file", token_file)
     assert answer.returncode == 0, answer
     lines = answer.stdout.splitlines()
     assert lines[0].split() == ["node", "n2"]
@@ -121,6 +125,13 @@ def test_status_prints_the_node_and_every_member(rig: Rig) -> None:
     members = {line.split()[0]: line.split() for line in lines[header + 1 :]}
     assert set(members) == {"n1", "n2", "n3"}, answer.stdout
     assert all(row[3] == "yes" for row in members.values()), answer.stdout
+
+
+def test_status_without_the_admin_token_exits_1(rig: Rig, tmp_path: Path) -> None:
+    (tmp_path / "admin-token").write_text("not-the-admin-token")
+    for where in ([], ["--data-dir", str(tmp_path)]):
+        answer = tock("status", "--node", rig.url(1), *where)
+        assert answer.returncode == 1 and "admin token" in answer.stderr, answer
 
 
 def test_status_of_an_unreachable_node_exits_1() -> None:
@@ -177,10 +188,20 @@ def test_tock_up_prints_its_nodes_registers_the_app_and_stops_every_node(tmp_pat
             assert fields["raft"] == f"127.0.0.1:{base + 15 + k - 1}", nodes
             assert fields["grpc"] == f"127.0.0.1:{base + 30 + k - 1}", nodes
             pids.append(int(fields["pid"]))
+        token_file = tmp_path / "admin-token"
+        assert lines.next(UP_READY_S) == f"admin token: {token_file}"
         ready = lines.next(UP_READY_S)
         assert ready in {f"ready: leader n{k}" for k in (1, 2, 3)}, ready
+        for credential in ("admin-token", "secret"):
+            assert stat.S_IMODE((tmp_path / credential).stat().st_mode) == 0o600, credential
 
         node2 = f"http://127.0.0.1:{base + 1}"
+        # The admin routes need the generated token; the client commands find it in the dir.
+        assert call(node2 + "/admin/cluster").status == 401
+        admin = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+        assert call(node2 + "/admin/cluster", headers=admin).status == 200
+        status = tock("status", "--node", node2, "--data-dir", str(tmp_path))
+        assert status.returncode == 0 and status.stdout.startswith("node       n2"), status
         assert call(node2 + "/v1.0/apps/default").json == {"url": sink.url, "hasToken": False}
         answer = call(node2 + "/v1.0/jobs/hello", "POST", {"dueTime": "1s"})
         assert answer.status == 204, answer
