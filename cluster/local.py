@@ -7,6 +7,18 @@ admin token are generated once into `{data_dir}/secret` and `{data_dir}/admin-to
 and read by every node from there, so running the same command again on the same data dir brings
 back the same cluster with all its jobs, and the client commands find the admin token there.
 The nodes run the Jobs API open (scope from Dapr's headers) unless `open_api` is False.
+
+By default every node listens on 127.0.0.1. `node_hosts` gives node k its own address instead
+(all three of its ports on it), and `command_prefix` a command to start its process under, e.g.
+`ip netns exec NAMESPACE` to run each node in a network namespace of its own: a prefix must exec
+the node's command, so that the process started is the node itself (signals reach it by pid).
+
+The data directories are 0700 and the node logs 0600 (both tightened if an older run left
+them wider).
+
+With `tls`, a CA is generated once into `{data_dir}/tls/` and each node gets a certificate for
+127.0.0.1 and localhost in `{data_dir}/n{k}/tls/` (cluster/certificates.py): the nodes serve
+HTTPS and gRPC over TLS, and the cluster's own requests check them against that CA (`ca_file`).
 """
 
 from __future__ import annotations
@@ -15,14 +27,25 @@ import json
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+
+from cluster.certificates import CertificateAuthority
+from store.private_files import (
+    PRIVATE_FILE_MODE,
+    make_private_directory,
+    open_private,
+    tighten_files,
+)
 
 READY_TIMEOUT_S_DEFAULT = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -45,8 +68,14 @@ class LocalClusterConfig:
     time_zone: str | None = None
     # Open mode (`tock node --open-api`): the Jobs API needs no app token. Token mode otherwise.
     open_api: bool = True
+    # HTTPS and gRPC over TLS, with certificates from a CA generated into the data dir.
+    tls: bool = False
     # Extra `tock node` arguments for every node (tests shorten timings with these).
     node_args: tuple[str, ...] = ()
+    # Node k's address is node_hosts[k - 1]; None: every node on 127.0.0.1.
+    node_hosts: tuple[str, ...] | None = None
+    # What to run node `n{k}`'s command under (given its id); None: nothing.
+    command_prefix: Callable[[str], list[str]] | None = None
 
 
 @dataclass
@@ -56,6 +85,7 @@ class NodeProcess:
     raft: str
     grpc: str
     data_dir: Path
+    scheme: str = "http"
     process: subprocess.Popen[bytes] | None = None
     log_file: Path = field(init=False)
 
@@ -64,7 +94,7 @@ class NodeProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.http}"
+        return f"{self.scheme}://{self.http}"
 
     @property
     def pid(self) -> int | None:
@@ -84,10 +114,26 @@ class LocalCluster:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA every node's certificate is checked against; None without TLS."""
+        return self._authority.cert_file if self.config.tls else None
+
+    @cached_property
+    def _authority(self) -> CertificateAuthority:
+        return CertificateAuthority(self.data_dir / "tls")
+
+    @cached_property
+    def _ssl(self) -> ssl.SSLContext | None:
+        """The context of this cluster's own requests to its nodes."""
+        ca_file = self.ca_file
+        return None if ca_file is None else ssl.create_default_context(cafile=str(ca_file))
+
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_directory(self.data_dir)
         for name in (SECRET_FILE, ADMIN_TOKEN_FILE):
             _ensure_credential(self.data_dir / name)
+        tighten_files(self.data_dir, (SECRET_FILE, ADMIN_TOKEN_FILE))
         for node in self.nodes:
             self.start_node(node.node_id)
 
@@ -120,7 +166,7 @@ class LocalCluster:
             f"{node.url}/admin/quiesce", data=b"", headers=self.admin_headers(), method="POST"
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s):
+            with urllib.request.urlopen(request, timeout=timeout_s, context=self._ssl):
                 pass
         except (OSError, urllib.error.URLError) as error:
             # A node that cannot answer (crashed, partitioned) has nothing left to settle.
@@ -137,8 +183,8 @@ class LocalCluster:
         the fault points of one node this way)."""
         node = self.node(node_id)
         assert not node.running(), f"{node_id} is already running"
-        node.data_dir.mkdir(parents=True, exist_ok=True)
-        log = node.log_file.open("ab")
+        make_private_directory(node.data_dir)
+        log = os.fdopen(open_private(node.log_file, os.O_WRONLY | os.O_APPEND), "ab")
         node.process = subprocess.Popen(
             self._command(node),
             stdin=subprocess.DEVNULL,
@@ -244,11 +290,11 @@ class LocalCluster:
     def cluster_status(self, node_id: str) -> dict[str, object]:
         url = f"{self.node(node_id).url}/admin/cluster"
         request = urllib.request.Request(url, headers=self.admin_headers())
-        with urllib.request.urlopen(request, timeout=2) as reply:
+        with urllib.request.urlopen(request, timeout=2, context=self._ssl) as reply:
             status: dict[str, object] = json.loads(reply.read())
         try:
             ready = f"{self.node(node_id).url}/v1.0/healthz/ready"
-            with urllib.request.urlopen(ready, timeout=2) as reply:
+            with urllib.request.urlopen(ready, timeout=2, context=self._ssl) as reply:
                 status["ready"] = reply.status == 204
         except urllib.error.HTTPError:
             status["ready"] = False
@@ -258,12 +304,19 @@ class LocalCluster:
 
     def _node_process(self, k: int) -> NodeProcess:
         config = self.config
+        if config.node_hosts is None:
+            host = "127.0.0.1"
+        elif k <= len(config.node_hosts):
+            host = config.node_hosts[k - 1]
+        else:
+            raise ValueError(f"node_hosts names no address for node n{k}")
         return NodeProcess(
             node_id=f"n{k}",
-            http=f"127.0.0.1:{config.http_port + k - 1}",
-            raft=f"127.0.0.1:{config.raft_port + k - 1}",
-            grpc=f"127.0.0.1:{config.grpc_port + k - 1}",
+            http=f"{host}:{config.http_port + k - 1}",
+            raft=f"{host}:{config.raft_port + k - 1}",
+            grpc=f"{host}:{config.grpc_port + k - 1}",
             data_dir=self.data_dir / f"n{k}",
+            scheme="https" if config.tls else "http",
         )
 
     def _admin(
@@ -291,7 +344,7 @@ class LocalCluster:
                     node.url + path, data=data, headers=headers, method=method
                 )
                 try:
-                    with urllib.request.urlopen(request, timeout=timeout_s):
+                    with urllib.request.urlopen(request, timeout=timeout_s, context=self._ssl):
                         return
                 except urllib.error.HTTPError as error:
                     if error.code != 503:
@@ -316,7 +369,9 @@ class LocalCluster:
         return {"Authorization": f"Bearer {self.admin_token()}"}
 
     def _command(self, node: NodeProcess) -> list[str]:
+        prefix = self.config.command_prefix
         command = [
+            *(prefix(node.node_id) if prefix else []),
             sys.executable,
             "-m",
             "node.cli",
@@ -343,6 +398,11 @@ class LocalCluster:
             command += ["--time-zone", self.config.time_zone]
         if self.config.open_api:
             command.append("--open-api")
+        if self.config.tls:
+            # No --tls-ca-file: each node trusts the CA that follows its certificate in its file.
+            files = self._authority.issue(node.data_dir / "tls", "node")
+            command += ["--tls-cert-file", str(files.cert_file)]
+            command += ["--tls-key-file", str(files.key_file)]
         return command + list(self.config.node_args)
 
     def _environment(self) -> dict[str, str]:
@@ -358,7 +418,7 @@ class LocalCluster:
 def _ensure_credential(path: Path) -> None:
     """Generate a random credential into `path` (mode 0600) unless it exists already."""
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(CREDENTIAL_BYTES))
 

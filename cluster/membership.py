@@ -14,11 +14,13 @@ duplicate from a healthy failover, only from deliveries in flight when a node di
 A heartbeat is stamped with its sender's wall clock and judged against the leader's: this
 assumes clocks within a small fraction of `dead_s - lease_s` of each other, which NTP gives.
 
-A node that is not healthy (`healthy()` false: one of its tasks keeps crashing, or its trigger
-engine does not run) gives up its lease at once and sends no heartbeat until it is healthy
-again, so the leader declares it dead and its partitions move to healthy nodes. An unhealthy
-leader goes on committing epochs (someone must): its own heartbeat ages like anyone's, so it
-declares itself dead too, and keeps only the Raft leadership, which owns no partition.
+A node that may not fire (`healthy()` false: one of its tasks keeps crashing, or its trigger
+engine does not run; or its wall clock is off from the cluster's median by more than
+`max_clock_offset_ms`, see cluster/clock_offset.py) gives up its lease at once and heartbeats
+"standing by": the leader takes it out of the live set at once and its partitions move to the
+nodes that may fire. An unhealthy leader goes on committing epochs (someone must), and keeps only
+the Raft leadership, which owns no partition; a leader whose clock is off hands leadership to
+another member, since it would judge every heartbeat's age by a wrong clock.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from cluster.clock_offset import ClockOffsetEstimator
 from store.clock import Clock
 from store.codec import Heartbeat, Member, SetMembers, encode_command
 from store.errors import TockError, ValidationError
 from store.fault_points import fault_point
-from store.log import ReplicatedLog, Role
-from store.machine import Result
+from store.log import Applied, ReplicatedLog, Role
+from store.machine import HeartbeatSeen, Result
 from store.schedule import ZONE_DATA_VERSION
 from store.shared_machine import SharedMachine
 
@@ -52,6 +55,12 @@ class MembershipConfig:
     heartbeat_s: float = 0.25
     lease_s: float = 1.0
     dead_s: float = 1.5
+    # A node whose wall clock is further than this from the median of the live members' stops
+    # firing, gives up leadership and is not ready (cluster/clock_offset.py). Below the margin
+    # between lease and dead, so that heartbeat ages judged on the leader's clock stay right.
+    max_clock_offset_ms: int = 250
+    # A member's latest heartbeat sample counts for the offset this long (several heartbeats).
+    clock_sample_age_s_max: float = 2.0
 
     def validate(self) -> None:
         if not 0 < self.heartbeat_s < self.lease_s < self.dead_s:
@@ -59,6 +68,13 @@ class MembershipConfig:
                 f"heartbeat_s, lease_s and dead_s must satisfy 0 < heartbeat_s < lease_s < dead_s, "
                 f"not {self.heartbeat_s}, {self.lease_s} and {self.dead_s}"
             )
+        if not 0 < self.max_clock_offset_ms < (self.dead_s - self.lease_s) * 1000:
+            raise ValidationError(
+                f"max_clock_offset_ms must be positive and below (dead_s - lease_s), "
+                f"not {self.max_clock_offset_ms}"
+            )
+        if self.clock_sample_age_s_max <= self.heartbeat_s:
+            raise ValidationError("clock_sample_age_s_max must exceed heartbeat_s")
 
     @property
     def leader_grace_s(self) -> float:
@@ -77,6 +93,8 @@ class MembersView:
     live: tuple[str, ...]
     heartbeats: dict[str, int]
     announced: dict[str, Member]
+    # Members whose last heartbeat stands by: they offer to fire nothing.
+    standing_by: frozenset[str] = frozenset()
 
 
 def next_membership(
@@ -104,7 +122,10 @@ def next_membership(
     live = []
     for node in sorted(ids):
         age_ms = now_ms - view.heartbeats.get(node, -(10**15))
-        if node in view.live:
+        if node in view.standing_by:
+            # It stopped firing before it said so: its partitions may move at once.
+            keep = False
+        elif node in view.live:
             keep = age_ms < config.dead_s * 1000 or not may_declare_dead
         else:
             keep = age_ms < config.lease_s * 1000
@@ -141,45 +162,113 @@ class Membership:
         self._leading_since: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._zone_data_warned: set[tuple[str, str]] = set()
+        self._offsets = ClockOffsetEstimator(me.id, config.clock_sample_age_s_max)
+        self._unsubscribe: Callable[[], None] | None = None
+        # The offset that made this node give up, or None while its clock is within the bound.
+        self._skewed_ms: int | None = None
 
     def may_fire(self) -> bool:
-        """True while this node's lease holds and it is live in the current epoch."""
-        if self._clock.monotonic() >= self._lease_until:
+        """True while this node's lease holds, it is live in the current epoch and its clock is
+        known to be within the bound."""
+        if self._clock.monotonic() >= self._lease_until or not self._clock_known_good():
             return False
         return self._machine.read(lambda m: self._me.id in m.live)
 
+    def clock_not_ready_reason(self) -> str | None:
+        """Why this node is not ready because of its clock, or None."""
+        if self._skewed_ms is None:
+            return None
+        return (
+            f"wall clock offset {self._skewed_ms:+d} ms from the cluster's median is beyond "
+            f"{self._config.max_clock_offset_ms} ms"
+        )
+
     def start(self) -> None:
+        self._unsubscribe = self._store.subscribe(self._on_applied)
         self._task = self._spawn(TASK, self._run)
 
     async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         self._lease_until = float("-inf")
 
+    def _on_applied(self, applied: Applied) -> None:
+        result = applied.result
+        if not (isinstance(result, Result) and isinstance(result.value, HeartbeatSeen)):
+            return
+        # Heartbeats replayed at start, or caught up with, are old: they say nothing of clocks.
+        if self._store.ready:
+            seen = result.value
+            self._offsets.observe(
+                seen.node, seen.now_ms, self._clock.wall_ms(), self._clock.monotonic()
+            )
+
+    def _check_clock(self) -> None:
+        """Give up firing and leadership while the clock is off by more than the bound."""
+        offset_ms = self._offsets.offset_ms(self._member_ids(), self._clock.monotonic())
+        if offset_ms is None:
+            return
+        skewed = abs(offset_ms) > self._config.max_clock_offset_ms
+        if skewed and self._skewed_ms is None:
+            log.error(
+                "wall clock %+d ms from the cluster's median (bound %d ms): not firing, not "
+                "leading and not ready until it is back within the bound",
+                offset_ms,
+                self._config.max_clock_offset_ms,
+            )
+        elif not skewed and self._skewed_ms is not None:
+            log.warning("wall clock back within %d ms of the cluster's", offset_ms)
+        self._skewed_ms = offset_ms if skewed else None
+
+    def _clock_known_good(self) -> bool:
+        if self._skewed_ms is not None:
+            return False
+        return self._offsets.offset_ms(self._member_ids(), self._clock.monotonic()) is not None
+
+    def _member_ids(self) -> tuple[str, ...]:
+        return self._machine.read(lambda m: tuple(member.id for member in m.members))
+
     async def _run(self) -> None:
         while True:
             fault_point(TASK)
             if self._store.ready:
-                if self._healthy():
-                    await self._beat()
-                else:
+                self._check_clock()
+                # A node that may not fire still heartbeats, standing by: its clock goes on
+                # being measured, and the leader moves its partitions at once.
+                standing_by = not self._healthy() or self._skewed_ms is not None
+                if standing_by:
                     self._lease_until = float("-inf")
-                await self._lead_if_leader()
+                await self._beat(standing_by)
+                if self._skewed_ms is None:
+                    await self._lead_if_leader()
+                elif self._store.status().role is Role.LEADER:
+                    # A leader judges every heartbeat's age by its own clock: a skewed one
+                    # would declare live members dead. Another member leads instead.
+                    self._store.transfer_leadership()
             await self._clock.sleep(self._config.heartbeat_s)
 
-    async def _beat(self) -> None:
+    async def _beat(self, standing_by: bool) -> None:
         sent = self._clock.monotonic()
         heartbeat = Heartbeat(
-            self._me.id, self._clock.wall_ms(), self._me.raft, self._me.http, ZONE_DATA_VERSION
+            self._me.id,
+            self._clock.wall_ms(),
+            self._me.raft,
+            self._me.http,
+            ZONE_DATA_VERSION,
+            standing_by,
         )
         try:
             await self._store.propose(encode_command(heartbeat), self._config.lease_s)
         except TockError as error:
             log.debug("heartbeat not committed: %s", error)
             return
-        self._lease_until = sent + self._config.lease_s
+        if not standing_by:
+            self._lease_until = sent + self._config.lease_s
         self._compare_zone_data()
 
     def _compare_zone_data(self) -> None:
@@ -205,7 +294,9 @@ class Membership:
         if self._leading_since is None:
             self._leading_since = now
         view = self._machine.read(
-            lambda m: MembersView(m.epoch, m.members, m.live, m.heartbeats(), m.announced())
+            lambda m: MembersView(
+                m.epoch, m.members, m.live, m.heartbeats(), m.announced(), m.standing_by()
+            )
         )
         now_ms = self._clock.wall_ms()
         change = next_membership(

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 import urllib.request
@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cluster.local import READY_TIMEOUT_S_DEFAULT, LocalCluster, LocalClusterConfig
+from cluster.membership import MembershipConfig
 from node.address import parse_address
 from node.client import cli as client_commands
+from node.logs import LogFormat, configure_logging
 from node.service import ServiceConfig
 from store.errors import TockError, ValidationError
 from store.partition import PARTITIONS_DEFAULT
@@ -60,6 +62,10 @@ def _add_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         action="store_false",
         help="token mode: the Jobs API needs an app token (tock app token create APP)",
     )
+    _add_log_format(up)
+    up.add_argument(
+        "--tls", action="store_true", help="HTTPS and gRPC over TLS, from a CA made in the data dir"
+    )
     up.set_defaults(func=_up)
 
 
@@ -73,6 +79,8 @@ def _up(args: argparse.Namespace) -> int:
             grpc_port=args.grpc_port,
             time_zone=args.time_zone,
             open_api=args.open_api,
+            node_args=("--log-format", args.log_format),
+            tls=args.tls,
         )
     )
     stop = threading.Event()
@@ -81,12 +89,16 @@ def _up(args: argparse.Namespace) -> int:
     cluster.start()
     try:
         for node in cluster.nodes:
-            addresses = f"http://{node.http} raft {node.raft} grpc {node.grpc}"
+            addresses = f"{node.url} raft {node.raft} grpc {node.grpc}"
             print(f"{node.node_id} {addresses} pid {node.pid}", flush=True)
         print(f"admin token: {cluster.admin_token_file}", flush=True)
+        if cluster.ca_file is not None:
+            print(f"CA (for --ca-file): {cluster.ca_file}", flush=True)
         leader = cluster.wait_ready(args.ready_timeout)
         if args.app_url:
-            _register_app(cluster.nodes[0].url, args.app_url, cluster.admin_headers())
+            _register_app(
+                cluster.nodes[0].url, args.app_url, cluster.admin_headers(), cluster.ca_file
+            )
         print(f"ready: leader {leader}", flush=True)
         while not stop.wait(1.0):
             for node in cluster.nodes:
@@ -98,14 +110,17 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_app(node_url: str, app_url: str, admin_headers: dict[str, str]) -> None:
+def _register_app(
+    node_url: str, app_url: str, admin_headers: dict[str, str], ca_file: Path | None
+) -> None:
     body = json.dumps({"url": app_url}).encode()
     # The admin token may register any app's URL, in open and in token mode alike.
     headers = {"content-type": "application/json", **admin_headers}
     request = urllib.request.Request(
         f"{node_url}/v1.0/apps/default", data=body, headers=headers, method="PUT"
     )
-    with urllib.request.urlopen(request, timeout=10):
+    context = None if ca_file is None else ssl.create_default_context(cafile=str(ca_file))
+    with urllib.request.urlopen(request, timeout=10, context=context):
         pass
 
 
@@ -142,14 +157,48 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         default=default.data_bytes_max_per_app,
         help=f"bytes of job data one app may hold (default {default.data_bytes_max_per_app:,})",
     )
+    node.add_argument(
+        "--max-clock-offset",
+        type=int,
+        default=MembershipConfig().max_clock_offset_ms,
+        metavar="MS",
+        help="stop firing while this node's clock is further than MS from the cluster's median",
+    )
+    node.add_argument(
+        "--app-host-allow",
+        action="append",
+        default=[],
+        metavar="HOST|CIDR",
+        help="where deliveries may go (repeatable; default: anywhere)",
+    )
+    node.add_argument(
+        "--app-ca-file", type=Path, help="CA bundle for https:// apps (default: the system's)"
+    )
+    node.add_argument("--tls-cert-file", type=Path, help="PEM certificate (and chain): TLS on")
+    node.add_argument("--tls-key-file", type=Path, help="the certificate's PEM private key")
+    node.add_argument(
+        "--tls-ca-file", type=Path, help="CA of other nodes (default: the chain in the cert)"
+    )
     node.add_argument("--log-level", default="INFO")
+    _add_log_format(node)
     node.set_defaults(func=_node)
+
+
+def _add_log_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=[f.value for f in LogFormat],
+        default=LogFormat.TEXT.value,
+        help="each node's log: text lines, or one JSON object a line with the node id",
+    )
 
 
 def node_config(args: argparse.Namespace) -> NodeConfig:
     """The node's configuration tree from its flags, validated. Imported here, not at the top:
     the tree names every component of a node, and `tock job` needs none of them."""
     from node.config import NodeConfig, local_zone
+    from node.delivery.http import DeliveryConfig
+    from node.tls import TlsConfig
 
     peers: dict[str, str] = {}
     for peer in args.peer:
@@ -169,6 +218,12 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         admin_token=_secret(args.admin_token_file, "TOCK_ADMIN_TOKEN"),
         open_api=args.open_api,
         partitions=args.partitions,
+        membership=MembershipConfig(max_clock_offset_ms=args.max_clock_offset),
+        app_host_allow=tuple(args.app_host_allow),
+        http_delivery=DeliveryConfig(ca_file=args.app_ca_file),
+        tls=TlsConfig(
+            cert_file=args.tls_cert_file, key_file=args.tls_key_file, ca_file=args.tls_ca_file
+        ),
         service=ServiceConfig(
             time_zone=args.time_zone or local_zone(),
             jobs_max_per_app=args.jobs_max_per_app,
@@ -184,10 +239,7 @@ def _secret(path: Path | None, variable: str) -> str:
 
 
 def _node(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level, LogFormat(args.log_format), args.id)
     config = node_config(args)
     from node.server import run_node
 

@@ -27,6 +27,7 @@ from typing import Protocol
 from cluster.membership import MembershipConfig
 from node.access import check_admin_token
 from node.address import parse_address
+from node.delivery.allowed_hosts import AllowedHosts
 from node.delivery.grpc import GrpcDeliveryConfig
 from node.delivery.http import DeliveryConfig
 from node.engine.acks import AckConfig
@@ -34,13 +35,14 @@ from node.engine.engine import EngineConfig
 from node.grpc.api import GrpcApiConfig
 from node.http.api import ApiConfig
 from node.service import ServiceConfig
+from node.tls import TlsConfig
 from node.watch.announcer import AnnouncerConfig
 from node.watch.forward import ForwardConfig
 from node.watch.route import WatchConfig
 from store.errors import ValidationError
 from store.log import PROPOSE_TIMEOUT_S_DEFAULT
 from store.partition import PARTITIONS_DEFAULT, PARTITIONS_MAX
-from store.raft.config import RaftTuning
+from store.raft.config import RaftTuning, check_secret_length
 from store.supervision import SupervisionConfig
 
 
@@ -83,6 +85,8 @@ class NodeConfig:
     # Open mode: the Jobs API needs no app token and takes its scope from Dapr's headers, as a
     # sidecar on localhost does; otherwise (token mode) every call carries an app token.
     open_api: bool = False
+    # HTTPS and gRPC over TLS, and https to other nodes, when a certificate is given.
+    tls: TlsConfig = field(default_factory=TlsConfig)
     # Part of the cluster's identity: the same on every node, and never changed for a data dir.
     partitions: int = PARTITIONS_DEFAULT
 
@@ -95,6 +99,9 @@ class NodeConfig:
     # A request's bound: an HTTP body (413 beyond), a gRPC message, a batch forwarded between
     # nodes.
     body_bytes_max: int = 4 * 1024 * 1024
+    # Where deliveries may go (host names, addresses, CIDRs), checked when an app registers and
+    # at every delivery; empty, anywhere.
+    app_host_allow: tuple[str, ...] = ()
 
     # -- each component's own knobs ---------------------------------------------------------------
     raft_store: RaftTuning = field(default_factory=RaftTuning)
@@ -148,6 +155,7 @@ class NodeConfig:
                 "the cluster secret is required (--secret-file or TOCK_CLUSTER_SECRET): "
                 "Raft traffic is pickle, and without a secret anyone reaching the port runs code"
             )
+        check_secret_length(self.secret)
         if not self.admin_token:
             raise ValidationError(
                 "the admin token is required (--admin-token-file or TOCK_ADMIN_TOKEN): every "
@@ -163,6 +171,7 @@ class NodeConfig:
             raise ValidationError(f"node {self.node_id!r} is listed among its own peers")
         if not 1 <= self.partitions <= PARTITIONS_MAX:
             raise ValidationError(f"partitions must be between 1 and {PARTITIONS_MAX}")
+        AllowedHosts(self.app_host_allow)
 
     def _validate_across(self) -> None:
         """The rules between fields that different parts of the tree own."""

@@ -26,7 +26,9 @@ from cluster.membership import Membership
 from cluster.ring import Ring
 from node.access import Access
 from node.app_tokens import AppTokenService
+from node.backup import Backup
 from node.config import NodeConfig
+from node.delivery.allowed_hosts import AllowedHosts
 from node.delivery.dispatch import Deliverer
 from node.delivery.grpc import GrpcDelivery
 from node.delivery.http import HttpDelivery
@@ -34,7 +36,10 @@ from node.engine.engine import EngineConfig, TriggerEngine
 from node.grpc.api import GrpcApi
 from node.http.admin import ClusterStatus, StateDigest, raft_not_ready_reason
 from node.http.api import build_app
-from node.http.metrics import render_metrics
+from node.http.backup import BackupRoutes
+from node.http.metrics import MetricsSources, node_registry, render_metrics
+from node.http.operations import OperationRoutes
+from node.http.stats import NodeStats, node_stats
 from node.http.tokens import AppTokenRoutes
 from node.internal_auth import RequestSigner, SignatureCheck
 from node.service import JobService
@@ -48,6 +53,7 @@ from store.codec import Member
 from store.errors import ValidationError
 from store.fault_points import arm_from_environment
 from store.machine import JobMachine
+from store.private_files import make_private_directory
 from store.raft.config import RaftConfig
 from store.raft.store import RaftStore
 from store.shared_machine import SharedMachine
@@ -100,25 +106,31 @@ class Node:
             self.supervisor,
             propose_timeout_s=config.propose_timeout_s,
         )
+        # Built here, so that an unreadable certificate or key stops the node at start.
+        self._http_ssl = config.tls.server_context()
         self.forwarder = Forwarder(
             config.forward,
             config.delivery_timeout_s,
             RequestSigner(config.secret, self.clock),
             self.supervisor,
+            tls=config.tls.client_context(),
         )
         self.watch_delivery = WatchDelivery(
             config.node_id, self.store, self.machine, self.watchers, self.forwarder
         )
+        app_hosts = AllowedHosts(config.app_host_allow)
         self.delivery = Deliverer(
             HttpDelivery(
                 config.http_delivery,
                 attempt_timeout_s=config.delivery_timeout_s,
                 node_id=config.node_id,
+                hosts=app_hosts,
             ),
             GrpcDelivery(
                 config.grpc_delivery,
                 attempt_timeout_s=config.delivery_timeout_s,
                 node_id=config.node_id,
+                hosts=app_hosts,
             ),
             self.watch_delivery,
         )
@@ -138,6 +150,7 @@ class Node:
             self.clock,
             config.service,
             propose_timeout_s=config.propose_timeout_s,
+            app_hosts=app_hosts,
         )
         self.app_tokens = AppTokenService(
             self.service,
@@ -156,11 +169,22 @@ class Node:
                 address=config.grpc,
                 message_bytes_max=config.body_bytes_max,
                 access=self.access,
+                credentials=config.tls.grpc_credentials(),
+            )
+        )
+        self.metrics = node_registry(
+            MetricsSources(
+                raft=self.store.status,
+                engine=self.engine.metrics,
+                machine=self.machine,
+                tasks=self.supervisor.board.reports,
+                created=self.service.created,
             )
         )
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
+        make_private_directory(self.config.data_dir)  # it holds the store's files, and secrets
         self.store.start()
         await self.store.wait_bound()
         self.membership.start()
@@ -175,7 +199,10 @@ class Node:
             window_s=config.forward.signature_window_s,
             replay_cache_max=config.forward.replay_cache_max,
         )
+        backup = Backup(self.store, self.machine, config.propose_timeout_s)
         routes = (
+            OperationRoutes(self.service),
+            BackupRoutes(backup, config.propose_timeout_s),
             WatchRoute(self.watchers, self.announcer.registered, self.access.stands),
             ForwardRoute(self.watchers, signatures, config.body_bytes_max),
             AppTokenRoutes(self.app_tokens),
@@ -193,7 +220,7 @@ class Node:
         )
         await self._runner.setup()
         host, _, port = self.config.http.rpartition(":")
-        await web.TCPSite(self._runner, host, int(port)).start()
+        await web.TCPSite(self._runner, host, int(port), ssl_context=self._http_ssl).start()
         if self.grpc_api is not None:
             await self.grpc_api.start()
         log.info(
@@ -233,7 +260,11 @@ class Node:
     # -- the admin view (node/http/admin.py renders it) ----------------------------------------
 
     def not_ready_reason(self) -> str | None:
-        return raft_not_ready_reason(self.store) or self.supervisor.unhealthy_reason()
+        return (
+            raft_not_ready_reason(self.store)
+            or self.supervisor.unhealthy_reason()
+            or self.membership.clock_not_ready_reason()
+        )
 
     def cluster_status(self) -> ClusterStatus:
         raft = self.store.status()
@@ -273,10 +304,16 @@ class Node:
             ],
         }
 
-    def metrics_text(self) -> str:
-        return render_metrics(
-            self.store.status(), self.engine.metrics, self.machine, self.supervisor.board.reports()
+    def node_stats(self) -> NodeStats:
+        return node_stats(self.me.id, self.engine.metrics)
+
+    def live_peers(self) -> list[tuple[str, str]]:
+        return self.machine.read(
+            lambda m: [(p.id, p.http) for p in m.members if p.id in m.live and p.id != self.me.id]
         )
+
+    def metrics_body(self) -> bytes:
+        return render_metrics(self.metrics)
 
     async def state_digest(self) -> StateDigest:
         await self.store.barrier(self.config.propose_timeout_s)

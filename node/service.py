@@ -9,27 +9,52 @@ wait for a barrier through the log first, then read the local replica.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from node.app_counter import AppCounter
+from node.delivery.allowed_hosts import AllowedHosts
 from node.scope import Scope, check_utf8, checked_text
+from store.app_url import parse_app_url
 from store.clock import Clock
 from store.codec import (
     Command,
     Delete,
     DeletePrefix,
+    ForgetDeadLetter,
+    Pause,
     Put,
+    Redrive,
     RegisterApp,
+    Resume,
+    RunNow,
     UnregisterApp,
     encode_command,
 )
-from store.errors import JobConflict, JobNotFound, OutcomeUnknown, QuotaExceeded, ValidationError
+from store.dead_letters import DeadLetter
+from store.errors import (
+    DeadLetterNotFound,
+    JobConflict,
+    JobNotFound,
+    OutcomeUnknown,
+    QuotaExceeded,
+    ValidationError,
+)
+from store.history import Attempt
 from store.jobs import Job, JobLimits, JobSpec, derive_job, spec_from_request, validate_name
-from store.machine import AppRoute, ErrorKind, Result, check_app_token, check_app_url
+from store.machine import AppRoute, ErrorKind, Result, check_app_token
 from store.raft.store import RaftStore
 from store.schedule import check_zone
 from store.shared_machine import SharedMachine
+from store.upcoming import upcoming_ms
 
 LIST_LIMIT_DEFAULT = 100
+# How many next occurrences GET /jobs/{name}/next lists: by default, and at most.
+UPCOMING_COUNT_DEFAULT = 10
+UPCOMING_COUNT_MAX = 100
+HISTORY_LIMIT_DEFAULT = 20
+# A dead letter's id is a trigger id: `{scheduled ms}:{job uid}`.
+DEAD_LETTER_ID_CHARS_MAX = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +105,7 @@ class JobService:
         config: ServiceConfig,
         *,
         propose_timeout_s: float,
+        app_hosts: AllowedHosts | None = None,
     ) -> None:
         config.validate()
         self._store = store
@@ -87,6 +113,9 @@ class JobService:
         self._clock = clock
         self._config = config
         self._propose_timeout_s = propose_timeout_s
+        # Jobs this node created (overwrites included), per app: /metrics' tock_jobs_created.
+        self.created = AppCounter()
+        self._app_hosts = app_hosts or AllowedHosts()
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -123,6 +152,7 @@ class JobService:
         derive_job(spec, put.namespace, put.app, put.uid, put.now_ms, put.zone, 1)
         job = (await self._write(put)).value
         assert isinstance(job, Job)
+        self.created.count(put.namespace, put.app)
         return job
 
     async def get(self, scope: Scope, name: str) -> Job:
@@ -133,6 +163,13 @@ class JobService:
         if job is None:
             raise JobNotFound(f"job not found: {name}")
         return job
+
+    async def upcoming(self, scope: Scope, name: str, count: int | None) -> list[int]:
+        """The scheduled times of the job's next `count` occurrences (store/upcoming.py)."""
+        count = UPCOMING_COUNT_DEFAULT if count is None else count
+        if not 1 <= count <= UPCOMING_COUNT_MAX:
+            raise ValidationError(f"count must be between 1 and {UPCOMING_COUNT_MAX}")
+        return upcoming_ms(await self.get(scope, name), count)
 
     async def delete(self, scope: Scope, name: str) -> None:
         self._check_name(name)
@@ -183,11 +220,56 @@ class JobService:
     def _check_prefix(self, prefix: str) -> None:
         checked_text("prefix", prefix, self._config.job_limits.name_chars_max)
 
+    # -- operations beyond Dapr's ------------------------------------------------------------
+
+    async def pause(self, scope: Scope, name: str) -> None:
+        self._check_name(name)
+        await self._write(Pause(scope.namespace, scope.app, name))
+
+    async def resume(self, scope: Scope, name: str) -> None:
+        self._check_name(name)
+        await self._write(Resume(scope.namespace, scope.app, name, self._clock.wall_ms()))
+
+    async def run_now(self, scope: Scope, name: str) -> None:
+        self._check_name(name)
+        await self._write(RunNow(scope.namespace, scope.app, name, self._clock.wall_ms()))
+
+    async def history(self, scope: Scope, name: str, limit: int | None) -> Sequence[Attempt]:
+        """The job's last attempts, newest first."""
+        if limit is not None and limit < 1:
+            raise ValidationError("limit must be a positive integer")
+        job = await self.get(scope, name)
+        newest_first = list(reversed(job.history))
+        return newest_first[: limit or HISTORY_LIMIT_DEFAULT]
+
+    async def dead_letters(
+        self, scope: Scope, prefix: str, limit: int | None, cursor: str | None
+    ) -> tuple[Sequence[DeadLetter], str | None]:
+        limit_max = self._config.list_limit_max
+        limit = min(LIST_LIMIT_DEFAULT, limit_max) if limit is None else limit
+        if not 1 <= limit <= limit_max:
+            raise ValidationError(f"limit must be between 1 and {limit_max}")
+        self._check_prefix(prefix)
+        checked_text("cursor", cursor or "", DEAD_LETTER_ID_CHARS_MAX)
+        await self._store.barrier(self._propose_timeout_s)
+        return self._machine.read(
+            lambda m: m.dead_letters(scope.namespace, scope.app, prefix, cursor or None, limit)
+        )
+
+    async def redrive(self, scope: Scope, letter_id: str) -> None:
+        checked_text("dead letter id", letter_id, DEAD_LETTER_ID_CHARS_MAX)
+        await self._write(Redrive(scope.namespace, scope.app, letter_id, self._clock.wall_ms()))
+
+    async def forget_dead_letter(self, scope: Scope, letter_id: str) -> None:
+        checked_text("dead letter id", letter_id, DEAD_LETTER_ID_CHARS_MAX)
+        await self._write(ForgetDeadLetter(scope.namespace, scope.app, letter_id))
+
     # -- apps ------------------------------------------------------------------------------
 
     async def register_app(self, scope: Scope, url: str, token: str = "") -> None:
-        """Send the app's triggers to `url`, with `dapr-api-token: token` unless it is ""."""
-        check_app_url(url)
+        """Send the app's triggers to `url`, with `dapr-api-token: token` unless it is "". The
+        URL must keep the rules of an app URL and point where deliveries may go."""
+        await self._app_hosts.check(parse_app_url(url))
         check_app_token(token)
         await self._write(RegisterApp(scope.namespace, scope.app, url, token))
 
@@ -216,4 +298,8 @@ class JobService:
             raise JobConflict(result.message)
         if result.error is ErrorKind.QUOTA:
             raise QuotaExceeded(result.message)
+        if result.error is ErrorKind.NOT_FOUND:
+            if isinstance(command, Redrive):
+                raise DeadLetterNotFound(result.message)
+            raise JobNotFound(result.message)
         raise ValidationError(result.message)

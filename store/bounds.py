@@ -20,6 +20,8 @@ Bounds (name: value; what it bounds):
 - PERIOD_MS_MIN: 100 ms; @every and bare-duration schedules (cron's period is 1 s at least).
 - RETRY_INTERVAL_MS_MIN: 100 ms; a constant policy's retry interval.
 - UINT32_MAX: 4,294,967,295; repeats and maxRetries (Dapr's uint32 fields).
+- JITTER_MS_MAX: 1 day; a job's jitter, the most its occurrences are delayed.
+- DELIVERY_TIMEOUT_MS_MIN .. DELIVERY_TIMEOUT_MS_MAX: 100 ms .. 1 hour; a job's deliveryTimeout.
 - SCOPE_CHARS_MAX: 256; a namespace and an app id.
 - DATA_BYTES_HARD_MAX: 64 MiB; a job's data, whatever the edge is configured to.
 """
@@ -33,6 +35,10 @@ TIME_RANGE_TEXT = "1970-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z"
 DURATION_MS_MAX = 36_525 * 86_400_000
 PERIOD_MS_MIN = 100
 RETRY_INTERVAL_MS_MIN = 100
+
+JITTER_MS_MAX = 86_400_000
+DELIVERY_TIMEOUT_MS_MIN = 100
+DELIVERY_TIMEOUT_MS_MAX = 3_600_000
 
 # Dapr's repeats and maxRetries are uint32 fields.
 UINT32_MAX = 2**32 - 1

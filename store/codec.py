@@ -2,14 +2,15 @@
 
 A command travels as msgpack `[COMMAND_VERSION, tag, *fields]`; a snapshot as msgpack
 `[SNAPSHOT_VERSION, partitions, epoch, members, live, previous_live, released, apps, heartbeats,
-watchers, jobs, app_tokens]`. Version 2 added fields at the end of a few commands and rows (a
-Put's quotas, a DeletePrefix's chunk size, a Heartbeat's zone data, a SetMembers' freshness
-check, a job's quarantine reason); version 1 bytes, in journals and dumps written before, still
-decode, each missing field taking the value that means "as before". Snapshot version 3 appended
-the app tokens; a version 1 or 2 snapshot decodes with none. Decoding checks every field's type:
-command bytes come over the network and are decoded inside apply, where a malformed command must
-become an error result on every replica alike, never an exception deep in the machine. Unknown
-versions and tags are CodecErrors: a node never guesses at a format.
+watchers, jobs, dead_letters, app_tokens]`. Version 2 added fields at the end of a few commands
+and rows (a Put's quotas, a DeletePrefix's chunk size, a Heartbeat's zone data, a SetMembers'
+freshness check, a job's quarantine reason) and the dead letters and app tokens of a snapshot;
+version 1 bytes, in journals and dumps written before, still decode, each missing field taking
+the value that means "as before" (a version 1 snapshot has no dead letters and no app tokens).
+Decoding checks every field's type: command bytes come over the network and are decoded inside
+apply, where a malformed command must become an error result on every replica alike, never an
+exception deep in the machine. Unknown versions and tags are CodecErrors: a node never guesses
+at a format.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from typing import NamedTuple, TypeVar
 import msgpack
 
 from store.app_tokens import AppToken
+from store.dead_letters import DeadLetter
 from store.errors import CodecError
-from store.jobs import FailureKind, FailurePolicy, Job, JobSpec, MisfirePolicy
+from store.failure_policy import FailureKind, FailurePolicy
+from store.history import Attempt, AttemptOutcome
+from store.jobs import Job, JobSpec, MisfirePolicy
 
 COMMAND_VERSION = 2
-SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSION = 2
 
 # A snapshot stores each job as its fields in this order; changing Job's fields must bump
 # SNAPSHOT_VERSION and teach decode_snapshot the old layout.
@@ -48,6 +52,9 @@ JOB_FIELDS = (
     "attempts",
     "retry_ms",
     "error",
+    "paused",
+    "manual_ms",
+    "history",
 )
 SPEC_FIELDS = (
     "name",
@@ -59,6 +66,8 @@ SPEC_FIELDS = (
     "data_type",
     "failure_policy",
     "misfire_policy",
+    "jitter",
+    "delivery_timeout",
 )
 assert Job._fields == JOB_FIELDS, "Job changed: bump SNAPSHOT_VERSION"
 assert JobSpec._fields == SPEC_FIELDS, "JobSpec changed: bump SNAPSHOT_VERSION"
@@ -77,6 +86,12 @@ class CommandTag(IntEnum):
     WATCHERS_CHANGED = 10
     RELEASE = 11
     QUARANTINE = 12
+    PAUSE = 13
+    RESUME = 14
+    RUN_NOW = 15
+    REDRIVE = 16
+    FORGET_DEAD_LETTER = 17
+    IMPORT_JOBS = 18
     # -- app tokens (the Jobs API's credentials, store/app_tokens.py) --
     ISSUE_APP_TOKEN = 19
     REVOKE_APP_TOKEN = 20
@@ -93,10 +108,28 @@ class Outcome(IntEnum):
     SKIPPED = 2
 
 
+class EntryKind(IntEnum):
+    """Which trigger an ack entry settles."""
+
+    # The job's current occurrence, by its schedule.
+    OCCURRENCE = 0
+    # The job's pending manual run (`POST /jobs/{name}/run`).
+    MANUAL = 1
+    # A dead letter's redrive.
+    REDRIVE = 2
+
+
 class AckEntry(NamedTuple):
     uid: str
     scheduled_ms: int
     outcome: Outcome
+    kind: EntryKind = EntryKind.OCCURRENCE
+    # What the attempt looked like, for the job's history: when it started (wall ms), how long
+    # it took, the app's status (0: no answer), and whether it ended by the delivery timeout.
+    started_ms: int = 0
+    duration_ms: int = 0
+    status: int = 0
+    timed_out: bool = False
 
 
 class Member(NamedTuple):
@@ -160,6 +193,10 @@ class Ack:
     node: str
     now_ms: int
     entries: tuple[AckEntry, ...]
+    # The bounds the proposing node keeps: attempts of history per job, dead letters per app
+    # (0: none kept, as before either existed).
+    history_max: int = 0
+    dead_letters_max: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -172,6 +209,9 @@ class Heartbeat:
     # The version of the time-zone database the node computes schedules with: replicas that
     # disagree on it could compute different trigger times, so each node compares its own.
     zone_data: str = ""
+    # The node serves and replicates but offers to fire nothing (its clock is off, or a task of
+    # its keeps crashing): the leader takes it out of the live set, and its partitions move.
+    standing_by: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -245,6 +285,59 @@ class RevokeAppToken:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Pause:
+    namespace: str
+    app: str
+    name: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Resume:
+    """Resume a paused job from its first occurrence after `now_ms` (the proposer's clock)."""
+
+    namespace: str
+    app: str
+    name: str
+    now_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunNow:
+    """One extra trigger of the job as soon as it has nothing in flight, outside its schedule."""
+
+    namespace: str
+    app: str
+    name: str
+    now_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Redrive:
+    """Deliver a dead letter again, with its own trigger id."""
+
+    namespace: str
+    app: str
+    id: str
+    now_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ForgetDeadLetter:
+    namespace: str
+    app: str
+    id: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ImportJobs:
+    """Jobs exported from a cluster, with their whole state; an existing name is skipped unless
+    `overwrite`."""
+
+    jobs: tuple[Job, ...]
+    overwrite: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Barrier:
     """Changes nothing: a read that waits for it to apply has seen every earlier write."""
 
@@ -262,6 +355,12 @@ Command = (
     | WatchersChanged
     | Release
     | Quarantine
+    | Pause
+    | Resume
+    | RunNow
+    | Redrive
+    | ForgetDeadLetter
+    | ImportJobs
     | IssueAppToken
     | RevokeAppToken
 )
@@ -280,13 +379,16 @@ class MachineState(NamedTuple):
     released: tuple[str, ...]
     # (namespace, app, url, token), sorted.
     apps: tuple[tuple[str, str, str, str], ...]
-    # (node, last heartbeat ms, raft address, http address, zone data version), sorted by node.
-    heartbeats: tuple[tuple[str, int, str, str, str], ...]
+    # (node, last heartbeat ms, raft address, http address, zone data version, standing by),
+    # sorted by node.
+    heartbeats: tuple[tuple[str, int, str, str, str, bool], ...]
     # (namespace, app, node, count of watch streams), sorted.
     watchers: tuple[tuple[str, str, str, int], ...]
     # Sorted by (namespace, app, name).
     jobs: Sequence[Job]
-    # Sorted by (namespace, app, id); none in a snapshot of version 1 or 2.
+    # Per app, oldest first; apps sorted.
+    dead_letters: tuple[DeadLetter, ...] = ()
+    # Sorted by (namespace, app, id); none in a snapshot of version 1.
     app_tokens: tuple[AppToken, ...] = ()
 
 
@@ -325,6 +427,9 @@ class _Fields:
     def array(self, field: str) -> _Fields:
         return _Fields(self.take(tuple, field), f"{self._what}.{field}")
 
+    def remaining(self) -> int:
+        return len(self._items) - self._position
+
     def extended(self, missing: tuple[object, ...]) -> _Fields:
         """The same fields at the same position, with `missing` appended: an older version's
         array read as the current one."""
@@ -340,6 +445,21 @@ class _Fields:
     def done(self) -> None:
         if self._position != len(self._items):
             raise CodecError(f"{self._what}: {len(self._items) - self._position} extra fields")
+
+
+def encode_job(job: Job) -> bytes:
+    """One job with its whole state, as a snapshot stores it: what an export line carries."""
+    packed: bytes = msgpack.packb(job, use_bin_type=True, default=_pack_policy)
+    return packed
+
+
+def decode_job(data: bytes) -> Job:
+    """The job `encode_job` wrote; CodecError for anything else."""
+    try:
+        row = msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=True)
+    except Exception as error:  # msgpack raises several unrelated types for bad bytes.
+        raise CodecError(f"undecodable job: {error}") from None
+    return _job(_Fields(row, "job"))
 
 
 def encode_command(command: Command) -> bytes:
@@ -392,6 +512,7 @@ def encode_snapshot(state: MachineState) -> bytes:
             state.heartbeats,
             state.watchers,
             state.jobs,
+            state.dead_letters,
             state.app_tokens,
         ],
         use_bin_type=True,
@@ -427,11 +548,12 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
         raise CodecError("snapshot: missing version")
     head = _Fields(tuple(unpacker.unpack() for _ in range(min(top_fields, 10))), "snapshot")
     version = head.take(int, "version")
-    if (version, top_fields) not in ((1, 11), (2, 11), (SNAPSHOT_VERSION, 12)):
+    if (version, top_fields) not in ((1, 11), (SNAPSHOT_VERSION, 13)):
         raise CodecError(f"snapshot version {version} is not {SNAPSHOT_VERSION}")
-    # Version 1 rows lack their last field: a heartbeat's zone data, a job's quarantine reason.
-    row_missing: tuple[object, ...] = ("",) if version == 1 else ()
-    job_missing: tuple[object, ...] = (None,) if version == 1 else ()
+    # Version 1 rows lack their last fields: a heartbeat's zone data and standing by; a job's
+    # quarantine reason, pause, manual run and history; a spec's jitter and delivery timeout.
+    # It has no dead letters and no app tokens.
+    row_missing: tuple[object, ...] = ("", False) if version == 1 else ()
     partitions = head.take(int, "partitions")
     epoch = head.take(int, "epoch")
     members = _members(head.array("members"))
@@ -449,11 +571,14 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
     jobs: list[Job] = []
     for _ in range(unpacker.read_array_header()):
         row = unpacker.unpack()
-        if job_missing and isinstance(row, tuple):
-            row = (*row, *job_missing)
+        if version == 1:
+            row = _job_row_from_version_1(row)
         jobs.append(_job_fast(row, policies) or _job(_Fields(row, "job")))
+    dead_letters: tuple[DeadLetter, ...] = ()
     app_tokens: tuple[AppToken, ...] = ()
-    if version >= 3:
+    if version == SNAPSHOT_VERSION:
+        rows = _Fields(unpacker.unpack(), "dead letters").rest()
+        dead_letters = tuple(_dead_letter(_Fields(row, "dead letter")) for row in rows)
         rows = _Fields(unpacker.unpack(), "app tokens").rest()
         app_tokens = tuple(_app_token(_Fields(row, "app token")) for row in rows)
     return MachineState(
@@ -467,13 +592,47 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
         heartbeats,
         watchers,
         jobs,
+        dead_letters,
         app_tokens,
     )
 
 
+def _job_row_from_version_1(row: object) -> object:
+    """A version 1 job row with the fields version 2 added, at their "as before" values."""
+    if not (isinstance(row, tuple) and len(row) == 15 and isinstance(row[5], tuple)):
+        return row  # Malformed: the field-by-field path says how.
+    spec = (*row[5], None, None)
+    return (*row[:5], spec, *row[6:], None, False, None, ())
+
+
+def _dead_letter(fields: _Fields) -> DeadLetter:
+    letter = DeadLetter(
+        id=fields.take(str, "id"),
+        namespace=fields.text("namespace"),
+        app=fields.text("app"),
+        name=fields.take(str, "name"),
+        uid=fields.take(str, "uid"),
+        scheduled_ms=fields.take(int, "scheduled_ms"),
+        attempts=fields.take(int, "attempts"),
+        last_outcome=fields.text("last_outcome"),
+        failed_ms=fields.take(int, "failed_ms"),
+        data=fields.take(bytes, "data"),
+        data_type=fields.text("data_type"),
+        redrive_ms=fields.optional(int, "redrive_ms"),
+    )
+    fields.done()
+    return letter
+
+
 def _pack_policy(value: object) -> object:
     if isinstance(value, FailurePolicy):
-        return (value.kind, value.interval_ms, value.max_retries)
+        return (
+            value.kind,
+            value.interval_ms,
+            value.max_retries,
+            value.max_interval_ms,
+            value.multiplier,
+        )
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
@@ -483,10 +642,15 @@ def _policy(fields: _Fields | None) -> FailurePolicy | None:
     kind = fields.take(str, "kind")
     interval_ms = fields.take(int, "interval_ms")
     max_retries = fields.optional(int, "max_retries")
+    # Version 1 policies end here: drop or constant only.
+    max_interval_ms = fields.take(int, "max_interval_ms") if fields.remaining() else 0
+    multiplier = fields.take(float, "multiplier") if fields.remaining() else 1.0
     fields.done()
-    if kind not in _FAILURE_KINDS or interval_ms < 0 or (max_retries or 0) < 0:
+    if kind not in _FAILURE_KINDS or min(interval_ms, max_retries or 0, max_interval_ms) < 0:
         raise CodecError(f"bad failure policy {kind!r} {interval_ms} {max_retries}")
-    return FailurePolicy(_FAILURE_KINDS[kind], interval_ms, max_retries)
+    return FailurePolicy(
+        _FAILURE_KINDS[kind], interval_ms, max_retries, max_interval_ms, multiplier
+    )
 
 
 def _spec(fields: _Fields) -> JobSpec:
@@ -500,6 +664,9 @@ def _spec(fields: _Fields) -> JobSpec:
         data_type=fields.text("data_type"),
         failure_policy=_policy(_optional_array(fields, "failure_policy")),
         misfire_policy=_misfire(fields.take(str, "misfire_policy")),
+        # Version 1 specs end here.
+        jitter=fields.optional(str, "jitter") if fields.remaining() else None,
+        delivery_timeout=fields.optional(str, "delivery_timeout") if fields.remaining() else None,
     )
     fields.done()
     return spec
@@ -575,13 +742,14 @@ def _app_token(fields: _Fields) -> AppToken:
     return token
 
 
-def _heartbeat(fields: _Fields) -> tuple[str, int, str, str, str]:
+def _heartbeat(fields: _Fields) -> tuple[str, int, str, str, str, bool]:
     heartbeat = (
         fields.text("node"),
         fields.take(int, "now_ms"),
         fields.take(str, "raft"),
         fields.take(str, "http"),
         fields.text("zone_data"),
+        fields.take(bool, "standing_by"),
     )
     fields.done()
     return heartbeat
@@ -594,10 +762,11 @@ _OPTIONAL_STR = (str, _NONE)
 _JOB_TYPES: tuple[_TypeCheck, ...] = (
     *(str, str, str, str, int, tuple, str, int),
     *(_OPTIONAL_INT, _OPTIONAL_INT, int, _OPTIONAL_INT, int, int, _OPTIONAL_INT, _OPTIONAL_STR),
+    *(bool, _OPTIONAL_INT, tuple),
 )
 _SPEC_TYPES: tuple[_TypeCheck, ...] = (
     *(str, _OPTIONAL_STR, _OPTIONAL_STR, _OPTIONAL_INT, _OPTIONAL_STR),
-    *(bytes, str, (tuple, _NONE), str),
+    *(bytes, str, (tuple, _NONE), str, _OPTIONAL_STR, _OPTIONAL_STR),
 )
 
 
@@ -627,6 +796,10 @@ def _job_fast(row: object, policies: dict[tuple[object, ...], FailurePolicy | No
         policy = policies[policy_row] = _policy(_Fields(policy_row, "failure_policy"))
     name, schedule, due_time, repeats, ttl, data, data_type = spec[:7]
     schedule = schedule if schedule is None else sys.intern(schedule)
+    history = row[18]
+    if history:
+        # The uncommon case: only jobs that have fired have a history, decoded one by one.
+        history = tuple(_attempt(_Fields(item, "attempt")) for item in history)
     return Job(
         sys.intern(row[0]),
         sys.intern(row[1]),
@@ -634,11 +807,41 @@ def _job_fast(row: object, policies: dict[tuple[object, ...], FailurePolicy | No
         row[3],
         row[4],
         JobSpec(
-            name, schedule, due_time, repeats, ttl, data, sys.intern(data_type), policy, misfire
+            name,
+            schedule,
+            due_time,
+            repeats,
+            ttl,
+            data,
+            sys.intern(data_type),
+            policy,
+            misfire,
+            spec[9],
+            spec[10],
         ),
         sys.intern(row[6]),
-        *row[7:],
+        *(*row[7:18], history),
     )
+
+
+def _attempt(fields: _Fields) -> Attempt:
+    scheduled_ms = fields.take(int, "scheduled_ms")
+    attempt_number = fields.take(int, "attempt")
+    outcome = _ATTEMPT_OUTCOMES.get(fields.take(str, "outcome"))
+    attempt = Attempt(
+        scheduled_ms,
+        attempt_number,
+        AttemptOutcome.SUCCESS if outcome is None else outcome,
+        fields.text("node"),
+        fields.take(int, "started_ms"),
+        fields.take(int, "duration_ms"),
+        fields.take(int, "status"),
+        fields.take(bool, "manual"),
+    )
+    fields.done()
+    if outcome is None:
+        raise CodecError(f"attempt at {scheduled_ms}: unknown outcome")
+    return attempt
 
 
 def _job(fields: _Fields) -> Job:
@@ -659,6 +862,11 @@ def _job(fields: _Fields) -> Job:
         attempts=fields.take(int, "attempts"),
         retry_ms=fields.optional(int, "retry_ms"),
         error=fields.optional(str, "error"),
+        paused=fields.take(bool, "paused"),
+        manual_ms=fields.optional(int, "manual_ms"),
+        history=tuple(
+            _attempt(_Fields(item, "attempt")) for item in fields.array("history").rest()
+        ),
     )
     fields.done()
     if job.spec.name != job.name:
@@ -714,6 +922,8 @@ def _decode_ack(fields: _Fields) -> Ack:
         entries=tuple(
             _ack_entry(_Fields(row, "ack entry")) for row in fields.array("entries").rest()
         ),
+        history_max=fields.take(int, "history_max"),
+        dead_letters_max=fields.take(int, "dead_letters_max"),
     )
 
 
@@ -721,10 +931,25 @@ def _ack_entry(fields: _Fields) -> AckEntry:
     uid = fields.take(str, "uid")
     scheduled_ms = fields.take(int, "scheduled_ms")
     outcome = _OUTCOMES.get(fields.take(int, "outcome"))
-    fields.done()
     if outcome is None:
         raise CodecError(f"ack entry for {uid!r}: unknown outcome")
-    return AckEntry(uid, scheduled_ms, outcome)
+    if not fields.remaining():
+        return AckEntry(uid, scheduled_ms, outcome)  # Version 1: no kind and no details.
+    kind = _ENTRY_KINDS.get(fields.take(int, "kind"))
+    if kind is None:
+        raise CodecError(f"ack entry for {uid!r}: unknown kind")
+    entry = AckEntry(
+        uid,
+        scheduled_ms,
+        outcome,
+        kind,
+        fields.take(int, "started_ms"),
+        fields.take(int, "duration_ms"),
+        fields.take(int, "status"),
+        fields.take(bool, "timed_out"),
+    )
+    fields.done()
+    return entry
 
 
 def _decode_heartbeat(fields: _Fields) -> Heartbeat:
@@ -734,6 +959,7 @@ def _decode_heartbeat(fields: _Fields) -> Heartbeat:
         fields.take(str, "raft"),
         fields.take(str, "http"),
         fields.text("zone_data"),
+        fields.take(bool, "standing_by"),
     )
 
 
@@ -753,6 +979,46 @@ def _decode_barrier(fields: _Fields) -> Barrier:
 
 def _decode_release(fields: _Fields) -> Release:
     return Release(fields.take(int, "epoch"), fields.text("node"))
+
+
+def _decode_pause(fields: _Fields) -> Pause:
+    return Pause(fields.text("namespace"), fields.text("app"), fields.take(str, "name"))
+
+
+def _decode_resume(fields: _Fields) -> Resume:
+    return Resume(
+        fields.text("namespace"),
+        fields.text("app"),
+        fields.take(str, "name"),
+        fields.take(int, "now_ms"),
+    )
+
+
+def _decode_run_now(fields: _Fields) -> RunNow:
+    return RunNow(
+        fields.text("namespace"),
+        fields.text("app"),
+        fields.take(str, "name"),
+        fields.take(int, "now_ms"),
+    )
+
+
+def _decode_redrive(fields: _Fields) -> Redrive:
+    return Redrive(
+        fields.text("namespace"),
+        fields.text("app"),
+        fields.take(str, "id"),
+        fields.take(int, "now_ms"),
+    )
+
+
+def _decode_forget_dead_letter(fields: _Fields) -> ForgetDeadLetter:
+    return ForgetDeadLetter(fields.text("namespace"), fields.text("app"), fields.take(str, "id"))
+
+
+def _decode_import_jobs(fields: _Fields) -> ImportJobs:
+    jobs = tuple(_job(_Fields(row, "job")) for row in fields.array("jobs").rest())
+    return ImportJobs(jobs, fields.take(bool, "overwrite"))
 
 
 def _decode_quarantine(fields: _Fields) -> Quarantine:
@@ -788,6 +1054,8 @@ def _decode_revoke_app_token(fields: _Fields) -> RevokeAppToken:
 
 
 _FAILURE_KINDS = {str(kind): kind for kind in FailureKind}
+_ATTEMPT_OUTCOMES = {str(outcome): outcome for outcome in AttemptOutcome}
+_ENTRY_KINDS = {int(kind): kind for kind in EntryKind}
 _MISFIRE_POLICIES = {str(policy): policy for policy in MisfirePolicy}
 _OUTCOMES = {int(outcome): outcome for outcome in Outcome}
 
@@ -804,6 +1072,12 @@ _TAGS: dict[type, CommandTag] = {
     WatchersChanged: CommandTag.WATCHERS_CHANGED,
     Release: CommandTag.RELEASE,
     Quarantine: CommandTag.QUARANTINE,
+    Pause: CommandTag.PAUSE,
+    Resume: CommandTag.RESUME,
+    RunNow: CommandTag.RUN_NOW,
+    Redrive: CommandTag.REDRIVE,
+    ForgetDeadLetter: CommandTag.FORGET_DEAD_LETTER,
+    ImportJobs: CommandTag.IMPORT_JOBS,
     IssueAppToken: CommandTag.ISSUE_APP_TOKEN,
     RevokeAppToken: CommandTag.REVOKE_APP_TOKEN,
 }
@@ -825,15 +1099,22 @@ _DECODERS: dict[int, Callable[[_Fields], Command]] = {
     CommandTag.WATCHERS_CHANGED: _decode_watchers_changed,
     CommandTag.RELEASE: _decode_release,
     CommandTag.QUARANTINE: _decode_quarantine,
+    CommandTag.PAUSE: _decode_pause,
+    CommandTag.RESUME: _decode_resume,
+    CommandTag.RUN_NOW: _decode_run_now,
+    CommandTag.REDRIVE: _decode_redrive,
+    CommandTag.FORGET_DEAD_LETTER: _decode_forget_dead_letter,
+    CommandTag.IMPORT_JOBS: _decode_import_jobs,
     CommandTag.ISSUE_APP_TOKEN: _decode_issue_app_token,
     CommandTag.REVOKE_APP_TOKEN: _decode_revoke_app_token,
 }
 _APP_TOKEN_TAGS = (CommandTag.ISSUE_APP_TOKEN, CommandTag.REVOKE_APP_TOKEN)
 # The fields version 2 appended to version 1 commands, with the values that keep the old meaning.
 _V1_MISSING_FIELDS: dict[int, tuple[object, ...]] = {
+    CommandTag.ACK: (0, 0),
     CommandTag.PUT: (0, 0),
     CommandTag.DELETE_PREFIX: (0,),
-    CommandTag.HEARTBEAT: ("",),
+    CommandTag.HEARTBEAT: ("", False),
     CommandTag.SET_MEMBERS: (0, 0),
 }
 assert set(_TAGS.values()) == set(CommandTag) == set(_DECODERS), "every tag has both directions"

@@ -24,6 +24,10 @@ class JobNotFound(TockError, LookupError):
     """The job does not exist. Maps to 404 / NotFound."""
 
 
+class DeadLetterNotFound(TockError, LookupError):
+    """The dead letter does not exist (never, or forgotten). Maps to 404."""
+
+
 class JobConflict(TockError, KeyError):
     """The job exists and overwrite was not asked for. Maps to 409 / AlreadyExists."""
 

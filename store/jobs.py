@@ -14,6 +14,9 @@ time, so ticks missed while the cluster was down are replayed one by one, as Dap
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -22,15 +25,20 @@ from typing import NamedTuple
 
 from store.bounds import (
     DATA_BYTES_HARD_MAX,
-    DURATION_MS_MAX,
-    RETRY_INTERVAL_MS_MIN,
+    DELIVERY_TIMEOUT_MS_MAX,
+    DELIVERY_TIMEOUT_MS_MIN,
+    JITTER_MS_MAX,
     SCOPE_CHARS_MAX,
+    TIME_MS_MAX,
     TIME_RANGE_TEXT,
     UINT32_MAX,
     time_in_range,
 )
 from store.errors import ScheduleError, ValidationError
+from store.failure_policy import FAILURE_POLICY_DEFAULT, FailurePolicy
+from store.history import Attempt
 from store.partition import partition_of
+from store.request_fields import uint32
 from store.schedule import (
     format_rfc3339_ms,
     parse_due_time,
@@ -45,19 +53,12 @@ NAME_CHARS_HARD_MAX = 4096
 DATA_BYTES_MAX = 1 << 20
 TEXT_CHARS_MAX = 256
 DATA_TYPE_JSON = "application/json"
-# The retry interval of a constant policy submitted without one: the default policy's.
-RETRY_INTERVAL_MS_DEFAULT = 1000
 # A stored reason why a job was quarantined, cut to this length.
 ERROR_CHARS_MAX = 512
-# A number given as a decimal string: more digits than uint32 has is refused before int().
-_UINT32_DIGITS_MAX = len(str(UINT32_MAX))
-# A retry interval text: far more than any real duration, and far fewer digits than int() takes.
-_INTERVAL_CHARS_MAX = 64
 
 _NAME_FORBIDDEN = re.compile(r"[/\\#?]")
 # C0 and C1 control characters and DEL: the Unicode category Cc.
 _NAME_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_PROTO_DURATION = re.compile(r"(\d+)(?:\.(\d{1,9}))?s")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,80 +78,6 @@ class JobLimits:
             raise ValidationError(f"name_chars_max must be at most {NAME_CHARS_HARD_MAX}")
         if self.data_bytes_max > DATA_BYTES_HARD_MAX:
             raise ValidationError(f"data_bytes_max must be at most {DATA_BYTES_HARD_MAX}")
-
-
-class FailureKind(StrEnum):
-    DROP = "drop"
-    CONSTANT = "constant"
-
-
-@dataclass(frozen=True, slots=True)
-class FailurePolicy:
-    """What happens when delivering one occurrence fails: retry after an interval, or not."""
-
-    kind: FailureKind
-    interval_ms: int = 0
-    # None retries forever, as Dapr's constant policy without maxRetries does.
-    max_retries: int | None = None
-
-    def allows_retry(self, failed_attempts: int) -> bool:
-        """True when an occurrence that has failed `failed_attempts` times gets another attempt."""
-        assert failed_attempts >= 1
-        if self.kind is FailureKind.DROP:
-            return False
-        return self.max_retries is None or failed_attempts <= self.max_retries
-
-    @classmethod
-    def from_json(cls, value: object) -> FailurePolicy:
-        """Parse `{"drop": {}}` or `{"constant": {"interval": "1s", "maxRetries": 3}}`."""
-        if not isinstance(value, dict) or len(value) != 1:
-            raise ValidationError(
-                'failurePolicy must be {"drop": {}} or {"constant": {"interval": ..., '
-                '"maxRetries": ...}}'
-            )
-        ((kind, body),) = value.items()
-        if not isinstance(body, dict):
-            raise ValidationError(f"failurePolicy.{kind} must be an object")
-        if kind == FailureKind.DROP:
-            return FAILURE_POLICY_DROP
-        if kind != FailureKind.CONSTANT:
-            raise ValidationError(
-                f"failurePolicy has unknown kind {kind!r}: expected drop or constant"
-            )
-        interval = body.get("interval")
-        retries = _one_of(body, "maxRetries", "max_retries", "failurePolicy.constant")
-        policy = cls(
-            FailureKind.CONSTANT,
-            interval_ms=RETRY_INTERVAL_MS_DEFAULT if interval is None else _interval_ms(interval),
-            max_retries=None if retries is None else _uint32(retries, "maxRetries"),
-        )
-        policy.validate()
-        return policy
-
-    def validate(self) -> None:
-        """The bounds a policy keeps for the job's whole life: checked at the edge and in apply."""
-        if self.kind is FailureKind.DROP:
-            return
-        if not RETRY_INTERVAL_MS_MIN <= self.interval_ms <= DURATION_MS_MAX:
-            raise ValidationError(
-                f"failurePolicy.constant.interval must be between {RETRY_INTERVAL_MS_MIN}ms and "
-                f"{DURATION_MS_MAX // 3_600_000}h: got {format_proto_duration(self.interval_ms)}"
-            )
-        if self.max_retries is not None and not 0 <= self.max_retries <= UINT32_MAX:
-            raise ValidationError(f"failurePolicy.constant.maxRetries must be at most {UINT32_MAX}")
-
-    def to_json(self) -> dict[str, object]:
-        """The JSON shape `from_json` accepts, with the interval as a protobuf Duration."""
-        if self.kind is FailureKind.DROP:
-            return {"drop": {}}
-        constant: dict[str, object] = {"interval": format_proto_duration(self.interval_ms)}
-        if self.max_retries is not None:
-            constant["maxRetries"] = self.max_retries
-        return {"constant": constant}
-
-
-FAILURE_POLICY_DEFAULT = FailurePolicy(FailureKind.CONSTANT, interval_ms=1000, max_retries=3)
-FAILURE_POLICY_DROP = FailurePolicy(FailureKind.DROP)
 
 
 class MisfirePolicy(StrEnum):
@@ -179,6 +106,10 @@ class JobSpec(NamedTuple):
     # None when none was submitted: FAILURE_POLICY_DEFAULT applies, and GET shows none.
     failure_policy: FailurePolicy | None = None
     misfire_policy: MisfirePolicy = MisfirePolicy.ALL
+    # Each occurrence is delayed by a pseudo-random amount below this duration (never early).
+    jitter: str | None = None
+    # How long an attempt waits for the app's answer; None: the node's own timeout.
+    delivery_timeout: str | None = None
 
 
 class Job(NamedTuple):
@@ -217,6 +148,13 @@ class Job(NamedTuple):
     # shown with its reason, and never fired again, so it cannot stop any other job; an
     # overwrite replaces it with a fresh job and a delete removes it.
     error: str | None = None
+    # Paused: its occurrences are skipped and not counted until it is resumed.
+    paused: bool = False
+    # A run asked for by `POST /jobs/{name}/run` and not attempted yet: when it was asked for.
+    # It goes out as soon as the job has nothing else in flight, outside the schedule.
+    manual_ms: int | None = None
+    # The last attempts (store/history.py), newest last.
+    history: tuple[Attempt, ...] = ()
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -229,8 +167,32 @@ class Job(NamedTuple):
 
     @property
     def fire_ms(self) -> int:
-        """When the next attempt of the current occurrence is due."""
-        return self.next_ms if self.retry_ms is None else self.retry_ms
+        """When the job's next attempt is due: a manual run at once, a retry at its time, the
+        current occurrence at its scheduled time plus its jitter (never before it)."""
+        if self.manual_ms is not None:
+            return self.manual_ms
+        if self.retry_ms is not None:
+            return self.retry_ms
+        jitter_ms = duration_text_ms(self.spec.jitter)
+        if not jitter_ms:
+            return self.next_ms
+        return min(self.next_ms + jitter_offset_ms(self.uid, self.next_ms, jitter_ms), TIME_MS_MAX)
+
+    @property
+    def fires(self) -> bool:
+        """Whether the engine should arm the job at all: not quarantined, and not paused unless
+        a manual run waits."""
+        return self.error is None and (not self.paused or self.manual_ms is not None)
+
+    @property
+    def manual_trigger_id(self) -> str:
+        """The idempotency key of the pending manual run."""
+        assert self.manual_ms is not None
+        return f"{self.manual_ms}:{self.uid}"
+
+    @property
+    def delivery_timeout_ms(self) -> int | None:
+        return duration_text_ms(self.spec.delivery_timeout)
 
     @property
     def failure_policy(self) -> FailurePolicy:
@@ -290,6 +252,21 @@ def validate_bounds(spec: JobSpec) -> None:
         raise ValidationError(f"data is larger than {DATA_BYTES_HARD_MAX} bytes")
     if spec.failure_policy is not None:
         spec.failure_policy.validate()
+    _check_duration(spec.jitter, "jitter", 0, JITTER_MS_MAX)
+    _check_duration(
+        spec.delivery_timeout, "deliveryTimeout", DELIVERY_TIMEOUT_MS_MIN, DELIVERY_TIMEOUT_MS_MAX
+    )
+
+
+def _check_duration(text: str | None, field: str, low_ms: int, high_ms: int) -> None:
+    if text is None:
+        return
+    try:
+        value_ms = duration_text_ms(text)
+    except ScheduleError as error:
+        raise ValidationError(f"{field}: {error}") from None
+    if not low_ms <= value_ms <= high_ms:
+        raise ValidationError(f"{field} must be between {low_ms}ms and {high_ms}ms: got {text}")
 
 
 def derive_job(
@@ -376,10 +353,50 @@ def record_failure(job: Job, now_ms: int) -> Job | None:
     """
     attempts = min(job.attempts + 1, UINT32_MAX)
     policy = job.failure_policy
-    retry_ms = now_ms + policy.interval_ms
-    if policy.allows_retry(attempts) and time_in_range(retry_ms):
-        return job._replace(attempts=attempts, retry_ms=retry_ms)
+    if policy.allows_retry(attempts):
+        retry_ms = now_ms + policy.retry_interval_ms(attempts)
+        if time_in_range(retry_ms):
+            return job._replace(attempts=attempts, retry_ms=retry_ms)
     return advance(job, counted=True)
+
+
+def retries_left(job: Job) -> bool:
+    """Whether a failed attempt at the current occurrence would be followed by another."""
+    return job.failure_policy.allows_retry(min(job.attempts + 1, UINT32_MAX))
+
+
+def resumed(job: Job, now_ms: int) -> Job | None:
+    """The paused job resumed at `now_ms`: it fires again from its first occurrence after now;
+    the ones in between are skipped and not counted. None when none is left (its sequence ended
+    while it was paused)."""
+    current = job._replace(paused=False, attempts=0, retry_ms=None)
+    if current.next_ms > now_ms:
+        return current
+    spec = job.spec
+    if spec.schedule is None:
+        return None
+    try:
+        schedule = parse_schedule(spec.schedule, job.zone)
+        following_ms = schedule.first_after(job.next_ms, now_ms)
+    except ScheduleError:
+        return None
+    if job.expiry_ms is not None and following_ms > job.expiry_ms:
+        return None
+    return current._replace(next_ms=following_ms)
+
+
+def jitter_offset_ms(uid: str, scheduled_ms: int, jitter_ms: int) -> int:
+    """The delay of one occurrence, in [0, jitter_ms): the same on every node, from the job and
+    the occurrence alone (never from a node's random source)."""
+    assert jitter_ms > 0
+    digest = hashlib.blake2b(f"{uid}:{scheduled_ms}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % jitter_ms
+
+
+@functools.lru_cache(maxsize=4096)
+def duration_text_ms(text: str | None) -> int:
+    """A jitter or delivery timeout as submitted (a Go duration), in ms; 0 for none."""
+    return 0 if text is None else parse_go_duration(text)
 
 
 def _following_ms(job: Job, count: int) -> int | None:
@@ -411,19 +428,22 @@ def spec_from_request(name: str, body: object, limits: JobLimits) -> tuple[JobSp
         name=name,
         schedule=_text(fields.get("schedule"), "schedule", limits),
         due_time=_text(fields.get("due_time"), "dueTime", limits),
-        repeats=None if fields.get("repeats") is None else _uint32(fields["repeats"], "repeats"),
+        repeats=None if fields.get("repeats") is None else uint32(fields["repeats"], "repeats"),
         ttl=_text(fields.get("ttl"), "ttl", limits),
         data=data,
         data_type=data_type,
         failure_policy=_failure_policy(fields.get("failure_policy")),
         misfire_policy=_misfire_policy(fields.get("misfire_policy")),
+        jitter=_text(fields.get("jitter"), "jitter", limits),
+        delivery_timeout=_text(fields.get("delivery_timeout"), "deliveryTimeout", limits),
     )
     validate_rules(spec)
+    validate_bounds(spec)
     return spec, _overwrite(fields.get("overwrite"))
 
 
 def spec_to_json(spec: JobSpec) -> dict[str, object]:
-    """The job as submitted, in the JSON shape of Dapr's GET (data only when it is JSON)."""
+    """The job as submitted, in the JSON shape of Dapr's GET."""
     out: dict[str, object] = {"name": spec.name}
     if spec.schedule is not None:
         out["schedule"] = spec.schedule
@@ -435,10 +455,18 @@ def spec_to_json(spec: JobSpec) -> dict[str, object]:
         out["ttl"] = spec.ttl
     if spec.data and spec.data_type == DATA_TYPE_JSON:
         out["data"] = json.loads(spec.data)
+    elif spec.data or spec.data_type:
+        # Data that came over gRPC as an Any of another type: its bytes and type, as protojson
+        # would show an Any it cannot unpack.
+        out["data"] = {"@type": spec.data_type, "value": base64.b64encode(spec.data).decode()}
     if spec.failure_policy is not None:
         out["failurePolicy"] = spec.failure_policy.to_json()
     if spec.misfire_policy is not MisfirePolicy.ALL:
         out["misfirePolicy"] = str(spec.misfire_policy)
+    if spec.jitter is not None:
+        out["jitter"] = spec.jitter
+    if spec.delivery_timeout is not None:
+        out["deliveryTimeout"] = spec.delivery_timeout
     return out
 
 
@@ -453,6 +481,7 @@ def job_to_json(job: Job) -> dict[str, object]:
     }
     if job.error is not None:
         status["error"] = job.error
+    status["paused"] = job.paused
     out["status"] = status
     return out
 
@@ -466,12 +495,6 @@ def _time_or_none(ms: int | None) -> str | None:
     # Every time an accepted job holds is in range; a job stored before the bounds existed may
     # not be, and must still be listed rather than fail the whole answer.
     return None if ms is None or not time_in_range(ms) else format_rfc3339_ms(ms)
-
-
-def format_proto_duration(ms: int) -> str:
-    """A protobuf Duration in its JSON form: "1s", "0.500s"."""
-    seconds, millis = divmod(ms, 1000)
-    return f"{seconds}s" if millis == 0 else f"{seconds}.{millis:03d}s"
 
 
 _MISFIRE_POLICIES = {str(policy): policy for policy in MisfirePolicy}
@@ -489,6 +512,9 @@ _REQUEST_KEYS = {
     "failure_policy": "failure_policy",
     "misfirePolicy": "misfire_policy",
     "misfire_policy": "misfire_policy",
+    "jitter": "jitter",
+    "deliveryTimeout": "delivery_timeout",
+    "delivery_timeout": "delivery_timeout",
 }
 
 
@@ -510,12 +536,6 @@ def _fields_of(body: object) -> dict[str, object]:
     return fields
 
 
-def _one_of(body: dict[str, object], camel: str, snake: str, where: str) -> object:
-    if camel in body and snake in body:
-        raise ValidationError(f"{where} has both {camel} and {snake}")
-    return body.get(camel, body.get(snake))
-
-
 def _text(value: object, field: str, limits: JobLimits) -> str | None:
     # An empty string is an unset proto3 field, as Dapr reads it.
     if value is None or value == "":
@@ -527,43 +547,6 @@ def _text(value: object, field: str, limits: JobLimits) -> str | None:
             f"{field} is too long: {len(value)} characters, at most {limits.text_chars_max}"
         )
     return value
-
-
-def _uint32(value: object, field: str) -> int:
-    # protojson accepts a uint32 as a JSON number or a decimal string.
-    number: object = value
-    if isinstance(value, str) and value.isascii() and value.isdecimal():
-        if len(value.lstrip("0")) > _UINT32_DIGITS_MAX:
-            raise ValidationError(f"{field} must be at most {UINT32_MAX}")
-        number = int(value)
-    if isinstance(value, float) and value.is_integer():
-        number = int(value)
-    if isinstance(number, bool) or not isinstance(number, int) or number < 0:
-        raise ValidationError(f"{field} must be a non-negative integer")
-    if number > UINT32_MAX:
-        raise ValidationError(f"{field} must be at most {UINT32_MAX}")
-    return number
-
-
-def _interval_ms(value: object) -> int:
-    """A protobuf Duration string ("1s", "0.5s"), or a Go duration ("500ms") for convenience."""
-    message = (
-        'failurePolicy.constant.interval must be a non-negative duration such as "1s" or '
-        f'"0.5s": got {value!r}'
-    )
-    if not isinstance(value, str) or len(value) > _INTERVAL_CHARS_MAX:
-        raise ValidationError(message)
-    match = _PROTO_DURATION.fullmatch(value)
-    if match:
-        fraction = (match.group(2) or "").ljust(3, "0")[:3]
-        return int(match.group(1)) * 1000 + int(fraction)
-    try:
-        interval_ms = parse_go_duration(value)
-    except ScheduleError:
-        raise ValidationError(message) from None
-    if interval_ms < 0:
-        raise ValidationError(message)
-    return interval_ms
 
 
 def _data(value: object, limits: JobLimits) -> tuple[bytes, str]:

@@ -109,3 +109,7 @@ class ReplicatedLog(Protocol):
     def cluster_addresses(self) -> frozenset[str]:
         """The raft addresses of every member of the replication group."""
         ...
+
+    def transfer_leadership(self) -> None:
+        """Best effort: if this replica leads, hand leadership to another member."""
+        ...

@@ -26,21 +26,30 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from store.app_tokens import AppToken, AppTokens, TooManyTokens
+from store.app_url import check_app_url
 from store.codec import (
     Ack,
+    AckEntry,
     Command,
     Delete,
     DeletePrefix,
+    EntryKind,
+    ForgetDeadLetter,
     Heartbeat,
+    ImportJobs,
     IssueAppToken,
     MachineState,
     Member,
     Outcome,
+    Pause,
     Put,
     Quarantine,
+    Redrive,
     RegisterApp,
     Release,
+    Resume,
     RevokeAppToken,
+    RunNow,
     SetMembers,
     UnregisterApp,
     WatchersChanged,
@@ -48,14 +57,23 @@ from store.codec import (
     decode_snapshot,
     encode_snapshot,
 )
+from store.dead_letters import DeadLetter, DeadLetterBook
 from store.errors import CodecError, ValidationError
-from store.jobs import Job, advance, derive_job, quarantined, record_failure, validate_scope
+from store.jobs import (
+    Job,
+    derive_job,
+    quarantined,
+    resumed,
+    validate_bounds,
+    validate_name,
+    validate_scope,
+)
 from store.machine_index import NameIndex
-from store.partition import Assignment, AssignmentFactory
+from store.partition import Assignment, AssignmentFactory, partition_of
+from store.settlement import Settled, settle
 
 log = logging.getLogger(__name__)
 
-APP_URL_SCHEMES = ("http://", "https://", "grpc://")
 # An app token is a header value: printable ASCII, bounded.
 APP_TOKEN_CHARS_MAX = 512
 # A node's count of one app's watch streams, as recorded: a bound on what a command may claim.
@@ -81,6 +99,8 @@ class ErrorKind(StrEnum):
     STALE = "stale"
     # The app would exceed its quota of jobs or data bytes (a 429).
     QUOTA = "quota"
+    # The job or dead letter the command names does not exist (a 404).
+    NOT_FOUND = "not_found"
 
 
 class JobChange(NamedTuple):
@@ -95,6 +115,14 @@ class AppRoute(NamedTuple):
 
     url: str
     token: str
+
+
+class HeartbeatSeen(NamedTuple):
+    """What applying a heartbeat returns: whose, and its sender's wall stamp. Each node compares
+    the stamp with its own clock as it applies the heartbeat (cluster/clock_offset.py)."""
+
+    node: str
+    now_ms: int
 
 
 class AckCounts(NamedTuple):
@@ -120,6 +148,10 @@ class Result:
     watchers_changed: bool = False
     # A member released the partitions it lost in this epoch: their new owners may fire them.
     released: str | None = None
+    # Dead letters whose redrive was asked for: their owners deliver them again.
+    redrives: tuple[DeadLetter, ...] = ()
+    # Dead letters dropped to keep an app within its bound (oldest first).
+    dead_letters_dropped: int = 0
 
 
 def _failed(error: ErrorKind, message: str, value: object = None) -> Result:
@@ -162,8 +194,9 @@ class JobMachine:
         self._previous_ring: Assignment | None = None
         self._released: set[str] = set()
         self._ring: Assignment | None = None
-        # node -> (last heartbeat ms, raft address, http address, zone data version)
-        self._heartbeats: dict[str, tuple[int, str, str, str]] = {}
+        self._dead_letters = DeadLetterBook()
+        # node -> (last heartbeat ms, raft address, http address, zone data version, standing by)
+        self._heartbeats: dict[str, tuple[int, str, str, str, bool]] = {}
         self._app_tokens = AppTokens()
 
     # ---- writes ----
@@ -302,31 +335,129 @@ class JobMachine:
         else:
             message = f"ack for epoch {command.epoch}, the current epoch is {self._epoch}"
             return _failed(ErrorKind.STALE, message, AckCounts(0, len(command.entries)))
+        if command.history_max < 0 or command.dead_letters_max < 0:
+            raise ValidationError("history_max and dead_letters_max must not be negative")
         changes: dict[JobKey, JobChange] = {}
-        applied = 0
+        applied = dropped = 0
         for entry in command.entries:
+            if entry.kind is EntryKind.REDRIVE:
+                applied += self._settle_redrive(entry, command, ring)
+                continue
             job = self._by_uid.get(entry.uid)
-            # Only the owner's ack for the current occurrence counts: an ack for an older
-            # occurrence, an overwritten job (new uid) or from a former owner is a late echo.
-            if job is None or job.next_ms != entry.scheduled_ms or job.error is not None:
+            # Only the owner's ack for the current occurrence (or the pending manual run)
+            # counts: an ack for an older one, an overwritten job (new uid) or from a former
+            # owner is a late echo.
+            if job is None or job.error is not None:
+                continue
+            current = job.manual_ms if entry.kind is EntryKind.MANUAL else job.next_ms
+            if current != entry.scheduled_ms:
                 continue
             if ring is None or ring.owner(job.partition) != command.node:
                 continue
             try:
-                settled = _settle(job, entry.outcome, command.now_ms)
+                settled = _settle(job, entry, command.node, command.now_ms, command.history_max)
             except Exception as error:
                 # The job cannot move on (its next time cannot be computed): it stops here, on
                 # every replica alike, and the batch's other acks apply as usual.
                 log.exception("job %s quarantined while applying an ack", job.key)
-                settled = quarantined(job, f"{type(error).__name__}: {error}")
-            if settled is None:
+                settled = Settled(quarantined(job, f"{type(error).__name__}: {error}"), None)
+            if settled.job is None:
                 self._remove(job)
             else:
-                self._replace(job, settled)
-            changes[job.key] = JobChange(job.key, settled)
+                self._replace(job, settled.job)
+            if settled.dead_letter is not None and command.dead_letters_max:
+                dropped += self._dead_letters.add(settled.dead_letter, command.dead_letters_max)
+            changes[job.key] = JobChange(job.key, settled.job)
             applied += 1
         counts = AckCounts(applied, len(command.entries) - applied)
-        return Result(value=counts, changes=tuple(changes.values()))
+        return Result(value=counts, changes=tuple(changes.values()), dead_letters_dropped=dropped)
+
+    def _settle_redrive(self, entry: AckEntry, command: Ack, ring: Assignment | None) -> int:
+        """Record a redrive's attempt on its dead letter; 1 if it counted, 0 if it was an echo."""
+        letter = self._dead_letters.find(f"{entry.scheduled_ms}:{entry.uid}")
+        if letter is None or letter.redrive_ms is None or ring is None:
+            return 0
+        partition = partition_of(letter.namespace, letter.app, letter.name, self._partitions)
+        if ring.owner(partition) != command.node:
+            return 0
+        outcome = {Outcome.SUCCESS: "success", Outcome.FAILED: "failed"}.get(entry.outcome)
+        if outcome is None:
+            return 0
+        if entry.timed_out:
+            outcome = "timeout"
+        self._dead_letters.replace(
+            letter._replace(
+                redrive_ms=None,
+                attempts=letter.attempts + 1,
+                last_outcome=outcome,
+                failed_ms=letter.failed_ms if outcome == "success" else command.now_ms,
+            )
+        )
+        return 1
+
+    def _operate(self, command: Pause | Resume | RunNow) -> Result:
+        """Pause, resume or run a job now; each is idempotent."""
+        job = self.get(command.namespace, command.app, command.name)
+        if job is None:
+            return _failed(ErrorKind.NOT_FOUND, f"job not found: {command.name}")
+        changed: Job | None
+        if isinstance(command, Pause):
+            changed = job._replace(paused=True)
+        elif isinstance(command, Resume):
+            changed = resumed(job, command.now_ms) if job.paused else job
+        else:
+            pending = job.manual_ms is not None
+            changed = job if pending else job._replace(manual_ms=command.now_ms)
+        if changed == job:
+            return Result(value=job)
+        if changed is None:
+            self._remove(job)
+        else:
+            self._replace(job, changed)
+        return Result(value=changed, changes=(JobChange(job.key, changed),))
+
+    def _redrive(self, command: Redrive) -> Result:
+        letter = self._dead_letters.get(command.namespace, command.app, command.id)
+        if letter is None:
+            return _failed(ErrorKind.NOT_FOUND, f"dead letter not found: {command.id}")
+        if letter.redrive_ms is None:
+            letter = letter._replace(redrive_ms=command.now_ms)
+            self._dead_letters.replace(letter)
+        return Result(value=letter, redrives=(letter,))
+
+    def _forget_dead_letter(self, command: ForgetDeadLetter) -> Result:
+        return Result(value=self._dead_letters.remove(command.namespace, command.app, command.id))
+
+    def _import_jobs(self, command: ImportJobs) -> Result:
+        """Jobs with their whole state, as exported; all checked before any is put in."""
+        incoming: dict[JobKey, Job] = {}
+        for job in command.jobs:
+            validate_scope(job.namespace, job.app)
+            validate_name(job.name)
+            validate_bounds(job.spec)
+            if job.spec.name != job.name or job.key in incoming:
+                raise ValidationError(f"import of {job.key} is not one well-formed job")
+            # Another cluster may have another partition count: the partition is ours to say.
+            incoming[job.key] = job._replace(
+                partition=partition_of(job.namespace, job.app, job.name, self._partitions)
+            )
+        imported: list[Job] = []
+        for key, job in incoming.items():
+            old = self.get(*key)
+            holder = self._by_uid.get(job.uid)
+            if (old is not None and not command.overwrite) or (holder not in (None, old)):
+                continue
+            imported.append(job)
+        for job in imported:
+            old = self.get(*job.key)
+            if old is not None:
+                self._remove(old)
+            self._insert(job)
+        skipped = len(incoming) - len(imported)
+        return Result(
+            value=(len(imported), skipped),
+            changes=tuple(JobChange(job.key, job) for job in imported),
+        )
 
     def _heartbeat(self, command: Heartbeat) -> Result:
         if not command.node:
@@ -334,9 +465,15 @@ class JobMachine:
         texts = (command.node, command.raft, command.http, command.zone_data)
         if max(map(len, texts)) > HEARTBEAT_TEXT_CHARS_MAX:
             raise ValidationError(f"heartbeat text longer than {HEARTBEAT_TEXT_CHARS_MAX}")
-        beat = (command.now_ms, command.raft, command.http, command.zone_data)
+        beat = (
+            command.now_ms,
+            command.raft,
+            command.http,
+            command.zone_data,
+            command.standing_by,
+        )
         self._heartbeats[command.node] = beat
-        return Result()
+        return Result(value=HeartbeatSeen(command.node, command.now_ms))
 
     def _quarantine(self, command: Quarantine) -> Result:
         job = self._by_uid.get(command.uid)
@@ -373,8 +510,8 @@ class JobMachine:
         return Result(members_changed=True, watchers_changed=self._forget_watchers_of_dead())
 
     def _dropped_while_fresh(self, command: SetMembers) -> list[str]:
-        """Live members this command would drop although their last committed heartbeat is not
-        yet `dead_ms` old at the command's time (see SetMembers.now_ms)."""
+        """Live members this command would drop although their last committed heartbeat does
+        not stand by and is not yet `dead_ms` old at the command's time (SetMembers.now_ms)."""
         if command.dead_ms <= 0:
             return []
         dropped = sorted(set(self._live) - set(command.live))
@@ -382,6 +519,7 @@ class JobMachine:
             node
             for node in dropped
             if node in self._heartbeats
+            and not self._heartbeats[node][4]
             and command.now_ms - self._heartbeats[node][0] < command.dead_ms
         ]
 
@@ -470,6 +608,26 @@ class JobMachine:
 
     def get_by_uid(self, uid: str) -> Job | None:
         return self._by_uid.get(uid)
+
+    def jobs_after(
+        self, after: JobKey | None, limit: int, namespace: str = "", app: str = "", prefix: str = ""
+    ) -> list[Job]:
+        """Up to `limit` jobs after the key `after`, in (namespace, app, name) order: the chunks
+        of an export. `namespace`, `app` and `prefix` ("" for any) narrow it."""
+        assert limit > 0
+        chosen: list[Job] = []
+        for app_key in sorted(self._apps_jobs):
+            if (namespace and app_key[0] != namespace) or (app and app_key[1] != app):
+                continue
+            if after is not None and app_key < after[:2]:
+                continue
+            cursor = after[2] if after is not None and app_key == after[:2] else None
+            app_jobs = self._apps_jobs[app_key]
+            names = app_jobs.names.page(prefix, cursor, limit - len(chosen))
+            chosen += [app_jobs.by_name[name] for name in names]
+            if len(chosen) == limit:
+                break
+        return chosen
 
     def list_jobs(
         self,
@@ -574,12 +732,39 @@ class JobMachine:
     def announced(self) -> dict[str, Member]:
         """node -> the addresses it announced in its last heartbeat."""
         return {
-            node: Member(node, raft, http) for node, (_, raft, http, _) in self._heartbeats.items()
+            node: Member(node, raft, http)
+            for node, (_, raft, http, _, _) in self._heartbeats.items()
         }
+
+    def standing_by(self) -> frozenset[str]:
+        """The members whose last heartbeat offered to fire nothing."""
+        return frozenset(node for node, beat in self._heartbeats.items() if beat[4])
 
     def zone_data(self) -> dict[str, str]:
         """node -> the time-zone database version it announced ("" if it announced none)."""
         return {node: beat[3] for node, beat in self._heartbeats.items()}
+
+    def dead_letters(
+        self, namespace: str, app: str, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[DeadLetter], str | None]:
+        """One page of the app's dead letters whose job name starts with `prefix`, oldest
+        first; and the cursor of the next page."""
+        return self._dead_letters.page(namespace, app, prefix, after, limit)
+
+    def dead_letter(self, namespace: str, app: str, letter_id: str) -> DeadLetter | None:
+        return self._dead_letters.get(namespace, app, letter_id)
+
+    def redrives_in(self, partitions: frozenset[int]) -> list[DeadLetter]:
+        """The dead letters waiting for a redrive whose job's partition is one of `partitions`."""
+        return [
+            letter
+            for letter in self._dead_letters.redrives()
+            if partition_of(letter.namespace, letter.app, letter.name, self._partitions)
+            in partitions
+        ]
+
+    def dead_letter_count(self) -> int:
+        return self._dead_letters.count()
 
     def app_usage(self, namespace: str, app: str) -> tuple[int, int]:
         """How many jobs the app holds and the bytes of their data: what its quotas count."""
@@ -609,6 +794,7 @@ class JobMachine:
                 for node, count in sorted(nodes.items())
             ),
             jobs=jobs,
+            dead_letters=self._dead_letters.rows(),
             app_tokens=self._app_tokens.rows(),
         )
 
@@ -647,10 +833,14 @@ class JobMachine:
         }
         machine._load_watchers(state.watchers)
         machine._heartbeats = {
-            node: (ms, raft, http, zone_data)
-            for node, ms, raft, http, zone_data in state.heartbeats
+            node: (ms, raft, http, zone_data, standing_by)
+            for node, ms, raft, http, zone_data, standing_by in state.heartbeats
         }
         machine._load_jobs(state.jobs)
+        try:
+            machine._dead_letters = DeadLetterBook(state.dead_letters)
+        except ValueError as error:
+            raise CodecError(f"snapshot dead letters: {error}") from None
         try:
             machine._app_tokens = AppTokens.restored(state.app_tokens)
         except ValidationError as error:
@@ -703,6 +893,7 @@ _STATE_SLOTS = (
     "_previous_ring",
     "_released",
     "_heartbeats",
+    "_dead_letters",
     "_app_tokens",
 )
 
@@ -731,25 +922,18 @@ _HANDLERS: dict[type, Callable[[JobMachine, Any], Result]] = {
     WatchersChanged: JobMachine._watchers_changed,
     Release: JobMachine._release,
     Quarantine: JobMachine._quarantine,
+    Pause: JobMachine._operate,
+    Resume: JobMachine._operate,
+    RunNow: JobMachine._operate,
+    Redrive: JobMachine._redrive,
+    ForgetDeadLetter: JobMachine._forget_dead_letter,
+    ImportJobs: JobMachine._import_jobs,
     IssueAppToken: JobMachine._issue_app_token,
     RevokeAppToken: JobMachine._revoke_app_token,
 }
 
-
-def _settle(job: Job, outcome: Outcome, now_ms: int) -> Job | None:
-    """The job after one acked attempt at its current occurrence (None: its sequence ended)."""
-    if outcome is Outcome.SUCCESS:
-        return advance(job, counted=True)
-    if outcome is Outcome.FAILED:
-        return record_failure(job, now_ms)
-    return advance(job, counted=False)
-
-
-def check_app_url(url: str) -> None:
-    """An app's callback URL: http(s) for HTTP delivery, grpc:// for Dapr's gRPC callback."""
-    if not url.startswith(APP_URL_SCHEMES):
-        schemes = ", ".join(APP_URL_SCHEMES)
-        raise ValidationError(f"app url must start with one of {schemes}: {url!r}")
+# The settlement rules, by a name of the machine's own (so that a test can make one job fail).
+_settle = settle
 
 
 def check_app_token(token: str) -> None:

@@ -86,6 +86,12 @@ class Schedule(ABC):
         sequence then ends, and no caller ever sees a time it could not format or store.
         """
 
+    def first_after(self, anchor_ms: int, after_ms: int) -> int:
+        """The first trigger time strictly after `after_ms` of the sequence that has a trigger
+        at `anchor_ms` (<= after_ms): where a resumed job picks up its schedule."""
+        assert anchor_ms <= after_ms
+        return self.next_after(after_ms)
+
 
 @dataclass(frozen=True)
 class IntervalSchedule(Schedule):
@@ -105,6 +111,12 @@ class IntervalSchedule(Schedule):
         if next_ms > TIME_MS_MAX:
             raise _no_time_left()
         return next_ms
+
+    def first_after(self, anchor_ms: int, after_ms: int) -> int:
+        # An interval's times are anchor + k * interval: step over the whole gap at once.
+        assert anchor_ms <= after_ms
+        steps = (after_ms - anchor_ms) // self.interval_ms + 1
+        return self.next_after(anchor_ms + (steps - 1) * self.interval_ms)
 
 
 @dataclass(frozen=True)

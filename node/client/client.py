@@ -1,4 +1,5 @@
-"""A Python client for a node's Jobs API and watch stream: for `tock job ...`, tests, benchmarks.
+"""A Python client for a node's Jobs API, job operations, backup and watch stream: for `tock job
+...`, tests, benchmarks.
 
 Error answers come back as the TockError classes the server raised (ValidationError for a 400,
 Unauthenticated for a 401, Forbidden for a 403, JobNotFound for a 404, JobConflict for a 409,
@@ -18,6 +19,10 @@ rather than to the app's URL, from whichever node owns each job:
             await stream.ack([(trigger.id, "SUCCESS") for trigger in batch])
 
 or `await stream.serve(handler)`, with an async handler that returns True for success.
+
+Export and import stream NDJSON (one job a line) both ways, so a million jobs never sit in the
+client's memory: `async for line in client.export(): ...`, `await client.export_to(file)`, and
+`await client.import_(path_or_file_or_lines)`.
 """
 
 from __future__ import annotations
@@ -25,22 +30,28 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import os
+import ssl
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
 
 from node.access import APP_TOKEN_HEADER, AUTHORIZATION
-from node.http.errors import CODE_APP_NOT_FOUND, CODE_OUTCOME_UNKNOWN
+from node.backup import IMPORT_LINE_BYTES_MAX, lines_of
+from node.http.backup import NDJSON
+from node.http.errors import CODE_APP_NOT_FOUND, CODE_DEAD_LETTER_NOT_FOUND, CODE_OUTCOME_UNKNOWN
 from node.scope import APP_ID_HEADER, DEFAULT_SCOPE_PART, NAMESPACE_HEADER
 from node.watch.frames import decode_triggers, encode_acks
 from store.errors import (
     AppNotFound,
+    DeadLetterNotFound,
     Forbidden,
     JobConflict,
     JobNotFound,
@@ -57,6 +68,15 @@ REQUEST_TIMEOUT_S = 30.0
 WATCH_FRAME_BYTES_MAX = 256 * 1024 * 1024
 SUCCESS = "SUCCESS"
 FAILED = "FAILED"
+# The bytes read from an import file, and from an export answer, at a time.
+STREAM_CHUNK_BYTES = 1 << 16
+NEWLINE = b"\n"
+
+# Told, as an import's body goes out, how many bytes and lines have been sent so far.
+ImportProgress = Callable[[int, int], None]
+# What an import reads: a file's path, a binary file, or the lines themselves.
+ImportSource = str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
+Chunks = AsyncIterator[bytes]
 
 
 class RequestFailed(TockError):
@@ -77,7 +97,11 @@ def error_of(status: int, code: str, message: str) -> TockError:
     if status == 403:
         return Forbidden(message)
     if status == 404:
-        return AppNotFound(message) if code == CODE_APP_NOT_FOUND else JobNotFound(message)
+        if code == CODE_APP_NOT_FOUND:
+            return AppNotFound(message)
+        if code == CODE_DEAD_LETTER_NOT_FOUND:
+            return DeadLetterNotFound(message)
+        return JobNotFound(message)
     if status == 409:
         return JobConflict(message)
     if status == 503:
@@ -95,6 +119,8 @@ def job_body(
     overwrite: bool = False,
     failure_policy: dict[str, object] | None = None,
     misfire_policy: str | None = None,
+    jitter: str | None = None,
+    delivery_timeout: str | None = None,
 ) -> dict[str, object]:
     """The JSON body of a create, camelCase, without the fields left unset."""
     fields: dict[str, object] = {
@@ -105,6 +131,8 @@ def job_body(
         "data": data,
         "failurePolicy": failure_policy,
         "misfirePolicy": misfire_policy,
+        "jitter": jitter,
+        "deliveryTimeout": delivery_timeout,
     }
     body = {key: value for key, value in fields.items() if value is not None}
     if overwrite:
@@ -189,9 +217,14 @@ class TockClient:
         token: str | None = None,
         timeout_s: float = REQUEST_TIMEOUT_S,
         admin_token: str | None = None,
+        *,
+        ca_file: Path | None = None,
     ) -> None:
+        """`ca_file`: the CA an https:// node's certificate is checked against (default: the
+        system's store)."""
         self.base_url = base_url.rstrip("/")
         self._app_id = app_id
+        self._ssl = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
         self._headers: dict[str, str] = {}
         if app_id is not None:
             self._headers[APP_ID_HEADER] = app_id
@@ -202,6 +235,11 @@ class TockClient:
         if admin_token:
             self._headers[AUTHORIZATION] = f"Bearer {admin_token}"
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        # An export or import takes as long as the jobs take to stream: only each wait for the
+        # node (to connect, or for the next bytes of its answer) is bounded.
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout_s, sock_read=timeout_s
+        )
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> TockClient:
@@ -248,11 +286,7 @@ class TockClient:
 
     async def list_all(self, prefix: str = "", page_size: int | None = None) -> builtins.list[Any]:
         """Every job whose name starts with `prefix`, following the cursor page by page."""
-        jobs, cursor = await self.list(prefix, page_size)
-        while cursor is not None:
-            page, cursor = await self.list(prefix, page_size, cursor)
-            jobs.extend(page)
-        return jobs
+        return await _every_page(lambda cursor: self.list(prefix, page_size, cursor))
 
     async def delete(self, name: str) -> None:
         await self._call("DELETE", _job_path(name))
@@ -261,6 +295,110 @@ class TockClient:
         answer = await self._call("DELETE", f"{API_PREFIX}/jobs", params={"prefix": prefix})
         deleted: int = answer["deleted"]
         return deleted
+
+    # -- job operations --------------------------------------------------------------------
+
+    async def pause(self, name: str) -> None:
+        """Stop the job firing until `resume` (its occurrences meanwhile are skipped)."""
+        await self._call("POST", _job_path(name) + "/pause")
+
+    async def resume(self, name: str) -> None:
+        """Let a paused job fire again, from its next occurrence after now."""
+        await self._call("POST", _job_path(name) + "/resume")
+
+    async def run(self, name: str) -> None:
+        """One extra trigger of the job as soon as possible; its schedule and count stay."""
+        await self._call("POST", _job_path(name) + "/run")
+
+    async def history(self, name: str, limit: int | None = None) -> builtins.list[dict[str, Any]]:
+        """The job's last attempts, newest first."""
+        params = {} if limit is None else {"limit": str(limit)}
+        answer = await self._call("GET", _job_path(name) + "/history", params=params)
+        history: builtins.list[dict[str, Any]] = answer["history"]
+        return history
+
+    # -- dead letters ----------------------------------------------------------------------
+
+    async def dead_letters(
+        self, prefix: str = "", limit: int | None = None, cursor: str | None = None
+    ) -> tuple[builtins.list[dict[str, Any]], str | None]:
+        """One page of the app's dead letters (job names starting with `prefix`), oldest first,
+        and the cursor of the next page (None on the last page)."""
+        params = {"prefix": prefix}
+        if limit is not None:
+            params["limit"] = str(limit)
+        if cursor is not None:
+            params["cursor"] = cursor
+        answer = await self._call("GET", f"{API_PREFIX}/deadletters", params=params)
+        return answer["deadLetters"], answer["nextCursor"]
+
+    async def dead_letters_all(
+        self, prefix: str = "", page_size: int | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """Every dead letter of the app whose job name starts with `prefix`, page by page."""
+        return await _every_page(lambda cursor: self.dead_letters(prefix, page_size, cursor))
+
+    async def redrive(self, letter_id: str) -> None:
+        """Deliver a dead letter again now, with its own trigger id; it stays listed."""
+        await self._call("POST", _dead_letter_path(letter_id) + "/redrive")
+
+    async def delete_dead_letter(self, letter_id: str) -> None:
+        """Forget a dead letter (also done for an id that names none)."""
+        await self._call("DELETE", _dead_letter_path(letter_id))
+
+    # -- backup ----------------------------------------------------------------------------
+
+    async def export(
+        self, namespace: str = "", app: str = "", prefix: str = ""
+    ) -> AsyncIterator[bytes]:
+        """Every job of the cluster with its whole state, one NDJSON line at a time (without
+        its newline), narrowed by namespace, app and name prefix when given: an admin call, not
+        limited to this client's app. Leaving the iteration early: close it (`aclose()`)."""
+        async with self._export(namespace, app, prefix) as chunks:
+            async for line in lines_of(chunks, IMPORT_LINE_BYTES_MAX):
+                yield line
+
+    async def export_to(
+        self, file: IO[bytes], namespace: str = "", app: str = "", prefix: str = ""
+    ) -> int:
+        """Write the export (see `export`) to a binary file as it comes; how many jobs it has."""
+        jobs = 0
+        async with self._export(namespace, app, prefix) as chunks:
+            async for chunk in chunks:
+                await asyncio.to_thread(file.write, chunk)
+                jobs += chunk.count(NEWLINE)
+        await asyncio.to_thread(file.flush)
+        return jobs
+
+    async def import_(
+        self,
+        source: ImportSource,
+        overwrite: bool = False,
+        progress: ImportProgress | None = None,
+    ) -> tuple[int, int]:
+        """Import exported jobs with their whole state, streamed: `source` is a file's path, a
+        binary file, or an async iterable of lines (with or without their newline). Existing
+        names are skipped unless `overwrite`. Returns (imported, skipped); a bad line is a
+        ValidationError that names it. `progress` is told the bytes and lines sent so far."""
+        body = _counted(_import_chunks(source), progress)
+        answer = await self._call(
+            "POST",
+            "/admin/import",
+            params={"overwrite": "true" if overwrite else "false"},
+            data=body,
+            headers={"Content-Type": NDJSON},
+            timeout=self._stream_timeout,
+        )
+        return int(answer["imported"]), int(answer["skipped"])
+
+    @asynccontextmanager
+    async def _export(self, namespace: str, app: str, prefix: str) -> AsyncIterator[Chunks]:
+        filters = {"namespace": namespace, "app": app, "prefix": prefix}
+        params = {field: value for field, value in filters.items() if value}
+        async with self._request(
+            "GET", "/admin/export", params=params, timeout=self._stream_timeout
+        ) as response:
+            yield response.content.iter_chunked(STREAM_CHUNK_BYTES)
 
     # -- apps ------------------------------------------------------------------------------
 
@@ -348,16 +486,24 @@ class TockClient:
 
     async def _call(self, method: str, path: str, **options: Any) -> Any:
         """Send one request; the decoded JSON answer (None when empty), or the typed error."""
+        async with self._request(method, path, **options) as response:
+            body = await response.read()
+        return json.loads(body) if body else None
+
+    @asynccontextmanager
+    async def _request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, **options: Any
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One request whose answer the caller reads; an error answer raises its TockError."""
         # encoded=True: the path is already quoted, and a name's '%2F' must stay as it is.
         url = URL(self.base_url + path, encoded=True)
         try:
             async with self._client().request(
-                method, url, headers=self._headers, **options
+                method, url, headers={**self._headers, **(headers or {})}, **options
             ) as response:
-                body = await response.read()
                 if response.status >= 400:
-                    raise _error_answer(response.status, body)
-                return json.loads(body) if body else None
+                    raise _error_answer(response.status, await response.read())
+                yield response
         except aiohttp.ClientConnectorError as error:
             raise Unavailable(f"cannot reach {self.base_url}: {error}") from None
         except (aiohttp.ClientError, TimeoutError) as error:
@@ -366,12 +512,61 @@ class TockClient:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            connector = aiohttp.TCPConnector(ssl=self._ssl)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 
 
 def _job_path(name: str) -> str:
     return f"{API_PREFIX}/jobs/{quote(name, safe='')}"
+
+
+def _dead_letter_path(letter_id: str) -> str:
+    return f"{API_PREFIX}/deadletters/{quote(letter_id, safe='')}"
+
+
+Page = tuple[list[Any], str | None]
+
+
+async def _every_page(page: Callable[[str | None], Awaitable[Page]]) -> list[Any]:
+    """Every item of a paged list: `page(cursor)` is one page and the next page's cursor."""
+    items, cursor = await page(None)
+    while cursor is not None:
+        more, cursor = await page(cursor)
+        items.extend(more)
+    return items
+
+
+async def _import_chunks(source: ImportSource) -> AsyncIterator[bytes]:
+    """The bytes of an import, a chunk at a time, whatever form its source takes."""
+    if isinstance(source, str | os.PathLike):
+        with await asyncio.to_thread(open, source, "rb") as file:
+            async for chunk in _file_chunks(file):
+                yield chunk
+    elif isinstance(source, AsyncIterable):
+        async for line in source:
+            yield line if line.endswith(NEWLINE) else line + NEWLINE
+    else:
+        async for chunk in _file_chunks(source):
+            yield chunk
+
+
+async def _file_chunks(file: IO[bytes]) -> AsyncIterator[bytes]:
+    # Read in a thread: a slow disk or pipe must not stall the loop that sends the body.
+    while chunk := await asyncio.to_thread(file.read, STREAM_CHUNK_BYTES):
+        yield chunk
+
+
+async def _counted(
+    chunks: AsyncIterator[bytes], progress: ImportProgress | None
+) -> AsyncIterator[bytes]:
+    sent_bytes = sent_lines = 0
+    async for chunk in chunks:
+        yield chunk
+        sent_bytes += len(chunk)
+        sent_lines += chunk.count(NEWLINE)
+        if progress is not None:
+            progress(sent_bytes, sent_lines)
 
 
 def _error_answer(status: int, body: bytes) -> TockError:

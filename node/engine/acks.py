@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
+from node.engine.attempts import TimerKey
 from node.engine.metrics import EngineMetrics
 from store.clock import Clock
 from store.codec import Ack, AckEntry, encode_command
 from store.errors import TockError, Unavailable, ValidationError
 from store.log import PROPOSE_TIMEOUT_S_DEFAULT
-from store.machine import AckCounts, ErrorKind, JobKey, Result
+from store.machine import AckCounts, ErrorKind, Result
 from store.supervision import Guard, HealthBoard
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,10 @@ Propose = Callable[[bytes, float], Awaitable[object]]
 
 
 class PendingAck(NamedTuple):
-    """The outcome(s) of one fired job, for the epoch in which its delivery started."""
+    """The outcome(s) of one fired job (or redrive), for the epoch in which its delivery
+    started."""
 
-    key: JobKey
+    key: TimerKey
     epoch: int
     entries: tuple[AckEntry, ...]
 
@@ -69,10 +71,16 @@ class AckConfig:
     # How long an Ack (and the engine's Release and Quarantine) waits to apply. A node sets it
     # from its one propose timeout (NodeConfig.propose_timeout_s), like every proposal it makes.
     propose_timeout_s: float = PROPOSE_TIMEOUT_S_DEFAULT
+    # Sent in every Ack, so that every replica keeps the same: the attempts each job's history
+    # keeps, and the dead letters kept per app (the oldest beyond it are dropped).
+    history_max: int = 20
+    dead_letters_max: int = 1000
 
     def validate(self) -> None:
         if self.acks_per_command_max <= 0:
             raise ValidationError("acks_per_command_max must be positive")
+        if self.history_max < 0 or self.dead_letters_max < 0:
+            raise ValidationError("history_max and dead_letters_max must not be negative")
         if self.ack_window_ms < 0 or self.propose_timeout_s <= 0:
             raise ValidationError("ack_window_ms must be >= 0 and propose_timeout_s positive")
 
@@ -117,8 +125,8 @@ class AckBatcher:
         if count + size >= self._config.acks_per_command_max:
             self._flush_epoch(pending.epoch)
         elif self._flush_timer is None:
-            loop = asyncio.get_running_loop()
-            self._flush_timer = loop.call_later(self._config.ack_window_ms / 1000, self.flush)
+            window_s = self._config.ack_window_ms / 1000
+            self._flush_timer = self._clock.call_later(window_s, self.flush)
 
     def flush(self) -> None:
         """Propose everything buffered now; after a crash of this work, once its backoff is
@@ -128,8 +136,7 @@ class AckBatcher:
             self._flush_timer = None
         guard = self._guard
         if guard.wait_s() > 0 or not guard.run(self._flush_all, False):
-            loop = asyncio.get_running_loop()
-            self._flush_timer = loop.call_later(guard.wait_s(), self.flush)
+            self._flush_timer = self._clock.call_later(guard.wait_s(), self.flush)
 
     def _flush_all(self) -> bool:
         for epoch in list(self._buffers):
@@ -151,7 +158,12 @@ class AckBatcher:
     async def _commit(self, epoch: int, pendings: list[PendingAck]) -> None:
         entries = tuple(entry for pending in pendings for entry in pending.entries)
         command = Ack(
-            epoch=epoch, node=self._node_id, now_ms=self._clock.wall_ms(), entries=entries
+            epoch=epoch,
+            node=self._node_id,
+            now_ms=self._clock.wall_ms(),
+            entries=entries,
+            history_max=self._config.history_max,
+            dead_letters_max=self._config.dead_letters_max,
         )
         self._metrics.ack_commands_proposed += 1
         self._metrics.acks_proposed += len(entries)
@@ -169,7 +181,7 @@ class AckBatcher:
                 "ack of %d entries for epoch %d not committed: %s", len(entries), epoch, error
             )
         finally:
-            # In `finally`, so that even a cancelled or broken proposal releases its jobs.
+            # In `finally`, so that even a cancelled or broken proposal ends its jobs' holds.
             self._settle(pendings, verdict)
 
     def _verdict_of(self, result: object) -> AckVerdict:

@@ -33,28 +33,32 @@ events still queued for it; the queued events then re-arm it, in order, to the s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cluster.handoff import Holdings, after_release, next_holdings, release_due
 from node.delivery.dispatch import Delivers
-from node.delivery.trigger import DeliveryOutcome, Trigger
-from node.engine import acks
+from node.delivery.trigger import DeliveryOutcome, DeliveryReport
+from node.engine import acks, attempts, verdicts
 from node.engine.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
-from node.engine.metrics import EngineMetrics
+from node.engine.attempts import Fireable, TimerKey
+from node.engine.metrics import RESULT_OF_OUTCOME, EngineMetrics, TriggerResult
 from node.engine.misfire import skipped_occurrences
+from node.engine.parking import Parking
 from node.engine.wheel import TimingWheel
 from node.supervisor import Supervisor
 from store.clock import Clock
 from store.codec import AckEntry, Outcome, Quarantine, Release, encode_command
+from store.dead_letters import DeadLetter
 from store.errors import TockError, ValidationError
 from store.fault_points import fault_point
 from store.jobs import Job
 from store.log import Applied, ReplicatedLog
-from store.machine import AppKey, AppRoute, JobKey, JobMachine, Result
+from store.machine import AppRoute, JobKey, JobMachine, Result
+from store.partition import partition_of
 from store.shared_machine import SharedMachine
 
 log = logging.getLogger(__name__)
@@ -100,12 +104,14 @@ class EngineConfig:
 
 
 class _Hold:
-    """A fired job whose outcome is not settled yet, and the latest change seen meanwhile."""
+    """A fired job (or redrive) whose outcome is not settled yet, and the latest change seen
+    meanwhile."""
 
-    __slots__ = ("changed", "job", "latest")
+    __slots__ = ("changed", "latest", "partition", "target")
 
-    def __init__(self, job: Job) -> None:
-        self.job = job
+    def __init__(self, target: Fireable, partition: int) -> None:
+        self.target = target
+        self.partition = partition
         self.changed = False
         self.latest: Job | None = None
 
@@ -149,16 +155,16 @@ class TriggerEngine:
             metrics=self.metrics,
             guard=self._supervisor.board.guard(acks.TASK, acks.log),
         )
-        self._wheel: TimingWheel[JobKey, Job] = TimingWheel(clock.wall_ms())
-        self._epoch = 0
-        self._owned: frozenset[int] = frozenset()
-        self._apps: dict[AppKey, AppRoute] = {}
-        # Apps with watch streams somewhere in the cluster: deliverable even without a URL.
-        self._watched: frozenset[AppKey] = frozenset()
-        self._held: dict[JobKey, _Hold] = {}
-        # Due jobs of apps with no URL and no watcher, by app: they fire when the app registers
-        # or a watcher connects.
-        self._waiting: dict[AppKey, dict[JobKey, Job]] = {}
+        self._wheel: TimingWheel[TimerKey, Fireable] = TimingWheel(clock.wall_ms())
+        # The partitions this node owns in the current epoch, and which of them wait for
+        # their previous owner's Release (cluster/handoff.py decides).
+        self._holdings = Holdings()
+        self._held: dict[TimerKey, _Hold] = {}
+        # The cluster's partition count (fixed): which partition a dead letter's job is in.
+        self._partitions = machine.read(lambda m: m.partitions)
+        # Due jobs of apps with no URL and no watcher: they fire when the app registers or a
+        # watcher connects.
+        self._parking = Parking(self.metrics)
         self._deliveries: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         # While the loop sleeps: the wall ms it wakes at (inf: only when woken). While it runs:
@@ -170,11 +176,6 @@ class TriggerEngine:
         self._stopped = False
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        # Gained partitions whose previous owner has not released them yet (it may still be
-        # delivering one of their occurrences), by that owner: they fire once it has.
-        self._handoff_waits: dict[str, set[int]] = {}
-        # The epoch in which this node released the partitions it lost (0: none yet).
-        self._released_epoch = 0
         self._release_warned_epoch = 0
         # Release and Quarantine proposals in flight: kept so that they are not collected.
         self._proposals: set[asyncio.Task[None]] = set()
@@ -209,18 +210,18 @@ class TriggerEngine:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        loop = asyncio.get_running_loop()
-        deadline_s = loop.time() + timeout_s
+        clock = self._clock
+        deadline_s = clock.monotonic() + timeout_s
         while True:
-            await self._acks.drain(max(deadline_s - loop.time(), 0.0))
-            if not self._held or loop.time() >= deadline_s:
+            await self._acks.drain(max(deadline_s - clock.monotonic(), 0.0))
+            if not self._held or clock.monotonic() >= deadline_s:
                 break
-            await asyncio.sleep(self._config.ack_retry_ms / 1000)
+            await clock.sleep(self._config.ack_retry_ms / 1000)
         self._stopped = True
 
     @property
     def owned_partitions(self) -> frozenset[int]:
-        return self._owned
+        return self._holdings.owned
 
     @property
     def timers(self) -> int:
@@ -250,77 +251,83 @@ class TriggerEngine:
             self._take_over_from(result.released)
         if result.apps_changed or result.watchers_changed:
             self._sync_apps()
+        for letter in result.redrives:
+            # A held redrive is read again from the machine when its hold ends.
+            if attempts.redrive_key(letter) not in self._held:
+                self._arm_redrive(letter)
+        self.metrics.dead_letters_dropped += result.dead_letters_dropped
 
     def _arm(self, key: JobKey, job: Job | None) -> None:
-        """Keep the job's timer at its fire time, or drop it (deleted, or not ours)."""
-        self._unpark(key)
-        if (
-            job is None
-            or job.error is not None
-            or job.partition not in self._owned
-            or self._handing_over(job.partition)
-        ):
+        """Keep the job's timer at its fire time, or drop it (deleted, paused, quarantined, or
+        not ours)."""
+        self._parking.unpark(key)
+        if job is None or not job.fires or not self._holdings.fires(job.partition):
             self._wheel.cancel(key)
             return
-        self._wheel.add(key, job.fire_ms, job)
-        if job.fire_ms < self._wake_at_ms:
+        self._add_timer(key, job.fire_ms, job)
+
+    def _arm_redrive(self, letter: DeadLetter) -> None:
+        """Keep the letter's redrive timer, due as soon as it was asked for, or drop it (done,
+        or not ours)."""
+        key = attempts.redrive_key(letter)
+        partition = self._partition_of(letter)
+        if letter.redrive_ms is None or not self._holdings.fires(partition):
+            self._wheel.cancel(key)
+            return
+        self._add_timer(key, letter.redrive_ms, letter)
+
+    def _add_timer(self, key: TimerKey, deadline_ms: int, target: Fireable) -> None:
+        self._wheel.add(key, deadline_ms, target)
+        if deadline_ms < self._wake_at_ms:
             self._wake.set()
+
+    def _partition_of(self, letter: DeadLetter) -> int:
+        return partition_of(letter.namespace, letter.app, letter.name, self._partitions)
 
     def _sync_ownership(self) -> None:
         node_id = self._node_id
-        waiting = {p for parts in self._handoff_waits.values() for p in parts}
-
-        def read(m: JobMachine) -> tuple[int, frozenset[int], dict[str, set[int]]]:
-            owned = m.partitions_of(node_id) if node_id in m.live else frozenset()
-            waits: dict[str, set[int]] = {}
-            # A partition new here (or still waiting) is taken over only once its previous
-            # owner has released it; a previous owner that is not live has stopped firing.
-            for partition in (owned - self._owned) | (waiting & owned):
-                previous = m.previous_owner(partition)
-                if previous is None or previous == node_id or previous not in m.live:
-                    continue
-                if not m.has_released(previous):
-                    waits.setdefault(previous, set()).add(partition)
-            return m.epoch, owned, waits
-
-        epoch, owned, self._handoff_waits = self._machine.read(read)
-        lost, gained = self._owned - owned, (owned - self._owned) | (waiting & owned)
-        self._epoch, self._owned = epoch, owned
-        for partition in sorted(lost):
+        handoff = self._machine.read(lambda m: next_holdings(m, node_id, self._holdings))
+        self._holdings = handoff.holdings
+        for partition in handoff.lost:
             for job in self._jobs_in(partition):
                 self._wheel.cancel(job.key)
-        for app_key in list(self._waiting):
-            for key, job in list(self._waiting[app_key].items()):
-                if job.partition in lost:
-                    self._unpark(key)
-        for partition in sorted(gained):
-            if not self._handing_over(partition):
-                self._arm_partition(partition)
+        for letter in self._redrives_in(handoff.lost):
+            self._wheel.cancel(attempts.redrive_key(letter))
+        self._parking.drop_partitions(set(handoff.lost))
+        self._arm_partitions(handoff.arm)
         self._release_lost_partitions()
 
-    def _arm_partition(self, partition: int) -> None:
-        for job in self._jobs_in(partition):
-            if job.key not in self._held:
-                self._arm(job.key, job)
+    def _arm_partitions(self, partitions: tuple[int, ...]) -> None:
+        for partition in partitions:
+            for job in self._jobs_in(partition):
+                if job.key not in self._held:
+                    self._arm(job.key, job)
+        for letter in self._redrives_in(partitions):
+            if attempts.redrive_key(letter) not in self._held:
+                self._arm_redrive(letter)
 
-    def _handing_over(self, partition: int) -> bool:
-        return any(partition in parts for parts in self._handoff_waits.values())
+    def _redrives_in(self, partitions: tuple[int, ...]) -> list[DeadLetter]:
+        if not partitions:
+            return []
+        owned = frozenset(partitions)
+        return self._machine.read(lambda m: m.redrives_in(owned))
 
     def _take_over_from(self, previous: str) -> None:
         """`previous` released what it lost this epoch: fire the partitions it handed over."""
-        for partition in sorted(self._handoff_waits.pop(previous, set())):
-            if partition in self._owned:
-                self._arm_partition(partition)
+        handoff = after_release(self._holdings, previous)
+        self._holdings = handoff.holdings
+        self._arm_partitions(handoff.arm)
 
     def _release_lost_partitions(self) -> None:
         """Once nothing is in flight for partitions this node lost in the current epoch, say so
         through the log (Release): their new owners wait for it before they fire them."""
-        if self._epoch == 0 or self._released_epoch == self._epoch or self._stopping:
+        if self._stopping:
             return
-        if any(hold.job.partition not in self._owned for hold in self._held.values()):
+        epoch = release_due(self._holdings, (hold.partition for hold in self._held.values()))
+        if epoch is None:
             return
-        self._released_epoch = self._epoch
-        self._spawn_proposal(self._propose_release(self._epoch))
+        self._holdings = replace(self._holdings, released_epoch=epoch)
+        self._spawn_proposal(self._propose_release(epoch))
 
     def _spawn_proposal(self, proposal: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(proposal)
@@ -336,35 +343,18 @@ class TriggerEngine:
             level = logging.DEBUG if self._release_warned_epoch == epoch else logging.WARNING
             self._release_warned_epoch = epoch
             log.log(level, "release of epoch %d not committed (%s); retrying", epoch, error)
-            if self._released_epoch == epoch:
-                self._released_epoch = 0
-                loop = asyncio.get_running_loop()
-                loop.call_later(self._config.ack_retry_ms / 1000, self._release_lost_partitions)
+            if self._holdings.released_epoch == epoch:
+                self._holdings = replace(self._holdings, released_epoch=0)
+                retry_s = self._config.ack_retry_ms / 1000
+                self._clock.call_later(retry_s, self._release_lost_partitions)
 
     def _jobs_in(self, partition: int) -> list[Job]:
         return self._machine.read(lambda m: m.jobs_in_partition(partition))
 
     def _sync_apps(self) -> None:
-        self._apps, watchers = self._machine.read(lambda m: (m.app_routes(), m.watchers()))
-        self._watched = frozenset(watchers)
-        for app_key in [app for app in self._waiting if self._deliverable(app)]:
-            for key, job in list(self._waiting[app_key].items()):
-                self._arm(key, job)
-
-    def _deliverable(self, app_key: AppKey) -> bool:
-        return app_key in self._apps or app_key in self._watched
-
-    def _park(self, job: Job) -> None:
-        self._waiting.setdefault((job.namespace, job.app), {})[job.key] = job
-        self.metrics.triggers_waiting_for_app += 1
-
-    def _unpark(self, key: JobKey) -> None:
-        app_key = (key[0], key[1])
-        waiting = self._waiting.get(app_key)
-        if waiting is not None and waiting.pop(key, None) is not None:
-            self.metrics.triggers_waiting_for_app -= 1
-            if not waiting:
-                del self._waiting[app_key]
+        routes, watchers = self._machine.read(lambda m: (m.app_routes(), m.watchers()))
+        for key, job in self._parking.update(routes, watchers):
+            self._arm(key, job)
 
     # ---- the loop ----
 
@@ -382,54 +372,118 @@ class TriggerEngine:
     def _fire_due(self, now_ms: int) -> float:
         """Fire what is due and free slots allow; the ms to sleep (inf: until woken)."""
         if not self._lease():
+            self._fence()
             return self._config.lease_poll_ms
         free = self._config.deliveries_in_flight_max - len(self._held)
         self._slots_full = free <= 0
         if self._slots_full:
             return math.inf
-        for key, deadline_ms, job in self._wheel.expire(now_ms, free):
-            assert key == job.key and deadline_ms == job.fire_ms <= now_ms, "never early"
+        for _key, deadline_ms, target in self._wheel.expire(now_ms, free):
+            # A redrive nobody could take is armed again later than it was asked for.
+            assert isinstance(target, DeadLetter) or deadline_ms == target.fire_ms, "armed late"
+            assert deadline_ms <= now_ms, "never early"
             try:
-                self._fire(job, now_ms)
+                if isinstance(target, DeadLetter):
+                    self._fire_redrive(target, now_ms)
+                else:
+                    self._fire(target, now_ms)
             except Exception as error:
-                self._quarantine(job, error)
+                self._give_up(target, error)
         next_ms = self._wheel.next_deadline_ms()
         return math.inf if next_ms is None else max(next_ms - now_ms, 0)
 
+    def _fence(self) -> None:
+        """The lease lapsed: abandon every delivery still in flight, its connection reset, so
+        that none reaches the app later than the lease allowed; their jobs' new owners deliver
+        them again, and a copy of ours can only have come before theirs."""
+        if not self._deliveries:
+            return
+        log.warning("lease lapsed: abandoning %d deliveries in flight", len(self._deliveries))
+        self.metrics.deliveries_abandoned += len(self._deliveries)
+        for task in list(self._deliveries):
+            task.cancel()
+        self._deliverer.abandon()
+
     async def _sleep(self, now_ms: int, sleep_ms: float) -> None:
+        if self._deliveries:
+            # The lease is looked at this often while deliveries are in flight: they are
+            # abandoned within lease_poll_ms of its lapse, however far the next deadline is.
+            sleep_ms = min(sleep_ms, self._config.lease_poll_ms)
         self._wake.clear()
         self._wake_at_ms = now_ms + sleep_ms
-        timeout_s = None if math.isinf(sleep_ms) else sleep_ms / 1000
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await self._wake.wait()
-        self._wake_at_ms = -math.inf
+        alarm = None
+        if not math.isinf(sleep_ms):
+            alarm = self._clock.call_later(sleep_ms / 1000, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            if alarm is not None:
+                alarm.cancel()
+            self._wake_at_ms = -math.inf
 
     def _fire(self, job: Job, now_ms: int) -> None:
-        """Deliver the job's current attempt, skip its missed occurrences, or park it."""
+        """Deliver the job's current attempt (its manual run first, when one waits), skip its
+        missed occurrences, or park it."""
         key = job.key
         assert key not in self._held, "one trigger per job in flight"
-        if job.partition not in self._owned:
+        if job.partition not in self._holdings.owned:
             return
         app_key = (job.namespace, job.app)
-        if not self._deliverable(app_key):
-            self._park(job)
+        if not self._parking.deliverable(app_key):
+            self._parking.park(job)
+            self.metrics.count(job.namespace, job.app, TriggerResult.UNDELIVERED)
             return
-        self._held[key] = _Hold(job)
+        self._held[key] = _Hold(job, job.partition)
         self.metrics.jobs_in_flight = len(self._held)
         config = self._config
-        skipped = skipped_occurrences(
-            job, now_ms, config.misfire_grace_ms, config.misfire_skips_max
+        # A manual run is asked for now: it is never missed, and it moves no occurrence.
+        skipped = (
+            skipped_occurrences(job, now_ms, config.misfire_grace_ms, config.misfire_skips_max)
+            if job.manual_ms is None
+            else []
         )
         if skipped:
-            self.metrics.triggers[Outcome.SKIPPED] += len(skipped)
+            self.metrics.count(job.namespace, job.app, TriggerResult.SKIPPED, len(skipped))
             entries = tuple(AckEntry(job.uid, ms, Outcome.SKIPPED) for ms in skipped)
-            self._acks.add(PendingAck(key, self._epoch, entries))
+            self._acks.add(PendingAck(key, self._holdings.epoch, entries))
             return
-        route = self._apps.get(app_key)
-        task = asyncio.create_task(self._deliver(job, route, self._epoch, now_ms))
+        self._start_delivery(key, job, now_ms)
+
+    def _fire_redrive(self, letter: DeadLetter, now_ms: int) -> None:
+        """Deliver the dead letter again, as it is now: a letter forgotten, or whose redrive
+        was recorded, since it was armed is left alone."""
+        key = attempts.redrive_key(letter)
+        assert key not in self._held, "one redrive per letter in flight"
+        current = self._machine.read(lambda m: m.dead_letter(*key[1:]))
+        partition = self._partition_of(letter)
+        if current is None or current.redrive_ms is None or not self._holdings.fires(partition):
+            return
+        if not self._parking.deliverable((letter.namespace, letter.app)):
+            # Not an attempt: try again later, as a trigger nobody could take.
+            self._add_timer(key, now_ms + self._config.undeliverable_retry_ms, current)
+            return
+        self._held[key] = _Hold(current, partition)
+        self.metrics.jobs_in_flight = len(self._held)
+        self._start_delivery(key, current, now_ms)
+
+    def _start_delivery(self, key: TimerKey, target: Fireable, now_ms: int) -> None:
+        route = self._parking.route((target.namespace, target.app))
+        epoch = self._holdings.epoch
+        task = asyncio.create_task(self._deliver(key, target, route, epoch, now_ms))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
+
+    def _give_up(self, target: Fireable, error: Exception) -> None:
+        """A job that cannot be fired is quarantined; a redrive that cannot is logged and
+        dropped here (the letter keeps its redrive; a new epoch or restart tries again)."""
+        if isinstance(target, Job):
+            self._quarantine(target, error)
+            return
+        key = attempts.redrive_key(target)
+        log.error("redrive of dead letter %s failed: %s", target.id, error, exc_info=error)
+        self._wheel.cancel(key)
+        if self._held.pop(key, None) is not None:
+            self.metrics.jobs_in_flight = len(self._held)
 
     def _quarantine(self, job: Job, error: Exception) -> None:
         """Stop `job` alone: log and count why, free its slot, and have the cluster record it."""
@@ -450,147 +504,120 @@ class TriggerEngine:
         except TockError as error:
             log.warning("quarantine of job %s not committed: %s", command.uid, error)
 
-    async def _deliver(self, job: Job, route: AppRoute | None, epoch: int, started_ms: int) -> None:
+    async def _deliver(
+        self,
+        key: TimerKey,
+        target: Fireable,
+        route: AppRoute | None,
+        epoch: int,
+        started_ms: int,
+    ) -> None:
         try:
-            trigger = self._trigger_of(job, route)
+            trigger = attempts.trigger_of(target, route)
+            due_ms = attempts.deadline_ms(target)
+            assert due_ms is not None, "only an armed target fires"
         except Exception as error:
-            self._quarantine(job, error)
+            self._give_up(target, error)
             return
         # The lateness of the attempt against the time it was due; the wheel never fires early.
-        self.metrics.lateness_ms.observe(started_ms - job.fire_ms)
+        self.metrics.latency.observe(max(started_ms - due_ms, 0) / 1000)
         self.metrics.deliveries_in_flight += 1
         began = self._clock.monotonic()
         try:
-            outcome = await self._deliverer.deliver(route.url if route else "", trigger)
+            report = await self._deliverer.deliver(route.url if route else "", trigger)
         except Exception:
             # Delivery reports the app's faults as outcomes; anything raised is our bug. It
             # must still end in an ack, or the job would stay held and never fire again.
             log.exception("delivery of %s raised", trigger.trigger_id)
-            outcome = DeliveryOutcome.FAILED
+            report = DeliveryReport(DeliveryOutcome.FAILED)
         except asyncio.CancelledError:
-            # Stopped past its deadline: no outcome to record; the job fires again after a
-            # restart, on this node or its next owner (at least once).
-            self._release([job.key])
+            # Fenced (the lease lapsed) or stopped past its deadline: no outcome to record; the
+            # job fires again from its next owner, or from this node after a restart.
+            self._end_holds([key])
             raise
         finally:
             self.metrics.deliveries_in_flight -= 1
-        if outcome is DeliveryOutcome.UNDELIVERABLE:
+        if not self._lease() and not self._stopping:
+            # Answered after the lease lapsed: the partition may have moved, and its new owner
+            # delivers again; recording this attempt could not spare the app that copy.
+            self.metrics.deliveries_abandoned += 1
+            self._end_holds([key])
+            return
+        if report.outcome is DeliveryOutcome.UNDELIVERABLE:
             # Not an attempt: nothing is acked, and the job fires again after a pause (or
             # waits for its app, if it has neither a URL nor a watcher any more).
-            await asyncio.sleep(self._config.undeliverable_retry_ms / 1000)
-            self._release([job.key])
+            self.metrics.count(trigger.namespace, trigger.app, TriggerResult.UNDELIVERED)
+            await self._clock.sleep(self._config.undeliverable_retry_ms / 1000)
+            self._end_holds([key])
             return
-        self.metrics.delivery_ms.observe(round((self._clock.monotonic() - began) * 1000))
-        self.metrics.triggers[_OUTCOMES[outcome]] += 1
-        entry = AckEntry(job.uid, job.next_ms, _OUTCOMES[outcome])
-        self._acks.add(PendingAck(job.key, epoch, (entry,)))
-
-    @staticmethod
-    def _trigger_of(job: Job, route: AppRoute | None) -> Trigger:
-        return Trigger(
-            namespace=job.namespace,
-            app=job.app,
-            name=job.name,
-            uid=job.uid,
-            scheduled_ms=job.next_ms,
-            attempt=job.attempts + 1,
-            data=job.spec.data,
-            # The stored type ("" for none): each protocol renders the data its own way.
-            content_type=job.spec.data_type,
-            app_token=route.token if route else "",
-        )
+        duration_ms = round((self._clock.monotonic() - began) * 1000)
+        self.metrics.delivery.observe(duration_ms / 1000)
+        outcome = _OUTCOMES[report.outcome]
+        self.metrics.count(trigger.namespace, trigger.app, RESULT_OF_OUTCOME[outcome])
+        kind = attempts.kind_of(target)
+        entry = attempts.ack_entry(kind, trigger, outcome, report, started_ms, duration_ms)
+        self._acks.add(PendingAck(key, epoch, (entry,)))
 
     # ---- settling ----
 
     def _settle(self, pendings: list[PendingAck], verdict: AckVerdict) -> None:
-        """The ack batcher's verdict on a batch: send it again, or release its jobs."""
-        if verdict is AckVerdict.STALE:
-            pendings = self._resend_owned(pendings)
-        elif verdict is AckVerdict.UNAVAILABLE:
-            pendings = self._retry_later(pendings)
-        elif verdict is AckVerdict.UNKNOWN:
-            pendings = self._resend_idempotent(pendings)
-        self._release([pending.key for pending in pendings])
+        """The ack batcher's verdict on a batch: send its acks again, or end their holds."""
+        settlement = verdicts.settle(
+            pendings,
+            verdict,
+            epoch=self._holdings.epoch,
+            stopped=self._stopped,
+            owners_now=self._owners_now,
+        )
+        self._resend(settlement)
+        self._end_holds([pending.key for pending in settlement.end])
 
-    def _resend_owned(self, pendings: list[PendingAck]) -> list[PendingAck]:
-        """Re-send, in the machine's new epoch, the acks of jobs this node still owns there;
-        return the others, to release."""
+    def _owners_now(self, pendings: Sequence[PendingAck]) -> tuple[int, list[bool]]:
         node_id = self._node_id
-        partitions = [self._held[pending.key].job.partition for pending in pendings]
-        epoch, owners = self._machine.read(lambda m: (m.epoch, [m.owner(p) for p in partitions]))
-        dropped: list[PendingAck] = []
-        for pending, owner in zip(pendings, owners, strict=True):
-            if owner == node_id and not self._stopped:
-                self._acks.add(pending._replace(epoch=epoch))
-                self.metrics.acks_resent += len(pending.entries)
-            else:
-                dropped.append(pending)
-                self.metrics.acks_dropped += len(pending.entries)
-        return dropped
+        partitions = [self._held[pending.key].partition for pending in pendings]
+        return self._machine.read(lambda m: (m.epoch, [m.owner(p) == node_id for p in partitions]))
 
-    def _resend_idempotent(self, pendings: list[PendingAck]) -> list[PendingAck]:
-        """Send again, after a pause, the acks whose outcome is unknown (leadership changed
-        under them) and which are safe to apply twice; return the others, to release.
+    def _send_again(self, pendings: tuple[PendingAck, ...]) -> None:
+        settlement = verdicts.send_again(pendings, self._stopped)
+        self._resend(settlement)
+        if settlement.end:
+            self._end_holds([pending.key for pending in settlement.end])
 
-        A SUCCESS or SKIPPED entry is idempotent: if the first copy applied, the job has moved
-        past that occurrence and the machine ignores the second. Re-sending it spares the app a
-        duplicate that releasing would cause (the job, re-read, would fire again). A FAILED entry
-        would count an attempt twice, so it is released: at worst one extra attempt. The lease
-        does not matter here: it may well lapse during the election that made the outcome
-        unknown, but it guards firing, and this delivery has already happened; what matters is
-        whether the machine still counts the ack (`_still_counted`)."""
-        safe = [
-            pending
-            for pending in pendings
-            if self._still_counted(pending)
-            and all(entry.outcome is not Outcome.FAILED for entry in pending.entries)
-        ]
-        released = [pending for pending in pendings if pending not in safe]
-        self.metrics.acks_dropped += sum(len(pending.entries) for pending in released)
-        if safe:
-            self.metrics.acks_resent += sum(len(pending.entries) for pending in safe)
-            loop = asyncio.get_running_loop()
-            loop.call_later(self._config.ack_retry_ms / 1000, self._send_again, safe)
-        return released
-
-    def _retry_later(self, pendings: list[PendingAck]) -> list[PendingAck]:
-        """Send the acks the machine still counts again after a pause (a new leader takes a
-        moment); return the others, to release. Redelivering instead would flood the app while
-        the store has no leader, until the lease runs out."""
-        kept: list[PendingAck] = []
-        released: list[PendingAck] = []
-        for pending in pendings:
-            (kept if self._still_counted(pending) else released).append(pending)
-        if kept:
-            loop = asyncio.get_running_loop()
-            loop.call_later(self._config.ack_retry_ms / 1000, self._send_again, kept)
-        return released
-
-    def _still_counted(self, pending: PendingAck) -> bool:
-        """Whether the machine would still apply this ack: it was fired in the current epoch, or
-        in the one before, whose owners' acks count until they release (and this node does not
-        release the partitions it lost while it holds one of their jobs). Sending it again then
-        spares the app a duplicate even when the partition has moved on meanwhile: its new
-        owner waits for the release. An older ack is refused; its job is the new owner's to
-        deliver again."""
-        return pending.epoch >= self._epoch - 1
-
-    def _send_again(self, pendings: list[PendingAck]) -> None:
-        if self._stopped:
-            self.metrics.acks_dropped += sum(len(pending.entries) for pending in pendings)
-            self._release([pending.key for pending in pendings])
-            return
-        for pending in pendings:
+    def _resend(self, settlement: verdicts.Settlement) -> None:
+        """Send the settlement's acks again, now or after a pause, and count them."""
+        self.metrics.acks_resent += settlement.resent
+        self.metrics.acks_dropped += settlement.dropped
+        for pending in settlement.now:
             self._acks.add(pending)
+        if settlement.later:
+            retry_s = self._config.ack_retry_ms / 1000
+            self._clock.call_later(retry_s, self._send_again, settlement.later)
 
-    def _release(self, keys: list[JobKey]) -> None:
-        """End the holds of `keys` and re-arm each from its latest version."""
+    def _end_holds(self, keys: list[TimerKey]) -> None:
+        """End the holds of `keys` and re-arm each from its latest version (a redrive always
+        from the machine's: its settled ack changes no job). With fewer jobs in flight, this
+        node may now propose the Release of the partitions it lost."""
         holds = [(key, self._held.pop(key)) for key in keys]
-        unseen = [key for key, hold in holds if not hold.changed]
-        current = self._machine.read(lambda m: {key: m.get(*key) for key in unseen})
+        unseen = [key for key, hold in holds if attempts.is_redrive(key) or not hold.changed]
+        current = self._machine.read(lambda m: {key: _current(m, key) for key in unseen})
         for key, hold in holds:
-            self._arm(key, hold.latest if hold.changed else current[key])
+            latest = current.get(key, hold.latest)
+            if isinstance(hold.target, Job):
+                assert not isinstance(latest, DeadLetter)
+                self._arm(hold.target.key, latest)
+            elif latest is None:
+                self._wheel.cancel(key)
+            else:
+                assert isinstance(latest, DeadLetter)
+                self._arm_redrive(latest)
         self.metrics.jobs_in_flight = len(self._held)
         self._release_lost_partitions()
         if self._slots_full and holds:
             self._wake.set()
+
+
+def _current(machine: JobMachine, key: TimerKey) -> Fireable | None:
+    """The job, or the dead letter of a redrive, as the machine holds it now."""
+    if len(key) == 4:
+        return machine.dead_letter(key[1], key[2], key[3])
+    return machine.get(key[0], key[1], key[2])

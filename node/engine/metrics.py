@@ -1,61 +1,68 @@
-"""The trigger engine's counters, in the shape the admin API renders as Prometheus text.
+"""The trigger engine's counters: what node/http/metrics.py exports and GET /admin/stats shows.
 
 Plain integers, written only on the event loop: a reader on the loop sees a consistent value
-without a lock. The lateness histogram has fixed millisecond buckets, so observing a sample is a
-bisect and an increment whatever the number of samples.
+without a lock. Triggers are counted per app and result (node/app_counter.py bounds the apps).
+The two time histograms are prometheus-client's own, created outside any registry (the node's
+collector yields them); observing a sample costs under a microsecond.
 """
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
+from enum import StrEnum
 
+from prometheus_client import Histogram
+
+from node.app_counter import AppCounter
 from store.codec import Outcome
 
-# Upper bounds (inclusive) of the lateness and delivery-time buckets, in ms; a last, unbounded
-# bucket follows.
-LATENESS_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 60_000)
-DELIVERY_BUCKETS_MS = LATENESS_BUCKETS_MS
+# Upper bounds of the lateness and delivery-time buckets, in seconds; prometheus-client adds
+# the last, unbounded bucket.
+TIME_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
 
 
-class Histogram:
-    """Counts of non-negative samples per bucket, plus their number and sum."""
+class TriggerResult(StrEnum):
+    """What became of one trigger, as the metrics count it: an attempt's outcome (success,
+    failure, skipped by a misfire policy), or undelivered because nobody could be asked."""
 
-    __slots__ = ("bounds", "count", "counts", "total")
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    UNDELIVERED = "undelivered"
 
-    def __init__(self, bounds: tuple[int, ...]) -> None:
-        assert bounds and list(bounds) == sorted(set(bounds)), "bounds must strictly increase"
-        self.bounds = bounds
-        # counts[i] holds samples in (bounds[i-1], bounds[i]]; the last one those above all.
-        self.counts = [0] * (len(bounds) + 1)
-        self.count = 0
-        self.total = 0
 
-    def observe(self, value: int) -> None:
-        assert value >= 0, f"a negative sample: {value}"
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.count += 1
-        self.total += value
+RESULT_OF_OUTCOME = {
+    Outcome.SUCCESS: TriggerResult.SUCCESS,
+    Outcome.FAILED: TriggerResult.FAILED,
+    Outcome.SKIPPED: TriggerResult.SKIPPED,
+}
 
-    def cumulative(self) -> list[tuple[float, int]]:
-        """(upper bound, samples at or below it) per bucket, ending at +inf: Prometheus' `le`."""
-        running = 0
-        rows: list[tuple[float, int]] = []
-        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            running += count
-            rows.append((bound, running))
-        assert running == self.count
-        return rows
+
+def time_histogram(name: str, documentation: str) -> Histogram:
+    """A histogram of durations in seconds, registered nowhere: its owner's collector yields it."""
+    return Histogram(name, documentation, buckets=TIME_BUCKETS_S, registry=None)
 
 
 @dataclass
 class EngineMetrics:
-    # Attempts by outcome: SUCCESS and FAILED from deliveries, SKIPPED from misfire policies.
-    triggers: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
-    # Delivery start (wall ms) minus the time the attempt was due: never negative.
-    lateness_ms: Histogram = field(default_factory=lambda: Histogram(LATENESS_BUCKETS_MS))
+    # Triggers per app, by what became of them.
+    triggers: dict[TriggerResult, AppCounter] = field(
+        default_factory=lambda: {result: AppCounter() for result in TriggerResult}
+    )
+    # Delivery start minus the time the attempt was due, in seconds: never negative. Dapr's
+    # scheduler calls this its trigger latency.
+    latency: Histogram = field(
+        default_factory=lambda: time_histogram(
+            "tock_trigger_latency_seconds", "Delivery start minus the time the attempt was due."
+        )
+    )
     # How long one delivery attempt took, answer or timeout included.
-    delivery_ms: Histogram = field(default_factory=lambda: Histogram(DELIVERY_BUCKETS_MS))
+    delivery: Histogram = field(
+        default_factory=lambda: time_histogram(
+            "tock_delivery_duration_seconds",
+            "Duration of one delivery attempt, answer or timeout included.",
+        )
+    )
     # HTTP deliveries running right now.
     deliveries_in_flight: int = 0
     # Jobs fired whose outcome is not yet committed (delivery plus ack): the back-pressure gauge.
@@ -70,5 +77,13 @@ class EngineMetrics:
     acks_resent: int = 0
     # Acks given up on: the epoch moved on and another node owns the job now, or no quorum.
     acks_dropped: int = 0
+    # Deliveries dropped because the lease lapsed while they were in flight (fencing).
+    deliveries_abandoned: int = 0
     # Jobs this node stopped because computing, encoding or delivering them raised (Job.error).
     jobs_quarantined: int = 0
+    # Dead letters the cluster dropped to keep an app within its bound, seen in this node's log.
+    dead_letters_dropped: int = 0
+
+    def count(self, namespace: str, app: str, result: TriggerResult, n: int = 1) -> None:
+        """Count `n` triggers of an app that ended as `result`."""
+        self.triggers[result].count(namespace, app, n)

@@ -83,7 +83,8 @@ class GrpcApi:
     """One node's gRPC server at `address`; created, started and stopped on the node's event loop.
 
     Requests above `message_bytes_max` are refused (RESOURCE_EXHAUSTED) before they are parsed;
-    `access` decides who each call acts for, and refuses it otherwise."""
+    `access` decides who each call acts for, and refuses it otherwise. With `credentials`, the
+    port serves TLS only."""
 
     def __init__(
         self,
@@ -93,6 +94,7 @@ class GrpcApi:
         address: str,
         message_bytes_max: int,
         access: Access,
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         config.validate()
         self._service = service
@@ -100,6 +102,7 @@ class GrpcApi:
         self._address = address
         self._message_bytes_max = message_bytes_max
         self._access = access
+        self._credentials = credentials
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
@@ -107,7 +110,12 @@ class GrpcApi:
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit)])
         handlers = grpc.method_handlers_generic_handler(DAPR_SERVICE, self._handlers())
         server.add_generic_rpc_handlers((handlers,))
-        if server.add_insecure_port(self._address) == 0:
+        port = (
+            server.add_insecure_port(self._address)
+            if self._credentials is None
+            else server.add_secure_port(self._address, self._credentials)
+        )
+        if port == 0:
             raise OSError(f"cannot listen for gRPC on {self._address}")
         await server.start()
         self._server = server

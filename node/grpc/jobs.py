@@ -13,7 +13,8 @@ from google.protobuf import duration_pb2
 
 from node.grpc.payload import RawData, any_of, json_or_raw
 from store.errors import ValidationError
-from store.jobs import FailureKind, FailurePolicy, JobLimits, JobSpec, spec_from_request
+from store.failure_policy import FailureKind, FailurePolicy
+from store.jobs import JobLimits, JobSpec, spec_from_request
 
 _NANOS_PER_MS = 1_000_000
 

@@ -12,11 +12,12 @@ from aiohttp import web
 
 from node.address import parse_address
 from node.http.body import read_json_object
+from node.http.metrics import METRICS_CONTENT_TYPE
 from node.http.openapi import openapi_document
+from node.http.stats import StatsRoute, StatsSource
 from store.errors import Unavailable, ValidationError
 from store.raft.store import RaftStore
 
-METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NODE_ID_FORBIDDEN = "=:/ "
 
 
@@ -57,8 +58,9 @@ class StateDigest(TypedDict):
     appliedIndex: int
 
 
-class AdminView(Protocol):
-    """What the admin routes need of a node; implemented by the node's server."""
+class AdminView(StatsSource, Protocol):
+    """What the admin routes need of a node; implemented by the node's server. Its counters for
+    GET /admin/stats come from StatsSource (node/http/stats.py)."""
 
     def not_ready_reason(self) -> str | None:
         """None once the node has caught up with a leader and is healthy; else why it is not
@@ -67,7 +69,7 @@ class AdminView(Protocol):
 
     def cluster_status(self) -> ClusterStatus: ...
 
-    def metrics_text(self) -> str:
+    def metrics_body(self) -> bytes:
         """Every metric in the Prometheus text exposition format."""
         ...
 
@@ -112,6 +114,7 @@ def add_admin_routes(app: web.Application, view: AdminView) -> None:
     router.add_route("POST", "/admin/quiesce", routes.quiesce)
     router.add_route("GET", "/metrics", routes.metrics)
     router.add_route("GET", "/openapi.json", routes.openapi)
+    StatsRoute(view).register(app)
 
 
 def member_from_body(body: object) -> tuple[str, str, str]:
@@ -163,8 +166,8 @@ class AdminRoutes:
         return web.Response(status=204)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        text = self._view.metrics_text()
-        return web.Response(body=text.encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+        body = self._view.metrics_body()
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(self._openapi)

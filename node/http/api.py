@@ -6,7 +6,7 @@ write its answer. Errors are raised as TockError leaves and turned into HTTP ans
 http_errors.error_middleware.
 
 `build_app` assembles the whole HTTP server of a node: these routes, the admin routes, the
-error and access middlewares, and the request body bound.
+dashboard, the request id, error and access middlewares, and the request body bound.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ from node.http.admin import AdminView, add_admin_routes
 from node.http.body import read_json_object
 from node.http.errors import error_middleware
 from node.http.openapi import API_PREFIXES
+from node.http.request_id import request_id_middleware
+from node.http.ui import UiRoutes
 from node.scope import Scope
 from node.service import JobService
 from store.errors import AppNotFound, ValidationError
 from store.jobs import job_to_json
+from store.time_formats import format_rfc3339_ms
 
 # A limit is at most list_limit_max (a few digits): longer text is refused before int() reads
 # it, so a hostile limit of thousands of digits costs nothing.
@@ -69,11 +72,18 @@ def build_app(
     Bodies above `body_bytes_max` are refused with 413 before they are parsed; `access` decides
     who may call each route."""
     config.validate()
-    middlewares = [error_middleware(config.retry_after_s), access_middleware(access)]
+    # The request id outermost: the error answers carry it too.
+    middlewares = [
+        request_id_middleware,
+        error_middleware(config.retry_after_s),
+        access_middleware(access),
+    ]
     app = web.Application(client_max_size=body_bytes_max, middlewares=middlewares)
-    JobRoutes(service, config).register(app.router)
+    # `routes` first: the Jobs API's `jobs/{name:.*}` would also match `jobs/x/pause`.
     for extra in routes:
         extra.register(app.router)
+    JobRoutes(service, config).register(app.router)
+    UiRoutes().register(app.router)
     add_admin_routes(app, admin)
     return app
 
@@ -85,11 +95,11 @@ def scope_of(request: web.Request) -> Scope:
     return caller_of(request).scope
 
 
-def parse_limit(text: str | None) -> int | None:
+def parse_limit(text: str | None, what: str = "limit") -> int | None:
     if text is None or text == "":
         return None
     if len(text) > LIMIT_DIGITS_MAX or not text.isascii() or not text.isdecimal():
-        raise ValidationError(f"limit must be a positive integer: got {text!r:.40}")
+        raise ValidationError(f"{what} must be a positive integer: got {text!r:.40}")
     return int(text)
 
 
@@ -104,6 +114,8 @@ class JobRoutes:
         # `{name:.*}` also matches the empty name and names with a slash, so that they get the
         # validation message ("Name is empty", "must not contain '/'") rather than a bare 404.
         for prefix in API_PREFIXES:
+            # Before the job's own routes, whose name would match "NAME/next" too.
+            router.add_route("GET", f"{prefix}/jobs/{{name}}/next", self.upcoming)
             job = f"{prefix}/jobs/{{name:.*}}"
             router.add_route("POST", job, self.schedule)
             router.add_route("GET", job, self.get)
@@ -123,6 +135,11 @@ class JobRoutes:
     async def get(self, request: web.Request) -> web.Response:
         job = await self._service.get(scope_of(request), request.match_info["name"])
         return web.json_response(job_to_json(job))
+
+    async def upcoming(self, request: web.Request) -> web.Response:
+        count = parse_limit(request.query.get("count"), "count")
+        times = await self._service.upcoming(scope_of(request), request.match_info["name"], count)
+        return web.json_response({"next": [format_rfc3339_ms(ms) for ms in times]})
 
     async def delete(self, request: web.Request) -> web.Response:
         await self._service.delete(scope_of(request), request.match_info["name"])

@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler, Middleware
 from node.http.body import MALFORMED_BODY_PREFIX
 from store.errors import (
     AppNotFound,
+    DeadLetterNotFound,
     Forbidden,
     JobConflict,
     JobNotFound,
@@ -39,6 +40,7 @@ CODES_BY_MESSAGE = {
 }
 CODE_JOB_NOT_FOUND = "DAPR_SCHEDULER_JOB_NOT_FOUND"
 CODE_APP_NOT_FOUND = "ERR_APP_NOT_FOUND"
+CODE_DEAD_LETTER_NOT_FOUND = "ERR_DEAD_LETTER_NOT_FOUND"
 # Dapr answers a duplicate job with this code (and, since 1.16, status 409).
 CODE_CONFLICT = "DAPR_SCHEDULER_SCHEDULE_JOB"
 CODE_QUOTA_EXCEEDED = "ERR_QUOTA_EXCEEDED"
@@ -83,6 +85,8 @@ def describe(error: Exception, retry_after_s: int) -> ErrorAnswer:
             return ErrorAnswer(400, validation_code(str(error)), str(error))
         case JobNotFound():
             return ErrorAnswer(404, CODE_JOB_NOT_FOUND, str(error))
+        case DeadLetterNotFound():
+            return ErrorAnswer(404, CODE_DEAD_LETTER_NOT_FOUND, str(error))
         case AppNotFound():
             return ErrorAnswer(404, CODE_APP_NOT_FOUND, str(error))
         case JobConflict():

@@ -8,8 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from node.http.backup import NDJSON
 from node.scope import APP_ID_HEADER, NAMESPACE_HEADER
+from node.service import (
+    DEAD_LETTER_ID_CHARS_MAX,
+    HISTORY_LIMIT_DEFAULT,
+    UPCOMING_COUNT_DEFAULT,
+    UPCOMING_COUNT_MAX,
+)
 from store.bounds import SCOPE_CHARS_MAX, UINT32_MAX
+from store.failure_policy import MULTIPLIER_MAX
+from store.history import AttemptOutcome
 from store.jobs import NAME_CHARS_MAX, TEXT_CHARS_MAX
 
 OPENAPI_VERSION = "3.0.3"
@@ -170,6 +179,33 @@ def _job_path() -> Json:
     }
 
 
+def _upcoming_path() -> Json:
+    count = _query_parameter(
+        "count",
+        f"how many (default {UPCOMING_COUNT_DEFAULT})",
+        {"type": "integer", "minimum": 1, "maximum": UPCOMING_COUNT_MAX},
+    )
+    upcoming = {
+        "type": "object",
+        "required": ["next"],
+        "properties": {"next": {"type": "array", "items": {"type": "string"}}},
+    }
+    return {
+        "parameters": [NAME, *SCOPE_HEADERS],
+        "get": _operation(
+            "The scheduled times (RFC3339, UTC) of the job's next occurrences, the current one "
+            "first, computed from its schedule, repeats and ttl; none for a quarantined job",
+            {
+                "200": _answer("the times", upcoming),
+                "400": BAD_INPUT,
+                "404": _error("no such job"),
+                "503": UNAVAILABLE,
+            },
+            parameters=[count],
+        ),
+    }
+
+
 def _jobs_path() -> Json:
     prefix = _query_parameter("prefix", "only names starting with this", _text(NAME_CHARS_MAX))
     page = {
@@ -211,15 +247,172 @@ def _jobs_path() -> Json:
     }
 
 
+def _job_operation_path(summary: str, success: Json) -> Json:
+    return {
+        "parameters": [NAME, *SCOPE_HEADERS],
+        "post": _operation(
+            summary,
+            {"204": success, "400": BAD_INPUT, "404": _error("no such job"), "503": UNAVAILABLE},
+        ),
+    }
+
+
+def _history_path() -> Json:
+    limit = _query_parameter(
+        "limit",
+        f"at most this many attempts (default {HISTORY_LIMIT_DEFAULT}); a job keeps its last "
+        "attempts only, as many as the node is configured to",
+        {"type": "integer", "minimum": 1, "maximum": 999_999_999},
+    )
+    history = {
+        "type": "object",
+        "required": ["history"],
+        "properties": {"history": {"type": "array", "items": _ref("Attempt")}},
+    }
+    return {
+        "parameters": [NAME, *SCOPE_HEADERS],
+        "get": _operation(
+            "The job's last attempts, newest first (replicated: every node answers alike)",
+            {
+                "200": _answer("the attempts", history),
+                "400": BAD_INPUT,
+                "404": _error("no such job"),
+                "503": UNAVAILABLE,
+            },
+            parameters=[limit],
+        ),
+    }
+
+
+def _dead_letters_path() -> Json:
+    prefix = _query_parameter(
+        "prefix", "only dead letters of jobs whose name starts with this", _text(NAME_CHARS_MAX)
+    )
+    limit = _query_parameter(
+        "limit",
+        "page size, at most the node's list limit (1000 by default)",
+        {"type": "integer", "minimum": 1},
+    )
+    cursor = _query_parameter(
+        "cursor", "nextCursor of the previous page", _text(DEAD_LETTER_ID_CHARS_MAX)
+    )
+    page = {
+        "type": "object",
+        "required": ["deadLetters", "nextCursor"],
+        "properties": {
+            "deadLetters": {"type": "array", "items": _ref("DeadLetter")},
+            "nextCursor": {"type": "string", "nullable": True},
+        },
+    }
+    return {
+        "parameters": SCOPE_HEADERS,
+        "get": _operation(
+            "One page of the app's dead letters (occurrences given up after their last "
+            "allowed attempt), oldest first",
+            {"200": _answer("a page", page), "400": BAD_INPUT, "503": UNAVAILABLE},
+            parameters=[prefix, limit, cursor],
+        ),
+    }
+
+
+DEAD_LETTER_ID = _path_parameter(
+    "id",
+    "the dead letter's id, its trigger id: `{scheduled ms}:{job uid}`",
+    _text(DEAD_LETTER_ID_CHARS_MAX, minLength=1, pattern="^[0-9]{1,15}:[0-9a-f]{32}$"),
+)
+
+
+def _dead_letter_paths() -> dict[str, Json]:
+    not_found = _error("no such dead letter")
+    return {
+        "/redrive": {
+            "parameters": [DEAD_LETTER_ID, *SCOPE_HEADERS],
+            "post": _operation(
+                "Deliver the dead letter again now, with its own tock-trigger-id, even if its "
+                "job has ended or was deleted; it stays listed until deleted",
+                {
+                    "202": _answer("the redrive is recorded; its outcome shows on the letter"),
+                    "400": BAD_INPUT,
+                    "404": not_found,
+                    "503": UNAVAILABLE,
+                },
+            ),
+        },
+        "": {
+            "parameters": [DEAD_LETTER_ID, *SCOPE_HEADERS],
+            "delete": _operation(
+                "Forget the dead letter (also answers 204 for an id that names none)",
+                {"204": _answer("forgotten"), "400": BAD_INPUT, "503": UNAVAILABLE},
+            ),
+        },
+    }
+
+
+def _backup_paths() -> Json:
+    ndjson = {NDJSON: {"schema": {"type": "string"}}}
+    filter_text = _text(SCOPE_CHARS_MAX, pattern=NO_CONTROL)
+    filters = [
+        _query_parameter("namespace", "only jobs of this namespace", filter_text),
+        _query_parameter("app", "only jobs of this app id", filter_text),
+        _query_parameter("prefix", "only jobs whose name starts with this", filter_text),
+    ]
+    overwrite = _query_parameter(
+        "overwrite",
+        "replace jobs that exist under the same names (default: skip them)",
+        {"type": "string", "enum": ["true", "false"]},
+    )
+    counts = {
+        "type": "object",
+        "required": ["imported", "skipped"],
+        "properties": {
+            "imported": {"type": "integer", "minimum": 0},
+            "skipped": {"type": "integer", "minimum": 0},
+        },
+    }
+    return {
+        "/admin/export": {
+            "get": _operation(
+                "Every job with its whole state (schedule position, count, pause, history), as "
+                'NDJSON streamed: one job a line, {"namespace", "app", "name", "definition", '
+                '"status", "state"}, no header or trailer lines; key order',
+                {
+                    "200": {"description": "one job a line", "content": ndjson},
+                    "400": BAD_INPUT,
+                    "503": UNAVAILABLE,
+                },
+                ADMIN,
+                parameters=filters,
+            )
+        },
+        "/admin/import": {
+            "post": _operation(
+                "Put in the jobs of an export with their whole state, streamed (any content "
+                "type), in batches each committed on its own: a bad line is a 400 that names it "
+                "and says how many jobs came in before it",
+                {
+                    "200": _answer("how many jobs were imported and skipped", counts),
+                    "400": BAD_INPUT,
+                    "503": UNAVAILABLE,
+                },
+                ADMIN,
+                parameters=[overwrite],
+                requestBody={"required": True, "content": ndjson},
+            )
+        },
+    }
+
+
 def _app_path() -> Json:
     registration = {
         "type": "object",
         "required": ["url"],
         "properties": {
             "url": _forms(
-                "http://, https:// or grpc:// HOST:PORT[/path], at most 2048 characters",
+                "http:// or https:// HOST[:PORT][/path], or grpc://HOST:PORT; no userinfo, "
+                "query or fragment; at most 2048 characters",
                 2048,
-                "^(http|https|grpc)://[a-z][a-z0-9.-]{0,30}:[1-9][0-9]{0,4}(/[a-z0-9/-]{0,20})?$",
+                "^https?://[a-z][a-z0-9.-]{0,30}:[1-9][0-9]{0,4}(/[a-z0-9/-]{0,20})?$",
+                "^grpc://[a-z][a-z0-9.-]{0,30}:[1-9][0-9]{0,4}$",
             ),
             "token": {
                 "type": "string",
@@ -304,6 +497,7 @@ def _internal_path() -> Json:
 
 def _admin_paths() -> Json:
     text = {"text/plain": {"schema": {"type": "string"}}}
+    html = {"text/html": {"schema": {"type": "string"}}}
     address = {"type": "string", "description": "HOST:PORT"}
     member = {
         "type": "object",
@@ -378,10 +572,43 @@ def _admin_paths() -> Json:
                 "Prometheus metrics", {"200": {"description": "metrics", "content": text}}, ADMIN
             )
         },
+        "/admin/stats": {
+            "get": _operation(
+                "Trigger counters for the dashboard's live charts: this node's (scope=node) or "
+                "every live member's (scope=cluster, the default), each as {node, timeMs, "
+                "triggers: {success, failed, skipped, undelivered}, latency: {count, "
+                "sumSeconds, buckets: [[upper bound s, cumulative count]]}, "
+                "deliveriesInFlight}, or {node, error} for a member that did not answer",
+                {"200": _answer("the counters", {"type": "object"}), "400": BAD_INPUT},
+                ADMIN,
+                parameters=[
+                    _query_parameter(
+                        "scope", "whose counters", {"type": "string", "enum": ["cluster", "node"]}
+                    )
+                ],
+            )
+        },
         "/openapi.json": {
             "get": _operation(
                 "This document", {"200": _answer("OpenAPI 3", {"type": "object"})}, OPEN
             )
+        },
+        "/ui": {
+            "get": _operation(
+                "The dashboard: an HTML page served by the node, needing no credential itself "
+                "(its calls carry the token entered in it); /ui?app=A&prefix=P opens the jobs "
+                "of app A whose names start with P",
+                {"200": {"description": "the page", "content": html}},
+                OPEN,
+            )
+        },
+        "/ui/{file}": {
+            "parameters": [_path_parameter("file", "a file of the dashboard")],
+            "get": _operation(
+                "The dashboard's script, style sheet and chart library",
+                {"200": _answer("the file"), "404": _error("no such file")},
+                OPEN,
+            ),
         },
     }
 
@@ -476,11 +703,29 @@ def _failure_policy() -> Json:
             }
         },
     }
+    exponential = {
+        "type": "object",
+        "required": ["exponential"],
+        "additionalProperties": False,
+        "properties": {
+            "exponential": {
+                "type": "object",
+                "description": "the n-th retry waits initialInterval * multiplier^(n-1), at "
+                "most maxInterval; unset fields: 1s, 5m, 2",
+                "properties": {
+                    "initialInterval": interval,
+                    "maxInterval": interval,
+                    "multiplier": {"type": "number", "minimum": 1, "maximum": MULTIPLIER_MAX},
+                    "maxRetries": retries,
+                },
+            }
+        },
+    }
     return {
-        "description": "what happens when a delivery fails: drop it, or retry at a constant "
-        "interval; unset: 3 retries 1 s apart",
+        "description": "what happens when a delivery fails: drop it, or retry at a constant or "
+        "exponentially growing interval; unset: 3 retries 1 s apart",
         "nullable": True,
-        "oneOf": [drop, constant],
+        "oneOf": [drop, constant, exponential],
     }
 
 
@@ -513,6 +758,21 @@ def _schemas() -> Json:
             "enum": ["all", "latest", "skip"],
             "description": "what to do with occurrences missed while nobody could fire them",
         },
+        "jitter": _forms(
+            "each occurrence is delayed by a pseudo-random amount in [0, jitter), the same on "
+            "every node; a Go duration of at most 24h",
+            TEXT_CHARS_MAX,
+            "^[0-9]{1,3}(ms|s|m)$",
+            "^([0-9]|1[0-9]|2[0-4])h$",
+        ),
+        "deliveryTimeout": _forms(
+            "how long the app may take to answer a trigger (default the node's, 5s); a Go "
+            "duration between 100ms and 1h",
+            TEXT_CHARS_MAX,
+            "^[1-9][0-9]{2}ms$",
+            "^[1-9][0-9]{0,2}s$",
+            "^([1-9]|[1-5][0-9])m$",
+        ),
     }
     status = {
         "type": "object",
@@ -525,6 +785,7 @@ def _schemas() -> Json:
                 "nullable": True,
                 "description": "why the job is quarantined (it does not fire); absent if not",
             },
+            "paused": {"type": "boolean", "description": "paused: its occurrences are skipped"},
         },
     }
     member = {
@@ -569,6 +830,54 @@ def _schemas() -> Json:
             "properties": {"name": text, **job_fields, "status": status},
         },
         "Cluster": cluster,
+        "Attempt": _attempt(),
+        "DeadLetter": _dead_letter(),
+    }
+
+
+def _attempt() -> Json:
+    time = {"type": "string", "description": "RFC3339 UTC, milliseconds"}
+    return {
+        "type": "object",
+        "required": ["triggerId", "scheduledTime", "attempt", "outcome", "node"],
+        "properties": {
+            "triggerId": {
+                "type": "string",
+                "description": "the tock-trigger-id the attempt carried",
+            },
+            "scheduledTime": time,
+            "attempt": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "1, 2, ... for the attempts at one occurrence; 0 when skipped",
+            },
+            "outcome": {"type": "string", "enum": [str(outcome) for outcome in AttemptOutcome]},
+            "node": {"type": "string", "description": "the node that delivered it"},
+            "startedAt": {**time, "nullable": True},
+            "durationMs": {"type": "integer", "minimum": 0},
+            "status": {
+                "type": "integer",
+                "description": "the app's HTTP status or gRPC code; 0 when it did not answer",
+            },
+            "manual": {"type": "boolean", "description": "asked for by POST .../run"},
+        },
+    }
+
+
+def _dead_letter() -> Json:
+    time = {"type": "string", "description": "RFC3339 UTC, milliseconds"}
+    return {
+        "type": "object",
+        "required": ["id", "name", "scheduledTime", "attempts", "lastOutcome", "failedAt"],
+        "properties": {
+            "id": {"type": "string", "description": "its trigger id"},
+            "name": {"type": "string", "description": "the job's name"},
+            "scheduledTime": time,
+            "attempts": {"type": "integer", "minimum": 0},
+            "lastOutcome": {"type": "string", "enum": ["failed", "timeout", "success"]},
+            "failedAt": time,
+            "redriving": {"type": "boolean", "description": "a redrive is asked for, not yet made"},
+        },
     }
 
 
@@ -576,11 +885,32 @@ def openapi_document() -> Json:
     paths: Json = {}
     for prefix in API_PREFIXES:
         paths[f"{prefix}/jobs/{{name}}"] = _job_path()
+        paths[f"{prefix}/jobs/{{name}}/next"] = _upcoming_path()
         paths[f"{prefix}/jobs"] = _jobs_path()
         paths[f"{prefix}/apps/{{appId}}"] = _app_path()
         paths[f"{prefix}/apps/{{appId}}/watch"] = _watch_path()
+        job = f"{prefix}/jobs/{{name}}"
+        paths[f"{job}/pause"] = _job_operation_path(
+            "Pause the job: its occurrences are skipped, uncounted, until it is resumed "
+            "(idempotent)",
+            _answer("paused"),
+        )
+        paths[f"{job}/resume"] = _job_operation_path(
+            "Resume a paused job from its next occurrence after now (idempotent)",
+            _answer("resumed"),
+        )
+        paths[f"{job}/run"] = _job_operation_path(
+            "Trigger the job once as soon as possible (header tock-manual: true), paused or "
+            "not; its schedule, repeats and count stay as they are",
+            _answer("the run is recorded"),
+        )
+        paths[f"{job}/history"] = _history_path()
+        paths[f"{prefix}/deadletters"] = _dead_letters_path()
+        for suffix, path in _dead_letter_paths().items():
+            paths[f"{prefix}/deadletters/{{id}}{suffix}"] = path
     paths["/internal/v1/deliver"] = _internal_path()
     paths.update(_admin_paths())
+    paths.update(_backup_paths())
     return {
         "openapi": OPENAPI_VERSION,
         "info": {

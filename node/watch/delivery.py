@@ -80,7 +80,10 @@ class WatchDelivery:
         """One attempt through some watcher of the app; UNDELIVERABLE when none took it."""
         app = (trigger.namespace, trigger.app)
         if self._local.has(app):
-            outcome = await self._local.deliver(trigger, self._local.ack_timeout_s)
+            timeout_s = trigger.timeout_s
+            if timeout_s is None:
+                timeout_s = self._local.ack_timeout_s
+            outcome = await self._local.deliver(trigger, timeout_s)
             if outcome is not DeliveryOutcome.UNDELIVERABLE:
                 return outcome
         for node in self._others_in_turn(app):

@@ -10,6 +10,9 @@ A request that never reached the target (connection refused) is UNDELIVERABLE: t
 try elsewhere. One that may have reached it and got no answer is FAILED, as an HTTP delivery
 with no answer is: the failure policy retries it.
 
+Between nodes that serve TLS, the hop is https, each node's certificate checked against the CA
+(node/tls.py); a certificate that does not check is logged and the batch handed back.
+
 The route is internal: every request is signed with a key derived from the cluster secret that
 only members know, fresh and never replayed (node/internal_auth.py).
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import deque
 from dataclasses import dataclass
 
@@ -151,9 +155,14 @@ class Forwarder:
         ack_timeout_s: float,
         signer: RequestSigner,
         supervisor: Supervisor,
+        *,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`tls`, when given, makes every hop https, checked with that context."""
         config.validate()
         self.config = config
+        self._tls = tls
+        self._scheme = "http" if tls is None else "https"
         self._supervisor = supervisor
         self._ack_timeout_s = ack_timeout_s
         self._signer = signer
@@ -164,14 +173,17 @@ class Forwarder:
         """One attempt through the node serving HTTP at `http_address` (HOST:PORT)."""
         lane = self._lanes.get(http_address)
         if lane is None:
-            lane = self._lanes[http_address] = _Lane(http_address, self, self._supervisor)
+            lane = self._lanes[http_address] = _Lane(
+                f"{self._scheme}://{http_address}", self, self._supervisor
+            )
         return await lane.deliver(trigger)
 
     async def post(self, http_address: str, triggers: list[Trigger]) -> list[DeliveryOutcome]:
         """One batch to the node serving HTTP at `http_address`: an outcome per trigger, never
         an exception for its faults."""
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            connector = aiohttp.TCPConnector(ssl=True if self._tls is None else self._tls)
+            self._session = aiohttp.ClientSession(connector=connector)
         body = encode_forward(triggers, round(self._ack_timeout_s * 1000))
         timeout = aiohttp.ClientTimeout(total=self._ack_timeout_s + self.config.answer_margin_s)
         url = f"http://{http_address}{INTERNAL_DELIVER_PATH}"
@@ -186,6 +198,10 @@ class Forwarder:
                     log.warning("%s answered %d: %.200r", url, reply.status, answer)
                     return [DeliveryOutcome.FAILED] * len(triggers)
                 return decode_outcomes(answer, len(triggers), self.config.answer_bytes_max)
+        except aiohttp.ClientSSLError as error:
+            # Never delivered: a certificate that does not check is the operator's to fix.
+            log.warning("forwarding to %s: %r", url, error)
+            return [DeliveryOutcome.UNDELIVERABLE] * len(triggers)
         except aiohttp.ClientConnectorError:
             return [DeliveryOutcome.UNDELIVERABLE] * len(triggers)
         except (aiohttp.ClientError, TimeoutError, OSError, ValidationError) as error:

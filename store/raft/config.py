@@ -29,6 +29,12 @@ SYNCOBJ_ENTRY_OVERHEAD_BYTES = 256
 
 JOURNAL_FILE_NAME = "raft.journal"
 DUMP_FILE_NAME = "raft.dump"
+# pysyncobj derives its message key from the secret with a fixed salt: only a long random secret
+# keeps the key out of reach of a guess (`tock up` generates 32 random bytes, as text).
+SECRET_BYTES_MIN = 32
+# Hosts that name every interface: a node's address is where its peers reach it, and its port is
+# bound on that host only.
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,8 +136,8 @@ class RaftConfig:
     self_address: str
     peer_addresses: tuple[str, ...]
     data_dir: Path
-    # The cluster secret. pysyncobj's wire format is pickle, so without it anyone reaching the
-    # port can run code on the node: it is mandatory.
+    # The cluster secret, at least SECRET_BYTES_MIN bytes. pysyncobj's wire format is pickle, so
+    # without it anyone reaching the port can run code on the node: it is mandatory.
     secret: str
     tuning: RaftTuning = field(default_factory=RaftTuning)
 
@@ -150,6 +156,7 @@ class RaftConfig:
                 "RaftConfig.secret is empty: the Raft wire format is pickle, so every node "
                 "needs the cluster secret (a node without it would run anyone's code)"
             )
+        check_secret_length(self.secret)
         for address in (self.self_address, *self.peer_addresses):
             _check_address(address)
         if self.self_address in self.peer_addresses:
@@ -159,10 +166,26 @@ class RaftConfig:
         self.tuning.validate()
 
 
+def check_secret_length(secret: str) -> None:
+    """Refuse a cluster secret shorter than SECRET_BYTES_MIN bytes (UTF-8)."""
+    length = len(secret.encode())
+    if length < SECRET_BYTES_MIN:
+        raise ValidationError(
+            f"the cluster secret is {length} bytes long; at least {SECRET_BYTES_MIN} are "
+            "needed (the Raft key is derived from it): use a long random secret, e.g. "
+            "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+
+
 def _check_address(address: str) -> None:
     host, separator, port = address.rpartition(":")
     if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValidationError(f"not a 'host:port' address: {address!r}")
+    if host in _WILDCARD_HOSTS:
+        raise ValidationError(
+            f"{address!r} names every interface: give the host peers reach this node at "
+            "(the Raft port is bound on that host only)"
+        )
 
 
 def checked_syncobj_conf(**options: Any) -> SyncObjConf:
@@ -177,14 +200,17 @@ def checked_syncobj_conf(**options: Any) -> SyncObjConf:
 def syncobj_conf(config: RaftConfig, **callbacks: Any) -> SyncObjConf:
     """The SyncObjConf of a node: config translated, plus the store's callbacks and serializer.
 
-    The fixed choices here are the ones the pysyncobj findings call mandatory: journal and dump
-    always (a journal without a dump comes back empty after a restart), no append batching (the
-    follower log shrink is worst with it; latency floors at 100 ms), and dynamic membership (members
-    are added and removed at runtime).
+    The fixed choices here are the ones the pysyncobj findings call mandatory: the port bound on
+    the host of the node's address (pysyncobj binds every interface without bindAddress),
+    journal and dump always (a journal without a dump comes back empty after a restart), no
+    append batching (the follower log shrink is worst with it; latency floors at 100 ms), and
+    dynamic membership (members are added and removed at runtime).
     """
     config.validate()
     tuning = config.tuning
     return checked_syncobj_conf(
+        # Without it pysyncobj listens on 0.0.0.0: every address of the host, not the one given.
+        bindAddress=config.self_address,
         password=config.secret,
         journalFile=str(config.journal_file),
         fullDumpFile=str(config.dump_file),

@@ -38,6 +38,7 @@ from pysyncobj.node import TCPNode
 
 from store.clock import Clock
 from store.errors import CodecError
+from store.private_files import open_private
 from store.raft.entry import RaftEntryTuple
 from store.raft.state import ReplicatedState
 from store.supervision import Guard, HealthBoard
@@ -220,7 +221,7 @@ def _entry(fields: list[object]) -> RaftEntryTuple:
 
 def write_durably(tmp_path: Path, path: Path, body: bytes) -> None:
     """Write body to tmp_path, fsync it, rename it over path and fsync the directory."""
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = open_private(tmp_path, os.O_WRONLY | os.O_TRUNC)
     try:
         view = memoryview(body)
         while view:

@@ -10,7 +10,8 @@ nothing of jobs. Its parts, one file each in this package:
 - dump.py       msgpack snapshots written by a forked, watched child, durably;
 - bridge.py     the SyncObj subclass, FAIL_REASON -> error mapping, crossing to the loop;
 - batcher.py    application-level batching and the in-flight bound, on the loop;
-- transport.py  the hardened transport (docs/raft.md): not here.
+- transport.py  the hardened transport (docs/raft.md): not here;
+- port.py       the Raft port's guards against strangers, installed by the transport.
 
 Threads: pysyncobj's tick thread applies entries; everything public here is called on the
 event loop, never blocks on the tick thread, and receives results through
@@ -30,13 +31,15 @@ from pysyncobj import FAIL_REASON, SyncObjException
 from store.clock import Clock, SystemClock
 from store.errors import OutcomeUnknown, Unavailable
 from store.log import Applied, LogStatus, Role, Subscriber
+from store.private_files import make_private_directory, restrict_umask, tighten_files
 from store.raft import batcher as raft_batcher
 from store.raft import dump as raft_dump
 from store.raft.batcher import Batcher
 from store.raft.bridge import CrossToLoop, ReplicatedNode, failure_error
-from store.raft.config import RaftConfig, syncobj_conf
+from store.raft.config import DUMP_FILE_NAME, JOURNAL_FILE_NAME, RaftConfig, syncobj_conf
 from store.raft.dump import ForkingDump
 from store.raft.entry import PROPOSER_ID_BYTES
+from store.raft.port import raise_open_files_limit
 from store.raft.state import EntryApplied, ReplicatedState, StateMachine
 from store.raft.transport import TransportStats
 from store.supervision import HealthBoard
@@ -117,6 +120,8 @@ class RaftStore:
         # Written on the tick thread only (by _refresh_status).
         self._last_leader: str | None = None
         self._leader_changes = 0
+        # Set on the loop, read and cleared on the tick thread: a bool's store is atomic.
+        self._transfer_asked = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -124,7 +129,8 @@ class RaftStore:
         """Start the node (binds its port, replays its journal); call on the event loop."""
         assert self._node is None, "a RaftStore starts once"
         loop = asyncio.get_running_loop()
-        self._config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._make_files_private()
+        raise_open_files_limit()
         cross = self._cross = CrossToLoop(loop)
         conf = syncobj_conf(
             self._config,
@@ -142,6 +148,7 @@ class RaftStore:
             self._config.tuning.hardening,
         )
         node.addOnTickCallback(self._refresh_status)
+        node.addOnTickCallback(self._transfer_if_asked)
         self._node = node
         self._batcher = Batcher(
             loop=loop,
@@ -150,6 +157,13 @@ class RaftStore:
             config=self._config.tuning,
             guard=self.health.guard(raft_batcher.TASK, raft_batcher.log),
         )
+
+    def _make_files_private(self) -> None:
+        """The data directory 0700, our files in it 0600 (an older version left them 0644), and
+        every file created from now on 0600: pysyncobj creates its own with plain open()."""
+        restrict_umask()
+        make_private_directory(self._config.data_dir)
+        tighten_files(self._config.data_dir, (JOURNAL_FILE_NAME, DUMP_FILE_NAME))
 
     async def stop(self) -> None:
         """Fail waiting callers, stop the tick thread and close journal and sockets."""
@@ -236,6 +250,22 @@ class RaftStore:
     def cluster_addresses(self) -> frozenset[str]:
         """The raft addresses of every member of the Raft cluster as this node knows it."""
         return frozenset(self._status.members)
+
+    def transfer_leadership(self) -> None:
+        """Ask the tick thread to hand leadership to the most caught-up follower (Raft's
+        TimeoutNow); best effort: a leader that stays asks again on its next beat."""
+        self._transfer_asked = True
+
+    def _transfer_if_asked(self) -> None:
+        # On the tick thread: pysyncobj's transferLeadership sends from there only.
+        node = self._node
+        if not self._transfer_asked or node is None:
+            return
+        self._transfer_asked = False
+        try:
+            node.transferLeadership()
+        except Exception:
+            log.exception("leadership transfer failed")
 
     async def _change_membership(self, action: str, address: str, timeout_s: float) -> None:
         node, cross = self._node, self._cross

@@ -21,7 +21,12 @@ So this constructor is the one race-free place to install, around an unchanged l
 5. Quiet start. A restarted node uses a long election timeout until it has caught up once, so a
    restart does not push the cluster through needless elections (pysyncobj has no pre-vote).
 6. A frame cap. A length prefix above `frame_bytes_max` (or negative) closes the connection
-   before its body is buffered.
+   before its body is buffered; it is checked as soon as it arrives (port.py).
+7. The port against strangers (port.py): the listener binds the host of the node's own address
+   (never every interface) and survives every accept() error; an incoming connection that has
+   not authenticated is closed after a deadline, at most `handshakes_max` of them are kept, and
+   its frames are capped at `handshake_frame_bytes_max` until it has; dialing a peer when no
+   descriptor is left fails quietly until the next attempt instead of cutting the tick short.
 
 What the store must provide: a SyncObjConf with `journalFile` and `fullDumpFile` (without a
 journal file the durability pieces are skipped, which suits only in-memory tests), and a
@@ -40,19 +45,21 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import struct
 from dataclasses import dataclass
 from typing import Any
 
 import pysyncobj.serializer
+from pysyncobj.dns_resolver import globalDnsResolver
 from pysyncobj.journal import FileJournal, MetaStorer
 from pysyncobj.monotonic import monotonic as library_monotonic
 from pysyncobj.pickle import dumps as library_pickle_dumps
-from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
+from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
 from store.errors import ValidationError
+from store.private_files import open_private
 from store.raft.entry import RaftEntryTuple
+from store.raft.port import CappedConnection, GuardedServer, Handshakes, PortStats
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +73,6 @@ _STATE = "_SyncObj__raftState"
 _ELECTION_DEADLINE = "_SyncObj__raftElectionDeadline"
 _SERIALIZER = "_SyncObj__serializer"
 _LEADER_STATE = 2  # syncobj._RAFT_STATE.LEADER
-_FRAME_PREFIX = struct.Struct("i")  # tcp_connection frames: a native signed int32 length
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +88,16 @@ class HardeningConfig:
     # batched by bytes, dump chunks are logCompactionBatchSize); the library itself would buffer
     # up to 2 GiB for one length prefix.
     frame_bytes_max: int = 16 * 1024 * 1024
+    # Before it authenticates, a connection sends two small frames: its random key and its node
+    # address (or a short utility command), each well under 1 KiB once encrypted.
+    handshake_frame_bytes_max: int = 4 * 1024
+    # A peer completes its handshake in one round trip; a connection that has not within this
+    # long is a stranger (or a peer so slow it will dial again).
+    handshake_s_max: float = 5.0
+    # Connections not yet authenticated that are kept at once; the oldest goes first beyond it.
+    handshakes_max: int = 64
+    # After accept() ran out of descriptors, the listener rests this long before trying again.
+    accept_pause_s: float = 0.1
 
     def validate(self) -> None:
         if not 0 < self.quiet_election_timeout_s_min <= self.quiet_election_timeout_s_max:
@@ -91,10 +107,16 @@ class HardeningConfig:
             )
         if self.frame_bytes_max <= 0:
             raise ValidationError("frame_bytes_max must be positive")
+        if not 0 < self.handshake_frame_bytes_max <= self.frame_bytes_max:
+            raise ValidationError("handshake_frame_bytes_max must be in (0, frame_bytes_max]")
+        if not 0 < self.handshake_s_max <= 10.0:
+            raise ValidationError("handshake_s_max must be in (0, 10] seconds")
+        if self.handshakes_max <= 0 or self.accept_pause_s <= 0:
+            raise ValidationError("handshakes_max and accept_pause_s must be positive")
 
 
 @dataclass
-class TransportStats:
+class TransportStats(PortStats):
     """Counters of what the hardening did; read them through HardenedTransport.stats()."""
 
     journal_syncs: int = 0
@@ -104,7 +126,6 @@ class TransportStats:
     acked_log_shrinks: int = 0
     compactions: int = 0
     startup_repairs: int = 0
-    frames_rejected: int = 0
 
 
 def fsync_directory(path: str) -> None:
@@ -140,7 +161,7 @@ class DurableMetaStorer(MetaStorer):  # type: ignore[misc]
 
     def storeMeta(self, meta: dict[str, Any]) -> None:
         temporary = self.getPath() + ".tmp"
-        with open(temporary, "wb") as file:
+        with os.fdopen(open_private(temporary, os.O_WRONLY | os.O_TRUNC), "wb") as file:
             file.write(library_pickle_dumps(meta))
             file.flush()
             os.fsync(file.fileno())
@@ -268,30 +289,9 @@ class JournalGuard:
         return True
 
 
-class _FrameCappedConnection(TcpConnection):  # type: ignore[misc]
-    """A TcpConnection that refuses a frame whose length prefix is absurd, before reading it.
-
-    The TCP server builds connections itself, so the transport switches each connection to this
-    class after creation (same object layout, one method more).
-    """
-
-    frame_bytes_max: int
-    stats: TransportStats
-
-    def _TcpConnection__processParseMessage(self) -> Any:
-        buffered: bytes = self._TcpConnection__readBuffer
-        if len(buffered) >= _FRAME_PREFIX.size:
-            (length,) = _FRAME_PREFIX.unpack_from(buffered)
-            if not 0 <= length <= self.frame_bytes_max:
-                logger.warning("closing a connection that announced a %d-byte frame", length)
-                self.stats.frames_rejected += 1
-                self.disconnect()
-                return None
-        return super()._TcpConnection__processParseMessage()
-
-
 class HardenedTransport(TCPTransport):  # type: ignore[misc]
-    """TCPTransport + group commit, guards, compaction repair, durable meta, quiet start, cap."""
+    """TCPTransport + group commit, guards, compaction repair, durable meta, quiet start, cap,
+    and a port that strangers can neither hold nor close."""
 
     def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
         self._hardening: HardeningConfig = getattr(syncObj, "hardening", None) or HardeningConfig()
@@ -301,6 +301,9 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         self._acked: tuple[int, int] = (0, 0)  # (term, last index we acked in that term)
         self._guard = self._install_journal_guard(syncObj)
         self._normal_election_timeouts: tuple[float, float] | None = None
+        self._handshakes = Handshakes(
+            self._hardening.handshake_s_max, self._hardening.handshakes_max, self._stats
+        )
         # The base constructor registers self._onTick and creates the first connections, so
         # everything those use is set above.
         super().__init__(syncObj, selfNode, otherNodes)
@@ -343,6 +346,7 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
     def _onTick(self) -> None:
         super()._onTick()
         self._end_quiet_start_when_ready()
+        self._guard_port()
         self._flush_outbox()
 
     def _flush_after_each_poll(self, poller: Any) -> None:
@@ -502,13 +506,66 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         super().addNode(node)
         connection = self._connections.get(node)
         if connection is not None:
-            self._cap_frames(connection)
+            self._cap_frames(connection, self._hardening.frame_bytes_max)
+
+    def _cap_frames(self, connection: Any, frame_bytes_max: int) -> None:
+        connection.__class__ = CappedConnection
+        connection.frame_bytes_max = frame_bytes_max
+        connection.stats = self._stats
+
+    # 7. The port against strangers.
+
+    def _createServer(self) -> None:
+        """Bind the host of our own address (or of bindAddress), never every interface.
+
+        pysyncobj binds 0.0.0.0 (or ::) whenever bindAddress is unset, whatever host the node's
+        address names: the port would be open on every interface of the machine.
+        """
+        conf = self._syncObj.conf
+        host, port = (conf.bindAddress or self._selfNode.address).rsplit(":", 1)
+        self._server = GuardedServer(
+            self._syncObj._poller,
+            globalDnsResolver().resolve(host),
+            port,
+            onNewConnection=self._onNewIncomingConnection,
+            sendBufferSize=conf.sendBufferSize,
+            recvBufferSize=conf.recvBufferSize,
+            connectionTimeout=conf.connectionTimeout,
+            stats=self._stats,
+            accept_pause_s=self._hardening.accept_pause_s,
+        )
 
     def _onNewIncomingConnection(self, conn: Any) -> None:
-        self._cap_frames(conn)
+        self._cap_frames(conn, self._hardening.handshake_frame_bytes_max)
         super()._onNewIncomingConnection(conn)
+        self._handshakes.arrived(conn)
 
-    def _cap_frames(self, connection: Any) -> None:
-        connection.__class__ = _FrameCappedConnection
-        connection.frame_bytes_max = self._hardening.frame_bytes_max
-        connection.stats = self._stats
+    def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:
+        """The library's handshake; a connection it has given a node to has authenticated.
+
+        Its first message (the key exchange) and its second (the node address) only decrypt
+        with the cluster secret; the library then moves it out of its unknown connections.
+        """
+        super()._onIncomingMessageReceived(conn, message)
+        authenticated = conn not in self._unknownConnections
+        if authenticated and conn.state != CONNECTION_STATE.DISCONNECTED:
+            self._handshakes.forget(conn)
+            conn.frame_bytes_max = self._hardening.frame_bytes_max
+
+    def _onDisconnected(self, conn: Any) -> None:
+        self._handshakes.forget(conn)
+        super()._onDisconnected(conn)
+
+    def _guard_port(self) -> None:
+        self._handshakes.close_expired()
+        if self._server is not None:  # None on a read-only node, which has no port
+            self._server.resume_if_due()
+
+    def _connectIfNecessarySingle(self, node: Any) -> bool:
+        """Dial a peer; out of descriptors, fail this attempt only (the library would raise
+        out of the tick, cutting short everything after it: the flush of the outbox too)."""
+        try:
+            return bool(super()._connectIfNecessarySingle(node))
+        except OSError as error:
+            logger.warning("cannot dial %s now (%s); trying again later", node.address, error)
+            return False

@@ -1,7 +1,10 @@
 """Fixtures of the Raft fault tests: trial count, a printed seed, and clusters that always stop.
 
-The clusters are processes of tests/integration/raft_node.py, each hosting the real RaftStore
-(batching, chunking, forked msgpack dumps, the hardened transport) with its kv machine.
+`make_cluster` makes clusters of tests/integration/raft_node.py processes, each hosting the real
+RaftStore (batching, chunking, forked msgpack dumps, the hardened transport) with its kv machine.
+`cluster` is a tock cluster on 127.0.0.1; `netns_cluster` one whose nodes each live in a network
+namespace of their own (tests/chaos/netns_cluster.py), to cut off and heal, and `network` just
+the namespaces; these two need root and /usr/sbin/ip, and are skipped without them.
 
 TOCK_CHAOS_TRIALS sets the number of trials of each fault test (default 2, so the whole chaos
 directory stays within a few minutes in the suite; trials.py); a long run sets it to 10-20.
@@ -19,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from cluster.local import LocalCluster
-from tests.chaos import trials
+from tests.chaos import netns, trials
+from tests.chaos.netns_cluster import netns_cluster as running_netns_cluster
 from tests.integration.raft_cluster import RaftCluster
 from tests.support.local_cluster import running_cluster
 from tests.support.sink import Sink
@@ -57,6 +61,25 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., RaftCluster]]:
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     """A ready 3-node tock cluster of real processes, stopped (logs shown) after the test."""
     with running_cluster(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def network() -> Iterator[netns.Network]:
+    """Three network namespaces n1..n3 on one bridge (tests/chaos/netns.py), removed after."""
+    if reason := netns.unavailable():
+        pytest.skip(reason)
+    with netns.network(("n1", "n2", "n3")) as net:
+        yield net
+
+
+@pytest.fixture
+def netns_cluster(tmp_path: Path) -> Iterator[tuple[netns.Network, LocalCluster]]:
+    """A ready 3-node tock cluster, each node in a namespace of its own, bridged: its network
+    (to cut and heal nodes) and the cluster; stopped and removed after the test."""
+    if reason := netns.unavailable():
+        pytest.skip(reason)
+    with running_netns_cluster(tmp_path) as running:
         yield running
 
 

@@ -10,7 +10,9 @@ only once every node is ready again and agrees on a leader and an epoch.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import random
 import threading
 import time
@@ -66,6 +68,8 @@ OP_WEIGHTS: dict[str, int] = {
 }
 KEEP_DUE_S = 3600.0
 POLL_S = 0.2
+# What connect() answers when a partition left no route to the node: nothing was sent.
+NOT_CONNECTED_ERRNOS = (errno.EHOSTUNREACH, errno.ENETUNREACH)
 
 
 class ChaosFailure(AssertionError):
@@ -122,11 +126,13 @@ def outcome_of(error: Exception) -> tuple[Outcome, str]:
     """A 4xx was not applied; neither was a 503 ERR_UNAVAILABLE, which a node answers only when
     the write certainly was not proposed (store/raft/store.py), a promise the checks hold it to. Any
     other 503 (ERR_OUTCOME_UNKNOWN) and no answer at all may or may not have been applied,
-    except a refused connection: no process had the request."""
-    if isinstance(error, urllib.error.URLError) and isinstance(
-        error.reason, ConnectionRefusedError
-    ):
-        return "failed", "connection refused"
+    except a connection never made: refused (no process had the request), or no route to the
+    node (a partition cut it off before the first byte)."""
+    if isinstance(error, urllib.error.URLError) and isinstance(error.reason, OSError):
+        if isinstance(error.reason, ConnectionRefusedError):
+            return "failed", "connection refused"
+        if error.reason.errno in NOT_CONNECTED_ERRNOS:
+            return "failed", os.strerror(error.reason.errno)
     if not isinstance(error, urllib.error.HTTPError):
         return "unknown", type(error).__name__
     try:
@@ -314,7 +320,8 @@ def final_states(cluster: LocalCluster) -> list[NodeState]:
 @dataclass(frozen=True)
 class RunResult:
     seed: int
-    plans: list[FaultPlan]
+    # Each fault of the schedule, described.
+    schedule: list[str]
     verdict: Verdict
     history_path: Path
 
@@ -330,6 +337,38 @@ def summary(result: RunResult) -> str:
     )
 
 
+def observe(
+    cluster: LocalCluster,
+    sink: Sink,
+    rng: random.Random,
+    history: History,
+    inject: Callable[[], None],
+) -> Verdict:
+    """The workload on `cluster` (triggers to `sink`) while `inject` runs the faults, then the
+    tail, quiescence, the final states and the checks of the recorded history."""
+    register_app(cluster.node("n1").url, sink.url)
+    workload = Workload(cluster, random.Random(rng.random()), history)
+    workload.start()
+    inject()
+    time.sleep(TAIL_S)
+    workload.stop()
+    wait_quiescent(cluster)
+    quiescent_ms = wall_ms()
+    time.sleep(SETTLE_S)
+    states = final_states(cluster)
+    history.deliveries = [
+        delivery_from(c.headers, c.body, c.name, c.received_ms) for c in list(sink.calls)
+    ]
+    return check(history, states, quiescent_ms)
+
+
+def report(result: RunResult, history: History, log: Callable[[str], None]) -> None:
+    history.dump(result.history_path)
+    outcomes = Counter(op.outcome for op in history.ops)
+    log(f"chaos: {len(history.ops)} ops: {dict(outcomes)}")
+    log(summary(result))
+
+
 def run_guarantees(data_dir: Path, seed: int, log: Callable[[str], None] = print) -> RunResult:
     """One run; raises ChaosFailure (after printing the nodes' logs) if a guarantee broke."""
     rng = random.Random(seed)
@@ -341,26 +380,11 @@ def run_guarantees(data_dir: Path, seed: int, log: Callable[[str], None] = print
     sink = Sink().start()
     try:
         with running_cluster(data_dir / "cluster") as cluster:
-            register_app(cluster.node("n1").url, sink.url)
-            workload = Workload(cluster, random.Random(rng.random()), history)
-            workload.start()
-            Injector(cluster, history, log).run(plans)
-            time.sleep(TAIL_S)
-            workload.stop()
-            wait_quiescent(cluster)
-            quiescent_ms = wall_ms()
-            time.sleep(SETTLE_S)
-            states = final_states(cluster)
-            history.deliveries = [
-                delivery_from(c.headers, c.body, c.name, c.received_ms) for c in list(sink.calls)
-            ]
-            result = RunResult(
-                seed, plans, check(history, states, quiescent_ms), data_dir / "history.jsonl"
-            )
-            history.dump(result.history_path)
-            outcomes = Counter(op.outcome for op in history.ops)
-            log(f"chaos: {len(history.ops)} ops: {dict(outcomes)}")
-            log(summary(result))
+            injector = Injector(cluster, history, log)
+            verdict = observe(cluster, sink, rng, history, lambda: injector.run(plans))
+            schedule = [plan.describe() for plan in plans]
+            result = RunResult(seed, schedule, verdict, data_dir / "history.jsonl")
+            report(result, history, log)
             if result.verdict.violations:
                 raise ChaosFailure("\n".join([summary(result), *result.verdict.violations]))
             return result

@@ -47,6 +47,8 @@ IN_FLIGHT_MS_MAX = 3000
 # "Within a few seconds once the app answers", for an occurrence no fault touched:
 # generous, as the suite shares two cores with other clusters.
 LATENESS_MS_MAX = 5000
+# Faults whose kind starts so cut nodes off the network (tests/chaos/partition_run.py).
+PARTITION_KIND_PREFIX = "partition"
 
 
 @dataclass(frozen=True)
@@ -304,6 +306,39 @@ def _check_duplicates(deliveries: list[Delivery], faults: list[Fault], verdict: 
                 f"{len(same)} times, at {[d.received_ms for d in same]} by "
                 f"{[d.node for d in same]}"
             )
+
+
+def stale_deliveries(history: History, lease_ms: int) -> list[str]:
+    """Copies that a node cut off by a partition delivered after their replacement: an
+    occurrence it fired before its lease lapsed (scheduled by then), received more than a lease
+    after the cut began, and after another node's copy of it.
+
+    Duplicates near a partition are allowed (check), but only one way round: the cut node's
+    copy may precede its replacement, never follow it. A cut node's attempt that outlives its
+    lease, and whose bytes the kernel sends once the link is back, is what this finds."""
+    cuts = sorted(
+        (f for f in history.faults if f.kind.startswith(PARTITION_KIND_PREFIX)),
+        key=lambda f: f.start_ms,
+    )
+    copies: dict[str, list[Delivery]] = defaultdict(list)
+    for d in sorted(history.deliveries, key=lambda d: d.received_ms):
+        copies[d.trigger_id].append(d)
+    stale: list[str] = []
+    for same in copies.values():
+        for k, d in enumerate(same):
+            replacement = next((e for e in same[:k] if e.node != d.node), None)
+            lapsed = [
+                f.start_ms + lease_ms
+                for f in cuts
+                if d.node in f.nodes and d.scheduled_ms <= f.start_ms + lease_ms < d.received_ms
+            ]
+            if replacement is not None and lapsed:
+                stale.append(
+                    f"stale: {d.name} {d.trigger_id} from {d.node}, received "
+                    f"{d.received_ms - lapsed[-1]} ms after its lease lapsed in a cut and "
+                    f"{d.received_ms - replacement.received_ms} ms after {replacement.node}'s copy"
+                )
+    return stale
 
 
 def _final_possibilities(op_on_name: list[Op]) -> set[int | None]:

@@ -8,7 +8,15 @@ from dataclasses import replace
 from typing import Any
 
 from tests.chaos.guarantee_run import rfc3339
-from tests.chaos.history import Delivery, Fault, History, NodeState, Op, check
+from tests.chaos.history import (
+    Delivery,
+    Fault,
+    History,
+    NodeState,
+    Op,
+    check,
+    stale_deliveries,
+)
 
 T0 = 1_800_000_000_000
 HORIZON = T0 + 60_000
@@ -102,3 +110,21 @@ def test_a_lost_job_and_diverged_replicas_are_reported() -> None:
     found = violations(History([keep]), final)
     assert any(v.startswith("lost") for v in found)
     assert any(v.startswith("diverged jobs") for v in found)
+
+
+def test_a_cut_node_copy_after_its_replacement_is_stale_and_one_before_it_is_not() -> None:
+    job = every_job(repeats=1)
+    scheduled = T0 + 1010
+    cut = Fault("partition-leader", ("n1",), T0 + 800, T0 + 9000)
+    replacement = replace(delivered(job, scheduled, late_ms=1500), node="n2")
+    stale_copy = replace(delivered(job, scheduled, late_ms=7000), node="n1")
+    history = History([job], [replacement, stale_copy], [cut])
+    lease_ms = 1000
+    assert len(stale_deliveries(history, lease_ms)) == 1
+    assert violations(history) == [], "a duplicate near a cut is no violation of check()"
+    first = replace(stale_copy, received_ms=scheduled + 10)
+    assert stale_deliveries(replace(history, deliveries=[first, replacement]), lease_ms) == []
+    not_a_partition = replace(history, faults=[replace(cut, kind="pause")])
+    assert stale_deliveries(not_a_partition, lease_ms) == []
+    fired_after_its_lease = replace(history, faults=[replace(cut, start_ms=T0 - 500)])
+    assert stale_deliveries(fired_after_its_lease, lease_ms) == []

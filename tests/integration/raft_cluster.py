@@ -30,9 +30,9 @@ from types import TracebackType
 from typing import Any
 
 from store.raft.config import DUMP_FILE_NAME
+from tests.support.cluster_secret import TEST_CLUSTER_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET = "integration-secret"
 # A dump is renamed into place in a moment: the files are polled this often to catch it.
 DUMP_POLL_S = 0.001
 
@@ -67,13 +67,15 @@ class RaftNodeProcess:
     control_port: int
     data_dir: Path
     peers: list[str]
-    secret: str | None = SECRET
+    secret: str | None = TEST_CLUSTER_SECRET
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
+    # The host of the Raft address (the control port is on 127.0.0.1 whatever it is).
+    host: str = "127.0.0.1"
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.raft_port}"
+        return f"{self.host}:{self.raft_port}"
 
     @property
     def log_path(self) -> Path:
@@ -195,11 +197,12 @@ class RaftCluster:
         base_dir: Path,
         size: int = 3,
         extra_args: list[str] | None = None,
-        secret: str | None = SECRET,
+        secret: str | None = TEST_CLUSTER_SECRET,
+        host: str = "127.0.0.1",
     ) -> None:
         ports = free_ports(2 * size)
         raft_ports, control_ports = ports[:size], ports[size:]
-        addresses = [f"127.0.0.1:{p}" for p in raft_ports]
+        addresses = [f"{host}:{p}" for p in raft_ports]
         self.nodes = [
             RaftNodeProcess(
                 name=f"n{i}",
@@ -209,6 +212,7 @@ class RaftCluster:
                 peers=[a for a in addresses if a != addresses[i]],
                 secret=secret,
                 extra_args=list(extra_args or []),
+                host=host,
             )
             for i in range(size)
         ]

@@ -1,5 +1,6 @@
 """The `tock` command line as a user runs it, each command a real subprocess: `tock job
-create|get|list|delete` and `tock status` against a real 3-process cluster, and `tock up`
+create|get|list|delete|pause|resume|run|history`, `tock deadletter list|redrive|delete`,
+`tock export` and `tock import` and `tock status` against a real 3-process cluster, and `tock up`
 itself, from its first printed line (its nodes, then where the admin token is) to SIGTERM leaving
 no node process behind.
 """
@@ -15,12 +16,16 @@ import stat
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import IO
 
 import pytest
 
+from node.backup import export_line, job_of_line
+from node.config import NodeConfig
 from tests.integration.node_helpers import App, Rig, call, running_rig, settle, wait_until
 from tests.support.local_cluster import port_block
 from tests.support.sink import Sink
@@ -29,16 +34,19 @@ REPO = Path(__file__).resolve().parents[2]
 COMMAND_TIMEOUT_S = 30.0
 UP_READY_S = 60.0
 UP_STOP_S = 30.0
+# The large import: enough jobs for its progress to show (a line every 10,000 jobs).
+LARGE_IMPORT_JOBS = 20_000
+LARGE_IMPORT_S_MAX = 90.0
 
 
-def tock(*args: str) -> subprocess.CompletedProcess[str]:
+def tock(*args: str, timeout_s: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
     # Only the credentials a test gives on the command line: none from the environment.
     env = {k: v for k, v in os.environ.items() if k not in ("TOCK_ADMIN_TOKEN", "DAPR_API_TOKEN")}
     return subprocess.run(
         [sys.executable, "-m", "node.cli", *args],
         capture_output=True,
         text=True,
-        timeout=COMMAND_TIMEOUT_S,
+        timeout=timeout_s,
         cwd=REPO,
         env=env,
         check=False,
@@ -110,7 +118,117 @@ def test_errors_exit_1_with_the_message_and_change_nothing(app: App) -> None:
     assert overwrite.returncode == 0, overwrite
     assert json.loads(job_cli(app, 1, "get", name).stdout)["schedule"] == "@hourly"
     usage = job_cli(app, 1, "create", name, "--failure-policy", "sometimes")
-    assert usage.returncode == 2 and "drop or constant" in usage.stderr, usage
+    assert usage.returncode == 2 and "drop, constant:INTERVAL" in usage.stderr, usage
+
+
+def test_job_operations_from_the_command_line_across_nodes(app: App) -> None:
+    name = app.name("ops")
+    created = job_cli(
+        app, 1, "create", name, "--schedule", "@every 1h", "--jitter", "1s",
+        "--delivery-timeout", "2s", "--failure-policy", "exponential:1s:1m:2:3",
+    )  # fmt: skip
+    assert created.returncode == 0, created
+    job = json.loads(job_cli(app, 2, "get", name).stdout)
+    assert (job["jitter"], job["deliveryTimeout"]) == ("1s", "2s")
+    assert job["failurePolicy"] == {
+        "exponential": {
+            "initialInterval": "1s",
+            "maxInterval": "60s",
+            "multiplier": 2.0,
+            "maxRetries": 3,
+        }
+    }
+    for node, command, done in ((2, "pause", "paused"), (2, "pause", "paused")):
+        answer = job_cli(app, node, command, name)
+        assert (answer.returncode, answer.stdout) == (0, f"{done} {name}\n"), answer
+    assert json.loads(job_cli(app, 3, "get", name).stdout)["status"]["paused"] is True
+    assert job_cli(app, 3, "resume", name).stdout == f"resumed {name}\n"
+    status = json.loads(job_cli(app, 1, "get", name).stdout)["status"]
+    assert status["paused"] is False and status["nextTrigger"] == job["status"]["nextTrigger"]
+    assert job_cli(app, 1, "run", name).stdout == f"running {name}\n"
+    history = job_cli(app, 2, "history", name, "--limit", "5")
+    assert history.returncode == 0, history
+    attempts = json.loads(history.stdout)
+    assert isinstance(attempts, list) and len(attempts) <= 5
+    for command in ("pause", "resume", "run", "history"):
+        missing = job_cli(app, 3, command, app.name("ghost"))
+        assert missing.returncode == 1 and "job not found" in missing.stderr, missing
+
+
+def test_dead_letter_commands_answer_for_the_app(app: App) -> None:
+    def letter_cli(node: int, *args: str) -> subprocess.CompletedProcess[str]:
+        command, *rest = args
+        return tock("deadletter", command, *rest, "--node", app.rig.url(node), "--app-id", app.id)
+
+    listed = letter_cli(1, "list", "--prefix", "x")
+    assert (listed.returncode, json.loads(listed.stdout)) == (0, []), listed
+    unknown = f"1:{uuid.uuid4().hex}"
+    redrive = letter_cli(2, "redrive", unknown)
+    assert redrive.returncode == 1 and "dead letter not found" in redrive.stderr, redrive
+    forget = letter_cli(3, "delete", unknown)
+    assert (forget.returncode, forget.stdout) == (0, f"deleted {unknown}\n"), forget
+    bad = letter_cli(3, "delete", "x" * 65)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: "), bad
+
+
+def test_export_to_a_file_and_stdout_then_import_it_back(app: App, tmp_path: Path) -> None:
+    names = sorted(app.name(stem) for stem in ("b", "a", "c"))
+    for name in names:
+        app.create(name, {"schedule": "@every 1h", "data": {"name": name}})
+    assert job_cli(app, 1, "pause", names[1]).returncode == 0
+    before = {name: app.get(name, node=2).json for name in names}
+    path = tmp_path / "jobs.ndjson"
+    exported = tock("export", str(path), "--node", app.rig.url(1), "--app", app.id)
+    assert (exported.returncode, exported.stdout) == (0, f"exported 3 jobs to {path}\n"), exported
+    lines = path.read_bytes().splitlines()
+    assert [json.loads(line)["name"] for line in lines] == names
+    to_stdout = tock("export", "--node", app.rig.url(3), "--app", app.id, "--prefix", names[1])
+    assert to_stdout.stdout.encode() == lines[1] + b"\n", to_stdout
+
+    assert call(f"{app.rig.url(1)}/v1.0/jobs?prefix=", "DELETE", headers=app.headers).status == 200
+    imported = tock("import", str(path), "--node", app.rig.url(2))
+    assert (imported.returncode, imported.stdout) == (0, "imported 3, skipped 0\n"), imported
+    assert imported.stderr == ""
+    assert {name: app.get(name, node=3).json for name in names} == before
+    again = tock("import", str(path), "--node", app.rig.url(3))
+    assert again.stdout == "imported 0, skipped 3\n", again
+    overwrite = tock("import", str(path), "--overwrite", "--node", app.rig.url(1))
+    assert overwrite.stdout == "imported 3, skipped 0\n", overwrite
+
+    bad = tmp_path / "bad.ndjson"
+    bad.write_bytes(lines[0] + b"\n{}\n")
+    refused = tock("import", str(bad), "--node", app.rig.url(1))
+    assert refused.returncode == 1 and "import line 2" in refused.stderr, refused
+
+
+def test_a_large_import_shows_its_progress(app: App, tmp_path: Path) -> None:
+    template = app.name("template")
+    app.create(template, {"schedule": "@every 24h"})
+    line = tock("export", "--node", app.rig.url(1), "--app", app.id).stdout.encode()
+    job = job_of_line(line, 1)
+    path = tmp_path / "large.ndjson"
+    with path.open("wb") as file:
+        for k in range(LARGE_IMPORT_JOBS):
+            name = f"bulk-{k:05d}"
+            copy = job._replace(name=name, spec=job.spec._replace(name=name), uid=f"{k}")
+            file.write(export_line(copy))
+    # Larger than any request body the node reads whole: the import must stream it.
+    body_bytes_max = next(f.default for f in fields(NodeConfig) if f.name == "body_bytes_max")
+    assert isinstance(body_bytes_max, int) and path.stat().st_size > body_bytes_max
+    try:
+        answer = tock("import", str(path), "--node", app.rig.url(2), timeout_s=LARGE_IMPORT_S_MAX)
+        assert answer.stdout == f"imported {LARGE_IMPORT_JOBS}, skipped 0\n", answer
+        progress = answer.stderr.splitlines()
+        assert len(progress) == 2, answer.stderr
+        for shown, jobs in zip(progress, (10_000, 20_000), strict=True):
+            assert shown.startswith("import: ") and " jobs sent (" in shown, shown
+            assert int(shown.split()[1]) >= jobs, shown
+        assert progress[-1].endswith("MiB, 100%)"), progress
+        count = call(f"{app.rig.url(3)}/admin/cluster").json["jobs"]
+        assert count >= LARGE_IMPORT_JOBS + 1, count
+    finally:
+        deleted = call(f"{app.rig.url(1)}/v1.0/jobs?prefix=bulk-", "DELETE", headers=app.headers)
+        assert deleted.status == 200, deleted
 
 
 def test_status_prints_the_node_and_every_member(rig: Rig) -> None:

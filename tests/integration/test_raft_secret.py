@@ -20,7 +20,7 @@ def test_a_node_without_the_secret_refuses_to_start(tmp_path: Path) -> None:
 def test_a_peer_with_a_wrong_secret_cannot_join(tmp_path: Path) -> None:
     with RaftCluster(tmp_path) as cluster:
         intruder = cluster.nodes[2]
-        intruder.secret = "not-the-secret"
+        intruder.secret = "not-the-cluster-secret-but-as-long-as-one"
         cluster.start()
         members = cluster.nodes[:2]
         leader_status: list[str] = []

@@ -14,7 +14,7 @@ import contextvars
 import random
 from dataclasses import dataclass, field
 
-from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.delivery.trigger import DeliveryOutcome, DeliveryReport, Trigger
 from tests.sim.clock import NodeClock, true_wall_ms
 
 
@@ -77,7 +77,11 @@ class AppClient:
         self._node = node
         self._clock = clock
 
-    async def deliver(self, url: str, trigger: Trigger) -> DeliveryOutcome:
+    def abandon(self) -> None:
+        # A send is recorded when it leaves: the engine's cancelling the attempts is all.
+        return
+
+    async def deliver(self, url: str, trigger: Trigger) -> DeliveryReport:
         app = self._app
         loop = asyncio.get_running_loop()
         send = Send(
@@ -94,12 +98,13 @@ class AppClient:
         if app.rng.random() >= app.faults.drop:
             delay_s = app.rng.uniform(*app.faults.latency_ms) / 1000
             loop.call_later(delay_s, app._receive, send, reply, context=app.context)
+        timed_out = False
         try:
             outcome = await asyncio.wait_for(reply, app.faults.timeout_s)
         except TimeoutError:
-            outcome = DeliveryOutcome.FAILED
+            outcome, timed_out = DeliveryOutcome.FAILED, True
         send.outcome, send.done_ms = outcome.value, true_wall_ms(loop)
-        return outcome
+        return DeliveryReport(outcome, timed_out=timed_out)
 
 
 def _answer(reply: asyncio.Future[DeliveryOutcome], answer: DeliveryOutcome) -> None:

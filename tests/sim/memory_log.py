@@ -120,6 +120,14 @@ class MemoryLog:
     def replicas(self) -> list[Replica]:
         return [self._replicas[node] for node in sorted(self._replicas)]
 
+    def hand_over(self, node: str) -> None:
+        """The leader `node` hands leadership to another connected member, at once."""
+        others = [other for other in self._connected_nodes() if other != node]
+        if self.leader == node and others:
+            self.term += 1
+            self.leader = self._rng.choice(others)
+            self.elections += 1
+
     def _lose_leader(self) -> None:
         self.leader = None
         self.term += 1
@@ -282,6 +290,10 @@ class Replica:
 
     def cluster_addresses(self) -> frozenset[str]:
         return frozenset(self._group.addresses.values())
+
+    def transfer_leadership(self) -> None:
+        if self._group.leader == self.node:
+            self._group.hand_over(self.node)
 
     # ---- replication ----
 

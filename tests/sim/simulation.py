@@ -20,7 +20,8 @@ from typing import Any
 from cluster.ring import Ring
 from store.codec import Put, RegisterApp, decode_command, encode_command
 from store.errors import TockError
-from store.jobs import DATA_TYPE_JSON, FailureKind, FailurePolicy, JobSpec
+from store.failure_policy import FailureKind, FailurePolicy
+from store.jobs import DATA_TYPE_JSON, JobSpec
 from store.machine import ErrorKind, JobMachine, Result
 from store.schedule import format_rfc3339_ms
 from tests.chaos.history import Fault

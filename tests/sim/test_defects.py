@@ -7,11 +7,14 @@ asserts that some seed among a bounded number breaks a guarantee.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import pytest
 
+from node.engine import verdicts
 from node.engine.acks import PendingAck
-from node.engine.engine import TriggerEngine
+from node.engine.verdicts import Settlement
+from store.machine import JobMachine
 from tests.sim import simulation
 from tests.sim.node import SimNode
 from tests.sim.simulation import simulate
@@ -36,17 +39,18 @@ def _first_violation(kind: str) -> tuple[int, str]:
 
 
 def test_firing_before_the_previous_owner_released(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The new owner of a partition no longer waits for the previous owner's Release.
-    monkeypatch.setattr(TriggerEngine, "_handing_over", lambda self, partition: False)
+    # The new owner of a partition no longer waits for the previous owner's Release: hand-off
+    # (cluster/handoff.py) reads every previous owner as released.
+    monkeypatch.setattr(JobMachine, "has_released", lambda self, member: True)
     _first_violation("duplicate without a fault")
 
 
-def test_releasing_acks_of_unknown_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
-    # An ack whose outcome is unknown releases its job (re-read, fired again), not re-sent.
-    def release_all(self: TriggerEngine, pendings: list[PendingAck]) -> list[PendingAck]:
-        return pendings
+def test_ending_the_holds_of_acks_of_unknown_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An ack whose outcome is unknown ends its job's hold (re-read, fired again), not re-sent.
+    def end_every_hold(pendings: Sequence[PendingAck], epoch: int) -> Settlement:
+        return Settlement(end=tuple(pendings))
 
-    monkeypatch.setattr(TriggerEngine, "_resend_idempotent", release_all)
+    monkeypatch.setattr(verdicts, "resend_idempotent", end_every_hold)
     _first_violation("duplicate without a fault")
 
 

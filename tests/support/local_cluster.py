@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,15 +36,20 @@ def _free(port: int) -> bool:
 
 
 def port_block(size: int) -> int:
-    """The first port of `size` consecutive free ports reserved for this test process."""
+    """The first port of `size` consecutive free ports in this test process's range.
+
+    The blocks are taken in turn and, past the end of the range, from its start again: a
+    worker may start more clusters than its range holds blocks, and a block whose cluster has
+    stopped is free again (the bind check skips one that is not, e.g. a port another
+    connection holds)."""
     assert size <= PORTS_PER_CLUSTER
-    while True:
-        block = next(_blocks)
-        if (block + 1) * PORTS_PER_CLUSTER > PORTS_PER_WORKER:
-            raise RuntimeError("this test process used up its port range")
+    blocks_per_worker = PORTS_PER_WORKER // PORTS_PER_CLUSTER
+    for _ in range(3 * blocks_per_worker):
+        block = next(_blocks) % blocks_per_worker
         base = 20000 + _worker_index() * PORTS_PER_WORKER + block * PORTS_PER_CLUSTER
         if all(_free(port) for port in range(base, base + size)):
             return base
+    raise RuntimeError("no block of free ports left in this test process's range")
 
 
 @contextmanager
@@ -55,8 +60,12 @@ def running_cluster(
     open_api: bool = True,
     time_zone: str = "UTC",
     ready_timeout_s: float = 60.0,
+    node_hosts: tuple[str, ...] | None = None,
+    command_prefix: Callable[[str], list[str]] | None = None,
+    tls: bool = False,
 ) -> Iterator[LocalCluster]:
-    """Start a cluster, wait until it is ready, and always stop it (dumping logs on failure)."""
+    """Start a cluster, wait until it is ready, and always stop it (dumping logs on failure).
+    `node_hosts` and `command_prefix` place nodes elsewhere than 127.0.0.1 (LocalClusterConfig)."""
     base = port_block(3 * 15)
     cluster = LocalCluster(
         LocalClusterConfig(
@@ -68,6 +77,9 @@ def running_cluster(
             time_zone=time_zone,
             open_api=open_api,
             node_args=node_args,
+            node_hosts=node_hosts,
+            command_prefix=command_prefix,
+            tls=tls,
         )
     )
     cluster.start()

@@ -21,11 +21,13 @@ from node.delivery.http import DeliveryConfig, HttpDelivery
 from node.engine.engine import EngineConfig, TriggerEngine
 from store.clock import SystemClock
 from store.codec import Command, Delete, Member, Put, RegisterApp, SetMembers, encode_command
-from store.jobs import DATA_TYPE_JSON, FailurePolicy, Job, JobSpec, MisfirePolicy
+from store.failure_policy import FailurePolicy
+from store.jobs import DATA_TYPE_JSON, Job, JobSpec, MisfirePolicy
 from store.machine import JobMachine, Result
 from store.raft.config import RaftConfig
 from store.raft.store import RaftStore
 from store.shared_machine import SharedMachine
+from tests.support.cluster_secret import TEST_CLUSTER_SECRET
 
 T = TypeVar("T")
 
@@ -56,7 +58,9 @@ class Harness:
         self.member = Member(NODE, raft, "127.0.0.1:1")
         self.machine = SharedMachine(JobMachine(PARTITIONS, Ring))
         self.store = RaftStore(
-            RaftConfig(self_address=raft, peer_addresses=(), data_dir=data_dir, secret="test"),
+            RaftConfig(
+                self_address=raft, peer_addresses=(), data_dir=data_dir, secret=TEST_CLUSTER_SECRET
+            ),
             self.machine,
         )
         self.http = HttpDelivery(DeliveryConfig(), attempt_timeout_s=3.0)
@@ -125,6 +129,8 @@ class Harness:
         failure_policy: FailurePolicy | None = None,
         misfire_policy: MisfirePolicy = MisfirePolicy.ALL,
         overwrite: bool = False,
+        jitter: str | None = None,
+        delivery_timeout: str | None = None,
     ) -> Job:
         spec = JobSpec(
             name=name,
@@ -135,6 +141,8 @@ class Harness:
             data_type=DATA_TYPE_JSON,
             failure_policy=failure_policy,
             misfire_policy=misfire_policy,
+            jitter=jitter,
+            delivery_timeout=delivery_timeout,
         )
         now_ms = self.clock.wall_ms()
         command = Put(NAMESPACE, app, spec, overwrite, now_ms, uuid.uuid4().hex, "UTC")

@@ -74,7 +74,12 @@ def test_create_then_get_returns_the_original_strings_and_status(app: App, prefi
     job = app.call("GET", "/jobs/nightly", prefix=prefix).json
     status = job.pop("status")
     assert job == {"name": "nightly", **body}
-    assert status == {"count": 0, "lastTrigger": None, "nextTrigger": "2030-01-02T03:04:05.000Z"}
+    assert status == {
+        "count": 0,
+        "lastTrigger": None,
+        "nextTrigger": "2030-01-02T03:04:05.000Z",
+        "paused": False,
+    }
 
 
 def test_snake_case_keys_are_accepted(app: App) -> None:

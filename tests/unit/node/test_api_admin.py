@@ -11,8 +11,10 @@ from aiohttp import web
 
 from node.access import Access
 from node.http.api import ApiConfig, build_app
+from node.http.backup import BackupRoutes
 from node.http.errors import describe
 from node.http.openapi import openapi_document
+from node.http.operations import OperationRoutes
 from node.http.tokens import AppTokenRoutes
 from node.watch.forward import ForwardRoute
 from node.watch.route import LocalWatchers, WatchConfig, WatchRoute
@@ -98,22 +100,18 @@ def test_an_unexpected_exception_is_a_generic_500_and_the_node_serves_on(node: L
     assert node.call("GET", "/v1.0/healthz").status == 204
 
 
-def test_metrics_are_prometheus_text(node: LiveNode) -> None:
-    answer = node.call("GET", "/metrics", headers=ADMIN)
-    assert answer.status == 200
-    assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    assert b"# TYPE tock_jobs gauge" in answer.body
-
-
 def test_openapi_describes_every_registered_route(node: LiveNode) -> None:
     served = node.call("GET", "/openapi.json").json
     assert served == openapi_document()
     assert served["openapi"].startswith("3.")
-    # The node's watch routes sit beside the jobs API; none of their handlers runs here.
+    # The node's watch, operation and backup routes sit beside the jobs API; none of their
+    # handlers runs here.
     watchers = LocalWatchers(WatchConfig(), on_change=lambda: None, ack_timeout_s=1.0)
     extra = (
         WatchRoute(watchers, registered=None, stands=None),  # type: ignore[arg-type]
         ForwardRoute(watchers, signatures=None, body_bytes_max=1),  # type: ignore[arg-type]
+        OperationRoutes(service=None),  # type: ignore[arg-type]
+        BackupRoutes(backup=None, read_timeout_s=1.0),  # type: ignore[arg-type]
         AppTokenRoutes(tokens=None),  # type: ignore[arg-type]
     )
     access = Access(ADMIN_TOKEN, open_api=True, tokens=None)  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from node.grpc.api import GrpcApiConfig
 from node.http.api import ApiConfig
 from node.server import engine_config_of
 from node.service import ServiceConfig
+from node.tls import TlsConfig
 from node.watch.announcer import AnnouncerConfig
 from node.watch.forward import ForwardConfig
 from node.watch.route import WatchConfig
@@ -28,6 +29,7 @@ from store.jobs import JobLimits
 from store.raft.config import RaftConfig, RaftTuning
 from store.raft.transport import HardeningConfig
 from store.supervision import SupervisionConfig
+from tests.support.cluster_secret import TEST_CLUSTER_SECRET
 
 ROOT = Path(__file__).resolve().parents[3]
 MIB = 1024 * 1024
@@ -52,7 +54,7 @@ def node_config(**changes: object) -> NodeConfig:
         http="127.0.0.1:3500",
         raft="127.0.0.1:7500",
         data_dir=Path("/nonexistent/tock"),
-        secret="s",
+        secret=TEST_CLUSTER_SECRET,
         admin_token="a" * 16,
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
@@ -139,6 +141,7 @@ def test_a_rule_across_fields_is_refused_naming_them(
         ({"propose_timeout_s": 0.0}, r"^propose_timeout_s must be positive"),
         ({"delivery_timeout_s": -1.0}, r"^delivery_timeout_s must be positive"),
         ({"body_bytes_max": 0}, r"^body_bytes_max must be positive"),
+        ({"app_host_allow": ("10.0.0.0/8", "a b")}, r"^app_host_allow: 'a b' is neither"),
         ({"service": ServiceConfig(time_zone="Mars/Olympus")}, r"^service: time_zone: "),
         ({"service": ServiceConfig(jobs_max_per_app=0)}, r"^service: jobs_max_per_app must"),
         (
@@ -156,6 +159,14 @@ def test_a_rule_across_fields_is_refused_naming_them(
         ({"grpc_api": GrpcApiConfig(stop_grace_s=0)}, r"^grpc_api: stop_grace_s"),
         ({"engine": EngineConfig(lease_poll_ms=0)}, r"^engine: .*lease_poll_ms"),
         ({"raft_store": RaftTuning(batch_commands_max=0)}, r"^raft_store: batch_commands_max"),
+        (
+            {"tls": TlsConfig(cert_file=Path("node.pem"))},
+            r"^tls: cert_file and key_file must be given together",
+        ),
+        (
+            {"tls": TlsConfig(ca_file=Path("ca.pem"))},
+            r"^tls: ca_file is for checking other nodes: it needs cert_file",
+        ),
     ],
 )
 def test_every_part_of_the_tree_is_validated_with_its_own_rules(
@@ -254,6 +265,7 @@ def test_every_config_in_the_tree_checks_itself() -> None:
             RaftTuning,
             HardeningConfig,
             SupervisionConfig,
+            TlsConfig,
         )
     }
     assert classes == by_name.keys()

@@ -18,17 +18,20 @@ import pytest
 from cluster.ring import Ring
 from node.engine.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
 from node.engine.engine import EngineConfig
-from node.engine.metrics import EngineMetrics
+from node.engine.metrics import EngineMetrics, TriggerResult
 from node.engine.misfire import skipped_occurrences
 from store.clock import SystemClock
 from store.codec import AckEntry, Outcome
-from store.jobs import FAILURE_POLICY_DROP, Job, MisfirePolicy
+from store.failure_policy import FAILURE_POLICY_DROP
+from store.jobs import Job, MisfirePolicy
 from store.machine import JobMachine
 from store.partition import PARTITIONS_DEFAULT
 from store.raft.config import RaftConfig
 from store.raft.store import RaftStore
 from store.schedule import format_rfc3339_ms
 from store.shared_machine import SharedMachine
+from tests.support.cluster_secret import TEST_CLUSTER_SECRET
+from tests.support.metrics import histogram_count_and_sum
 from tests.support.sink import Call, Sink
 from tests.unit.node.engine_harness import NAMESPACE, NODE, Harness
 
@@ -204,7 +207,7 @@ def test_misfire_latest_delivers_only_the_most_recent_missed_occurrence(
 ) -> None:
     put_ms = harness.clock.wall_ms()
     past_ms = put_ms - 10_500
-    skipped_before = harness.engine.metrics.triggers[Outcome.SKIPPED]
+    skipped_before = harness.engine.metrics.triggers[TriggerResult.SKIPPED].total()
     harness.put(
         "latest",
         schedule="@every 1s",
@@ -216,7 +219,7 @@ def test_misfire_latest_delivers_only_the_most_recent_missed_occurrence(
     times = [scheduled_ms(call) for call in sink.calls_for("latest")]
     # Occurrences at -10.5 s .. -1.5 s are skipped; -0.5 s goes out late; then on schedule.
     assert times == [put_ms - 500, put_ms + 500, put_ms + 1500]
-    assert harness.engine.metrics.triggers[Outcome.SKIPPED] - skipped_before == 10
+    assert harness.engine.metrics.triggers[TriggerResult.SKIPPED].total() - skipped_before == 10
 
 
 def test_misfire_skip_delivers_from_the_next_future_occurrence(
@@ -323,7 +326,7 @@ def test_an_ack_that_cannot_be_proposed_is_reported_unavailable(tmp_path: Path) 
     """A store that is not running refuses the proposal outright: certainly not applied."""
     machine = SharedMachine(JobMachine(PARTITIONS_DEFAULT, Ring))
     config = RaftConfig(
-        self_address="127.0.0.1:1", peer_addresses=(), data_dir=tmp_path, secret="test"
+        self_address="127.0.0.1:1", peer_addresses=(), data_dir=tmp_path, secret=TEST_CLUSTER_SECRET
     )
     store = RaftStore(config, machine)
     verdicts: list[AckVerdict] = []
@@ -356,8 +359,9 @@ def test_stop_waits_for_the_delivery_in_flight_and_commits_its_ack(
         node.stop_engine()
         assert node.job("last", app="slow") is None
         metrics = node.engine.metrics
-        assert metrics.triggers[Outcome.SUCCESS] == 1
-        assert metrics.delivery_ms.count == 1 and metrics.delivery_ms.total >= SLOW_S * 1000
+        assert metrics.triggers[TriggerResult.SUCCESS].by_app() == {("default", "slow"): 1}
+        count, total_s = histogram_count_and_sum(metrics.delivery)
+        assert count == 1 and total_s >= SLOW_S
         assert metrics.deliveries_in_flight == metrics.jobs_in_flight == 0
     finally:
         node.close()

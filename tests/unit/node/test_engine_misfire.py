@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.engine.metrics import Histogram
 from node.engine.misfire import skipped_occurrences
 from store.jobs import Job, JobSpec, MisfirePolicy, derive_job
 
@@ -95,17 +94,3 @@ def test_what_is_left_after_the_skips_is_what_the_policy_delivers(
         assert delivered_ms <= now_ms < delivered_ms + 1000 or now_ms - delivered_ms <= grace_ms
     else:
         assert now_ms - delivered_ms <= grace_ms
-
-
-def test_histogram_buckets_are_inclusive_upper_bounds() -> None:
-    histogram = Histogram((1, 10, 100))
-    for value in (0, 1, 2, 10, 11, 100, 5000):
-        histogram.observe(value)
-    assert histogram.counts == [2, 2, 2, 1]
-    assert histogram.cumulative() == [(1, 2), (10, 4), (100, 6), (float("inf"), 7)]
-    assert (histogram.count, histogram.total) == (7, 5124)
-
-
-def test_histogram_refuses_a_negative_sample() -> None:
-    with pytest.raises(AssertionError):
-        Histogram((1,)).observe(-1)

@@ -1,11 +1,14 @@
 """gRPC delivery against real in-process gRPC apps: Dapr's JobEventRequest, the Alpha1 fallback,
-which codes are success, and that a slow or absent app is a failure, never an exception."""
+which codes are success, that a slow or absent app is a failure, never an exception, and that a
+delivery reaches a TCP target the allow list allows only, and receives a bounded answer."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -13,13 +16,16 @@ from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import appcallback_pb2
 from google.protobuf import struct_pb2
 
+from node.delivery.allowed_hosts import AllowedHosts
 from node.delivery.dispatch import Deliverer
 from node.delivery.grpc import GrpcDelivery, GrpcDeliveryConfig
 from node.delivery.http import DeliveryConfig, HttpDelivery
-from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.delivery.trigger import ANSWER_BYTES_MAX, DeliveryOutcome, DeliveryReport, Trigger
 from node.grpc.payload import VALUE_TYPE_URL
 from store.jobs import DATA_TYPE_JSON
 from tests.support.local_cluster import port_block
+
+T = TypeVar("T")
 
 TRIGGER = Trigger(
     namespace="ns",
@@ -86,7 +92,7 @@ def answering(code: grpc.StatusCode, delay_s: float = 0.0) -> Answer:
 
 async def deliver_to(
     methods: dict[str, Answer], timeout_s: float = 3.0
-) -> tuple[DeliveryOutcome, Received]:
+) -> tuple[DeliveryReport, Received]:
     received: Received = []
     server, url = await serve_app(methods, received)
     delivery = GrpcDelivery(GrpcDeliveryConfig(), attempt_timeout_s=timeout_s, node_id="n7")
@@ -98,8 +104,8 @@ async def deliver_to(
     return outcome, received
 
 
-def run(coroutine: Awaitable[tuple[DeliveryOutcome, Received]]) -> tuple[DeliveryOutcome, Received]:
-    async def bounded() -> tuple[DeliveryOutcome, Received]:
+def run(coroutine: Awaitable[T]) -> T:
+    async def bounded() -> T:
         async with asyncio.timeout(20):
             return await coroutine
 
@@ -108,7 +114,7 @@ def run(coroutine: Awaitable[tuple[DeliveryOutcome, Received]]) -> tuple[Deliver
 
 def test_the_request_is_daprs_job_event() -> None:
     outcome, received = run(deliver_to({"AppCallback/OnJobEvent": answering(grpc.StatusCode.OK)}))
-    assert outcome is DeliveryOutcome.SUCCESS
+    assert outcome.outcome is DeliveryOutcome.SUCCESS
     ((path, request, metadata),) = received
     assert path == "AppCallback/OnJobEvent"
     assert (request.name, request.method) == ("backup", "job/backup")
@@ -126,7 +132,7 @@ def test_the_request_is_daprs_job_event() -> None:
 def test_an_app_without_the_stable_method_gets_alpha1() -> None:
     methods = {"AppCallbackAlpha/OnJobEventAlpha1": answering(grpc.StatusCode.OK)}
     outcome, received = run(deliver_to(methods))
-    assert outcome is DeliveryOutcome.SUCCESS
+    assert outcome.outcome is DeliveryOutcome.SUCCESS
     assert [path for path, _, _ in received] == ["AppCallbackAlpha/OnJobEventAlpha1"]
 
 
@@ -141,33 +147,33 @@ def test_an_app_without_the_stable_method_gets_alpha1() -> None:
 )
 def test_ok_and_not_found_are_success(code: grpc.StatusCode, outcome: DeliveryOutcome) -> None:
     got, received = run(deliver_to({"AppCallback/OnJobEvent": answering(code)}))
-    assert (got, len(received)) == (outcome, 1)
+    assert (got, len(received)) == (DeliveryReport(outcome, code.value[0]), 1)
 
 
 def test_unimplemented_everywhere_is_a_failure() -> None:
-    outcome, received = run(deliver_to({}))
-    assert (outcome, received) == (DeliveryOutcome.FAILED, [])
+    report, received = run(deliver_to({}))
+    assert (report.outcome, received) == (DeliveryOutcome.FAILED, [])
 
 
 def test_an_app_slower_than_the_deadline_is_a_failure() -> None:
     slow = {"AppCallback/OnJobEvent": answering(grpc.StatusCode.OK, delay_s=2.0)}
-    outcome, received = run(deliver_to(slow, timeout_s=0.3))
-    assert (outcome, len(received)) == (DeliveryOutcome.FAILED, 1)
+    report, received = run(deliver_to(slow, timeout_s=0.3))
+    assert (report, len(received)) == (DeliveryReport(DeliveryOutcome.FAILED, timed_out=True), 1)
 
 
 def test_an_absent_app_is_a_failure() -> None:
-    async def absent() -> tuple[DeliveryOutcome, Received]:
+    async def absent() -> tuple[DeliveryReport, Received]:
         delivery = GrpcDelivery(GrpcDeliveryConfig(), attempt_timeout_s=1.0)
         try:
             return await delivery.deliver(f"grpc://127.0.0.1:{port_block(1)}", TRIGGER), []
         finally:
             await delivery.close()
 
-    assert run(absent())[0] is DeliveryOutcome.FAILED
+    assert run(absent())[0].outcome is DeliveryOutcome.FAILED
 
 
 def test_the_deliverer_sends_grpc_urls_to_grpc() -> None:
-    async def through_deliverer() -> tuple[DeliveryOutcome, Received]:
+    async def through_deliverer() -> tuple[DeliveryReport, Received]:
         received: Received = []
         methods = {"AppCallback/OnJobEvent": answering(grpc.StatusCode.OK)}
         server, url = await serve_app(methods, received)
@@ -181,8 +187,8 @@ def test_the_deliverer_sends_grpc_urls_to_grpc() -> None:
             await deliverer.close()
             await server.stop(0)
 
-    outcome, received = run(through_deliverer())
-    assert (outcome, len(received)) == (DeliveryOutcome.SUCCESS, 1)
+    report, received = run(through_deliverer())
+    assert (report, len(received)) == (DeliveryReport(DeliveryOutcome.SUCCESS), 1)
 
 
 def test_the_apps_token_goes_as_metadata_only_when_it_has_one() -> None:
@@ -193,7 +199,7 @@ def test_the_apps_token_goes_as_metadata_only_when_it_has_one() -> None:
         )
         delivery = GrpcDelivery(GrpcDeliveryConfig(), attempt_timeout_s=3.0)
         try:
-            assert await delivery.deliver(url, trigger) is DeliveryOutcome.SUCCESS
+            assert (await delivery.deliver(url, trigger)).outcome is DeliveryOutcome.SUCCESS
         finally:
             await delivery.close()
             await server.stop(0)
@@ -202,3 +208,111 @@ def test_the_apps_token_goes_as_metadata_only_when_it_has_one() -> None:
     with_token = asyncio.run(deliver(dataclasses.replace(TRIGGER, app_token="s3cret")))
     assert with_token["dapr-api-token"] == "s3cret"
     assert "dapr-api-token" not in asyncio.run(deliver(TRIGGER))
+
+
+@pytest.mark.parametrize(
+    "url", ["grpc://unix:{dir}/app.sock", "grpc://unix://{dir}/app.sock", "grpc://unix:1"]
+)
+def test_a_url_that_would_reach_a_unix_socket_is_a_failed_attempt(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`grpc://unix:1` is a valid TCP URL (host `unix`, port 1) and must stay one: a channel
+    target of `unix:1` would be the socket file `1` of the current directory."""
+    received: list[str] = []
+
+    async def go() -> DeliveryOutcome:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((recording_handler(received),))
+        for socket_path in (tmp_path / "app.sock", tmp_path / "1"):
+            server.add_insecure_port(f"unix:{socket_path}")
+        await server.start()
+        delivery = GrpcDelivery(GrpcDeliveryConfig(), attempt_timeout_s=1.0)
+        try:
+            return (await delivery.deliver(url.format(dir=tmp_path), TRIGGER)).outcome
+        finally:
+            await delivery.close()
+            await server.stop(0)
+
+    monkeypatch.chdir(tmp_path)
+    assert asyncio.run(go()) is DeliveryOutcome.FAILED
+    assert received == []
+
+
+def recording_handler(received: list[str]) -> grpc.GenericRpcHandler:
+    """Every method of AppCallback, recording the method's name and answering OK."""
+
+    async def handle(request: Request, context: grpc.aio.ServicerContext[Request, Reply]) -> Reply:
+        received.append(request.name)
+        return Reply()
+
+    method = grpc.unary_unary_rpc_method_handler(
+        handle, request_deserializer=Request.FromString, response_serializer=serialize
+    )
+    return grpc.method_handlers_generic_handler(
+        "dapr.proto.runtime.v1.AppCallback", {"OnJobEvent": method}
+    )
+
+
+def test_an_address_outside_the_allow_list_is_never_dialled() -> None:
+    async def go(hosts: AllowedHosts, host: str) -> tuple[DeliveryOutcome, Received]:
+        received: Received = []
+        server, url = await serve_app(
+            {"AppCallback/OnJobEvent": answering(grpc.StatusCode.OK)}, received
+        )
+        delivery = GrpcDelivery(GrpcDeliveryConfig(), attempt_timeout_s=2.0, hosts=hosts)
+        try:
+            outcome = (await delivery.deliver(url.replace("127.0.0.1", host), TRIGGER)).outcome
+        finally:
+            await delivery.close()
+            await server.stop(0)
+        return outcome, received
+
+    for hosts, host, expected in (
+        (AllowedHosts(["127.0.0.2"]), "127.0.0.1", DeliveryOutcome.FAILED),
+        (AllowedHosts(["127.0.0.2"]), "localhost", DeliveryOutcome.FAILED),
+        (AllowedHosts(["127.0.0.0/8"]), "localhost", DeliveryOutcome.SUCCESS),
+        (AllowedHosts(["localhost"]), "localhost", DeliveryOutcome.SUCCESS),
+    ):
+        outcome, received = run(go(hosts, host))
+        assert (outcome, len(received)) == (expected, int(expected is DeliveryOutcome.SUCCESS))
+
+
+def test_an_answer_above_64_kib_is_not_received_and_the_attempt_fails() -> None:
+    async def go(padding_bytes: int) -> DeliveryOutcome:
+        async def handle(
+            request: Request, context: grpc.aio.ServicerContext[Request, bytes]
+        ) -> bytes:
+            # An unknown length-delimited field (number 15) of `padding_bytes`: a valid reply.
+            return b"\x7a" + _varint(padding_bytes) + b"\x00" * padding_bytes
+
+        method = grpc.unary_unary_rpc_method_handler(
+            handle, request_deserializer=Request.FromString, response_serializer=bytes
+        )
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "dapr.proto.runtime.v1.AppCallback", {"OnJobEvent": method}
+                ),
+            )
+        )
+        address = f"127.0.0.1:{port_block(1)}"
+        server.add_insecure_port(address)
+        await server.start()
+        delivery = GrpcDelivery(GrpcDeliveryConfig(), attempt_timeout_s=3.0)
+        try:
+            return (await delivery.deliver(f"grpc://{address}", TRIGGER)).outcome
+        finally:
+            await delivery.close()
+            await server.stop(0)
+
+    assert asyncio.run(go(ANSWER_BYTES_MAX - 100)) is DeliveryOutcome.SUCCESS
+    assert asyncio.run(go(10 * 1024 * 1024)) is DeliveryOutcome.FAILED
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes([*out, value])

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from node.grpc.jobs import proto_of, spec_from_proto
 from node.grpc.payload import VALUE_TYPE_URL, any_of
 from store.errors import ValidationError
-from store.jobs import DATA_TYPE_JSON, FailureKind, JobLimits, JobSpec, spec_from_request
+from store.failure_policy import FailureKind
+from store.jobs import DATA_TYPE_JSON, JobLimits, JobSpec, spec_from_request
 
 LIMITS = JobLimits(data_bytes_max=64)
 

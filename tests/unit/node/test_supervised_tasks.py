@@ -24,6 +24,7 @@ from node.watch.forward import ForwardConfig, Forwarder
 from store.clock import SystemClock
 from store.errors import JobNotFound
 from store.fault_points import InjectedFault, arm, disarm
+from tests.support.metrics import sample_value
 from tests.support.sink import Sink
 from tests.unit.node.api_node import free_port
 from tests.unit.node.watch_node import WatchNode
@@ -126,9 +127,9 @@ def fire_one_job(rig: Rig) -> None:
 def test_the_engine_restarts_and_fires(rig: Rig) -> None:
     fire_one_job(rig)
     rig.check_supervised("engine")
-    metrics = rig.node.node.metrics_text()
-    assert 'tock_task_restarts_total{task="engine"} 3' in metrics
-    assert 'tock_task_healthy{task="engine"} 1' in metrics
+    metrics = rig.node.node.metrics_body().decode()
+    assert sample_value(metrics, "tock_task_restarts_total", {"task": "engine"}) == 3
+    assert sample_value(metrics, "tock_task_healthy", {"task": "engine"}) == 1
 
 
 def test_the_ack_flush_restarts_and_commits_acks(rig: Rig) -> None:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from node.config import NodeConfig
 from node.server import Node
+from tests.support.cluster_secret import TEST_CLUSTER_SECRET
 from tests.unit.node.api_node import free_port
 
 T = TypeVar("T")
@@ -31,7 +32,7 @@ class WatchNode:
             http=f"127.0.0.1:{free_port()}",
             raft=f"127.0.0.1:{free_port()}",
             data_dir=data_dir,
-            secret="test",
+            secret=TEST_CLUSTER_SECRET,
             admin_token=ADMIN_TOKEN,
             # The tests act for their apps through Dapr's headers.
             open_api=True,

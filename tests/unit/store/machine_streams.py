@@ -30,7 +30,8 @@ from store.codec import (
     UnregisterApp,
     WatchersChanged,
 )
-from store.jobs import FAILURE_POLICY_DROP, FailureKind, FailurePolicy, JobSpec, MisfirePolicy
+from store.failure_policy import FAILURE_POLICY_DROP, FailureKind, FailurePolicy
+from store.jobs import JobSpec, MisfirePolicy
 from store.machine import JobMachine
 
 START_MS = 1_700_000_000_000

@@ -40,9 +40,8 @@ from store.codec import (
     encode_snapshot,
 )
 from store.errors import ValidationError
+from store.failure_policy import FailureKind, FailurePolicy
 from store.jobs import (
-    FailureKind,
-    FailurePolicy,
     Job,
     JobLimits,
     JobSpec,
@@ -55,6 +54,7 @@ from store.jobs import (
 )
 from store.machine import ErrorKind, JobMachine
 from store.schedule import format_rfc3339_ms
+from store.settlement import Settled, settle
 
 NOW_MS = 1_700_000_000_000
 ZONES = sorted(zoneinfo.available_timezones())
@@ -275,12 +275,14 @@ def test_a_bad_item_in_a_batch_of_acks_is_refused_alone(monkeypatch: pytest.Monk
     machine = seeded_machine()
     jobs = {name: machine.get("ns", "app", name) for name in ("j0", "j1")}
     assert all(jobs.values())
-    real_settle = __import__("store.machine", fromlist=["_settle"])._settle
+    real_settle = settle
 
-    def settle_failing_for_j0(job: Job, outcome: Outcome, now_ms: int) -> Job | None:
+    def settle_failing_for_j0(
+        job: Job, entry: AckEntry, node: str, now_ms: int, history_max: int
+    ) -> Settled:
         if job.name == "j0":
             raise OverflowError("date value out of range")
-        return real_settle(job, outcome, now_ms)  # type: ignore[no-any-return]
+        return real_settle(job, entry, node, now_ms, history_max)
 
     monkeypatch.setattr("store.machine._settle", settle_failing_for_j0)
     entries = tuple(AckEntry(job.uid, job.next_ms, Outcome.SUCCESS) for job in jobs.values() if job)
@@ -342,10 +344,10 @@ def test_version_1_commands_and_snapshots_still_decode() -> None:
     machine = seeded_machine()
     state = machine.export_state()
     v2 = encode_snapshot(state)
-    # Version 1 has no app tokens (the field after the jobs).
+    # Version 1 has no dead letters and no app tokens (the fields after the jobs).
     unpacked = msgpack.unpackb(v2, use_list=True, raw=False)[:11]
     unpacked[0] = 1
     unpacked[8] = [row[:4] for row in unpacked[8]]
-    unpacked[10] = [row[:15] for row in unpacked[10]]
+    unpacked[10] = [[*row[:5], row[5][:9], *row[6:15]] for row in unpacked[10]]
     restored = JobMachine.from_bytes(msgpack.packb(unpacked, use_bin_type=True), Ring)
     assert restored.digest() == machine.digest()

@@ -17,15 +17,22 @@ from store.codec import (
     CommandTag,
     Delete,
     DeletePrefix,
+    EntryKind,
+    ForgetDeadLetter,
     Heartbeat,
+    ImportJobs,
     IssueAppToken,
     Member,
     Outcome,
+    Pause,
     Put,
     Quarantine,
+    Redrive,
     RegisterApp,
     Release,
+    Resume,
     RevokeAppToken,
+    RunNow,
     SetMembers,
     UnregisterApp,
     WatchersChanged,
@@ -35,7 +42,9 @@ from store.codec import (
     encode_snapshot,
 )
 from store.errors import CodecError
-from store.jobs import FAILURE_POLICY_DEFAULT, JobSpec, MisfirePolicy
+from store.failure_policy import FAILURE_POLICY_DEFAULT
+from store.history import Attempt, AttemptOutcome
+from store.jobs import JobSpec, MisfirePolicy, derive_job
 from store.machine import JobMachine
 from tests.unit.store.machine_streams import intents, materialize
 
@@ -72,9 +81,38 @@ COMMANDS: list[Command] = [
     WatchersChanged("ns", "app", "n2", 0),
     Release(4, "n1"),
     Quarantine("uid-1", 7, "n1", "OverflowError: date value out of range"),
+    Pause("ns", "app", "j"),
+    Resume("ns", "app", "j", 1_700_000_000_000),
+    RunNow("ns", "app", "j", 1_700_000_000_000),
+    Redrive("ns", "app", "7:uid-1", 1_700_000_000_000),
+    ForgetDeadLetter("ns", "app", "7:uid-1"),
+    Ack(
+        3,
+        "n1",
+        42,
+        (AckEntry("uid-1", 7, Outcome.FAILED, EntryKind.MANUAL, 40, 2, 503, True),),
+        20,
+        100,
+    ),
     IssueAppToken("ns", "app", "0123456789abcdef", bytes(32), 1_700_000_000_000),
     RevokeAppToken("ns", "app", "0123456789abcdef"),
 ]
+
+
+# A job with its whole state, history included, as an export carries it.
+EXPORTED = derive_job(SPEC, "ns", "app", "uid-9", 1_700_000_000_000, "UTC", 8)._replace(
+    paused=True,
+    manual_ms=1_700_000_000_500,
+    history=(
+        Attempt(
+            1_700_000_000_000, 1, AttemptOutcome.TIMEOUT, "n2", 1_700_000_000_001, 5000, 0, False
+        ),
+        Attempt(
+            1_700_000_000_500, 1, AttemptOutcome.SUCCESS, "n1", 1_700_000_000_502, 3, 200, True
+        ),
+    ),
+)
+COMMANDS.append(ImportJobs((EXPORTED,), True))
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: type(c).__name__)
@@ -181,11 +219,11 @@ JOBS_FIELD = 10
 
 
 def snapshot_with_jobs(rows: list[object], partitions: int = 8) -> bytes:
-    return raw(SNAPSHOT_VERSION, partitions, 0, [], [], [], [], [], [], [], rows, [])
+    return raw(SNAPSHOT_VERSION, partitions, 0, [], [], [], [], [], [], [], rows, [], [])
 
 
 def snapshot_with(apps: list[object], watchers: list[object], live: list[str]) -> bytes:
-    return raw(SNAPSHOT_VERSION, 8, 1, [], live, [], [], apps, [], watchers, [], [])
+    return raw(SNAPSHOT_VERSION, 8, 1, [], live, [], [], apps, [], watchers, [], [], [])
 
 
 def test_bad_snapshots_are_codec_errors_and_leave_the_machine_alone() -> None:

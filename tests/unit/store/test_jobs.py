@@ -7,19 +7,20 @@ import json
 import pytest
 
 from store.errors import ScheduleError, ValidationError
-from store.jobs import (
-    DATA_TYPE_JSON,
+from store.failure_policy import (
     FAILURE_POLICY_DEFAULT,
     FAILURE_POLICY_DROP,
     FailureKind,
     FailurePolicy,
+)
+from store.jobs import (
+    DATA_TYPE_JSON,
     Job,
     JobLimits,
     JobSpec,
     MisfirePolicy,
     advance,
     derive_job,
-    format_proto_duration,
     job_to_json,
     record_failure,
     spec_from_request,
@@ -28,6 +29,7 @@ from store.jobs import (
     validate_rules,
 )
 from store.partition import partition_of
+from store.request_fields import format_proto_duration
 
 NOW_MS = 1_700_000_000_000
 LIMITS = JobLimits()
@@ -375,6 +377,7 @@ def test_get_json_shows_the_job_as_submitted_plus_status() -> None:
         "count": 1,
         "lastTrigger": "2023-11-14T22:13:21.000Z",
         "nextTrigger": "2023-11-14T22:13:23.000Z",
+        "paused": False,
     }
     shown = spec_to_json(JobSpec("k", due_time="1s", misfire_policy=MisfirePolicy.SKIP))
     assert shown == {"name": "k", "dueTime": "1s", "misfirePolicy": "skip"}

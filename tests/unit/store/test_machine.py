@@ -22,7 +22,8 @@ from store.codec import (
     WatchersChanged,
     encode_command,
 )
-from store.jobs import FAILURE_POLICY_DROP, Job, JobSpec
+from store.failure_policy import FAILURE_POLICY_DROP
+from store.jobs import Job, JobSpec
 from store.machine import (
     APP_TOKEN_CHARS_MAX,
     AckCounts,

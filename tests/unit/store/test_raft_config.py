@@ -10,6 +10,7 @@ import pytest
 from store.errors import ValidationError
 from store.raft.config import RaftConfig, RaftTuning, checked_syncobj_conf, syncobj_conf
 from store.raft.transport import HardeningConfig
+from tests.support.cluster_secret import TEST_CLUSTER_SECRET
 
 IDENTITY = ("self_address", "peer_addresses", "data_dir", "secret")
 
@@ -20,7 +21,7 @@ def config(**changes: object) -> RaftConfig:
         self_address="127.0.0.1:7001",
         peer_addresses=("127.0.0.1:7002", "127.0.0.1:7003"),
         data_dir=Path("/nonexistent/tock"),
-        secret="s",
+        secret=TEST_CLUSTER_SECRET,
     )
     identity = {name: value for name, value in changes.items() if name in IDENTITY}
     tuning = {name: value for name, value in changes.items() if name not in IDENTITY}
@@ -41,11 +42,21 @@ def test_an_empty_secret_is_refused_with_the_reason() -> None:
         config(secret="").validate()
 
 
+def test_a_secret_under_32_bytes_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValidationError, match=r"secret is 31 bytes long; at least 32"):
+        config(secret="s" * 31).validate()
+    config(secret="s" * 32).validate()
+    # Bytes, not characters: 16 two-byte characters are enough.
+    config(secret="é" * 16).validate()
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
         ({"self_address": "127.0.0.1"}, "host:port"),
         ({"peer_addresses": ("127.0.0.1:99999",)}, "host:port"),
+        ({"self_address": "0.0.0.0:7001"}, "names every interface"),
+        ({"peer_addresses": ("[::]:7002",)}, "names every interface"),
         ({"peer_addresses": ("127.0.0.1:7001",)}, "must not contain self"),
         ({"peer_addresses": ("h:1", "h:1")}, "duplicates"),
         ({"election_timeout_s_min": 0.2}, "3 heartbeat periods"),
@@ -77,7 +88,8 @@ def test_unknown_syncobj_keys_are_refused() -> None:
 
 def test_syncobj_conf_carries_the_mandatory_choices() -> None:
     conf = syncobj_conf(config(log_compaction_entries_min=10))
-    assert conf.password == "s"
+    assert conf.password == TEST_CLUSTER_SECRET
+    assert conf.bindAddress == "127.0.0.1:7001"
     assert conf.journalFile == "/nonexistent/tock/raft.journal"
     assert conf.fullDumpFile == "/nonexistent/tock/raft.dump"
     assert conf.appendEntriesUseBatch is False
@@ -85,6 +97,7 @@ def test_syncobj_conf_carries_the_mandatory_choices() -> None:
     assert conf.connectionTimeout >= 1e6
     assert conf.leaderFallbackTimeout == 3.0
     assert conf.logCompactionMinEntries == 10
+    assert conf.bindAddress == "127.0.0.1:7001", "Raft listens on its own address, not 0.0.0.0"
     conf.validate()
 
 
