@@ -173,9 +173,7 @@ class Forwarder:
         """One attempt through the node serving HTTP at `http_address` (HOST:PORT)."""
         lane = self._lanes.get(http_address)
         if lane is None:
-            lane = self._lanes[http_address] = _Lane(
-                f"{self._scheme}://{http_address}", self, self._supervisor
-            )
+            lane = self._lanes[http_address] = _Lane(http_address, self, self._supervisor)
         return await lane.deliver(trigger)
 
     async def post(self, http_address: str, triggers: list[Trigger]) -> list[DeliveryOutcome]:
@@ -186,7 +184,7 @@ class Forwarder:
             self._session = aiohttp.ClientSession(connector=connector)
         body = encode_forward(triggers, round(self._ack_timeout_s * 1000))
         timeout = aiohttp.ClientTimeout(total=self._ack_timeout_s + self.config.answer_margin_s)
-        url = f"http://{http_address}{INTERNAL_DELIVER_PATH}"
+        url = f"{self._scheme}://{http_address}{INTERNAL_DELIVER_PATH}"
         signature = self._signer.signature(http_address, "POST", INTERNAL_DELIVER_PATH, body)
         headers = {"content-type": MSGPACK, SIGNATURE_HEADER: signature}
         try:

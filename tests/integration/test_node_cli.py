@@ -70,6 +70,14 @@ def job_cli(app: App, node: int, *args: str) -> subprocess.CompletedProcess[str]
     return tock("job", command, *rest, "--node", app.rig.url(node), "--app-id", app.id)
 
 
+def backup_cli(
+    app: App, *args: str, timeout_s: float = COMMAND_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """`tock export|import ARGS` with the cluster's admin token, which both need."""
+    token_file = str(app.rig.cluster.admin_token_file)
+    return tock(*args, "--admin-token-file", token_file, timeout_s=timeout_s)
+
+
 def test_create_get_list_and_delete_round_trip_across_nodes(app: App) -> None:
     name = app.name("cli")
     created = job_cli(
@@ -178,33 +186,35 @@ def test_export_to_a_file_and_stdout_then_import_it_back(app: App, tmp_path: Pat
     assert job_cli(app, 1, "pause", names[1]).returncode == 0
     before = {name: app.get(name, node=2).json for name in names}
     path = tmp_path / "jobs.ndjson"
-    exported = tock("export", str(path), "--node", app.rig.url(1), "--app", app.id)
+    exported = backup_cli(app, "export", str(path), "--node", app.rig.url(1), "--app", app.id)
     assert (exported.returncode, exported.stdout) == (0, f"exported 3 jobs to {path}\n"), exported
     lines = path.read_bytes().splitlines()
     assert [json.loads(line)["name"] for line in lines] == names
-    to_stdout = tock("export", "--node", app.rig.url(3), "--app", app.id, "--prefix", names[1])
+    to_stdout = backup_cli(
+        app, "export", "--node", app.rig.url(3), "--app", app.id, "--prefix", names[1]
+    )
     assert to_stdout.stdout.encode() == lines[1] + b"\n", to_stdout
 
     assert call(f"{app.rig.url(1)}/v1.0/jobs?prefix=", "DELETE", headers=app.headers).status == 200
-    imported = tock("import", str(path), "--node", app.rig.url(2))
+    imported = backup_cli(app, "import", str(path), "--node", app.rig.url(2))
     assert (imported.returncode, imported.stdout) == (0, "imported 3, skipped 0\n"), imported
     assert imported.stderr == ""
     assert {name: app.get(name, node=3).json for name in names} == before
-    again = tock("import", str(path), "--node", app.rig.url(3))
+    again = backup_cli(app, "import", str(path), "--node", app.rig.url(3))
     assert again.stdout == "imported 0, skipped 3\n", again
-    overwrite = tock("import", str(path), "--overwrite", "--node", app.rig.url(1))
+    overwrite = backup_cli(app, "import", str(path), "--overwrite", "--node", app.rig.url(1))
     assert overwrite.stdout == "imported 3, skipped 0\n", overwrite
 
     bad = tmp_path / "bad.ndjson"
     bad.write_bytes(lines[0] + b"\n{}\n")
-    refused = tock("import", str(bad), "--node", app.rig.url(1))
+    refused = backup_cli(app, "import", str(bad), "--node", app.rig.url(1))
     assert refused.returncode == 1 and "import line 2" in refused.stderr, refused
 
 
 def test_a_large_import_shows_its_progress(app: App, tmp_path: Path) -> None:
     template = app.name("template")
     app.create(template, {"schedule": "@every 24h"})
-    line = tock("export", "--node", app.rig.url(1), "--app", app.id).stdout.encode()
+    line = backup_cli(app, "export", "--node", app.rig.url(1), "--app", app.id).stdout.encode()
     job = job_of_line(line, 1)
     path = tmp_path / "large.ndjson"
     with path.open("wb") as file:
@@ -216,7 +226,9 @@ def test_a_large_import_shows_its_progress(app: App, tmp_path: Path) -> None:
     body_bytes_max = next(f.default for f in fields(NodeConfig) if f.name == "body_bytes_max")
     assert isinstance(body_bytes_max, int) and path.stat().st_size > body_bytes_max
     try:
-        answer = tock("import", str(path), "--node", app.rig.url(2), timeout_s=LARGE_IMPORT_S_MAX)
+        answer = backup_cli(
+            app, "import", str(path), "--node", app.rig.url(2), timeout_s=LARGE_IMPORT_S_MAX
+        )
         assert answer.stdout == f"imported {LARGE_IMPORT_JOBS}, skipped 0\n", answer
         progress = answer.stderr.splitlines()
         assert len(progress) == 2, answer.stderr
@@ -224,7 +236,9 @@ def test_a_large_import_shows_its_progress(app: App, tmp_path: Path) -> None:
             assert shown.startswith("import: ") and " jobs sent (" in shown, shown
             assert int(shown.split()[1]) >= jobs, shown
         assert progress[-1].endswith("MiB, 100%)"), progress
-        count = call(f"{app.rig.url(3)}/admin/cluster").json["jobs"]
+        count = call(
+            f"{app.rig.url(3)}/admin/cluster", headers=app.rig.cluster.admin_headers()
+        ).json["jobs"]
         assert count >= LARGE_IMPORT_JOBS + 1, count
     finally:
         deleted = call(f"{app.rig.url(1)}/v1.0/jobs?prefix=bulk-", "DELETE", headers=app.headers)
