@@ -2,9 +2,11 @@
 tests and the benchmarks start, stop, kill, pause and restart.
 
 Node k (1..N) is `n{k}`, serves HTTP on `http_port + k - 1`, Raft on `raft_port + k - 1` and gRPC
-on `grpc_port + k - 1`, and keeps its data in `{data_dir}/n{k}`. The cluster secret is generated
-once into `{data_dir}/secret` (mode 0600) and read by every node from there, so running the same
-command again on the same data dir brings back the same cluster with all its jobs.
+on `grpc_port + k - 1`, and keeps its data in `{data_dir}/n{k}`. The cluster secret and the
+admin token are generated once into `{data_dir}/secret` and `{data_dir}/admin-token` (mode 0600)
+and read by every node from there, so running the same command again on the same data dir brings
+back the same cluster with all its jobs, and the client commands find the admin token there.
+The nodes run the Jobs API open (scope from Dapr's headers) unless `open_api` is False.
 
 By default every node listens on 127.0.0.1. `node_hosts` gives node k its own address instead
 (all three of its ports on it), and `command_prefix` a command to start its process under, e.g.
@@ -50,6 +52,10 @@ STOP_TIMEOUT_S = 15.0
 MEMBER_CHANGE_TIMEOUT_S = 20.0
 # Each node takes one port of each kind after the base ports: the test harness reserves 15.
 NODES_MAX = 15
+SECRET_FILE = "secret"
+ADMIN_TOKEN_FILE = "admin-token"
+# Random bytes of each generated credential (before its URL-safe base64 text).
+CREDENTIAL_BYTES = 32
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,7 +66,8 @@ class LocalClusterConfig:
     raft_port: int = 7500
     grpc_port: int = 50001
     time_zone: str | None = None
-    api_token: str | None = None
+    # Open mode (`tock node --open-api`): the Jobs API needs no app token. Token mode otherwise.
+    open_api: bool = True
     # HTTPS and gRPC over TLS, with certificates from a CA generated into the data dir.
     tls: bool = False
     # Extra `tock node` arguments for every node (tests shorten timings with these).
@@ -124,7 +131,9 @@ class LocalCluster:
 
     def start(self) -> None:
         make_private_directory(self.data_dir)
-        self._ensure_secret()
+        for name in (SECRET_FILE, ADMIN_TOKEN_FILE):
+            _ensure_credential(self.data_dir / name)
+        tighten_files(self.data_dir, (SECRET_FILE, ADMIN_TOKEN_FILE))
         for node in self.nodes:
             self.start_node(node.node_id)
 
@@ -154,7 +163,7 @@ class LocalCluster:
 
     def _quiesce(self, node: NodeProcess, timeout_s: float) -> None:
         request = urllib.request.Request(
-            f"{node.url}/admin/quiesce", data=b"", headers=self._headers(), method="POST"
+            f"{node.url}/admin/quiesce", data=b"", headers=self.admin_headers(), method="POST"
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout_s, context=self._ssl):
@@ -280,14 +289,11 @@ class LocalCluster:
 
     def cluster_status(self, node_id: str) -> dict[str, object]:
         url = f"{self.node(node_id).url}/admin/cluster"
-        request = urllib.request.Request(url, headers=self._headers())
+        request = urllib.request.Request(url, headers=self.admin_headers())
         with urllib.request.urlopen(request, timeout=2, context=self._ssl) as reply:
             status: dict[str, object] = json.loads(reply.read())
-        # The readiness probe needs the API token too: only the liveness probe is exempt.
-        ready = urllib.request.Request(
-            f"{self.node(node_id).url}/v1.0/healthz/ready", headers=self._headers()
-        )
         try:
+            ready = f"{self.node(node_id).url}/v1.0/healthz/ready"
             with urllib.request.urlopen(ready, timeout=2, context=self._ssl) as reply:
                 status["ready"] = reply.status == 204
         except urllib.error.HTTPError:
@@ -327,7 +333,7 @@ class LocalCluster:
         is tried again until `timeout_s`; an answer other than 2xx or 503 is final.
         """
         data = None if body is None else json.dumps(body).encode()
-        headers = {"content-type": "application/json", **self._headers()}
+        headers = {"content-type": "application/json", **self.admin_headers()}
         deadline = time.monotonic() + timeout_s
         last = "no running node"
         while time.monotonic() < deadline:
@@ -351,13 +357,16 @@ class LocalCluster:
             time.sleep(0.2)
         raise TimeoutError(f"{method} {path} not accepted within {timeout_s} s: {last}")
 
-    def _ensure_secret(self) -> None:
-        path = self.data_dir / "secret"
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(32))
-        tighten_files(self.data_dir, (path.name,))
+    @property
+    def admin_token_file(self) -> Path:
+        return self.data_dir / ADMIN_TOKEN_FILE
+
+    def admin_token(self) -> str:
+        return self.admin_token_file.read_text().strip()
+
+    def admin_headers(self) -> dict[str, str]:
+        """What every admin route and /metrics require of a request."""
+        return {"Authorization": f"Bearer {self.admin_token()}"}
 
     def _command(self, node: NodeProcess) -> list[str]:
         prefix = self.config.command_prefix
@@ -378,13 +387,17 @@ class LocalCluster:
             "--data-dir",
             str(node.data_dir),
             "--secret-file",
-            str(self.data_dir / "secret"),
+            str(self.data_dir / SECRET_FILE),
+            "--admin-token-file",
+            str(self.admin_token_file),
         ]
         for peer in self.nodes:
             if peer is not node:
                 command += ["--peer", f"{peer.node_id}={peer.raft}"]
         if self.config.time_zone:
             command += ["--time-zone", self.config.time_zone]
+        if self.config.open_api:
+            command.append("--open-api")
         if self.config.tls:
             # No --tls-ca-file: each node trusts the CA that follows its certificate in its file.
             files = self._authority.issue(node.data_dir / "tls", "node")
@@ -394,14 +407,20 @@ class LocalCluster:
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
+        # The files are the credentials: a variable left in the caller's environment must not
+        # stand in for one the file does not give.
         env.pop("TOCK_CLUSTER_SECRET", None)
-        if self.config.api_token:
-            env["TOCK_API_TOKEN"] = self.config.api_token
+        env.pop("TOCK_ADMIN_TOKEN", None)
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def _headers(self) -> dict[str, str]:
-        return {"dapr-api-token": self.config.api_token} if self.config.api_token else {}
+
+def _ensure_credential(path: Path) -> None:
+    """Generate a random credential into `path` (mode 0600) unless it exists already."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(CREDENTIAL_BYTES))
 
 
 def _agreed_leader(views: list[dict[str, object]], wanted: set[str]) -> str | None:

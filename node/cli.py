@@ -56,6 +56,12 @@ def _add_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     up.add_argument("--app-url", help="register the callback URL of app 'default'")
     up.add_argument("--time-zone", help="zone for schedules without CRON_TZ= (default: local)")
     up.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S_DEFAULT)
+    up.add_argument(
+        "--no-open-api",
+        dest="open_api",
+        action="store_false",
+        help="token mode: the Jobs API needs an app token (tock app token create APP)",
+    )
     _add_log_format(up)
     up.add_argument(
         "--tls", action="store_true", help="HTTPS and gRPC over TLS, from a CA made in the data dir"
@@ -72,7 +78,7 @@ def _up(args: argparse.Namespace) -> int:
             raft_port=args.raft_port,
             grpc_port=args.grpc_port,
             time_zone=args.time_zone,
-            api_token=os.environ.get("TOCK_API_TOKEN") or None,
+            open_api=args.open_api,
             node_args=("--log-format", args.log_format),
             tls=args.tls,
         )
@@ -85,12 +91,13 @@ def _up(args: argparse.Namespace) -> int:
         for node in cluster.nodes:
             addresses = f"{node.url} raft {node.raft} grpc {node.grpc}"
             print(f"{node.node_id} {addresses} pid {node.pid}", flush=True)
+        print(f"admin token: {cluster.admin_token_file}", flush=True)
         if cluster.ca_file is not None:
             print(f"CA (for --ca-file): {cluster.ca_file}", flush=True)
         leader = cluster.wait_ready(args.ready_timeout)
         if args.app_url:
             _register_app(
-                cluster.nodes[0].url, args.app_url, cluster.config.api_token, cluster.ca_file
+                cluster.nodes[0].url, args.app_url, cluster.admin_headers(), cluster.ca_file
             )
         print(f"ready: leader {leader}", flush=True)
         while not stop.wait(1.0):
@@ -103,11 +110,12 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_app(node_url: str, app_url: str, token: str | None, ca_file: Path | None) -> None:
+def _register_app(
+    node_url: str, app_url: str, admin_headers: dict[str, str], ca_file: Path | None
+) -> None:
     body = json.dumps({"url": app_url}).encode()
-    headers = {"content-type": "application/json"}
-    if token:
-        headers["dapr-api-token"] = token
+    # The admin token may register any app's URL, in open and in token mode alike.
+    headers = {"content-type": "application/json", **admin_headers}
     request = urllib.request.Request(
         f"{node_url}/v1.0/apps/default", data=body, headers=headers, method="PUT"
     )
@@ -128,7 +136,12 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     node.add_argument("--peer", action="append", default=[], help="ID=HOST:PORT (raft)")
     node.add_argument("--data-dir", type=Path, required=True)
     node.add_argument("--secret-file", type=Path, help="else TOCK_CLUSTER_SECRET")
-    node.add_argument("--api-token-file", type=Path, help="else TOCK_API_TOKEN")
+    node.add_argument("--admin-token-file", type=Path, help="else TOCK_ADMIN_TOKEN; required")
+    node.add_argument(
+        "--open-api",
+        action="store_true",
+        help="open mode: the Jobs API needs no app token, its scope comes from Dapr's headers",
+    )
     node.add_argument("--time-zone", help="zone for schedules without CRON_TZ= (default: local)")
     node.add_argument("--partitions", type=int, default=PARTITIONS_DEFAULT)
     default = ServiceConfig()
@@ -202,7 +215,8 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         peers=peers,
         data_dir=args.data_dir,
         secret=_secret(args.secret_file, "TOCK_CLUSTER_SECRET"),
-        api_token=_secret(args.api_token_file, "TOCK_API_TOKEN") or None,
+        admin_token=_secret(args.admin_token_file, "TOCK_ADMIN_TOKEN"),
+        open_api=args.open_api,
         partitions=args.partitions,
         membership=MembershipConfig(max_clock_offset_ms=args.max_clock_offset),
         app_host_allow=tuple(args.app_host_allow),

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cluster.membership import MembershipConfig
+from node.access import check_admin_token
 from node.address import parse_address
 from node.delivery.allowed_hosts import AllowedHosts
 from node.delivery.grpc import GrpcDeliveryConfig
@@ -77,9 +78,13 @@ class NodeConfig:
     # The Raft journal, meta and dump live under `{data_dir}/raft/`.
     data_dir: Path
     # The cluster secret (Raft's wire format is pickle: without it anyone reaching the port runs
-    # code) and the API token every request must carry, when set.
+    # code; it also signs the members' internal requests) and the admin token, which every
+    # admin route and /metrics require.
     secret: str
-    api_token: str | None = None
+    admin_token: str
+    # Open mode: the Jobs API needs no app token and takes its scope from Dapr's headers, as a
+    # sidecar on localhost does; otherwise (token mode) every call carries an app token.
+    open_api: bool = False
     # HTTPS and gRPC over TLS, and https to other nodes, when a certificate is given.
     tls: TlsConfig = field(default_factory=TlsConfig)
     # Part of the cluster's identity: the same on every node, and never changed for a data dir.
@@ -151,6 +156,17 @@ class NodeConfig:
                 "Raft traffic is pickle, and without a secret anyone reaching the port runs code"
             )
         check_secret_length(self.secret)
+        if not self.admin_token:
+            raise ValidationError(
+                "the admin token is required (--admin-token-file or TOCK_ADMIN_TOKEN): every "
+                "admin route and /metrics need it"
+            )
+        try:
+            check_admin_token(self.admin_token)
+        except ValidationError as error:
+            raise ValidationError(
+                f"admin_token: {error} (--admin-token-file or TOCK_ADMIN_TOKEN)"
+            ) from None
         if self.node_id in self.peers:
             raise ValidationError(f"node {self.node_id!r} is listed among its own peers")
         if not 1 <= self.partitions <= PARTITIONS_MAX:

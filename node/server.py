@@ -24,6 +24,8 @@ from aiohttp import web
 
 from cluster.membership import Membership
 from cluster.ring import Ring
+from node.access import Access
+from node.app_tokens import AppTokenService
 from node.backup import Backup
 from node.config import NodeConfig
 from node.delivery.allowed_hosts import AllowedHosts
@@ -38,6 +40,8 @@ from node.http.backup import BackupRoutes
 from node.http.metrics import MetricsSources, node_registry, render_metrics
 from node.http.operations import OperationRoutes
 from node.http.stats import NodeStats, node_stats
+from node.http.tokens import AppTokenRoutes
+from node.internal_auth import RequestSigner, SignatureCheck
 from node.service import JobService
 from node.supervisor import Supervisor
 from node.watch.announcer import WatchAnnouncer
@@ -107,8 +111,7 @@ class Node:
         self.forwarder = Forwarder(
             config.forward,
             config.delivery_timeout_s,
-            config.secret,
-            config.api_token,
+            RequestSigner(config.secret, self.clock),
             self.supervisor,
             tls=config.tls.client_context(),
         )
@@ -149,6 +152,14 @@ class Node:
             propose_timeout_s=config.propose_timeout_s,
             app_hosts=app_hosts,
         )
+        self.app_tokens = AppTokenService(
+            self.service,
+            self.store,
+            self.machine,
+            self.clock,
+            propose_timeout_s=config.propose_timeout_s,
+        )
+        self.access = Access(config.admin_token, open_api=config.open_api, tokens=self.app_tokens)
         self.grpc_api = (
             None
             if config.grpc is None
@@ -157,7 +168,7 @@ class Node:
                 config.grpc_api,
                 address=config.grpc,
                 message_bytes_max=config.body_bytes_max,
-                api_token=config.api_token,
+                access=self.access,
                 credentials=config.tls.grpc_credentials(),
             )
         )
@@ -181,12 +192,20 @@ class Node:
         self.announcer.start()
         self.engine.start()
         config = self.config
+        signatures = SignatureCheck(
+            config.secret,
+            self.clock,
+            audience=config.http,
+            window_s=config.forward.signature_window_s,
+            replay_cache_max=config.forward.replay_cache_max,
+        )
         backup = Backup(self.store, self.machine, config.propose_timeout_s)
         routes = (
             OperationRoutes(self.service),
             BackupRoutes(backup, config.propose_timeout_s),
-            WatchRoute(self.watchers, self.announcer.registered),
-            ForwardRoute(self.watchers, config.secret, config.body_bytes_max),
+            WatchRoute(self.watchers, self.announcer.registered, self.access.stands),
+            ForwardRoute(self.watchers, signatures, config.body_bytes_max),
+            AppTokenRoutes(self.app_tokens),
         )
         app = build_app(
             self.service,
@@ -194,7 +213,7 @@ class Node:
             config.http_api,
             routes,
             body_bytes_max=config.body_bytes_max,
-            api_token=config.api_token,
+            access=self.access,
         )
         self._runner = web.AppRunner(
             app, access_log=None, shutdown_timeout=config.http_api.stop_grace_s

@@ -282,6 +282,11 @@ class JobService:
 
     # -- the write path --------------------------------------------------------------------
 
+    async def write(self, command: Command) -> Result:
+        """Propose any command and return its result, a refusal raised as its TockError: the
+        write path of the services beside the Jobs API (app tokens)."""
+        return await self._write(command)
+
     async def _write(self, command: Command) -> Result:
         result = await self._store.propose(encode_command(command), self._propose_timeout_s)
         if not isinstance(result, Result):

@@ -240,7 +240,9 @@ def summary(trials: list[dict[str, object]]) -> dict[str, dict[str, float] | Non
 
 
 async def run(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, object]:
-    async with running_sink() as sink, aiohttp.ClientSession() as session:
+    # The admin token on every request: the status polls need it, the creates ignore it.
+    session = aiohttp.ClientSession(headers=cluster.admin_headers())
+    async with running_sink() as sink, session:
         rig = Rig(cluster, sink, session)
         await register_app(session, cluster.nodes[0].url, sink.url)
         await create_stream(rig, args.jobs)

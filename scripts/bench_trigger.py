@@ -152,12 +152,16 @@ def delivery_figures(
     return figures
 
 
-async def run(node_urls: list[str], args: argparse.Namespace) -> dict[str, object]:
+async def run(
+    node_urls: list[str], admin_headers: dict[str, str], args: argparse.Namespace
+) -> dict[str, object]:
     scenarios = [
         Scenario("burst", args.burst, 0),
         Scenario("spread", args.spread, int(args.spread_seconds * 1000)),
     ]
-    async with running_sink() as sink, aiohttp.ClientSession() as session:
+    # The admin token on every request: the status polls need it, the creates ignore it.
+    session = aiohttp.ClientSession(headers=admin_headers)
+    async with running_sink() as sink, session:
         rig = Rig(node_urls, sink, session, args.in_flight)
         await register_app(session, node_urls[0], sink.url)
         create_rate = await calibrate(rig)
@@ -197,6 +201,7 @@ def main(argv: list[str]) -> dict[str, object]:
     parser.add_argument("--in-flight", type=int, default=64, help="concurrent creates")
     args = parser.parse_args(argv)
     with tock_cluster() as cluster:
-        figures = asyncio.run(run([node.url for node in cluster.nodes], args))
+        node_urls = [node.url for node in cluster.nodes]
+        figures = asyncio.run(run(node_urls, cluster.admin_headers(), args))
     print_table(figures)
     return figures

@@ -91,10 +91,14 @@ async def wait_no_jobs(session: aiohttp.ClientSession, node_url: str) -> float |
     return None
 
 
-async def run(node_urls: list[str], args: argparse.Namespace) -> dict[str, object]:
+async def run(
+    node_urls: list[str], admin_headers: dict[str, str], args: argparse.Namespace
+) -> dict[str, object]:
     receipts = Receipts(wanted=args.jobs)
     lead_s = args.lead_seconds or args.jobs / ASSUMED_CREATES_PER_S + LEAD_MARGIN_S
-    async with aiohttp.ClientSession() as session, AsyncExitStack() as held:
+    # The admin token on every request: the status polls need it, the creates ignore it.
+    session = aiohttp.ClientSession(headers=admin_headers)
+    async with session, AsyncExitStack() as held:
         streams = []
         for k in range(args.watchers):
             client = TockClient(node_urls[k % len(node_urls)], app_id=APP)
@@ -174,6 +178,7 @@ def main(argv: list[str]) -> dict[str, object]:
     parser.add_argument("--in-flight", type=int, default=64, help="concurrent creates")
     args = parser.parse_args(argv)
     with tock_cluster() as cluster:
-        row = asyncio.run(run([node.url for node in cluster.nodes], args))
+        node_urls = [node.url for node in cluster.nodes]
+        row = asyncio.run(run(node_urls, cluster.admin_headers(), args))
     print_table(row)
     return row

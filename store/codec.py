@@ -1,14 +1,16 @@
 """The closed set of commands the job machine applies, and the bytes of commands and snapshots.
 
 A command travels as msgpack `[COMMAND_VERSION, tag, *fields]`; a snapshot as msgpack
-`[SNAPSHOT_VERSION, partitions, epoch, members, live, apps, heartbeats, watchers, jobs]`. Version 2
-added fields at the end of a few commands and rows (a Put's quotas, a DeletePrefix's chunk size, a
-Heartbeat's zone data, a SetMembers' freshness check, a job's quarantine reason); version 1 bytes,
-in journals and dumps written before, still decode, each missing field taking the value that means
-"as before". Decoding checks every field's type: command bytes come over the network and are decoded
-inside apply, where a malformed command must become an error result on every replica alike, never an
-exception deep in the machine. Unknown versions and tags are CodecErrors: a node never guesses at a
-format.
+`[SNAPSHOT_VERSION, partitions, epoch, members, live, previous_live, released, apps, heartbeats,
+watchers, jobs, dead_letters, app_tokens]`. Version 2 added fields at the end of a few commands
+and rows (a Put's quotas, a DeletePrefix's chunk size, a Heartbeat's zone data, a SetMembers'
+freshness check, a job's quarantine reason) and the dead letters and app tokens of a snapshot;
+version 1 bytes, in journals and dumps written before, still decode, each missing field taking
+the value that means "as before" (a version 1 snapshot has no dead letters and no app tokens).
+Decoding checks every field's type: command bytes come over the network and are decoded inside
+apply, where a malformed command must become an error result on every replica alike, never an
+exception deep in the machine. Unknown versions and tags are CodecErrors: a node never guesses
+at a format.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import NamedTuple, TypeVar
 
 import msgpack
 
+from store.app_tokens import AppToken
 from store.dead_letters import DeadLetter
 from store.errors import CodecError
 from store.failure_policy import FailureKind, FailurePolicy
@@ -89,6 +92,9 @@ class CommandTag(IntEnum):
     REDRIVE = 16
     FORGET_DEAD_LETTER = 17
     IMPORT_JOBS = 18
+    # -- app tokens (the Jobs API's credentials, store/app_tokens.py) --
+    ISSUE_APP_TOKEN = 19
+    REVOKE_APP_TOKEN = 20
 
 
 class Outcome(IntEnum):
@@ -253,6 +259,31 @@ class Quarantine:
     reason: str
 
 
+# -- app tokens ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IssueAppToken:
+    """Record a token of the app: its id and the SHA-256 of the token, which the proposing node
+    generated (the token itself never enters the log), at the proposer's wall time."""
+
+    namespace: str
+    app: str
+    id: str
+    hash: bytes = dataclasses.field(repr=False)
+    now_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RevokeAppToken:
+    namespace: str
+    app: str
+    id: str
+
+
+# -- end of app tokens ---------------------------------------------------------------------------
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Pause:
     namespace: str
@@ -330,6 +361,8 @@ Command = (
     | Redrive
     | ForgetDeadLetter
     | ImportJobs
+    | IssueAppToken
+    | RevokeAppToken
 )
 
 
@@ -355,6 +388,8 @@ class MachineState(NamedTuple):
     jobs: Sequence[Job]
     # Per app, oldest first; apps sorted.
     dead_letters: tuple[DeadLetter, ...] = ()
+    # Sorted by (namespace, app, id); none in a snapshot of version 1.
+    app_tokens: tuple[AppToken, ...] = ()
 
 
 T = TypeVar("T")
@@ -453,6 +488,8 @@ def decode_command(data: bytes) -> Command:
     if version == 1:
         if tag == CommandTag.QUARANTINE:
             raise CodecError("command version 1 has no quarantine")
+        if tag in _APP_TOKEN_TAGS:
+            raise CodecError("command version 1 has no app tokens")
         fields = fields.extended(_V1_MISSING_FIELDS.get(tag, ()))
     command = decoder(fields)
     fields.done()
@@ -476,6 +513,7 @@ def encode_snapshot(state: MachineState) -> bytes:
             state.watchers,
             state.jobs,
             state.dead_letters,
+            state.app_tokens,
         ],
         use_bin_type=True,
         default=_pack_policy,
@@ -510,11 +548,11 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
         raise CodecError("snapshot: missing version")
     head = _Fields(tuple(unpacker.unpack() for _ in range(min(top_fields, 10))), "snapshot")
     version = head.take(int, "version")
-    if (version, top_fields) not in ((1, 11), (SNAPSHOT_VERSION, 12)):
+    if (version, top_fields) not in ((1, 11), (SNAPSHOT_VERSION, 13)):
         raise CodecError(f"snapshot version {version} is not {SNAPSHOT_VERSION}")
     # Version 1 rows lack their last fields: a heartbeat's zone data and standing by; a job's
     # quarantine reason, pause, manual run and history; a spec's jitter and delivery timeout.
-    # It has no dead letters.
+    # It has no dead letters and no app tokens.
     row_missing: tuple[object, ...] = ("", False) if version == 1 else ()
     partitions = head.take(int, "partitions")
     epoch = head.take(int, "epoch")
@@ -537,9 +575,12 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
             row = _job_row_from_version_1(row)
         jobs.append(_job_fast(row, policies) or _job(_Fields(row, "job")))
     dead_letters: tuple[DeadLetter, ...] = ()
+    app_tokens: tuple[AppToken, ...] = ()
     if version == SNAPSHOT_VERSION:
         rows = _Fields(unpacker.unpack(), "dead letters").rest()
         dead_letters = tuple(_dead_letter(_Fields(row, "dead letter")) for row in rows)
+        rows = _Fields(unpacker.unpack(), "app tokens").rest()
+        app_tokens = tuple(_app_token(_Fields(row, "app token")) for row in rows)
     return MachineState(
         partitions,
         epoch,
@@ -552,6 +593,7 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
         watchers,
         jobs,
         dead_letters,
+        app_tokens,
     )
 
 
@@ -686,6 +728,18 @@ def _watchers(fields: _Fields) -> tuple[str, str, str, int]:
     )
     fields.done()
     return row
+
+
+def _app_token(fields: _Fields) -> AppToken:
+    token = AppToken(
+        fields.text("namespace"),
+        fields.text("app"),
+        fields.take(str, "id"),
+        fields.take(bytes, "hash"),
+        fields.take(int, "created_ms"),
+    )
+    fields.done()
+    return token
 
 
 def _heartbeat(fields: _Fields) -> tuple[str, int, str, str, str, bool]:
@@ -985,6 +1039,20 @@ def _decode_watchers_changed(fields: _Fields) -> WatchersChanged:
     )
 
 
+def _decode_issue_app_token(fields: _Fields) -> IssueAppToken:
+    return IssueAppToken(
+        fields.text("namespace"),
+        fields.text("app"),
+        fields.take(str, "id"),
+        fields.take(bytes, "hash"),
+        fields.take(int, "now_ms"),
+    )
+
+
+def _decode_revoke_app_token(fields: _Fields) -> RevokeAppToken:
+    return RevokeAppToken(fields.text("namespace"), fields.text("app"), fields.take(str, "id"))
+
+
 _FAILURE_KINDS = {str(kind): kind for kind in FailureKind}
 _ATTEMPT_OUTCOMES = {str(outcome): outcome for outcome in AttemptOutcome}
 _ENTRY_KINDS = {int(kind): kind for kind in EntryKind}
@@ -1010,6 +1078,8 @@ _TAGS: dict[type, CommandTag] = {
     Redrive: CommandTag.REDRIVE,
     ForgetDeadLetter: CommandTag.FORGET_DEAD_LETTER,
     ImportJobs: CommandTag.IMPORT_JOBS,
+    IssueAppToken: CommandTag.ISSUE_APP_TOKEN,
+    RevokeAppToken: CommandTag.REVOKE_APP_TOKEN,
 }
 # Each command type's field names in dataclass order, computed once: dataclasses.fields()
 # rebuilds its tuple on every call (about a third of encode_command's time for a Put).
@@ -1035,7 +1105,10 @@ _DECODERS: dict[int, Callable[[_Fields], Command]] = {
     CommandTag.REDRIVE: _decode_redrive,
     CommandTag.FORGET_DEAD_LETTER: _decode_forget_dead_letter,
     CommandTag.IMPORT_JOBS: _decode_import_jobs,
+    CommandTag.ISSUE_APP_TOKEN: _decode_issue_app_token,
+    CommandTag.REVOKE_APP_TOKEN: _decode_revoke_app_token,
 }
+_APP_TOKEN_TAGS = (CommandTag.ISSUE_APP_TOKEN, CommandTag.REVOKE_APP_TOKEN)
 # The fields version 2 appended to version 1 commands, with the values that keep the old meaning.
 _V1_MISSING_FIELDS: dict[int, tuple[object, ...]] = {
     CommandTag.ACK: (0, 0),

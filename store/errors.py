@@ -55,3 +55,12 @@ class QuotaExceeded(TockError):
 
 class AppNotFound(TockError, LookupError):
     """No callback URL is registered for the app. Maps to 404 (HTTP only: gRPC has no apps)."""
+
+
+class Unauthenticated(TockError):
+    """No credential, or one that is wrong, unknown or revoked. Maps to 401 / UNAUTHENTICATED."""
+
+
+class Forbidden(TockError):
+    """A valid credential asking for what it may not do: an app token acting for another app.
+    Maps to 403 / PERMISSION_DENIED."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from store.app_tokens import AppToken, AppTokens, TooManyTokens
 from store.app_url import check_app_url
 from store.codec import (
     Ack,
@@ -36,6 +37,7 @@ from store.codec import (
     ForgetDeadLetter,
     Heartbeat,
     ImportJobs,
+    IssueAppToken,
     MachineState,
     Member,
     Outcome,
@@ -46,6 +48,7 @@ from store.codec import (
     RegisterApp,
     Release,
     Resume,
+    RevokeAppToken,
     RunNow,
     SetMembers,
     UnregisterApp,
@@ -130,7 +133,8 @@ class AckCounts(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class Result:
     """What one apply did. `value` by command: Put the new Job; Delete and DeletePrefix the
-    number of jobs deleted; UnregisterApp whether the app was registered; Ack AckCounts."""
+    number of jobs deleted; UnregisterApp whether the app was registered; Ack AckCounts;
+    RevokeAppToken whether the app had that token."""
 
     ok: bool = True
     error: ErrorKind | None = None
@@ -193,6 +197,7 @@ class JobMachine:
         self._dead_letters = DeadLetterBook()
         # node -> (last heartbeat ms, raft address, http address, zone data version, standing by)
         self._heartbeats: dict[str, tuple[int, str, str, str, bool]] = {}
+        self._app_tokens = AppTokens()
 
     # ---- writes ----
 
@@ -529,6 +534,29 @@ class JobMachine:
         self._released.add(command.node)
         return Result(released=command.node)
 
+    # ---- app tokens ----
+
+    def _issue_app_token(self, command: IssueAppToken) -> Result:
+        token = AppToken(command.namespace, command.app, command.id, command.hash, command.now_ms)
+        try:
+            self._app_tokens.issue(token)
+        except TooManyTokens as error:
+            return _failed(ErrorKind.QUOTA, str(error))
+        return Result()
+
+    def _revoke_app_token(self, command: RevokeAppToken) -> Result:
+        return Result(value=self._app_tokens.revoke(command.namespace, command.app, command.id))
+
+    def app_token(self, token_id: str) -> AppToken | None:
+        """The token issued with id `token_id`, None if none (or revoked)."""
+        return self._app_tokens.get(token_id)
+
+    def app_tokens_of(self, namespace: str, app: str) -> list[AppToken]:
+        """The app's tokens, oldest first."""
+        return self._app_tokens.of_app(namespace, app)
+
+    # ---- end of app tokens ----
+
     def _forget_watchers_of_dead(self) -> bool:
         """Drop the watchers of nodes no longer live: their streams are gone or unreachable."""
         live = set(self._live)
@@ -767,6 +795,7 @@ class JobMachine:
             ),
             jobs=jobs,
             dead_letters=self._dead_letters.rows(),
+            app_tokens=self._app_tokens.rows(),
         )
 
     def to_bytes(self) -> bytes:
@@ -812,6 +841,10 @@ class JobMachine:
             machine._dead_letters = DeadLetterBook(state.dead_letters)
         except ValueError as error:
             raise CodecError(f"snapshot dead letters: {error}") from None
+        try:
+            machine._app_tokens = AppTokens.restored(state.app_tokens)
+        except ValidationError as error:
+            raise CodecError(f"snapshot app tokens: {error}") from None
         return machine
 
     def _load_watchers(self, rows: Sequence[tuple[str, str, str, int]]) -> None:
@@ -861,6 +894,7 @@ _STATE_SLOTS = (
     "_released",
     "_heartbeats",
     "_dead_letters",
+    "_app_tokens",
 )
 
 
@@ -894,6 +928,8 @@ _HANDLERS: dict[type, Callable[[JobMachine, Any], Result]] = {
     Redrive: JobMachine._redrive,
     ForgetDeadLetter: JobMachine._forget_dead_letter,
     ImportJobs: JobMachine._import_jobs,
+    IssueAppToken: JobMachine._issue_app_token,
+    RevokeAppToken: JobMachine._revoke_app_token,
 }
 
 # The settlement rules, by a name of the machine's own (so that a test can make one job fail).

@@ -1,13 +1,17 @@
 """The command-line client of any node: `tock job create|get|list|delete|pause|resume|run|history`,
-`tock deadletter list|redrive|delete`, `tock export [FILE]`, `tock import FILE` and `tock status`.
+`tock deadletter list|redrive|delete`, `tock export [FILE]`, `tock import FILE`, `tock status` and
+`tock app token create|list|revoke`.
 
 `add_commands(subparsers)` adds the commands to `tock`'s parser; each sets `func`, a handler
 that takes the parsed arguments and returns the exit status. get, list, history and deadletter
 list print JSON, the other job and dead letter commands a short line, status a table; export
 writes NDJSON to FILE or stdout, import streams FILE to the node and shows its progress on
-stderr. Errors go to stderr with exit status 1. The API token comes from TOCK_API_TOKEN, as the
-node's does. A node serving TLS is given as an https:// URL, its certificate checked against
-`--ca-file` (default: the system's store).
+stderr. Errors go to stderr with exit status 1. A node serving TLS is given as an https:// URL,
+its certificate checked against `--ca-file` (default: the system's store).
+
+Credentials: the admin token comes from `--admin-token-file`, else TOCK_ADMIN_TOKEN, else the
+file `admin-token` in `--data-dir` (`./.tock` by default, where `tock up` writes it) when there
+is one; an app token (for a node in token mode) from DAPR_API_TOKEN, as Dapr's SDKs read it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ from node.client.client import TockClient
 from store.errors import TockError
 
 DEFAULT_NODE_URL = "http://127.0.0.1:3500"
-TOKEN_ENV = "TOCK_API_TOKEN"
+DEFAULT_DATA_DIR = Path(".tock")
+ADMIN_TOKEN_FILE = "admin-token"
+ADMIN_TOKEN_ENV = "TOCK_ADMIN_TOKEN"
+APP_TOKEN_ENV = "DAPR_API_TOKEN"
 EXIT_FAILED = 1
 # An import shows how far it got each time this many more jobs (lines) have been sent.
 PROGRESS_EVERY_LINES = 10_000
@@ -100,6 +107,17 @@ def add_commands(subparsers: Any) -> None:
     import_.add_argument("file", help="an export's NDJSON file ('-': stdin)")
     import_.add_argument("--overwrite", action="store_true", help="replace existing jobs")
     _command(subparsers, "status", "print the node's view of the cluster", _status)
+
+    app = subparsers.add_parser("app", help="manage apps")
+    app_commands = app.add_subparsers(dest="app_command", required=True)
+    token = app_commands.add_parser("token", help="issue, list and revoke an app's tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create_token = "issue a token of APP and print it (shown this once)"
+    _command(token_commands, "create", create_token, _create_token).add_argument("app")
+    _command(token_commands, "list", "print APP's token ids", _list_tokens).add_argument("app")
+    revoke = _command(token_commands, "revoke", "revoke one of APP's tokens", _revoke_token)
+    revoke.add_argument("app")
+    revoke.add_argument("id", help="the token id (create and list print it)")
 
 
 def parse_failure_policy(text: str) -> dict[str, object]:
@@ -176,20 +194,45 @@ def _command(
     parser = subparsers.add_parser(name, help=help_text)
     parser.add_argument("--node", default=DEFAULT_NODE_URL, help="the node's HTTP base URL")
     if scoped:
-        parser.add_argument("--app-id", default="default", help="the app the jobs belong to")
-        parser.add_argument("--namespace", default="default")
+        parser.add_argument(
+            "--app-id",
+            help="the app the jobs belong to (default: the app token's, else 'default')",
+        )
+        parser.add_argument("--namespace", help="default: the app token's, else 'default'")
     else:
-        parser.set_defaults(app_id="default", namespace="default")
+        parser.set_defaults(app_id=None, namespace=None)
+    parser.add_argument("--admin-token-file", type=Path, help=f"else {ADMIN_TOKEN_ENV}")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="where `tock up` keeps the admin token (default: .tock)",
+    )
     parser.add_argument("--ca-file", type=Path, help="the CA of a node's https:// certificate")
     parser.set_defaults(func=lambda args: _run(command, args))
     return parser
 
 
+def admin_token(args: argparse.Namespace) -> str | None:
+    """The admin token the command was given or can find; None when there is none."""
+    if args.admin_token_file is not None:
+        return str(args.admin_token_file.read_text().strip())
+    from_environment = os.environ.get(ADMIN_TOKEN_ENV, "").strip()
+    if from_environment:
+        return from_environment
+    found = args.data_dir / ADMIN_TOKEN_FILE
+    return found.read_text().strip() if found.is_file() else None
+
+
 def _run(command: Command, args: argparse.Namespace) -> int:
     async def go() -> None:
-        token = os.environ.get(TOKEN_ENV) or None
         async with TockClient(
-            args.node, args.app_id, args.namespace, token, ca_file=args.ca_file
+            args.node,
+            args.app_id,
+            args.namespace,
+            token=os.environ.get(APP_TOKEN_ENV) or None,
+            admin_token=admin_token(args),
+            ca_file=args.ca_file,
         ) as client:
             await command(client, args)
 
@@ -327,3 +370,17 @@ class ImportProgressLine:
 
 async def _status(client: TockClient, args: argparse.Namespace) -> None:
     print(format_status(await client.cluster_status()))
+
+
+async def _create_token(client: TockClient, args: argparse.Namespace) -> None:
+    issued = await client.create_app_token(args.app)
+    print(f"id     {issued['id']}\ntoken  {issued['token']}")
+
+
+async def _list_tokens(client: TockClient, args: argparse.Namespace) -> None:
+    _print_json(await client.app_tokens(args.app))
+
+
+async def _revoke_token(client: TockClient, args: argparse.Namespace) -> None:
+    await client.revoke_app_token(args.id, args.app)
+    print(f"revoked {args.id}")

@@ -2,9 +2,14 @@
 ...`, tests, benchmarks.
 
 Error answers come back as the TockError classes the server raised (ValidationError for a 400,
-JobNotFound for a 404, JobConflict for a 409, Unavailable or OutcomeUnknown for a 503), so
-callers handle them as they would in-process. Answers without a leaf of their own (401, 500)
-raise RequestFailed, which carries the status and Dapr's error code.
+Unauthenticated for a 401, Forbidden for a 403, JobNotFound for a 404, JobConflict for a 409,
+Unavailable or OutcomeUnknown for a 503), so callers handle them as they would in-process.
+Answers without a leaf of their own (500) raise RequestFailed, which carries the status and
+Dapr's error code.
+
+Credentials: `token` is an app token (sent as `dapr-api-token`: in token mode it alone decides
+the app), `admin_token` the cluster's admin token (sent as `Authorization: Bearer`: the admin
+routes need it, and with it the Jobs API acts as the app the headers name).
 
 The watch stream is `client.watch()`: while it is open, the app's triggers come to it
 rather than to the app's URL, from whichever node owns each job:
@@ -38,22 +43,21 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from node.access import APP_TOKEN_HEADER, AUTHORIZATION
 from node.backup import IMPORT_LINE_BYTES_MAX, lines_of
 from node.http.backup import NDJSON
-from node.http.errors import (
-    CODE_APP_NOT_FOUND,
-    CODE_DEAD_LETTER_NOT_FOUND,
-    CODE_OUTCOME_UNKNOWN,
-    TOKEN_HEADER,
-)
+from node.http.errors import CODE_APP_NOT_FOUND, CODE_DEAD_LETTER_NOT_FOUND, CODE_OUTCOME_UNKNOWN
+from node.scope import APP_ID_HEADER, DEFAULT_SCOPE_PART, NAMESPACE_HEADER
 from node.watch.frames import decode_triggers, encode_acks
 from store.errors import (
     AppNotFound,
     DeadLetterNotFound,
+    Forbidden,
     JobConflict,
     JobNotFound,
     OutcomeUnknown,
     TockError,
+    Unauthenticated,
     Unavailable,
     ValidationError,
 )
@@ -88,6 +92,10 @@ def error_of(status: int, code: str, message: str) -> TockError:
     """The TockError a node's error answer stands for."""
     if status in (400, 413):
         return ValidationError(message)
+    if status == 401:
+        return Unauthenticated(message)
+    if status == 403:
+        return Forbidden(message)
     if status == 404:
         if code == CODE_APP_NOT_FOUND:
             return AppNotFound(message)
@@ -196,25 +204,36 @@ class WatchStream:
 
 class TockClient:
     """One node's Jobs API, acting for one (namespace, app). Use it as an async context manager,
-    or call `close()`: it holds a connection pool."""
+    or call `close()`: it holds a connection pool.
+
+    An `app_id` or `namespace` of None is not sent: the node takes "default" in open mode, and
+    the app token's own in token mode."""
 
     def __init__(
         self,
         base_url: str,
-        app_id: str = "default",
-        namespace: str = "default",
+        app_id: str | None = DEFAULT_SCOPE_PART,
+        namespace: str | None = DEFAULT_SCOPE_PART,
         token: str | None = None,
         timeout_s: float = REQUEST_TIMEOUT_S,
+        admin_token: str | None = None,
         *,
         ca_file: Path | None = None,
     ) -> None:
         """`ca_file`: the CA an https:// node's certificate is checked against (default: the
         system's store)."""
         self.base_url = base_url.rstrip("/")
+        self._app_id = app_id
         self._ssl = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
-        self._headers = {"dapr-app-id": app_id, "dapr-namespace": namespace}
+        self._headers: dict[str, str] = {}
+        if app_id is not None:
+            self._headers[APP_ID_HEADER] = app_id
+        if namespace is not None:
+            self._headers[NAMESPACE_HEADER] = namespace
         if token:
-            self._headers[TOKEN_HEADER] = token
+            self._headers[APP_TOKEN_HEADER] = token
+        if admin_token:
+            self._headers[AUTHORIZATION] = f"Bearer {admin_token}"
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         # An export or import takes as long as the jobs take to stream: only each wait for the
         # node (to connect, or for the next bytes of its answer) is bounded.
@@ -425,7 +444,22 @@ class TockClient:
         finally:
             await stream.close()
 
-    # -- admin -----------------------------------------------------------------------------
+    # -- admin (these need the admin token) ------------------------------------------------
+
+    async def create_app_token(self, app_id: str | None = None) -> dict[str, str]:
+        """A new app token of `app_id` (default: this client's app) in this client's namespace:
+        `{"id", "token"}`. The token is shown this once."""
+        answer: dict[str, str] = await self._call("POST", self._tokens_path(app_id))
+        return answer
+
+    async def app_tokens(self, app_id: str | None = None) -> builtins.list[dict[str, str]]:
+        """The app's tokens, oldest first: `{"id", "createdAt"}` each (never the token)."""
+        answer = await self._call("GET", self._tokens_path(app_id))
+        tokens: builtins.list[dict[str, str]] = answer["tokens"]
+        return tokens
+
+    async def revoke_app_token(self, token_id: str, app_id: str | None = None) -> None:
+        await self._call("DELETE", f"{self._tokens_path(app_id)}/{quote(token_id, safe='')}")
 
     async def cluster_status(self) -> dict[str, Any]:
         answer: dict[str, Any] = await self._call("GET", "/admin/cluster")
@@ -441,8 +475,14 @@ class TockClient:
 
     # -- transport -------------------------------------------------------------------------
 
+    def _app(self, app_id: str | None) -> str:
+        return quote(app_id or self._app_id or DEFAULT_SCOPE_PART, safe="")
+
     def _app_path(self, app_id: str | None) -> str:
-        return f"{API_PREFIX}/apps/{quote(app_id or self._headers['dapr-app-id'], safe='')}"
+        return f"{API_PREFIX}/apps/{self._app(app_id)}"
+
+    def _tokens_path(self, app_id: str | None) -> str:
+        return f"/admin/apps/{self._app(app_id)}/tokens"
 
     async def _call(self, method: str, path: str, **options: Any) -> Any:
         """Send one request; the decoded JSON answer (None when empty), or the typed error."""

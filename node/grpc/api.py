@@ -5,15 +5,15 @@ with the request and response types of the stubs the official `dapr` package shi
 SDKs talk to a node unchanged. Only these methods are registered: every other method of the Dapr
 service is unknown to the server, which answers UNIMPLEMENTED by itself.
 
-Handlers only translate, as the HTTP face's do: the scope comes from the `dapr-app-id` and
-`dapr-namespace` metadata, the work is JobService's (the one implementation under both faces),
+Handlers only translate, as the HTTP face's do: the scope comes from the call's metadata as
+node/access.py decides (the `dapr-api-token` app token in token mode, else the `dapr-app-id` and
+`dapr-namespace` metadata), the work is JobService's (the one implementation under both faces),
 and TockError leaves become gRPC status codes in `status_of`, the one place that maps them. The
 server is grpcio's asyncio server, on the node's event loop.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,14 +24,17 @@ import grpc
 from dapr.proto.runtime.v1 import jobs_pb2
 from google.protobuf.message import Message
 
+from node.access import Access
 from node.grpc.jobs import proto_of, spec_from_proto
-from node.scope import Scope, scope_from
+from node.scope import Scope
 from node.service import JobService
 from store.errors import (
+    Forbidden,
     JobConflict,
     JobNotFound,
     OutcomeUnknown,
     QuotaExceeded,
+    Unauthenticated,
     Unavailable,
     ValidationError,
 )
@@ -39,7 +42,6 @@ from store.errors import (
 log = logging.getLogger(__name__)
 
 DAPR_SERVICE = "dapr.proto.runtime.v1.Dapr"
-TOKEN_KEY = "dapr-api-token"
 
 Request = TypeVar("Request", bound=Message)
 Context = grpc.aio.ServicerContext[Message, Message]
@@ -70,6 +72,10 @@ def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
             return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
         case Unavailable() | OutcomeUnknown():
             return grpc.StatusCode.UNAVAILABLE, str(error)
+        case Unauthenticated():
+            return grpc.StatusCode.UNAUTHENTICATED, str(error)
+        case Forbidden():
+            return grpc.StatusCode.PERMISSION_DENIED, str(error)
     return grpc.StatusCode.INTERNAL, "internal error; the node's log has the details"
 
 
@@ -77,8 +83,8 @@ class GrpcApi:
     """One node's gRPC server at `address`; created, started and stopped on the node's event loop.
 
     Requests above `message_bytes_max` are refused (RESOURCE_EXHAUSTED) before they are parsed;
-    with an `api_token`, every call must carry it in the `dapr-api-token` metadata. With
-    `credentials`, the port serves TLS only."""
+    `access` decides who each call acts for, and refuses it otherwise. With `credentials`, the
+    port serves TLS only."""
 
     def __init__(
         self,
@@ -87,7 +93,7 @@ class GrpcApi:
         *,
         address: str,
         message_bytes_max: int,
-        api_token: str | None = None,
+        access: Access,
         credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         config.validate()
@@ -95,7 +101,7 @@ class GrpcApi:
         self._config = config
         self._address = address
         self._message_bytes_max = message_bytes_max
-        self._api_token = api_token
+        self._access = access
         self._credentials = credentials
         self._server: grpc.aio.Server | None = None
 
@@ -148,12 +154,12 @@ class GrpcApi:
     def _unary(
         self, request_type: type[Request], call: Callable[[Request, Scope], Awaitable[Message]]
     ) -> grpc.RpcMethodHandler[Message, Message]:
-        """A unary handler around `call`: the token check, the scope, and errors as codes."""
+        """A unary handler around `call`: who the call acts for, and errors as codes."""
 
         async def handle(request: Request, context: Context) -> Message:
-            await self._check_token(context)
             try:
-                return await call(request, _scope_of(context))
+                caller = await self._access.caller(_metadata(context).get)
+                return await call(request, caller.scope)
             except Exception as error:
                 code, message = status_of(error)
                 if code is grpc.StatusCode.INTERNAL:
@@ -165,17 +171,6 @@ class GrpcApi:
             request_deserializer=request_type.FromString,
             response_serializer=_serialize,
         )
-
-    async def _check_token(self, context: Context) -> None:
-        expected = self._api_token
-        if not expected:
-            return
-        given = _metadata(context).get(TOKEN_KEY, "").encode("utf-8", "surrogateescape")
-        # Constant time: the comparison must not tell an attacker how much of a guess is right.
-        if not hmac.compare_digest(given, expected.encode()):
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, f"missing or wrong {TOKEN_KEY} metadata"
-            )
 
     # -- the methods -----------------------------------------------------------------------
 
@@ -226,11 +221,6 @@ def _metadata(context: Context) -> dict[str, str]:
         key: value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
         for key, value in pairs
     }
-
-
-def _scope_of(context: Context) -> Scope:
-    """The (namespace, app) a call acts for: Dapr's metadata, each defaulting to "default"."""
-    return scope_from(_metadata(context).get)
 
 
 def _serialize(message: Message) -> bytes:

@@ -1,11 +1,12 @@
 """The Dapr-compatible HTTP face: the jobs and apps routes, under /v1.0-alpha1/ and /v1.0/.
 
-Handlers only translate: they read the scope from Dapr's headers and the body as JSON, call
-JobService (the one implementation, shared with the gRPC face) and write its answer. Errors are
-raised as TockError leaves and turned into HTTP answers by http_errors.error_middleware.
+Handlers only translate: they take the scope the access middleware resolved (node/http/access.py)
+and the body as JSON, call JobService (the one implementation, shared with the gRPC face) and
+write its answer. Errors are raised as TockError leaves and turned into HTTP answers by
+http_errors.error_middleware.
 
 `build_app` assembles the whole HTTP server of a node: these routes, the admin routes, the
-dashboard, the request id, error and token middlewares, and the request body bound.
+dashboard, the request id, error and access middlewares, and the request body bound.
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
+from node.access import Access
+from node.http.access import access_middleware, caller_of
 from node.http.admin import AdminView, add_admin_routes
 from node.http.body import read_json_object
-from node.http.errors import error_middleware, token_middleware
+from node.http.errors import error_middleware
 from node.http.openapi import API_PREFIXES
 from node.http.request_id import request_id_middleware
 from node.http.ui import UiRoutes
-from node.scope import Scope, scope_from
+from node.scope import Scope
 from node.service import JobService
 from store.errors import AppNotFound, ValidationError
 from store.jobs import job_to_json
@@ -63,17 +65,19 @@ def build_app(
     routes: Sequence[Routes] = (),
     *,
     body_bytes_max: int,
-    api_token: str | None = None,
+    access: Access,
 ) -> web.Application:
     """The HTTP server of one node: jobs, apps, admin and `routes` behind the middlewares.
 
-    Bodies above `body_bytes_max` are refused with 413 before they are parsed; with an
-    `api_token`, every request must carry it."""
+    Bodies above `body_bytes_max` are refused with 413 before they are parsed; `access` decides
+    who may call each route."""
     config.validate()
     # The request id outermost: the error answers carry it too.
-    middlewares: list[Middleware] = [request_id_middleware, error_middleware(config.retry_after_s)]
-    if api_token:
-        middlewares.append(token_middleware(api_token))
+    middlewares = [
+        request_id_middleware,
+        error_middleware(config.retry_after_s),
+        access_middleware(access),
+    ]
     app = web.Application(client_max_size=body_bytes_max, middlewares=middlewares)
     # `routes` first: the Jobs API's `jobs/{name:.*}` would also match `jobs/x/pause`.
     for extra in routes:
@@ -84,10 +88,11 @@ def build_app(
     return app
 
 
-def scope_of(request: web.Request, app: str | None = None) -> Scope:
-    """The (namespace, app) a request acts for: Dapr's headers, each defaulting to "default";
-    `app` (the `{appId}` of the path), when given, instead of the app id header."""
-    return scope_from(request.headers.get, app)
+def scope_of(request: web.Request) -> Scope:
+    """The (namespace, app) a request acts for: its app token's in token mode, else Dapr's
+    headers, each defaulting to "default", the `{appId}` of the path instead of the app id
+    header where the path has one."""
+    return caller_of(request).scope
 
 
 def parse_limit(text: str | None, what: str = "limit") -> int | None:
@@ -156,7 +161,7 @@ class JobRoutes:
         return web.json_response({"deleted": deleted})
 
     async def register_app(self, request: web.Request) -> web.Response:
-        scope = self._app_scope(request)
+        scope = scope_of(request)
         body = await read_json_object(request) or {}
         url = body.get("url")
         token = body.get("token")
@@ -172,7 +177,7 @@ class JobRoutes:
         return web.Response(status=204)
 
     async def app_url(self, request: web.Request) -> web.Response:
-        scope = self._app_scope(request)
+        scope = scope_of(request)
         route = await self._service.app_route(scope)
         if route is None:
             raise AppNotFound(f"app {scope.app!r} has no registered url")
@@ -180,9 +185,5 @@ class JobRoutes:
         return web.json_response({"url": route.url, "hasToken": bool(route.token)})
 
     async def unregister_app(self, request: web.Request) -> web.Response:
-        await self._service.unregister_app(self._app_scope(request))
+        await self._service.unregister_app(scope_of(request))
         return web.Response(status=204)
-
-    @staticmethod
-    def _app_scope(request: web.Request) -> Scope:
-        return scope_of(request, app=request.match_info["appId"])

@@ -1,4 +1,4 @@
-"""The one place where errors become HTTP answers, and the API token check that raises one.
+"""The one place where errors become HTTP answers.
 
 Handlers raise TockError leaves (store/errors.py) and never build an error response themselves;
 `error_middleware` turns every exception into `{"errorCode", "message"}` with its status. The
@@ -8,7 +8,6 @@ codes they know; tock's own conditions (no quorum, no such app) get codes of the
 
 from __future__ import annotations
 
-import hmac
 import logging
 from dataclasses import dataclass, field
 
@@ -19,21 +18,17 @@ from node.http.body import MALFORMED_BODY_PREFIX
 from store.errors import (
     AppNotFound,
     DeadLetterNotFound,
+    Forbidden,
     JobConflict,
     JobNotFound,
     OutcomeUnknown,
     QuotaExceeded,
+    Unauthenticated,
     Unavailable,
     ValidationError,
 )
 
 log = logging.getLogger(__name__)
-
-TOKEN_HEADER = "dapr-api-token"
-# The liveness probe stays open without a token, so an orchestrator can probe it; so does the
-# dashboard's page, which asks for the token itself and sends it with every call it makes.
-TOKEN_EXEMPT = ("GET", "/v1.0/healthz")
-TOKEN_EXEMPT_PAGE = "/ui"
 
 CODE_MALFORMED = "ERR_MALFORMED_REQUEST"
 CODE_VALIDATION = "DAPR_SCHEDULER_SCHEDULE_JOB"
@@ -52,8 +47,10 @@ CODE_QUOTA_EXCEEDED = "ERR_QUOTA_EXCEEDED"
 CODE_UNAVAILABLE = "ERR_UNAVAILABLE"
 CODE_OUTCOME_UNKNOWN = "ERR_OUTCOME_UNKNOWN"
 CODE_INTERNAL = "ERR_INTERNAL"
+CODE_UNAUTHORIZED = "ERR_UNAUTHORIZED"
+CODE_FORBIDDEN = "ERR_PERMISSION_DENIED"
 CODES_BY_HTTP_STATUS = {
-    401: "ERR_UNAUTHORIZED",
+    401: CODE_UNAUTHORIZED,
     404: "ERR_NOT_FOUND",
     405: "ERR_METHOD_NOT_ALLOWED",
     413: "ERR_REQUEST_TOO_LARGE",
@@ -96,6 +93,10 @@ def describe(error: Exception, retry_after_s: int) -> ErrorAnswer:
             return ErrorAnswer(409, CODE_CONFLICT, str(error))
         case QuotaExceeded():
             return ErrorAnswer(429, CODE_QUOTA_EXCEEDED, str(error))
+        case Unauthenticated():
+            return ErrorAnswer(401, CODE_UNAUTHORIZED, str(error), {"WWW-Authenticate": "Bearer"})
+        case Forbidden():
+            return ErrorAnswer(403, CODE_FORBIDDEN, str(error))
         case Unavailable():
             return ErrorAnswer(503, CODE_UNAVAILABLE, str(error), retry)
         case OutcomeUnknown():
@@ -126,26 +127,3 @@ def error_middleware(retry_after_s: int) -> Middleware:
             return answer.response()
 
     return map_errors
-
-
-def _is_page(request: web.Request) -> bool:
-    path = request.path
-    return request.method == "GET" and (
-        path == TOKEN_EXEMPT_PAGE or path.startswith(TOKEN_EXEMPT_PAGE + "/")
-    )
-
-
-def token_middleware(token: str) -> Middleware:
-    """Require `dapr-api-token: <token>` on every request but the liveness probe."""
-    expected = token.encode()
-
-    @web.middleware
-    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if (request.method, request.path) != TOKEN_EXEMPT and not _is_page(request):
-            given = request.headers.get(TOKEN_HEADER, "").encode("utf-8", "surrogateescape")
-            # Constant time: the comparison must not tell an attacker how much of a guess is right.
-            if not hmac.compare_digest(given, expected):
-                raise web.HTTPUnauthorized(text=f"missing or wrong {TOKEN_HEADER} header")
-        return await handler(request)
-
-    return check_token

@@ -46,10 +46,39 @@ def _error(description: str) -> Json:
     return _answer(description, _ref("Error"))
 
 
-def _operation(summary: str, answers: dict[str, Json], **extra: Any) -> Json:
+# Who may call a route (node/access.py): the security requirements and the refusals of each kind.
+JOBS = "jobs"
+ADMIN = "admin"
+OPEN = "open"
+INTERNAL = "internal"
+_SECURITY: dict[str, list[Json]] = {
+    # An app token (token mode), the admin token, or nothing at all (open mode).
+    JOBS: [{"appToken": []}, {"adminToken": []}, {}],
+    ADMIN: [{"adminToken": []}],
+    OPEN: [],
+    INTERNAL: [],
+}
+_REFUSALS: dict[str, Json] = {
+    JOBS: {
+        "401": _error(
+            "token mode: dapr-api-token is missing or not a valid app token; or the "
+            "Authorization header does not carry the admin token"
+        ),
+        "403": _error(
+            "token mode: dapr-app-id, dapr-namespace or the path's app id names another app "
+            "than the app token's"
+        ),
+    },
+    ADMIN: {"401": _error("Authorization: Bearer <admin token> is missing or wrong")},
+    OPEN: {},
+    INTERNAL: {"401": _error("tock-signature is missing, wrong, stale or replayed")},
+}
+
+
+def _operation(summary: str, answers: dict[str, Json], access: str = JOBS, **extra: Any) -> Json:
     # No route lists 500: no input, however hostile, may cause one.
-    common = {"401": _error("a token is configured and dapr-api-token is missing or wrong")}
-    return {"summary": summary, "responses": {**answers, **common}, **extra}
+    responses = {**answers, **_REFUSALS[access]}
+    return {"summary": summary, "responses": responses, "security": _SECURITY[access], **extra}
 
 
 def _path_parameter(name: str, description: str, schema: Json | None = None) -> Json:
@@ -351,6 +380,7 @@ def _backup_paths() -> Json:
                     "400": BAD_INPUT,
                     "503": UNAVAILABLE,
                 },
+                ADMIN,
                 parameters=filters,
             )
         },
@@ -364,6 +394,7 @@ def _backup_paths() -> Json:
                     "400": BAD_INPUT,
                     "503": UNAVAILABLE,
                 },
+                ADMIN,
                 parameters=[overwrite],
                 requestBody={"required": True, "content": ndjson},
             )
@@ -450,12 +481,15 @@ def _internal_path() -> Json:
     return {
         "post": _operation(
             "Internal, between members: push a batch of triggers down this node's watch "
-            "streams; requires tock-internal-token (derived from the cluster secret)",
+            "streams; requires tock-signature, signed with a key derived from the cluster "
+            "secret over the method, path, body digest, time and a nonce (fresh, never replayed)",
             {
                 "200": {"description": "one outcome per trigger", "content": msgpack},
                 "400": BAD_INPUT,
                 "413": TOO_LARGE,
+                "503": _error("too many internal requests within the signature window"),
             },
+            INTERNAL,
             requestBody={"content": msgpack},
         )
     }
@@ -476,19 +510,22 @@ def _admin_paths() -> Json:
         "properties": {"digest": {"type": "string"}, "appliedIndex": {"type": "integer"}},
     }
     return {
-        "/v1.0/healthz": {"get": _operation("Liveness", {"204": _answer("serving")})},
+        "/v1.0/healthz": {"get": _operation("Liveness", {"204": _answer("serving")}, OPEN)},
         "/v1.0/healthz/ready": {
             "get": _operation(
                 "Readiness: caught up with a leader",
                 {"204": _answer("ready"), "503": _error("not caught up with a leader")},
+                OPEN,
             )
         },
         "/v1.0/healthz/outbound": {
-            "get": _operation("Dapr SDK readiness probe", {"204": _answer("serving")})
+            "get": _operation("Dapr SDK readiness probe", {"204": _answer("serving")}, OPEN)
         },
         "/admin/cluster": {
             "get": _operation(
-                "This node's view of the cluster", {"200": _answer("status", _ref("Cluster"))}
+                "This node's view of the cluster",
+                {"200": _answer("status", _ref("Cluster"))},
+                ADMIN,
             )
         },
         "/admin/digest": {
@@ -498,6 +535,7 @@ def _admin_paths() -> Json:
                 "mean equal replicas, and a digest unchanged across a request means that the "
                 "request wrote nothing. It hashes the whole state: slow on a big one",
                 {"200": _answer("the digest", digest), "503": UNAVAILABLE},
+                ADMIN,
             )
         },
         "/admin/members": {
@@ -509,6 +547,7 @@ def _admin_paths() -> Json:
                     "413": TOO_LARGE,
                     "503": UNAVAILABLE,
                 },
+                ADMIN,
                 requestBody={"content": _json_content(member)},
             )
         },
@@ -517,17 +556,20 @@ def _admin_paths() -> Json:
             "delete": _operation(
                 "Remove a node from the cluster",
                 {"204": _answer("removed"), "400": BAD_INPUT, "503": UNAVAILABLE},
+                ADMIN,
             ),
         },
         "/admin/quiesce": {
             "post": _operation(
                 "Stop firing and settle deliveries in flight (before stopping the node)",
                 {"204": _answer("quiesced"), "503": UNAVAILABLE},
+                ADMIN,
             )
         },
+        **_app_token_paths(),
         "/metrics": {
             "get": _operation(
-                "Prometheus metrics", {"200": {"description": "metrics", "content": text}}
+                "Prometheus metrics", {"200": {"description": "metrics", "content": text}}, ADMIN
             )
         },
         "/admin/stats": {
@@ -538,6 +580,7 @@ def _admin_paths() -> Json:
                 "sumSeconds, buckets: [[upper bound s, cumulative count]]}, "
                 "deliveriesInFlight}, or {node, error} for a member that did not answer",
                 {"200": _answer("the counters", {"type": "object"}), "400": BAD_INPUT},
+                ADMIN,
                 parameters=[
                     _query_parameter(
                         "scope", "whose counters", {"type": "string", "enum": ["cluster", "node"]}
@@ -546,7 +589,9 @@ def _admin_paths() -> Json:
             )
         },
         "/openapi.json": {
-            "get": _operation("This document", {"200": _answer("OpenAPI 3", {"type": "object"})})
+            "get": _operation(
+                "This document", {"200": _answer("OpenAPI 3", {"type": "object"})}, OPEN
+            )
         },
         "/ui": {
             "get": _operation(
@@ -554,6 +599,7 @@ def _admin_paths() -> Json:
                 "(its calls carry the token entered in it); /ui?app=A&prefix=P opens the jobs "
                 "of app A whose names start with P",
                 {"200": {"description": "the page", "content": html}},
+                OPEN,
             )
         },
         "/ui/{file}": {
@@ -561,6 +607,72 @@ def _admin_paths() -> Json:
             "get": _operation(
                 "The dashboard's script, style sheet and chart library",
                 {"200": _answer("the file"), "404": _error("no such file")},
+                OPEN,
+            ),
+        },
+    }
+
+
+def _app_token_paths() -> Json:
+    issued = {
+        "type": "object",
+        "required": ["id", "token"],
+        "properties": {
+            "id": {"type": "string", "description": "names the token in lists and revocations"},
+            "token": {
+                "type": "string",
+                "description": "the app token, for dapr-api-token; shown this once",
+            },
+        },
+    }
+    listed = {
+        "type": "object",
+        "required": ["tokens"],
+        "properties": {
+            "tokens": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "createdAt": {"type": "string", "description": "RFC3339"},
+                    },
+                },
+            }
+        },
+    }
+    token_id = _path_parameter(
+        "id", "the token's id", {"type": "string", "pattern": "^[0-9a-f]{16}$"}
+    )
+    namespace = _header_parameter(NAMESPACE_HEADER, 'the namespace of the app (default "default")')
+    return {
+        "/admin/apps/{appId}/tokens": {
+            "parameters": [APP_ID, namespace],
+            "post": _operation(
+                "Issue an app token: in token mode it alone decides the app its requests act "
+                "for. Only its digest is kept (replicated); the token is in this answer only. "
+                "It works on every node once this answers",
+                {
+                    "201": _answer("the token", issued),
+                    "400": BAD_INPUT,
+                    "429": _error("the app holds as many tokens as it may: revoke one first"),
+                    "503": UNAVAILABLE,
+                },
+                ADMIN,
+            ),
+            "get": _operation(
+                "The app's tokens, oldest first: ids and creation times, never the tokens",
+                {"200": _answer("the tokens", listed), "400": BAD_INPUT, "503": UNAVAILABLE},
+                ADMIN,
+            ),
+        },
+        "/admin/apps/{appId}/tokens/{id}": {
+            "parameters": [APP_ID, token_id, namespace],
+            "delete": _operation(
+                "Revoke an app token: it stops working on every node within a second (also "
+                "answers 204 for an id the app does not have)",
+                {"204": _answer("revoked"), "400": BAD_INPUT, "503": UNAVAILABLE},
+                ADMIN,
             ),
         },
     }
@@ -811,9 +923,20 @@ def openapi_document() -> Json:
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {
-                "daprApiToken": {"type": "apiKey", "in": "header", "name": "dapr-api-token"}
+                "appToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "dapr-api-token",
+                    "description": "an app token (POST /admin/apps/{appId}/tokens): needed by "
+                    "the Jobs API of a node in token mode, where it alone decides the app",
+                },
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the admin token: every /admin route and /metrics need it; "
+                    "on the Jobs API it acts as the app the headers name",
+                },
             },
         },
-        "security": [{"daprApiToken": []}],
         "paths": paths,
     }

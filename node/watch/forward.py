@@ -13,8 +13,8 @@ with no answer is: the failure policy retries it.
 Between nodes that serve TLS, the hop is https, each node's certificate checked against the CA
 (node/tls.py); a certificate that does not check is logged and the batch handed back.
 
-The route is internal: it requires `tock-internal-token`, a key derived from the cluster secret
-that only members know, besides the API token every route requires when one is set.
+The route is internal: every request is signed with a key derived from the cluster secret that
+only members know, fresh and never replayed (node/internal_auth.py).
 
 Each lane's pump runs supervised (task `forward <address>`, fault point `forward`): a pump that
 raises is logged, counted and started again after the backoff; the queued triggers wait for it.
@@ -23,8 +23,6 @@ raises is logged, counted and started again after the backoff; the queued trigge
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import ssl
 from collections import deque
@@ -34,7 +32,7 @@ import aiohttp
 from aiohttp import web
 
 from node.delivery.trigger import DeliveryOutcome, Trigger
-from node.http.errors import TOKEN_HEADER
+from node.internal_auth import SIGNATURE_HEADER, RequestSigner, SignatureCheck
 from node.scope import checked_scope
 from node.supervisor import Supervisor
 from node.watch.frames import decode_forward, decode_outcomes, encode_forward, encode_outcomes
@@ -45,15 +43,9 @@ from store.fault_points import fault_point
 log = logging.getLogger(__name__)
 
 INTERNAL_DELIVER_PATH = "/internal/v1/deliver"
-INTERNAL_TOKEN_HEADER = "tock-internal-token"
 MSGPACK = "application/msgpack"
 # The fault point of every lane's pump; each lane's task is named after its target as well.
 TASK = "forward"
-
-
-def internal_token(secret: str) -> str:
-    """The members' key for internal routes: derived, so the cluster secret never travels."""
-    return hmac.new(secret.encode(), b"tock internal deliver v1", hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,13 +59,20 @@ class ForwardConfig:
     answer_margin_s: float = 2.0
     # The largest answer accepted from a target.
     answer_bytes_max: int = 1024 * 1024
+    # How far a request's signed time may be from the receiver's clock: far wider than the
+    # clock offset members may have, far shorter than the life of a recorded request.
+    signature_window_s: float = 30.0
+    # Requests remembered within the window to refuse replays; beyond, new ones are refused.
+    replay_cache_max: int = 65536
 
     def validate(self) -> None:
         bounds = (self.batch_max, self.batch_bytes_max, self.requests_per_node_max, self.queue_max)
-        if min(*bounds, self.answer_bytes_max) <= 0 or self.answer_margin_s < 0:
+        limits = (self.answer_bytes_max, self.signature_window_s, self.replay_cache_max)
+        if min(*bounds, *limits) <= 0 or self.answer_margin_s < 0:
             raise ValidationError(
-                "batch_max, batch_bytes_max, requests_per_node_max, queue_max and "
-                "answer_bytes_max must be positive, answer_margin_s >= 0"
+                "batch_max, batch_bytes_max, requests_per_node_max, queue_max, "
+                "answer_bytes_max, signature_window_s and replay_cache_max must be positive, "
+                "answer_margin_s >= 0"
             )
 
 
@@ -83,15 +82,15 @@ _Pending = tuple[Trigger, asyncio.Future[DeliveryOutcome]]
 class _Lane:
     """The triggers bound for one node and the pump that sends them in batches."""
 
-    def __init__(self, url: str, forwarder: Forwarder, supervisor: Supervisor) -> None:
-        self._url = url
+    def __init__(self, http_address: str, forwarder: Forwarder, supervisor: Supervisor) -> None:
+        self._http_address = http_address
         self._forwarder = forwarder
         config = forwarder.config
         self._queue: deque[_Pending] = deque()
         self._queued = asyncio.Event()
         self._requests = asyncio.Semaphore(config.requests_per_node_max)
         self._sending: set[asyncio.Task[None]] = set()
-        self._pump = supervisor.spawn(f"{TASK} {url}", self._run)
+        self._pump = supervisor.spawn(f"{TASK} {http_address}", self._run)
 
     async def deliver(self, trigger: Trigger) -> DeliveryOutcome:
         if len(self._queue) >= self._forwarder.config.queue_max:
@@ -128,7 +127,8 @@ class _Lane:
         # Cancelled (the node is stopping), the batch is handed back rather than left waiting.
         outcomes = [DeliveryOutcome.UNDELIVERABLE] * len(batch)
         try:
-            outcomes = await self._forwarder.post(self._url, [trigger for trigger, _ in batch])
+            triggers = [trigger for trigger, _ in batch]
+            outcomes = await self._forwarder.post(self._http_address, triggers)
         finally:
             self._requests.release()
             for (_, outcome), value in zip(batch, outcomes, strict=True):
@@ -153,8 +153,7 @@ class Forwarder:
         self,
         config: ForwardConfig,
         ack_timeout_s: float,
-        secret: str,
-        api_token: str | None,
+        signer: RequestSigner,
         supervisor: Supervisor,
         *,
         tls: ssl.SSLContext | None = None,
@@ -166,9 +165,7 @@ class Forwarder:
         self._scheme = "http" if tls is None else "https"
         self._supervisor = supervisor
         self._ack_timeout_s = ack_timeout_s
-        self._headers = {INTERNAL_TOKEN_HEADER: internal_token(secret), "content-type": MSGPACK}
-        if api_token:
-            self._headers[TOKEN_HEADER] = api_token
+        self._signer = signer
         self._lanes: dict[str, _Lane] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -176,22 +173,23 @@ class Forwarder:
         """One attempt through the node serving HTTP at `http_address` (HOST:PORT)."""
         lane = self._lanes.get(http_address)
         if lane is None:
-            lane = self._lanes[http_address] = _Lane(
-                f"{self._scheme}://{http_address}", self, self._supervisor
-            )
+            lane = self._lanes[http_address] = _Lane(http_address, self, self._supervisor)
         return await lane.deliver(trigger)
 
-    async def post(self, base_url: str, triggers: list[Trigger]) -> list[DeliveryOutcome]:
-        """One batch to one node: an outcome per trigger, never an exception for its faults."""
+    async def post(self, http_address: str, triggers: list[Trigger]) -> list[DeliveryOutcome]:
+        """One batch to the node serving HTTP at `http_address`: an outcome per trigger, never
+        an exception for its faults."""
         if self._session is None:
             connector = aiohttp.TCPConnector(ssl=True if self._tls is None else self._tls)
             self._session = aiohttp.ClientSession(connector=connector)
         body = encode_forward(triggers, round(self._ack_timeout_s * 1000))
         timeout = aiohttp.ClientTimeout(total=self._ack_timeout_s + self.config.answer_margin_s)
-        url = base_url + INTERNAL_DELIVER_PATH
+        url = f"{self._scheme}://{http_address}{INTERNAL_DELIVER_PATH}"
+        signature = self._signer.signature(http_address, "POST", INTERNAL_DELIVER_PATH, body)
+        headers = {"content-type": MSGPACK, SIGNATURE_HEADER: signature}
         try:
             async with self._session.post(
-                url, data=body, headers=self._headers, timeout=timeout
+                url, data=body, headers=headers, timeout=timeout
             ) as reply:
                 answer = await reply.read()
                 if reply.status != 200:
@@ -220,19 +218,21 @@ class Forwarder:
 class ForwardRoute:
     """`POST /internal/v1/deliver`: push a batch from an owner down this node's watchers."""
 
-    def __init__(self, watchers: LocalWatchers, secret: str, body_bytes_max: int) -> None:
+    def __init__(
+        self, watchers: LocalWatchers, signatures: SignatureCheck, body_bytes_max: int
+    ) -> None:
         self._watchers = watchers
-        self._token = internal_token(secret).encode()
+        self._signatures = signatures
         self._body_bytes_max = body_bytes_max
 
     def register(self, router: web.UrlDispatcher) -> None:
         router.add_route("POST", INTERNAL_DELIVER_PATH, self.deliver)
 
     async def deliver(self, request: web.Request) -> web.Response:
-        given = request.headers.get(INTERNAL_TOKEN_HEADER, "").encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(given, self._token):
-            raise web.HTTPUnauthorized(text=f"missing or wrong {INTERNAL_TOKEN_HEADER} header")
-        triggers, timeout_ms = decode_forward(await request.read(), self._body_bytes_max)
+        body = await request.read()
+        signature = request.headers.get(SIGNATURE_HEADER)
+        self._signatures.check(request.method, request.raw_path, body, signature)
+        triggers, timeout_ms = decode_forward(body, self._body_bytes_max)
         for trigger in triggers:
             checked_scope(trigger.namespace, trigger.app)
         timeout_s = min(timeout_ms / 1000, self._watchers.ack_timeout_s)

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from node.access import Caller
 from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.http.access import caller_of
 from node.http.openapi import API_PREFIXES
-from node.scope import scope_from
 from node.watch.frames import decode_acks, encode_triggers
 from store.errors import Unavailable, ValidationError
 from store.machine import AppKey
@@ -52,14 +53,17 @@ class WatchConfig:
     heartbeat_s: float = 10.0
     # How long a close waits for the app's closing answer.
     close_timeout_s: float = 2.0
+    # How often a stream opened with an app token checks that the token still stands: a revoked
+    # token's streams close within this (plus the revocation's way through the log).
+    token_check_s: float = 0.25
 
     def validate(self) -> None:
         counts = (self.frame_triggers_max, self.frame_bytes_max, self.stream_in_flight_max)
-        periods = (self.register_wait_s, self.heartbeat_s, self.close_timeout_s)
+        periods = (self.register_wait_s, self.heartbeat_s, self.close_timeout_s, self.token_check_s)
         if min(*counts, self.watchers_max) <= 0 or min(periods) <= 0:
             raise ValidationError(
                 "frame_triggers_max, frame_bytes_max, stream_in_flight_max, watchers_max, "
-                "register_wait_s, heartbeat_s and close_timeout_s must be positive"
+                "register_wait_s, heartbeat_s, close_timeout_s and token_check_s must be positive"
             )
 
 
@@ -119,11 +123,13 @@ class Watcher:
                 if not acked.done():
                     acked.set_exception(Closed())
 
-    async def close(self) -> None:
+    async def close(
+        self, code: int = WSCloseCode.GOING_AWAY, message: bytes = b"node stopping"
+    ) -> None:
         # A stream still in its handshake is never served (serve checks `closed` first).
         self.closed = True
         if self._socket.prepared:
-            await self._socket.close(code=WSCloseCode.GOING_AWAY, message=b"node stopping")
+            await self._socket.close(code=code, message=message)
 
     async def _send_frames(self) -> None:
         while True:
@@ -229,25 +235,30 @@ class WatchRoute:
     """`GET {prefix}/apps/{appId}/watch`: upgrade to a WebSocket and serve it as a watcher.
 
     `registered(app)` waits (bounded) until the cluster has recorded this node's watchers of
-    the app, so that once the handshake answers, triggers anywhere in the cluster come here."""
+    the app, so that once the handshake answers, triggers anywhere in the cluster come here.
+    `stands(caller)` tells whether the credential the stream was opened with still stands: a
+    stream whose app token is revoked is closed (policy violation)."""
 
     def __init__(
         self,
         watchers: LocalWatchers,
         registered: Callable[[AppKey, float], Awaitable[None]],
+        stands: Callable[[Caller], bool],
     ) -> None:
         self._watchers = watchers
         self._registered = registered
+        self._stands = stands
 
     def register(self, router: web.UrlDispatcher) -> None:
         for prefix in API_PREFIXES:
             router.add_route("GET", prefix + WATCH_PATH, self.watch)
 
     async def watch(self, request: web.Request) -> web.WebSocketResponse:
-        # Checked before anything else: the namespace and app id travel in the commands that
-        # record this watcher, which every replica must be able to encode.
-        scope = scope_from(request.headers.get, request.match_info["appId"])
-        app = (scope.namespace, scope.app)
+        # The access middleware checked the scope before anything else: the namespace and app
+        # id travel in the commands that record this watcher, which every replica must be able
+        # to encode.
+        caller = caller_of(request)
+        app = (caller.scope.namespace, caller.scope.app)
         config = self._watchers.config
         socket = web.WebSocketResponse(
             max_msg_size=config.frame_bytes_max,
@@ -258,6 +269,7 @@ class WatchRoute:
             raise ValidationError("the watch route needs a WebSocket upgrade")
         watcher = Watcher(app, socket, config)
         self._watchers.add(watcher)
+        guard = asyncio.create_task(self._close_once_revoked(caller, watcher))
         try:
             # Served even if the cluster cannot record it now (no quorum): the announcer keeps
             # trying, and this node's own jobs reach the watcher meanwhile.
@@ -265,5 +277,19 @@ class WatchRoute:
                 await self._registered(app, config.register_wait_s)
             await watcher.serve(request)
         finally:
+            # A guard that found the token revoked is closing the stream: let it finish.
+            if self._stands(caller):
+                guard.cancel()
+            await asyncio.gather(guard, return_exceptions=True)
             self._watchers.remove(watcher)
         return socket
+
+    async def _close_once_revoked(self, caller: Caller, watcher: Watcher) -> None:
+        if caller.token_id is None:
+            return
+        while True:
+            await asyncio.sleep(self._watchers.config.token_check_s)
+            if not self._stands(caller):
+                break
+        log.info("closing a watch stream of %s: its app token was revoked", watcher.app)
+        await watcher.close(WSCloseCode.POLICY_VIOLATION, b"app token revoked")

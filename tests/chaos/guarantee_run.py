@@ -303,7 +303,10 @@ def final_states(cluster: LocalCluster) -> list[NodeState]:
     """Every node's indexes, polled until they agree (bounded), and its jobs."""
     deadline = time.monotonic() + AGREE_TIMEOUT_S
     while True:
-        views = {node: call(f"{cluster.node(node).url}/admin/cluster") for node in NODES}
+        admin = cluster.admin_headers()
+        views = {
+            node: call(f"{cluster.node(node).url}/admin/cluster", headers=admin) for node in NODES
+        }
         indexes = {(v["commitIndex"], v["appliedIndex"]) for v in views.values()}
         if len(indexes) == 1 or time.monotonic() >= deadline:
             break

@@ -136,7 +136,7 @@ class App:
 
     def owner(self, name: str, node: int = 1) -> str:
         """The node that fires `name` in the current epoch, as node `node` sees the cluster."""
-        status = cluster_status(self.rig.url(node))
+        status = cluster_status(self.rig.cluster, node)
         live = [m["id"] for m in status["members"] if m["alive"]]
         ring = Ring(live, PARTITIONS)
         # The node's own partition counts must match the ring rebuilt here, or the answer
@@ -149,8 +149,10 @@ class App:
         return owner
 
 
-def cluster_status(node_url: str) -> dict[str, Any]:
-    answer = call(node_url + "/admin/cluster")
+def cluster_status(cluster: LocalCluster, node: int) -> dict[str, Any]:
+    """GET /admin/cluster of node `node` (1-based), with the cluster's admin token."""
+    url = cluster.nodes[node - 1].url
+    answer = call(url + "/admin/cluster", headers=cluster.admin_headers())
     assert answer.status == 200, answer
     status: dict[str, Any] = answer.json
     return status
@@ -158,13 +160,13 @@ def cluster_status(node_url: str) -> dict[str, Any]:
 
 @contextmanager
 def running_rig(
-    data_dir: Path, node_args: tuple[str, ...] = (), api_token: str | None = None
+    data_dir: Path, node_args: tuple[str, ...] = (), open_api: bool = True
 ) -> Iterator[Rig]:
     """A ready 3-node cluster and a started sink; both are always stopped."""
     script = Script()
     sink = Sink(status_for=script.status_for).start()
     try:
-        with running_cluster(data_dir, node_args=node_args, api_token=api_token) as cluster:
+        with running_cluster(data_dir, node_args=node_args, open_api=open_api) as cluster:
             yield Rig(cluster, sink, script)
     finally:
         sink.stop()

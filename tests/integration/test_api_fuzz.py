@@ -98,12 +98,13 @@ class Findings:
 class Fuzzer:
     def __init__(self, cluster: LocalCluster, session: requests.Session) -> None:
         self.url = cluster.nodes[0].url
+        self._admin = cluster.admin_headers()
         self._session = session
         self.findings = Findings()
         self._digest = self.digest()
 
     def digest(self) -> str:
-        answer = call(f"{self.url}/admin/digest")
+        answer = call(f"{self.url}/admin/digest", headers=self._admin)
         assert answer.status == 200, answer
         digest: str = answer.json["digest"]
         return digest
@@ -220,14 +221,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 def quiesce(cluster: LocalCluster) -> None:
     """Stop every node's heartbeats and firing, and wait until the state holds still."""
+    admin = cluster.admin_headers()
     for node in cluster.nodes:
-        answer = call(f"{node.url}/admin/quiesce", "POST")
+        answer = call(f"{node.url}/admin/quiesce", "POST", headers=admin)
         assert answer.status == 204, answer
     url = cluster.nodes[0].url
     seen: list[str] = []
 
     def still() -> bool:
-        seen.append(call(f"{url}/admin/digest").json["digest"])
+        seen.append(call(f"{url}/admin/digest", headers=admin).json["digest"])
         return len(seen) >= 3 and len(set(seen[-3:])) == 1
 
     wait_until(still, QUIET_TIMEOUT_S, "the quiesced cluster's state to hold still")
@@ -253,6 +255,9 @@ def test_no_input_answers_5xx_or_changes_state_when_rejected(cluster: LocalClust
     assert ("GET", "/admin/digest") in described and len(described) >= 25, described
     share_s = FUZZ_S_MAX / len(operations)
     with requests.Session() as session:
+        # The admin token on every request, so that the admin routes are fuzzed past the
+        # check; without it they all answer 401 (tests/integration/test_access.py).
+        session.headers.update(cluster.admin_headers())
         fuzzer = Fuzzer(cluster, session)
         for index, operation in enumerate(operations):
             # A seed per route: the twin routes of the two prefixes get different requests.
@@ -268,5 +273,8 @@ def test_no_input_answers_5xx_or_changes_state_when_rejected(cluster: LocalClust
     # The cluster is whole afterwards: every replica agrees and every node is ready.
     for node in cluster.nodes:
         assert call(f"{node.url}/v1.0/healthz/ready").status == 204
-    digests = {call(f"{node.url}/admin/digest").json["digest"] for node in cluster.nodes}
+    admin = cluster.admin_headers()
+    digests = {
+        call(f"{node.url}/admin/digest", headers=admin).json["digest"] for node in cluster.nodes
+    }
     assert len(digests) == 1, digests

@@ -88,7 +88,10 @@ def test_tock_status_prints_the_cluster_as_a_table(cluster: LocalCluster) -> Non
     views = ElectionLog().agreed(cluster, NODES, AGREE_TIMEOUT_S)
     node = cluster.node("n2")
     result = subprocess.run(
-        [sys.executable, "-m", "node.cli", "status", "--node", node.url],
+        [
+            *(sys.executable, "-m", "node.cli", "status", "--node", node.url),
+            *("--admin-token-file", str(cluster.admin_token_file)),
+        ],
         capture_output=True,
         text=True,
         timeout=30,

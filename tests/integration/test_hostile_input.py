@@ -168,7 +168,7 @@ def test_a_failed_delivery_with_a_long_retry_interval_hurts_nothing(
     since = now_ms()
     found += healthy.problems(since)
     for node in NODES:
-        status = call(rig.url(node) + "/admin/cluster")
+        status = call(rig.url(node) + "/admin/cluster", headers=rig.cluster.admin_headers())
         if status.status != 200:
             found.append(f"n{node} /admin/cluster: {status.status} {status.body[:200]!r}")
         for name in accepted:

@@ -1,7 +1,8 @@
 """The `tock` command line as a user runs it, each command a real subprocess: `tock job
 create|get|list|delete|pause|resume|run|history`, `tock deadletter list|redrive|delete`,
 `tock export` and `tock import` and `tock status` against a real 3-process cluster, and `tock up`
-itself, from its first printed line to SIGTERM leaving no node process behind.
+itself, from its first printed line (its nodes, then where the admin token is) to SIGTERM leaving
+no node process behind.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import queue
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -38,7 +40,8 @@ LARGE_IMPORT_S_MAX = 90.0
 
 
 def tock(*args: str, timeout_s: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "TOCK_API_TOKEN"}
+    # Only the credentials a test gives on the command line: none from the environment.
+    env = {k: v for k, v in os.environ.items() if k not in ("TOCK_ADMIN_TOKEN", "DAPR_API_TOKEN")}
     return subprocess.run(
         [sys.executable, "-m", "node.cli", *args],
         capture_output=True,
@@ -65,6 +68,14 @@ def job_cli(app: App, node: int, *args: str) -> subprocess.CompletedProcess[str]
     """`tock job ARGS` against node `node`, acting for `app`."""
     command, *rest = args
     return tock("job", command, *rest, "--node", app.rig.url(node), "--app-id", app.id)
+
+
+def backup_cli(
+    app: App, *args: str, timeout_s: float = COMMAND_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """`tock export|import ARGS` with the cluster's admin token, which both need."""
+    token_file = str(app.rig.cluster.admin_token_file)
+    return tock(*args, "--admin-token-file", token_file, timeout_s=timeout_s)
 
 
 def test_create_get_list_and_delete_round_trip_across_nodes(app: App) -> None:
@@ -175,33 +186,35 @@ def test_export_to_a_file_and_stdout_then_import_it_back(app: App, tmp_path: Pat
     assert job_cli(app, 1, "pause", names[1]).returncode == 0
     before = {name: app.get(name, node=2).json for name in names}
     path = tmp_path / "jobs.ndjson"
-    exported = tock("export", str(path), "--node", app.rig.url(1), "--app", app.id)
+    exported = backup_cli(app, "export", str(path), "--node", app.rig.url(1), "--app", app.id)
     assert (exported.returncode, exported.stdout) == (0, f"exported 3 jobs to {path}\n"), exported
     lines = path.read_bytes().splitlines()
     assert [json.loads(line)["name"] for line in lines] == names
-    to_stdout = tock("export", "--node", app.rig.url(3), "--app", app.id, "--prefix", names[1])
+    to_stdout = backup_cli(
+        app, "export", "--node", app.rig.url(3), "--app", app.id, "--prefix", names[1]
+    )
     assert to_stdout.stdout.encode() == lines[1] + b"\n", to_stdout
 
     assert call(f"{app.rig.url(1)}/v1.0/jobs?prefix=", "DELETE", headers=app.headers).status == 200
-    imported = tock("import", str(path), "--node", app.rig.url(2))
+    imported = backup_cli(app, "import", str(path), "--node", app.rig.url(2))
     assert (imported.returncode, imported.stdout) == (0, "imported 3, skipped 0\n"), imported
     assert imported.stderr == ""
     assert {name: app.get(name, node=3).json for name in names} == before
-    again = tock("import", str(path), "--node", app.rig.url(3))
+    again = backup_cli(app, "import", str(path), "--node", app.rig.url(3))
     assert again.stdout == "imported 0, skipped 3\n", again
-    overwrite = tock("import", str(path), "--overwrite", "--node", app.rig.url(1))
+    overwrite = backup_cli(app, "import", str(path), "--overwrite", "--node", app.rig.url(1))
     assert overwrite.stdout == "imported 3, skipped 0\n", overwrite
 
     bad = tmp_path / "bad.ndjson"
     bad.write_bytes(lines[0] + b"\n{}\n")
-    refused = tock("import", str(bad), "--node", app.rig.url(1))
+    refused = backup_cli(app, "import", str(bad), "--node", app.rig.url(1))
     assert refused.returncode == 1 and "import line 2" in refused.stderr, refused
 
 
 def test_a_large_import_shows_its_progress(app: App, tmp_path: Path) -> None:
     template = app.name("template")
     app.create(template, {"schedule": "@every 24h"})
-    line = tock("export", "--node", app.rig.url(1), "--app", app.id).stdout.encode()
+    line = backup_cli(app, "export", "--node", app.rig.url(1), "--app", app.id).stdout.encode()
     job = job_of_line(line, 1)
     path = tmp_path / "large.ndjson"
     with path.open("wb") as file:
@@ -213,7 +226,9 @@ def test_a_large_import_shows_its_progress(app: App, tmp_path: Path) -> None:
     body_bytes_max = next(f.default for f in fields(NodeConfig) if f.name == "body_bytes_max")
     assert isinstance(body_bytes_max, int) and path.stat().st_size > body_bytes_max
     try:
-        answer = tock("import", str(path), "--node", app.rig.url(2), timeout_s=LARGE_IMPORT_S_MAX)
+        answer = backup_cli(
+            app, "import", str(path), "--node", app.rig.url(2), timeout_s=LARGE_IMPORT_S_MAX
+        )
         assert answer.stdout == f"imported {LARGE_IMPORT_JOBS}, skipped 0\n", answer
         progress = answer.stderr.splitlines()
         assert len(progress) == 2, answer.stderr
@@ -221,7 +236,9 @@ def test_a_large_import_shows_its_progress(app: App, tmp_path: Path) -> None:
             assert shown.startswith("import: ") and " jobs sent (" in shown, shown
             assert int(shown.split()[1]) >= jobs, shown
         assert progress[-1].endswith("MiB, 100%)"), progress
-        count = call(f"{app.rig.url(3)}/admin/cluster").json["jobs"]
+        count = call(
+            f"{app.rig.url(3)}/admin/cluster", headers=app.rig.cluster.admin_headers()
+        ).json["jobs"]
         assert count >= LARGE_IMPORT_JOBS + 1, count
     finally:
         deleted = call(f"{app.rig.url(1)}/v1.0/jobs?prefix=bulk-", "DELETE", headers=app.headers)
@@ -229,7 +246,8 @@ def test_a_large_import_shows_its_progress(app: App, tmp_path: Path) -> None:
 
 
 def test_status_prints_the_node_and_every_member(rig: Rig) -> None:
-    answer = tock("status", "--node", rig.url(2))
+    token_file = str(rig.cluster.admin_token_file)
+    answer = tock("status", "--node", rig.url(2), "--admin-token-file", token_file)
     assert answer.returncode == 0, answer
     lines = answer.stdout.splitlines()
     assert lines[0].split() == ["node", "n2"]
@@ -239,6 +257,13 @@ def test_status_prints_the_node_and_every_member(rig: Rig) -> None:
     members = {line.split()[0]: line.split() for line in lines[header + 1 :]}
     assert set(members) == {"n1", "n2", "n3"}, answer.stdout
     assert all(row[3] == "yes" for row in members.values()), answer.stdout
+
+
+def test_status_without_the_admin_token_exits_1(rig: Rig, tmp_path: Path) -> None:
+    (tmp_path / "admin-token").write_text("not-the-admin-token")
+    for where in ([], ["--data-dir", str(tmp_path)]):
+        answer = tock("status", "--node", rig.url(1), *where)
+        assert answer.returncode == 1 and "admin token" in answer.stderr, answer
 
 
 def test_status_of_an_unreachable_node_exits_1() -> None:
@@ -295,10 +320,20 @@ def test_tock_up_prints_its_nodes_registers_the_app_and_stops_every_node(tmp_pat
             assert fields["raft"] == f"127.0.0.1:{base + 15 + k - 1}", nodes
             assert fields["grpc"] == f"127.0.0.1:{base + 30 + k - 1}", nodes
             pids.append(int(fields["pid"]))
+        token_file = tmp_path / "admin-token"
+        assert lines.next(UP_READY_S) == f"admin token: {token_file}"
         ready = lines.next(UP_READY_S)
         assert ready in {f"ready: leader n{k}" for k in (1, 2, 3)}, ready
+        for credential in ("admin-token", "secret"):
+            assert stat.S_IMODE((tmp_path / credential).stat().st_mode) == 0o600, credential
 
         node2 = f"http://127.0.0.1:{base + 1}"
+        # The admin routes need the generated token; the client commands find it in the dir.
+        assert call(node2 + "/admin/cluster").status == 401
+        admin = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+        assert call(node2 + "/admin/cluster", headers=admin).status == 200
+        status = tock("status", "--node", node2, "--data-dir", str(tmp_path))
+        assert status.returncode == 0 and status.stdout.startswith("node       n2"), status
         assert call(node2 + "/v1.0/apps/default").json == {"url": sink.url, "hasToken": False}
         answer = call(node2 + "/v1.0/jobs/hello", "POST", {"dueTime": "1s"})
         assert answer.status == 204, answer

@@ -3,7 +3,8 @@
 tests/unit/node/test_api.py checks every message against one node; here the question is the
 cluster's: a request refused on one node leaves no trace on any node and takes none down, a
 write acknowledged by one node is seen at once on every other, and the answers that need a
-cluster to happen (409 across nodes, 401 with a token, 503 without a quorum) come over HTTP.
+cluster to happen (409 across nodes, 503 without a quorum) come over HTTP; the 401s and 403s
+of token mode are in test_access.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from tests.integration.node_helpers import (
     Rig,
     call,
     running_rig,
-    settle,
 )
 
 NODES = (1, 2, 3)
@@ -141,24 +141,6 @@ def test_a_second_create_on_another_node_conflicts_unless_overwrite_which_resets
 def test_a_missing_job_is_a_404_on_every_node(app: App) -> None:
     for node in NODES:
         assert_error(app.get("ghost", node), 404, "DAPR_SCHEDULER_JOB_NOT_FOUND", "ghost")
-
-
-def test_with_a_token_every_node_refuses_a_missing_or_wrong_one(tmp_path: Path) -> None:
-    token = "integration-token"
-    with running_rig(tmp_path, api_token=token) as rig:
-        good = {"dapr-api-token": token, "dapr-app-id": "guarded"}
-        url = rig.sink.url
-        assert call(rig.url(1) + "/v1.0/apps/guarded", "PUT", {"url": url}, good).status == 204
-        for node in NODES:
-            base = rig.url(node)
-            for headers in ({}, {"dapr-api-token": "wrong"}):
-                answer = call(base + "/v1.0/jobs/x", "POST", {"dueTime": "1s"}, headers)
-                assert_error(answer, 401, "ERR_UNAUTHORIZED", "dapr-api-token")
-            assert call(base + "/v1.0/healthz").status == 204
-        # The right token is let through, and the job fires: nodes need no token among them.
-        answer = call(rig.url(2) + "/v1.0/jobs/x", "POST", {"dueTime": "1s"}, good)
-        assert answer.status == 204, answer
-        assert len(settle(rig.sink, "x", 1, quiet_s=1.0, timeout_s=8)) == 1
 
 
 def test_without_a_quorum_a_write_is_a_503_with_retry_after(tmp_path: Path) -> None:

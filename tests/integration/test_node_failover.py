@@ -80,8 +80,7 @@ def kill_owner_and_watch(rig: Rig, victim: str, silence_s_max: float) -> None:
     time.sleep(WATCH_AFTER_KILL_S)
     end_ms = time.time_ns() // 1_000_000
 
-    survivor_url = rig.cluster.node(survivor).url
-    status = cluster_status(survivor_url)
+    status = cluster_status(rig.cluster, int(survivor[1:]))
     alive = {m["id"]: m["alive"] for m in status["members"]}
     assert alive[victim] is False, status
     assert sum(m["partitions"] for m in status["members"] if m["alive"]) == 1024

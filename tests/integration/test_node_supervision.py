@@ -50,7 +50,8 @@ def test_a_node_whose_engine_crash_loops_is_not_ready_and_its_jobs_fire_elsewher
                 ready = call(victim.url + "/v1.0/healthz/ready")
             except OSError:
                 return False  # still starting
-            members = {m["id"]: m for m in cluster_status(survivor.url)["members"]}
+            survivor_view = cluster_status(rig.cluster, int(survivor.node_id[1:]))
+            members = {m["id"]: m for m in survivor_view["members"]}
             # The probe answers 503 while the restarted node catches up as well: only the
             # crash loop's 503 counts here.
             return (
@@ -74,7 +75,7 @@ def test_a_node_whose_engine_crash_loops_is_not_ready_and_its_jobs_fire_elsewher
 
         ready = call(victim.url + "/v1.0/healthz/ready")
         assert ready.status == 503 and CRASH_LOOP in ready.body, ready
-        metrics = call(victim.url + "/metrics").body.decode()
+        metrics = call(victim.url + "/metrics", headers=rig.cluster.admin_headers()).body.decode()
         assert sample_value(metrics, "tock_task_healthy", {"task": "engine"}) == 0, metrics
         log = victim.log_file.read_text(errors="replace")
         assert log.count("node unhealthy") == 1, "said once per change, not per probe"

@@ -27,12 +27,13 @@ POLL_S = 0.1
 HTTP_TIMEOUT_S = 5.0
 
 
-def call(url: str, method: str = "GET", body: object = None) -> Any:
+def call(
+    url: str, method: str = "GET", body: object = None, headers: dict[str, str] | None = None
+) -> Any:
     """One JSON request; the decoded answer (None for an empty one). Raises HTTPError."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"content-type": "application/json"}
-    )
+    headers = {"content-type": "application/json", **(headers or {})}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as reply:
         text = reply.read()
     return json.loads(text) if text else None

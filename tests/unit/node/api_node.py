@@ -3,7 +3,8 @@ the job operations and backup routes) on an event loop in a thread of its own, s
 127.0.0.1 port. No engine runs: nothing fires.
 
 `call` is a plain http.client request, so the server is tested independently of the
-client in node/client/.
+client in node/client/. The node runs the Jobs API open unless told otherwise; its admin routes
+need ADMIN_TOKEN (`ADMIN` holds the header).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from cluster.ring import Ring
+from node.access import Access
+from node.app_tokens import AppTokenService
 from node.backup import Backup
 from node.engine.metrics import EngineMetrics
 from node.http.admin import ClusterStatus, MemberStatus, StateDigest, raft_not_ready_reason
@@ -30,6 +33,7 @@ from node.http.backup import BackupRoutes
 from node.http.metrics import MetricsSources, node_registry, render_metrics
 from node.http.operations import OperationRoutes
 from node.http.stats import NodeStats, node_stats
+from node.http.tokens import AppTokenRoutes
 from node.service import JobService, ServiceConfig
 from store.clock import SystemClock
 from store.codec import (
@@ -67,6 +71,8 @@ BODY_BYTES_MAX = 16 * 1024
 LIST_BYTES_MAX = 64 * 1024
 # The member id whose removal makes the view fail unexpectedly (the 500 test).
 FAILING_MEMBER = "explodes"
+ADMIN_TOKEN = "api-node-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 # The one member and its epoch, once become_owner made it the owner of every partition.
 OWNER = "n1"
 OWNER_EPOCH = 1
@@ -161,11 +167,11 @@ class Answer:
 class LiveNode:
     """One tock node's HTTP face over a real single-node Raft store, in a background thread."""
 
-    def __init__(self, data_dir: Path, api_token: str | None = None) -> None:
+    def __init__(self, data_dir: Path, open_api: bool = True) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.api = ApiConfig()
-        self.api_token = api_token
+        self.open_api = open_api
         self.raft = RaftConfig(
             self_address=f"127.0.0.1:{free_port()}",
             peer_addresses=(),
@@ -287,15 +293,22 @@ class LiveNode:
         self.view = StoreView(
             store, machine, f"127.0.0.1:{self.port}", self.raft.self_address, metrics
         )
+        tokens = AppTokenService(
+            service, store, machine, SystemClock(), propose_timeout_s=PROPOSE_TIMEOUT_S
+        )
         backup = Backup(store, machine, PROPOSE_TIMEOUT_S)
-        routes = (OperationRoutes(service), BackupRoutes(backup, PROPOSE_TIMEOUT_S))
+        routes = (
+            OperationRoutes(service),
+            BackupRoutes(backup, PROPOSE_TIMEOUT_S),
+            AppTokenRoutes(tokens),
+        )
         app = build_app(
             service,
             self.view,
             self.api,
             routes,
             body_bytes_max=BODY_BYTES_MAX,
-            api_token=self.api_token,
+            access=Access(ADMIN_TOKEN, open_api=self.open_api, tokens=tokens),
         )
         self._runner = web.AppRunner(app)
         await self._runner.setup()

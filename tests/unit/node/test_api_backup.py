@@ -17,7 +17,7 @@ import pytest
 from node.backup import IMPORT_BATCH_JOBS_MAX, export_line, job_of_line, lines_of
 from store.codec import EntryKind, Outcome
 from store.errors import ValidationError
-from tests.unit.node.api_node import BODY_BYTES_MAX, STARTUP_S_MAX, Answer, LiveNode
+from tests.unit.node.api_node import ADMIN, BODY_BYTES_MAX, STARTUP_S_MAX, Answer, LiveNode
 
 EXPONENTIAL = {
     "exponential": {"initialInterval": "1s", "maxInterval": "1m", "multiplier": 3, "maxRetries": 4}
@@ -63,14 +63,14 @@ def ack(node: LiveNode, app: str, name: str, kind: EntryKind = EntryKind.OCCURRE
 
 
 def export(node: LiveNode, query: str) -> bytes:
-    answer = node.call("GET", f"/admin/export{query}")
+    answer = node.call("GET", f"/admin/export{query}", headers=ADMIN)
     assert answer.status == 200, answer
     assert answer.headers["Content-Type"] == "application/x-ndjson"
     return answer.body
 
 
 def import_(node: LiveNode, body: bytes, query: str = "") -> Answer:
-    return node.call("POST", f"/admin/import{query}", body)
+    return node.call("POST", f"/admin/import{query}", body, ADMIN)
 
 
 def names(lines: bytes) -> list[str]:
@@ -154,7 +154,7 @@ def test_export_filters_by_namespace_app_and_prefix(node: LiveNode, app: str) ->
     other = export(node, f"?app={app}&namespace=other")
     assert [json.loads(line)["namespace"] for line in other.splitlines()] == ["other"]
     assert export(node, "?app=nobody") == b""
-    bad = node.call("GET", "/admin/export?prefix=a%00")
+    bad = node.call("GET", "/admin/export?prefix=a%00", headers=ADMIN)
     assert bad.status == 400, bad
 
 
@@ -229,7 +229,7 @@ def test_a_large_import_is_streamed_not_read_whole(
 
     connection = http.client.HTTPConnection("127.0.0.1", target.port, timeout=STARTUP_S_MAX)
     try:
-        connection.request("POST", "/admin/import", body=body(), encode_chunked=True)
+        connection.request("POST", "/admin/import", body=body(), headers=ADMIN, encode_chunked=True)
         response = connection.getresponse()
         answer = Answer(response.status, dict(response.getheaders()), response.read())
     finally:

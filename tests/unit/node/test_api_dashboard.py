@@ -11,9 +11,8 @@ import pytest
 
 from node.http.ui import ASSETS
 from node.service import UPCOMING_COUNT_MAX
-from tests.unit.node.api_node import LiveNode
+from tests.unit.node.api_node import ADMIN, LiveNode
 
-TOKEN = "dashboard-token"
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
@@ -26,7 +25,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNode]:
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNode]:
-    live = LiveNode(tmp_path_factory.mktemp("dashboard-guarded"), api_token=TOKEN).start()
+    live = LiveNode(tmp_path_factory.mktemp("dashboard-guarded"), open_api=False).start()
     yield live
     live.stop()
 
@@ -52,7 +51,9 @@ def test_an_unknown_file_is_a_404_and_the_api_still_wants_its_token(guarded: Liv
     assert guarded.call("GET", "/ui/../metrics").status in (401, 404)
     assert guarded.call("GET", "/ui/secret.txt").status == 404
     assert guarded.call("GET", "/admin/stats").status == 401
-    assert guarded.call("POST", "/ui").status == 401
+    assert guarded.call("GET", "/v1.0/jobs/x").status == 401
+    # The page is open to GET only; another method finds no route.
+    assert guarded.call("POST", "/ui").status == 405
 
 
 def test_next_lists_the_occurrences_to_come(node: LiveNode) -> None:
@@ -81,13 +82,13 @@ def test_next_of_no_such_job_is_a_404(node: LiveNode) -> None:
 
 
 def test_stats_give_the_counters_of_this_node_and_of_the_cluster(node: LiveNode) -> None:
-    own = node.call("GET", "/admin/stats?scope=node").json
+    own = node.call("GET", "/admin/stats?scope=node", headers=ADMIN).json
     assert own["node"] == "n1"
     assert set(own["triggers"]) == {"success", "failed", "skipped", "undelivered"}
     assert own["latency"]["count"] == 0 and own["latency"]["buckets"][0] == [0.001, 0]
-    cluster = node.call("GET", "/admin/stats").json
+    cluster = node.call("GET", "/admin/stats", headers=ADMIN).json
     assert [stats["node"] for stats in cluster["nodes"]] == ["n1"]
-    assert node.call("GET", "/admin/stats?scope=everything").status == 400
+    assert node.call("GET", "/admin/stats?scope=everything", headers=ADMIN).status == 400
 
 
 def test_a_request_id_is_echoed_or_made(node: LiveNode) -> None:

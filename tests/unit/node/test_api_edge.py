@@ -13,7 +13,13 @@ import pytest
 from store.bounds import SCOPE_CHARS_MAX
 from store.jobs import NAME_CHARS_MAX
 from store.machine import LIST_JOB_OVERHEAD_BYTES
-from tests.unit.node.api_node import DATA_BYTES_MAX, LIST_BYTES_MAX, LIST_LIMIT_MAX, LiveNode
+from tests.unit.node.api_node import (
+    ADMIN,
+    DATA_BYTES_MAX,
+    LIST_BYTES_MAX,
+    LIST_LIMIT_MAX,
+    LiveNode,
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +30,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNode]:
 
 
 def digest(node: LiveNode) -> str:
-    answer = node.call("GET", "/admin/digest")
+    answer = node.call("GET", "/admin/digest", headers=ADMIN)
     assert answer.status == 200, answer
     assert answer.json["appliedIndex"] > 0
     value: str = answer.json["digest"]

@@ -17,6 +17,7 @@ from tests.unit.node.api_node import (
     ACK_AFTER_MS,
     ACK_DURATION_MS,
     ACK_STARTED_AFTER_MS,
+    ADMIN,
     LIST_LIMIT_MAX,
     OWNER,
     Answer,
@@ -49,7 +50,7 @@ def create(node: LiveNode, app: str, name: str, body: dict[str, object]) -> None
 
 
 def digest(node: LiveNode) -> str:
-    value: str = node.call("GET", "/admin/digest").json["digest"]
+    value: str = node.call("GET", "/admin/digest", headers=ADMIN).json["digest"]
     return value
 
 

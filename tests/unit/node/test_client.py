@@ -1,6 +1,6 @@
-"""TockClient and the `tock job`, `tock deadletter`, `tock export|import` and `tock status`
-commands against a live one-node server: the round trips, and that error answers come back as
-the TockError classes."""
+"""TockClient and the `tock job`, `tock deadletter`, `tock export|import`, `tock status` and
+`tock app token` commands against a live one-node server in token mode: the round trips, the
+credentials, and that error answers come back as the TockError classes."""
 
 from __future__ import annotations
 
@@ -17,25 +17,26 @@ import pytest
 
 from node.client import cli as client_cli
 from node.client.cli import add_commands, format_status, parse_failure_policy
-from node.client.client import RequestFailed, TockClient
+from node.client.client import TockClient
 from store.codec import Outcome
 from store.errors import (
     AppNotFound,
     DeadLetterNotFound,
+    Forbidden,
     JobConflict,
     JobNotFound,
+    Unauthenticated,
     Unavailable,
     ValidationError,
 )
-from tests.unit.node.api_node import LiveNode, free_port
+from tests.unit.node.api_node import ADMIN_TOKEN, LiveNode, free_port
 
 T = TypeVar("T")
-TOKEN = "client-token"
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNode]:
-    live = LiveNode(tmp_path_factory.mktemp("client"), api_token=TOKEN).start()
+    live = LiveNode(tmp_path_factory.mktemp("client"), open_api=False).start()
     live.become_owner()
     yield live
     live.stop()
@@ -47,10 +48,19 @@ def app_id() -> str:
 
 
 def with_client(
-    node: LiveNode, app_id: str, use: Callable[[TockClient], Awaitable[T]], token: str = TOKEN
+    node: LiveNode,
+    app_id: str | None,
+    use: Callable[[TockClient], Awaitable[T]],
+    admin_token: str | None = ADMIN_TOKEN,
+    token: str | None = None,
 ) -> T:
+    """`use` a client acting for `app_id`: with the admin token by default, which acts as the
+    app the headers name, or with an app `token`."""
+
     async def go() -> T:
-        async with TockClient(node.base_url, app_id=app_id, token=token) as client:
+        async with TockClient(
+            node.base_url, app_id=app_id, token=token, admin_token=admin_token
+        ) as client:
             return await use(client)
 
     return asyncio.run(go())
@@ -99,10 +109,32 @@ def test_errors_come_back_typed(node: LiveNode, app_id: str) -> None:
     assert messages[3] == "Name is empty"
 
 
-def test_a_wrong_token_is_a_request_failed_with_status(node: LiveNode, app_id: str) -> None:
-    with pytest.raises(RequestFailed) as raised:
-        with_client(node, app_id, lambda client: client.get("x"), token="wrong")
-    assert (raised.value.status, raised.value.code) == (401, "ERR_UNAUTHORIZED")
+def test_a_wrong_or_missing_token_is_unauthenticated(node: LiveNode, app_id: str) -> None:
+    for admin_token, token in (("wrong-admin-token", None), (None, None), (None, "wrong")):
+        with pytest.raises(Unauthenticated):
+            with_client(node, app_id, lambda c: c.get("x"), admin_token=admin_token, token=token)
+    with pytest.raises(Unauthenticated):
+        with_client(node, app_id, lambda client: client.cluster_status(), admin_token=None)
+
+
+def test_an_app_token_acts_for_its_own_app_only(node: LiveNode, app_id: str) -> None:
+    issued = with_client(node, None, lambda client: client.create_app_token(app_id))
+    token = issued["token"]
+
+    async def own(client: TockClient) -> dict[str, Any]:
+        await client.create("mine", due_time="1h")
+        return await client.get("mine")
+
+    # Without an app id the token alone says which app: the client sends none.
+    assert with_client(node, None, own, admin_token=None, token=token)["name"] == "mine"
+    assert with_client(node, app_id, lambda c: c.get("mine"), None, token)["name"] == "mine"
+    with pytest.raises(Forbidden):
+        with_client(node, "someone-else", lambda c: c.get("mine"), None, token)
+    listed = with_client(node, None, lambda client: client.app_tokens(app_id))
+    assert [entry["id"] for entry in listed] == [issued["id"]]
+    with_client(node, None, lambda client: client.revoke_app_token(issued["id"], app_id))
+    with pytest.raises(Unauthenticated):
+        with_client(node, None, lambda client: client.get("mine"), None, token)
 
 
 def test_an_unreachable_node_is_unavailable() -> None:
@@ -264,7 +296,8 @@ def run_cli(
 ) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="tock")
     add_commands(parser.add_subparsers(dest="command", required=True))
-    monkeypatch.setenv("TOCK_API_TOKEN", TOKEN)
+    monkeypatch.setenv("TOCK_ADMIN_TOKEN", ADMIN_TOKEN)
+    monkeypatch.delenv("DAPR_API_TOKEN", raising=False)
     args = parser.parse_args([*argv, "--node", node.base_url])
     status: int = args.func(args)
     out, err = capsys.readouterr()
@@ -388,6 +421,59 @@ def test_cli_status_prints_the_cluster_table(
     assert "role       leader" in out
     assert "MEMBER  HTTP" in out
     assert f"n1      {node.base_url.removeprefix('http://')}" in out
+
+
+def test_cli_status_finds_the_admin_token_in_a_file_or_the_data_dir(
+    node: LiveNode, monkeypatch: pytest.MonkeyPatch, capsys: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "admin-token").write_text(ADMIN_TOKEN + "\n")
+    monkeypatch.chdir(tmp_path)
+    for where in (
+        ["--admin-token-file", str(tmp_path / "admin-token")],
+        ["--data-dir", str(tmp_path)],
+    ):
+        monkeypatch.delenv("TOCK_ADMIN_TOKEN", raising=False)
+        code, out, err = run_cli_as_is(node, ["status", *where], capsys)
+        assert (code, err) == (0, ""), err
+        assert "MEMBER  HTTP" in out
+    # Without any: ./.tock/admin-token is where `tock up` writes it, and there is none here.
+    code, _, err = run_cli_as_is(node, ["status"], capsys)
+    assert code == 1 and "401" not in err and "admin token" in err
+
+
+def test_cli_app_token_create_list_revoke(
+    node: LiveNode, app_id: str, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    code, out, _ = run_cli(node, ["app", "token", "create", app_id], monkeypatch, capsys)
+    assert code == 0
+    fields = dict(line.split(None, 1) for line in out.splitlines())
+    assert set(fields) == {"id", "token"}
+    code, out, _ = run_cli(node, ["app", "token", "list", app_id], monkeypatch, capsys)
+    assert [entry["id"] for entry in json.loads(out)] == [fields["id"]]
+    # The token works as DAPR_API_TOKEN for the job commands, with no --app-id.
+    monkeypatch.setenv("DAPR_API_TOKEN", fields["token"])
+    monkeypatch.delenv("TOCK_ADMIN_TOKEN")
+    parser = argparse.ArgumentParser(prog="tock")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(
+        ["job", "create", "by-token", "--due-time", "1h", "--node", node.base_url]
+    )
+    assert args.func(args) == 0
+    capsys.readouterr()
+    revoke = ["app", "token", "revoke", app_id, fields["id"]]
+    assert run_cli(node, revoke, monkeypatch, capsys)[:2] == (0, f"revoked {fields['id']}\n")
+    code, out, _ = run_cli(node, ["app", "token", "list", app_id], monkeypatch, capsys)
+    assert json.loads(out) == []
+
+
+def run_cli_as_is(node: LiveNode, argv: list[str], capsys: Any) -> tuple[int, str, str]:
+    """A command with the environment and files as they are (no token put in place)."""
+    parser = argparse.ArgumentParser(prog="tock")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([*argv, "--node", node.base_url])
+    status: int = args.func(args)
+    out, err = capsys.readouterr()
+    return status, out, err
 
 
 def test_format_status_lays_out_summary_and_members() -> None:

@@ -55,6 +55,7 @@ def node_config(**changes: object) -> NodeConfig:
         raft="127.0.0.1:7500",
         data_dir=Path("/nonexistent/tock"),
         secret=TEST_CLUSTER_SECRET,
+        admin_token="a" * 16,
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
@@ -133,6 +134,9 @@ def test_a_rule_across_fields_is_refused_naming_them(
         ({"http": "nowhere"}, r"^address 'nowhere' is not HOST:PORT"),
         ({"peers": {"n1": "127.0.0.1:7501"}}, r"^node 'n1' is listed among its own peers"),
         ({"secret": ""}, r"^the cluster secret is required"),
+        ({"admin_token": ""}, r"^the admin token is required \(--admin-token-file or TOCK_ADMIN"),
+        ({"admin_token": "a" * 15}, r"^admin_token: the admin token must be at least 16 char"),
+        ({"admin_token": "a" * 15 + " "}, r"^admin_token: the admin token must be printable"),
         ({"partitions": 0}, r"^partitions must be between 1 and 65536"),
         ({"propose_timeout_s": 0.0}, r"^propose_timeout_s must be positive"),
         ({"delivery_timeout_s": -1.0}, r"^delivery_timeout_s must be positive"),
@@ -147,6 +151,8 @@ def test_a_rule_across_fields_is_refused_naming_them(
         ({"watch": WatchConfig(watchers_max=0)}, r"^watch: .*watchers_max"),
         ({"announcer": AnnouncerConfig(reconcile_s=0)}, r"^announcer: reconcile_s"),
         ({"forward": ForwardConfig(queue_max=0)}, r"^forward: .*queue_max"),
+        ({"forward": ForwardConfig(signature_window_s=0)}, r"^forward: .*signature_window_s"),
+        ({"watch": WatchConfig(token_check_s=0)}, r"^watch: .*token_check_s"),
         ({"http_delivery": DeliveryConfig(connections_max=0)}, r"^http_delivery: connections_max"),
         ({"grpc_delivery": GrpcDeliveryConfig(channels_max=0)}, r"^grpc_delivery: channels_max"),
         ({"http_api": ApiConfig(retry_after_s=0)}, r"^http_api: .*retry_after_s"),

@@ -13,7 +13,7 @@ from node.app_counter import OTHER_APP, AppCounter
 from node.engine.metrics import TIME_BUCKETS_S
 from node.http.metrics import APP_LABELS_MAX, METRICS_CONTENT_TYPE, capped_labels
 from tests.support.metrics import families
-from tests.unit.node.api_node import LiveNode
+from tests.unit.node.api_node import ADMIN, LiveNode
 
 # More apps than get labels of their own, and jobs per app: the first app gets two.
 APPS = APP_LABELS_MAX + 7
@@ -42,7 +42,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNode]:
 
 
 def scrape(node: LiveNode) -> str:
-    answer = node.call("GET", "/metrics")
+    answer = node.call("GET", "/metrics", headers=ADMIN)
     assert answer.status == 200
     assert answer.headers["Content-Type"] == METRICS_CONTENT_TYPE
     return answer.body.decode()

@@ -19,7 +19,9 @@ import pytest
 
 from node.client.client import TockClient
 from node.delivery.trigger import DeliveryOutcome, Trigger
+from node.internal_auth import RequestSigner
 from node.watch.forward import ForwardConfig, Forwarder
+from store.clock import SystemClock
 from store.errors import JobNotFound
 from store.fault_points import InjectedFault, arm, disarm
 from tests.support.metrics import sample_value
@@ -180,7 +182,8 @@ def test_the_dump_hooks_restart_and_a_snapshot_is_written(rig: Rig) -> None:
 def test_a_forwarding_lane_restarts_and_sends(rig: Rig) -> None:
     # A single node forwards to no one: a lane of the node's own supervisor to a port where
     # nothing listens answers UNDELIVERABLE, which only a running pump can say.
-    forwarder = Forwarder(ForwardConfig(), 1.0, "secret", None, rig.node.node.supervisor)
+    signer = RequestSigner("secret", SystemClock())
+    forwarder = Forwarder(ForwardConfig(), 1.0, signer, rig.node.node.supervisor)
     trigger = Trigger(
         namespace="default",
         app="app",

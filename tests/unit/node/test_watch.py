@@ -7,6 +7,7 @@ triggers. Waits are bounded by WAIT_S; DELIVERY_TIMEOUT_S is the node's ack time
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http.client
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -16,8 +17,10 @@ import pytest
 
 from node.client.client import TockClient, WatchStream, WatchTrigger
 from node.delivery.trigger import DeliveryOutcome, Trigger
-from node.watch.forward import INTERNAL_DELIVER_PATH, INTERNAL_TOKEN_HEADER, internal_token
+from node.internal_auth import SIGNATURE_HEADER, RequestSigner
+from node.watch.forward import INTERNAL_DELIVER_PATH
 from node.watch.frames import decode_outcomes, encode_forward
+from store.clock import FakeClock, SystemClock
 from store.errors import JobNotFound
 from store.schedule import format_rfc3339_ms
 from tests.support.sink import Sink
@@ -245,25 +248,50 @@ def test_a_text_frame_closes_the_stream(node: WatchNode) -> None:
     scenario(node, body)
 
 
-def test_the_internal_route_refuses_a_caller_without_the_members_key(node: WatchNode) -> None:
+def test_the_internal_route_takes_only_a_fresh_members_signature_and_only_once(
+    node: WatchNode,
+) -> None:
+    trigger = Trigger("default", "app", "job", "uid", 1, 1, b"")
+    payload = encode_forward([trigger], 1000)
+    other = encode_forward([dataclasses.replace(trigger, uid="other")], 1000)
+    member = RequestSigner(node.config.secret, SystemClock())
+
+    def signed(
+        signer: RequestSigner, body: bytes = payload, audience: str = node.config.http
+    ) -> dict[str, str]:
+        signature = signer.signature(audience, "POST", INTERNAL_DELIVER_PATH, body)
+        return {SIGNATURE_HEADER: signature}
+
+    good = signed(member)
+    stale = FakeClock(wall_ms=SystemClock().wall_ms() - 60_000)
+    refused = [
+        {},
+        {SIGNATURE_HEADER: "garbage"},
+        signed(RequestSigner("not the secret", SystemClock())),
+        # Signed for another body: a request altered on the way.
+        signed(member, other),
+        # Signed for another member: a request to it, replayed here.
+        signed(member, audience="127.0.0.1:1"),
+        # Signed a minute ago: a recorded request, outside the freshness window.
+        signed(RequestSigner(node.config.secret, stale)),
+    ]
+
     async def body(client: TockClient) -> None:
-        trigger = Trigger("default", "app", "job", "uid", 1, 1, b"")
         url = client.base_url + INTERNAL_DELIVER_PATH
         async with aiohttp.ClientSession() as session:
-            for headers in ({}, {INTERNAL_TOKEN_HEADER: internal_token("not the secret")}):
-                async with session.post(
-                    url, data=encode_forward([trigger], 1000), headers=headers
-                ) as reply:
-                    assert reply.status == 401
-            good = {INTERNAL_TOKEN_HEADER: internal_token(node.config.secret)}
-            async with session.post(
-                url, data=encode_forward([trigger], 1000), headers=good
-            ) as reply:
+            for headers in refused:
+                async with session.post(url, data=payload, headers=headers) as reply:
+                    assert reply.status == 401, headers
+            async with session.post(url, data=payload, headers=good) as reply:
                 # No watcher of that app here: the owner is told to look elsewhere.
                 assert reply.status == 200
                 assert decode_outcomes(await reply.read(), 1, 1024) == [
                     DeliveryOutcome.UNDELIVERABLE
                 ]
+            # The same request again, as a recording of it would be sent: refused.
+            async with session.post(url, data=payload, headers=good) as reply:
+                assert reply.status == 401
+                assert "replayed" in (await reply.json())["message"]
 
     scenario(node, body)
 

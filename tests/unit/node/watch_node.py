@@ -21,6 +21,7 @@ from tests.unit.node.api_node import free_port
 T = TypeVar("T")
 
 START_TIMEOUT_S = 20.0
+ADMIN_TOKEN = "watch-node-admin-token"
 POLL_S = 0.02
 
 
@@ -32,6 +33,9 @@ class WatchNode:
             raft=f"127.0.0.1:{free_port()}",
             data_dir=data_dir,
             secret=TEST_CLUSTER_SECRET,
+            admin_token=ADMIN_TOKEN,
+            # The tests act for their apps through Dapr's headers.
+            open_api=True,
             delivery_timeout_s=delivery_timeout_s,
         )
         self.base_url = f"http://{self.config.http}"

@@ -344,10 +344,10 @@ def test_version_1_commands_and_snapshots_still_decode() -> None:
     machine = seeded_machine()
     state = machine.export_state()
     v2 = encode_snapshot(state)
-    unpacked = msgpack.unpackb(v2, use_list=True, raw=False)
+    # Version 1 has no dead letters and no app tokens (the fields after the jobs).
+    unpacked = msgpack.unpackb(v2, use_list=True, raw=False)[:11]
     unpacked[0] = 1
     unpacked[8] = [row[:4] for row in unpacked[8]]
     unpacked[10] = [[*row[:5], row[5][:9], *row[6:15]] for row in unpacked[10]]
-    del unpacked[11]
     restored = JobMachine.from_bytes(msgpack.packb(unpacked, use_bin_type=True), Ring)
     assert restored.digest() == machine.digest()

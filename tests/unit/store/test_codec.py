@@ -21,6 +21,7 @@ from store.codec import (
     ForgetDeadLetter,
     Heartbeat,
     ImportJobs,
+    IssueAppToken,
     Member,
     Outcome,
     Pause,
@@ -30,6 +31,7 @@ from store.codec import (
     RegisterApp,
     Release,
     Resume,
+    RevokeAppToken,
     RunNow,
     SetMembers,
     UnregisterApp,
@@ -92,6 +94,8 @@ COMMANDS: list[Command] = [
         20,
         100,
     ),
+    IssueAppToken("ns", "app", "0123456789abcdef", bytes(32), 1_700_000_000_000),
+    RevokeAppToken("ns", "app", "0123456789abcdef"),
 ]
 
 
@@ -210,19 +214,23 @@ def test_load_bytes_replaces_the_state_in_place() -> None:
     assert target.get("ns", "app", "k") is None and target.get("ns", "app", "j") is not None
 
 
+# Where a snapshot keeps its jobs: after the version and nine other fields.
+JOBS_FIELD = 10
+
+
 def snapshot_with_jobs(rows: list[object], partitions: int = 8) -> bytes:
-    return raw(SNAPSHOT_VERSION, partitions, 0, [], [], [], [], [], [], [], rows, [])
+    return raw(SNAPSHOT_VERSION, partitions, 0, [], [], [], [], [], [], [], rows, [], [])
 
 
 def snapshot_with(apps: list[object], watchers: list[object], live: list[str]) -> bytes:
-    return raw(SNAPSHOT_VERSION, 8, 1, [], live, [], [], apps, [], watchers, [], [])
+    return raw(SNAPSHOT_VERSION, 8, 1, [], live, [], [], apps, [], watchers, [], [], [])
 
 
 def test_bad_snapshots_are_codec_errors_and_leave_the_machine_alone() -> None:
     source = JobMachine(8, Ring)
     source.apply(COMMANDS[0])
     source.apply(Put("ns", "app", JobSpec("a", due_time="1s"), False, 5, "uid-3", "UTC"))
-    rows = list(msgpack.unpackb(source.to_bytes())[-2])
+    rows = list(msgpack.unpackb(source.to_bytes())[JOBS_FIELD])
     target = JobMachine(8, Ring)
     target.apply(COMMANDS[1])
     before = target.digest()
