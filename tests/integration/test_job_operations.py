@@ -138,13 +138,18 @@ def test_export_then_import_into_another_cluster_fires_the_same_occurrences(
     app = rig.app()
     name = app.name("twin")
     app.create(name, {"schedule": "@every 1s", "dueTime": "3s", "repeats": 3})
-    export = call(rig.url(1) + f"/admin/export?app={app.id}")
+    export = call(rig.url(1) + f"/admin/export?app={app.id}", headers=rig.cluster.admin_headers())
     assert export.status == 200, export
     assert name.encode() in export.body
     with running_cluster(tmp_path / "second") as second:
         register = call(f"{second.nodes[0].url}/v1.0/apps/{app.id}", "PUT", {"url": rig.sink.url})
         assert register.status == 204, register
-        imported = call(f"{second.nodes[1].url}/admin/import", "POST", export.body)
+        imported = call(
+            f"{second.nodes[1].url}/admin/import",
+            "POST",
+            export.body,
+            headers=second.admin_headers(),
+        )
         assert imported.status == 200, imported
         assert imported.json["imported"] == 1
         calls = settle(rig.sink, name, 6, quiet_s=2.0, timeout_s=20)

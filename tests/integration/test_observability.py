@@ -97,7 +97,7 @@ def test_a_failed_delivery_is_logged_with_its_job_app_and_trigger_id(
 
 
 def test_metrics_count_the_triggers_per_app_in_base_units(node: LocalCluster, sink: Sink) -> None:
-    text = call(node.nodes[0].url + "/metrics").body.decode()
+    text = call(node.nodes[0].url + "/metrics", headers=node.admin_headers()).body.decode()
     found = families(text)
     app = {"namespace": "default", "app": APP}
     assert sample_value(text, "tock_jobs_created_total", app) == 2

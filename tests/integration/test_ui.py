@@ -163,7 +163,7 @@ def test_the_cluster_view_shows_every_member_and_the_ring(
     open_view(page, cluster, "")
     rows = page.locator("tr[data-member]")
     rows.nth(2).wait_for()
-    status = call(cluster.nodes[0].url + "/admin/cluster").json
+    status = call(cluster.nodes[0].url + "/admin/cluster", headers=cluster.admin_headers()).json
     assert rows.count() == len(status["members"]) == 3
     for member in status["members"]:
         row = page.locator(f'tr[data-member="{member["id"]}"]')
