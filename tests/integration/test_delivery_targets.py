@@ -76,7 +76,7 @@ def test_the_self_ssrf_is_refused_and_an_admin_path_url_stops_nothing(rig: Rig) 
     while fired_by(rig.sink, watched, "n2") < before + 3 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert fired_by(rig.sink, watched, "n2") >= before + 3, "node 2 stopped firing"
-    status = call(rig.url(1) + "/admin/cluster").json
+    status = call(rig.url(1) + "/admin/cluster", headers=rig.cluster.admin_headers()).json
     assert {m["id"]: m["alive"] for m in status["members"]} == {"n1": True, "n2": True, "n3": True}
     attacker.call(1, "DELETE", "/v1.0/jobs?prefix=")
     witness.call(1, "DELETE", f"/v1.0/jobs/{watched}")

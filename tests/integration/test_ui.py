@@ -2,7 +2,8 @@
 
 Method: Debian's chromium (scripts/test installs it), driven by Playwright for Python through
 its own protocol with a fresh profile per test module; Playwright's bundled browsers are never
-used. The cluster runs open (no token), with a real app that fails the jobs named `fail-*`.
+used. The cluster needs its admin token, which each view is opened with (`#token=`); a real
+app fails the jobs named `fail-*`.
 Each test opens a view as a person would, by its URL, and checks what the page shows against
 what the API says, with no error in the browser's console. The operations of routes that this
 branch may not serve yet (pause, resume, run now, history, dead letters) are skipped while the
@@ -138,7 +139,9 @@ def paused(cluster: LocalCluster, name: str) -> bool:
 
 
 def open_view(page: Page, cluster: LocalCluster, query: str) -> None:
-    page.goto(f"{cluster.nodes[0].url}/ui{query}")
+    """Open the dashboard holding the admin token, unless the query brings its own fragment."""
+    fragment = "" if "#" in query else f"#token={cluster.admin_token()}"
+    page.goto(f"{cluster.nodes[0].url}/ui{query}{fragment}")
 
 
 def screenshot(page: Page, tmp_path: Path, name: str) -> None:
@@ -268,7 +271,8 @@ def test_delete_asks_first_and_cancel_keeps_the_job(page: Page, cluster: LocalCl
 def test_a_token_in_the_fragment_is_kept_for_the_tab_and_sent_in_headers_only(
     page: Page, cluster: LocalCluster
 ) -> None:
-    token = unique("t0ken")
+    # The real admin token: a wrong one would be refused, and the page report the 401s.
+    token = cluster.admin_token()
     sent: list[tuple[str, dict[str, str]]] = []
     page.on("request", lambda request: sent.append((request.url, request.headers)))
     open_view(page, cluster, f"?app={APP}#token={token}")
