@@ -3,10 +3,10 @@ ahead and behind. What must hold: that node says it is off (not ready, the offse
 answer), stands by (not live, no partitions, no trigger from it), and no trigger reaches the app
 before its scheduled time by the test's own clock; the other two fire every job.
 
-Method: a real 3-node cluster on 127.0.0.1 whose node n3 is started as `faketime -f ±3s tock
-node ...` (its monotonic clock shifted by the same constant, so its rate is right); one-shot jobs
-due a few seconds later, spread over every partition owner; the sink stamps each delivery with
-the test's clock.
+Method: a real 3-node cluster on 127.0.0.1 whose node n3 is started under libfaketime
+(`env LD_PRELOAD=.../libfaketime.so.1 FAKETIME=±3s tock node ...`; its monotonic clock
+shifted by the same constant, so its rate is right); one-shot jobs due a few seconds later,
+spread over every partition owner; the sink stamps each delivery with the test's clock.
 """
 
 from __future__ import annotations
@@ -31,7 +31,13 @@ READY_S_MAX = 60.0
 # The bound a correct clock allows: deliveries are never early by more than this.
 EARLY_MS_MAX = MembershipConfig().max_clock_offset_ms
 
-pytestmark = pytest.mark.skipif(shutil.which("faketime") is None, reason="needs faketime")
+# libfaketime preloaded through `env`, which execs: the `faketime` command forks instead, and
+# stopping the node's pid would stop faketime and leave the node running.
+LIBFAKETIME = next(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"), None)
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("faketime") is None or LIBFAKETIME is None, reason="needs faketime"
+)
 
 
 def shifted(offset: str) -> Callable[[str], list[str]]:
@@ -43,7 +49,7 @@ def shifted(offset: str) -> Callable[[str], list[str]]:
         # The monotonic clock is shifted by the same constant: its rate, all that leases and
         # timeouts read, is unchanged. (libfaketime's sleep fails with EINVAL when only the
         # wall clock is shifted.)
-        return ["faketime", "-f", offset]
+        return ["env", f"LD_PRELOAD={LIBFAKETIME}", f"FAKETIME={offset}"]
 
     return prefix
 
