@@ -124,6 +124,7 @@ class TransportStats(PortStats):
     next_index_restores: int = 0
     follower_entries_kept: int = 0
     acked_log_shrinks: int = 0
+    snapshots_skipped: int = 0
     compactions: int = 0
     startup_repairs: int = 0
 
@@ -299,6 +300,10 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         self._stats = TransportStats()
         self._outbox: collections.deque[tuple[Any, Any]] = collections.deque()
         self._acked: tuple[int, int] = (0, 0)  # (term, last index we acked in that term)
+        # Leader: the (index, term) of the snapshot each follower is being sent; follower:
+        # whether the chunks now arriving belong to a snapshot we already hold.
+        self._snapshots_sent: dict[Any, tuple[int, int]] = {}
+        self._skipping_snapshot = False
         self._guard = self._install_journal_guard(syncObj)
         self._normal_election_timeouts: tuple[float, float] | None = None
         self._handshakes = Handshakes(
@@ -322,6 +327,8 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
 
         The library ignores the result except as a hint, so report the connection's state now.
         """
+        if isinstance(message, dict) and message.get("serialized") is not None:
+            message = self._name_snapshot(node, message)
         self._outbox.append((node, message))
         connection = self._connections.get(node)
         return connection is not None and connection.state == CONNECTION_STATE.CONNECTED
@@ -374,6 +381,7 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "append_entries":
             message = self._keep_own_matching_entries(message)
+            message = self._skip_held_snapshot(message)
             super()._onMessageReceived(node, message)
             self._count_acked_log_shrink()
         elif kind == "next_node_idx" and message.get("success") and not message.get("reset"):
@@ -400,31 +408,96 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
             self._stats.next_index_restores += 1
 
     def _keep_own_matching_entries(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Follower guard: extend an AppendEntries with our entries it would needlessly truncate.
+        """Keep our entries that an AppendEntries would needlessly truncate.
 
-        The library truncates everything after prevLogIdx, conflict or not. If our last entry
-        carries the message's term, this same leader wrote it (one leader per term), and by Raft's
-        log matching property our whole log up to it equals the leader's: every entry we hold
-        beyond the message may be kept. Re-appending them after the library's truncation leaves
-        the log as long as before. A mismatch inside the message, or an older last term (entries
-        a new leader may have to overwrite), leaves the message unchanged.
+        The library truncates everything after prevLogIdx, conflict or not, then appends the
+        message's entries. When the message's entries match ours, it becomes an AppendEntries
+        after our last matching entry: nothing is cut and the journal is not rewritten. If the
+        message ends before our log does, two kinds of our further entries are the leader's own
+        and are kept: up to the index we acked to this same leader (one leader per term, and its
+        log only grows within its term), and, if our last entry carries the message's term, the
+        whole log (that leader wrote it, and by Raft's log matching property our log up to it
+        equals the leader's). The reply then acks only what we hold in common with the leader. A
+        mismatch anywhere leaves the message unchanged, for the library to resolve.
         """
         if "prevLogIdx" not in message or "transmission" in message:
             return message
         log = getattr(self._syncObj, _LOG)
         first, last = log[0][1], log[-1][1]
         previous = message["prevLogIdx"]
-        if previous is None or previous < first or log[-1][2] != message["term"]:
+        if previous is None or not first <= previous <= last:
+            return message
+        if log[previous - first][2] != message["prevLogTerm"]:
             return message
         entries = message.get("entries") or []
+        held = [entry for entry in entries if entry[1] <= last]
+        if any(log[index - first][2] != term for _, index, term in held):
+            return message
         message_end = entries[-1][1] if entries else previous
         if message_end >= last:
+            new = entries[len(held) :]
+            return {**message, "prevLogIdx": last, "prevLogTerm": log[-1][2], "entries": new}
+        keep_end = self._own_entries_end(message["term"])
+        if message_end >= keep_end:
             return message
-        if any(log[index - first][2] != term for _, index, term in entries):
+        self._stats.follower_entries_kept += keep_end - message_end
+        keep_term = log[keep_end - first][2]
+        return {**message, "prevLogIdx": keep_end, "prevLogTerm": keep_term, "entries": []}
+
+    def _own_entries_end(self, leader_term: int) -> int:
+        """The end of the part of our log that the leader of leader_term certainly holds."""
+        log = getattr(self._syncObj, _LOG)
+        if log[-1][2] == leader_term:
+            return int(log[-1][1])
+        acked_term, acked_index = self._acked
+        if acked_term == leader_term == self._syncObj.raftCurrentTerm:
+            return min(int(log[-1][1]), acked_index)
+        return 0
+
+    def _name_snapshot(self, node: Any, message: dict[str, Any]) -> dict[str, Any]:
+        """Leader: tell the follower which snapshot these chunks carry.
+
+        A transmission spans ticks and reads the dump file it opened with its first chunk, so
+        the snapshot is named then, from the log's first entries (which are the dump's while no
+        compaction is running, the only time the library sends chunks).
+        """
+        if message["serialized"][1]:  # the first chunk
+            log = getattr(self._syncObj, _LOG)
+            self._snapshots_sent[node] = (log[1][1], log[1][2])
+        snapshot = self._snapshots_sent.get(node)
+        return message if snapshot is None else {**message, "snapshot": snapshot}
+
+    def _skip_held_snapshot(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Follower: never install a snapshot of entries we already hold.
+
+        Replies we sent before a snapshot arrived still ask for older entries when they reach
+        the leader, and the library answers each with the whole snapshot again; installed after
+        we caught up past it, it would cut our log below what we acked and rewind the state.
+        Raft keeps the log when it holds the snapshot's last entry: the chunks are dropped, and
+        the message still counts as the leader's heartbeat, with its commit index capped at the
+        snapshot (our entries beyond it are not known to be the leader's).
+        """
+        chunk = message.get("serialized")
+        if chunk is None or "prevLogIdx" in message:
             return message
-        kept = list(log[message_end + 1 - first :])
-        self._stats.follower_entries_kept += len(kept)
-        return {**message, "entries": [*entries, *kept]}
+        if chunk[1]:  # the first chunk decides for the whole transmission
+            snapshot = message.get("snapshot")
+            self._skipping_snapshot = snapshot is not None and self._holds(*snapshot)
+        if not self._skipping_snapshot:
+            return message
+        if chunk[2]:  # the last chunk
+            self._stats.snapshots_skipped += 1
+        skipped = {key: value for key, value in message.items() if key != "serialized"}
+        skipped["commit_index"] = min(message["commit_index"], message["snapshot"][0])
+        return skipped
+
+    def _holds(self, index: int, term: int) -> bool:
+        """Whether our log holds the leader's entry (index, term), or compacted past it."""
+        log = getattr(self._syncObj, _LOG)
+        first, last = log[0][1], log[-1][1]
+        if index < first:
+            return True
+        return bool(index <= last and log[index - first][2] == term)
 
     def _note_ack(self, message: Any) -> None:
         is_reply = isinstance(message, dict) and message.get("type") == "next_node_idx"

@@ -144,6 +144,54 @@ def test_follower_guard_lets_a_new_term_truncate_old_entries(
     assert log_of(follower)[-1][1] == 15
 
 
+def snapshot_chunks_sent(tmp_path: Path, nodes: list[SyncObj]) -> list[Any]:
+    """The snapshot chunks (the library's own) that a leader whose log starts at a dump of
+    40..41 (journal to 100) queues for a peer that asked for index 1."""
+    journal = tmp_path / "leader"
+    file_journal(journal, 100)._destroy()
+    write_dump_at(Path(str(journal) + ".dump"), 40)
+    leader = make_node(HardenedTransport, journal)
+    nodes.append(leader)
+    leader.doTick(0)
+    peer = peer_of(leader)
+    leader._SyncObj__raftCurrentTerm = 1
+    leader._SyncObj__raftState = LEADER
+    leader._SyncObj__raftNextIndex[peer] = 1
+    leader._SyncObj__raftMatchIndex[peer] = 0
+    leader._SyncObj__connectedNodes.add(peer)
+    leader._SyncObj__sendAppendEntries()
+    outbox = transport_of(leader)._outbox
+    messages = [message for _, message in outbox if message.get("serialized") is not None]
+    outbox.clear()
+    return messages
+
+
+# The library drops the dump file it sent from without closing it.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize(
+    ("transport", "follower_end", "log_end_after"),
+    [(HardenedTransport, 100, 100), (TCPTransport, 100, 41), (HardenedTransport, 30, 41)],
+)
+def test_a_follower_installs_only_a_snapshot_it_does_not_hold(
+    tmp_path: Path, nodes: list[SyncObj], transport: type, follower_end: int, log_end_after: int
+) -> None:
+    """Snapshot guard: a follower holding entry 41 of term 1 drops a snapshot of 40..41 (stock
+    installs it, cutting 42..100 and rewinding its state); one whose log ends before installs it."""
+    chunks = snapshot_chunks_sent(tmp_path, nodes)
+    assert chunks, "the leader sent no snapshot"
+    assert all(chunk["snapshot"] == (41, 1) for chunk in chunks)
+    journal = tmp_path / "follower"
+    file_journal(journal, follower_end)._destroy()
+    follower = make_node(transport, journal)
+    nodes.append(follower)
+    follower.doTick(0)
+    for chunk in chunks:
+        transport_of(follower)._onMessageReceived(peer_of(follower), dict(chunk))
+    assert log_of(follower)[-1][1] == log_end_after
+    if transport is HardenedTransport:
+        assert transport_of(follower).stats().snapshots_skipped == int(follower_end == 100)
+
+
 def file_journal(path: Path, last: int) -> Any:
     journal = FileJournal(str(path))
     for index in range(1, last + 1):
