@@ -10,7 +10,9 @@ out of descriptors is one). The pieces here, installed by HardenedTransport (doc
   accepting goes on.
 - `CappedConnection`: a frame's length prefix is checked as soon as its four bytes arrive, and
   reading stops once the frame is complete, so neither the read buffer nor the tick thread's work
-  grows past one frame (plus one recv) before the cap is checked.
+  grows past one frame (plus one recv) before the cap is checked. Its frames are sealed by
+  `frames.FrameCipher` in place of the library's zlib and Fernet; one that fails to open closes
+  the connection.
 - `Handshakes`: an incoming connection that has not authenticated (the key exchange and the
   sender's node address, both encrypted with the cluster secret) is closed after a deadline;
   beyond a cap of such connections the oldest is closed at once.
@@ -27,10 +29,13 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+import pysyncobj.pickle as pickle
 from pysyncobj.monotonic import monotonic as library_monotonic
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.tcp_server import TcpServer
+
+from store.raft.frames import Direction, FrameCipher
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +82,7 @@ class PortStats:
     """What the port's guards did; part of the transport's counters."""
 
     frames_rejected: int = 0
+    frames_unopened: int = 0
     handshakes_timed_out: int = 0
     handshakes_evicted: int = 0
     accept_errors: int = 0
@@ -185,8 +191,12 @@ class CappedConnection(TcpConnection):  # type: ignore[misc]
 
     frame_bytes_max: int
     stats: PortStats
+    # Per direction, the sealing state of the current session (a new random key starts one).
+    _sending: Direction | None = None
+    _receiving: Direction | None = None
     # The library's private state this class reads and writes.
     _TcpConnection__readBuffer: bytes
+    _TcpConnection__writeBuffer: bytes
     _TcpConnection__lastReadTime: float
 
     def _TcpConnection__tryReadBuffer(self) -> None:
@@ -219,14 +229,50 @@ class CappedConnection(TcpConnection):  # type: ignore[misc]
         self._TcpConnection__readBuffer = b"".join(chunks)
         self._TcpConnection__lastReadTime = library_monotonic()
 
+    def send(self, message: Any) -> None:
+        frame = self._seal(pickle.dumps(message))
+        self._TcpConnection__writeBuffer += FRAME_PREFIX.pack(len(frame)) + frame
+        self._TcpConnection__trySendBuffer()
+
     def _TcpConnection__processParseMessage(self) -> Any:
         # Frames after the first one of a read arrive here unchecked: check each before parsing.
         buffered = self._TcpConnection__readBuffer
-        if len(buffered) >= FRAME_PREFIX.size:
-            (length,) = FRAME_PREFIX.unpack_from(buffered)
-            if self._refused(length):
-                return None
-        return super()._TcpConnection__processParseMessage()
+        if len(buffered) < FRAME_PREFIX.size:
+            return None
+        (length,) = FRAME_PREFIX.unpack_from(buffered)
+        if self._refused(length):
+            return None
+        end = FRAME_PREFIX.size + length
+        if len(buffered) < end:
+            return None
+        self._TcpConnection__readBuffer = buffered[end:]
+        try:
+            return pickle.loads(self._open(buffered[FRAME_PREFIX.size : end]))
+        except Exception as error:  # a frame that fails to open or to unpickle
+            _warn_of_a_bad_frame("closing a connection whose frame did not open (%s)", error)
+            self.stats.frames_unopened += 1
+            self.disconnect()
+            return None
+
+    def _seal(self, payload: bytes) -> bytes:
+        cipher: FrameCipher | None = self.encryptor
+        if cipher is None:
+            return payload
+        if self.sendRandKey is None:  # the dialing side's key: the other side's is not known yet
+            return cipher.seal_hello(payload)
+        if self._sending is None or self._sending.peer_key != self.sendRandKey:
+            self._sending = cipher.direction(self.sendRandKey)
+        return cipher.seal(self._sending, payload)
+
+    def _open(self, frame: bytes) -> bytes:
+        cipher: FrameCipher | None = self.encryptor
+        if cipher is None:
+            return frame
+        if self.recvRandKey is None:  # the dialing side's key, sent before it knows ours
+            return cipher.open_hello(frame)
+        if self._receiving is None or self._receiving.peer_key != self.recvRandKey:
+            self._receiving = cipher.direction(self.recvRandKey)
+        return cipher.open(self._receiving, frame)
 
     def _refused(self, length: int) -> bool:
         """Close the connection if a frame's announced length is out of bounds."""

@@ -10,8 +10,8 @@ So this constructor is the one race-free place to install, around an unchanged l
    sync per batch of entries, never one per entry (durability: the library never syncs).
 2. Leader guard (the follower log shrink). A success reply that would move a follower's nextIndex
    backwards is undone, so the leader never re-sends from an old prevLogIdx and the follower never
-   truncates entries it already acked. Follower guard (backup): an AppendEntries that would truncate
-   our entries up to one of its own term gets our own copies appended, so nothing valid is cut.
+   truncates entries it already acked. Follower guard (backup): an AppendEntries never cuts our
+   entries that are certainly the leader's, and a snapshot we already hold is not installed.
 3. Atomic compaction and startup repair (the compaction crash). Compaction writes a new journal
    file, syncs it and renames it over the old one; at the first dump load the journal is first
    compacted to start at the dump, so the library's own load never clears it.
@@ -21,7 +21,8 @@ So this constructor is the one race-free place to install, around an unchanged l
 5. Quiet start. A restarted node uses a long election timeout until it has caught up once, so a
    restart does not push the cluster through needless elections (pysyncobj has no pre-vote).
 6. A frame cap. A length prefix above `frame_bytes_max` (or negative) closes the connection
-   before its body is buffered; it is checked as soon as it arrives (port.py).
+   before its body is buffered; it is checked as soon as it arrives (port.py). Frames are
+   sealed with AES-GCM under per-connection keys instead of zlib and Fernet (frames.py).
 7. The port against strangers (port.py): the listener binds the host of the node's own address
    (never every interface) and survives every accept() error; an incoming connection that has
    not authenticated is closed after a deadline, at most `handshakes_max` of them are kept, and
@@ -59,6 +60,7 @@ from pysyncobj.transport import TCPTransport
 from store.errors import ValidationError
 from store.private_files import open_private
 from store.raft.entry import RaftEntryTuple
+from store.raft.frames import FrameCipher
 from store.raft.port import CappedConnection, GuardedServer, Handshakes, PortStats
 
 logger = logging.getLogger(__name__)
@@ -309,6 +311,8 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         self._handshakes = Handshakes(
             self._hardening.handshake_s_max, self._hardening.handshakes_max, self._stats
         )
+        if syncObj.encryptor is not None:  # Fernet from the cluster secret: seal frames instead
+            syncObj._SyncObj__encryptor = FrameCipher.from_secret(syncObj.conf.password)
         # The base constructor registers self._onTick and creates the first connections, so
         # everything those use is set above.
         super().__init__(syncObj, selfNode, otherNodes)

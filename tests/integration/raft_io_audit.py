@@ -1,7 +1,8 @@
 """An auditor of group commit inside one raft_node process: syncs against what is sent.
 
-Installed before the store starts (raft_node.py --audit-io), it wraps os.fdatasync and
-pysyncobj's TcpConnection.send and checks, as the tick thread goes, that
+Installed before the store starts (raft_node.py --audit-io), it wraps os.fdatasync and the
+send of the connection class every Raft connection becomes (store/raft/port.py) and checks, as
+the tick thread goes, that
 - every fdatasync hits this node's journal file;
 - every success ack a follower sends covers only indexes its journal had synced before;
 - every AppendEntries carries only entries the journal had synced before.
@@ -17,8 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pysyncobj.tcp_connection import TcpConnection
-
+from store.raft.port import CappedConnection
 from tests.integration.journal_format import last_index
 
 # Only the first few violations are kept in full; the count covers all of them.
@@ -37,21 +37,21 @@ class IoAudit:
         self.examples: list[str] = []
 
     def install(self) -> None:
-        """Wrap os.fdatasync and TcpConnection.send for the rest of the process's life."""
+        """Wrap os.fdatasync and CappedConnection.send for the rest of the process's life."""
         real_fdatasync: Callable[[int], None] = os.fdatasync
-        real_send: Callable[[TcpConnection, Any], None] = TcpConnection.send
+        real_send: Callable[[CappedConnection, Any], None] = CappedConnection.send
 
         def fdatasync(fd: int) -> None:
             self._on_sync(fd)
             real_fdatasync(fd)
 
-        def send(connection: TcpConnection, message: Any) -> None:
+        def send(connection: CappedConnection, message: Any) -> None:
             self._on_send(message)
             real_send(connection, message)
 
         # The store passes file numbers only, never objects with a fileno().
         os.fdatasync = fdatasync  # type: ignore[assignment]
-        TcpConnection.send = send
+        setattr(CappedConnection, "send", send)  # noqa: B010 (mypy rejects assigning a method)
 
     def snapshot(self) -> dict[str, object]:
         with self._lock:
