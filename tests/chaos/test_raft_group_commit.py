@@ -1,7 +1,7 @@
 """Group commit: one fdatasync per batch of entries, no message sent before the sync covering it.
 
 Method: a cluster of the real store whose nodes run with --audit-io (raft_io_audit.py wraps
-os.fdatasync and pysyncobj's TcpConnection.send inside each node process and checks them as the
+os.fdatasync and the Raft connections' send inside each node process and checks them as the
 tick thread goes) takes 3000 writes through the leader, one command per entry and up to 200
 entries in flight (so that entries, not the store's batches, are what gets grouped). Checked:
 - every success ack a follower sends covers only indexes its journal had synced before;
