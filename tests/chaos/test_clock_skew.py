@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +28,9 @@ from tests.support.sink import Sink
 
 SKEW_S = 3
 JOBS = 30
+# A create that meets a leader change answers 503; the next leader is there within seconds.
+CREATE_ATTEMPTS_MAX = 10
+CREATE_RETRY_S = 0.5
 READY_S_MAX = 60.0
 # The bound a correct clock allows: deliveries are never early by more than this.
 EARLY_MS_MAX = MembershipConfig().max_clock_offset_ms
@@ -84,6 +88,22 @@ def skewed(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalClus
         cluster.stop()
 
 
+def create_through_leader_changes(url: str, job: dict[str, str]) -> None:
+    """Create a job, again if a leader change leaves the outcome unknown (503).
+
+    The skewed node is a Raft member like any other and may win an election; once it sees its
+    clock is off it hands the leadership on, and a create in flight then answers 503. Creating
+    the same job again is safe: the second create overwrites the first with the same job.
+    """
+    created = call(url, "POST", job)
+    for _ in range(CREATE_ATTEMPTS_MAX - 1):
+        if created.status != 503:
+            break
+        time.sleep(CREATE_RETRY_S)
+        created = call(url, "POST", job)
+    assert created.status == 204, created
+
+
 def test_a_skewed_node_stands_by_and_no_trigger_is_early(skewed: LocalCluster) -> None:
     cluster = skewed
     n1, n3 = cluster.node("n1"), cluster.node("n3")
@@ -117,8 +137,7 @@ def test_a_skewed_node_stands_by_and_no_trigger_is_early(skewed: LocalCluster) -
             name = f"skew-{k}"
             at = (due + timedelta(milliseconds=37 * k)).isoformat().replace("+00:00", "Z")
             node = cluster.nodes[k % 2]  # n1 and n2 take the creates.
-            created = call(f"{node.url}/v1.0/jobs/{name}", "POST", {"dueTime": at})
-            assert created.status == 204, created
+            create_through_leader_changes(f"{node.url}/v1.0/jobs/{name}", {"dueTime": at})
             scheduled[name] = rfc3339_ms(at)
         wait_until(lambda: {c.name for c in sink.calls} >= set(scheduled), 30.0, "every job")
         early = [
