@@ -1,5 +1,6 @@
-"""`tock`: start a local cluster (`up`), run one node (`node`), or talk to a cluster (`job`,
-`status`). README.md and docs/operations.md describe every command and flag here."""
+"""`tock`: start a local cluster (`up`), run one node (`node`), talk to a cluster (`job`,
+`status`, ...), or measure one (`bench`). README.md and docs/operations.md describe every command
+and flag here."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import signal
 import ssl
+import subprocess
 import sys
 import threading
 import urllib.request
@@ -28,10 +30,14 @@ if TYPE_CHECKING:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # every argument after it is the harness's, options included
+        return _bench(argv[1:])
     parser = argparse.ArgumentParser(prog="tock", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_up(commands)
     _add_node(commands)
+    _add_bench(commands)
     client_commands.add_commands(commands)
     args = parser.parse_args(argv)
     try:
@@ -40,6 +46,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tock: {error}", file=sys.stderr)
         return 1
     return result
+
+
+# -- tock bench ------------------------------------------------------------------------------
+
+# The harness lives beside the packages in a checkout; its script makes sure the venv has the
+# extras it needs (matplotlib for the reports) before it runs.
+BENCH_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench"
+
+
+def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # Listed for `tock --help` only: main() hands `tock bench ...` to the harness before parsing.
+    commands.add_parser("bench", help="the benchmark harness (scripts/bench): tock bench --list")
+
+
+def _bench(bench_args: list[str]) -> int:
+    if not BENCH_SCRIPT.is_file():
+        print(f"tock: tock bench runs {BENCH_SCRIPT}, not found: use a checkout", file=sys.stderr)
+        return 1
+    return subprocess.call([str(BENCH_SCRIPT), *bench_args])
 
 
 # -- tock up ---------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 driven by the same client in the same run (the target: at least 2x etcd).
 
     scripts/bench create [--seconds 10] [--warmup 2] [--in-flight 64] [--body-bytes 200]
-                         [--no-etcd]
+                         [--no-etcd] [--target URL ... [--token TOKEN]]
 
 The driver (aiohttp, keep-alive) keeps `in-flight` requests outstanding, spread round-robin
 over the 3 nodes (members), for `warmup` seconds not counted and then `seconds` counted. tock
@@ -13,8 +13,14 @@ default durable settings (each member fsyncs its WAL). etcd is Debian's `etcd-se
 scripts/install-etcd installs when `etcd` is not on PATH; if that fails, the etcd half is
 reported as skipped and the tock half still runs.
 
+With `--target` (once per node) the tock half measures that existing cluster instead of a local
+one, sending `--token` as the app token; the jobs it creates are named `bench-...` and due in an
+hour, so delete them afterwards (`DELETE /v1.0/jobs?prefix=bench-`) if the cluster is not a
+throwaway one.
+
 Figures per system: creates (puts)/s, latency p50/p99 in ms, errors, the driver's own CPU use
-(near 100% means the client, not the server, was the limit); then the ratio tock/etcd.
+(near 100% means the client, not the server, was the limit); then the ratio tock/etcd. The
+report plots tock's creates per second over the run and its latency histogram.
 """
 
 from __future__ import annotations
@@ -31,19 +37,21 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from bench_report import Series
 from bench_support import (
     ROOT,
     Load,
     RequestError,
+    add_target_arguments,
     closed_loop,
+    endpoints,
     free_port_block,
     post_expecting,
     print_log_tails,
-    tock_cluster,
 )
 
 JOB_DUE_TIME = "1h"
@@ -62,6 +70,7 @@ class Target:
 
     urls: list[str]
     request: Callable[[str, int], tuple[str, bytes, int]]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def job_body(body_bytes: int) -> bytes:
@@ -188,9 +197,9 @@ async def gateway_put_url(member_url: str) -> str:
     raise RuntimeError(f"etcd at {member_url} serves none of {ETCD_GATEWAY_PATHS}")
 
 
-def tock_target(urls: list[str], body_bytes: int) -> Target:
+def tock_target(urls: list[str], body_bytes: int, headers: dict[str, str]) -> Target:
     body = job_body(body_bytes)
-    return Target(urls, lambda url, i: (f"{url}/v1.0/jobs/bench-{i:09d}", body, 204))
+    return Target(urls, lambda url, i: (f"{url}/v1.0/jobs/bench-{i:09d}", body, 204), headers)
 
 
 def etcd_target(urls: list[str], put_url: str, value_bytes: int) -> Target:
@@ -206,18 +215,17 @@ async def drive(target: Target, in_flight: int, warmup_s: float, seconds: float)
 
     async def send(session: aiohttp.ClientSession, worker: int, item: int) -> None:
         url, body, status = target.request(target.urls[worker % len(target.urls)], item)
-        await post_expecting(session, url, body, status)
+        await post_expecting(session, url, body, status, target.headers)
 
     if warmup_s > 0:
         await closed_loop(send, items, in_flight, warmup_s)
     return await closed_loop(send, items, in_flight, seconds)
 
 
-def run_tock(args: argparse.Namespace) -> dict[str, object]:
-    with tock_cluster() as cluster:
-        target = tock_target([node.url for node in cluster.nodes], args.body_bytes)
-        load = asyncio.run(drive(target, args.in_flight, args.warmup, args.seconds))
-    return load.figures()
+def run_tock(args: argparse.Namespace) -> Load:
+    with endpoints(args) as nodes:
+        target = tock_target(nodes.urls, args.body_bytes, nodes.app_headers)
+        return asyncio.run(drive(target, args.in_flight, args.warmup, args.seconds))
 
 
 def run_etcd(args: argparse.Namespace) -> dict[str, object]:
@@ -261,8 +269,10 @@ def main(argv: list[str]) -> dict[str, object]:
     parser.add_argument("--in-flight", type=int, default=64, help="concurrent requests")
     parser.add_argument("--body-bytes", type=int, default=200, help="job body / etcd value size")
     parser.add_argument("--no-etcd", action="store_true", help="run the tock half only")
+    add_target_arguments(parser)
     args = parser.parse_args(argv)
-    rows = {"tock": run_tock(args)}
+    tock = run_tock(args)
+    rows = {"tock": tock.figures()}
     rows["etcd"] = {"skipped": "--no-etcd"} if args.no_etcd else run_etcd(args)
     print_table(rows)
     figures: dict[str, object] = {
@@ -275,4 +285,10 @@ def main(argv: list[str]) -> dict[str, object]:
     if isinstance(tock_rate, float) and isinstance(etcd_rate, float) and etcd_rate > 0:
         figures["ratio_tock_over_etcd"] = round(tock_rate / etcd_rate, 2)
         print(f"tock / etcd = {figures['ratio_tock_over_etcd']} (target: >= 2)")
+    figures["series"] = {
+        "throughput": Series("rate", "tock creates per second", "creates", tock.completed_s),
+        "latency": Series(
+            "histogram", "tock create latency", "ms", [s * 1000 for s in tock.latencies_s]
+        ),
+    }
     return figures

@@ -1,6 +1,6 @@
 """What the cluster benchmarks (create, trigger, failover) share: free loopback ports, a real
-tock cluster in a temp dir, a closed-loop HTTP load driver, a recording trigger sink, and
-percentile summaries.
+tock cluster in a temp dir or the nodes of an existing one (`--target`), a closed-loop HTTP load
+driver with a progress line, a recording trigger sink, and percentile summaries.
 
 Everything runs on 127.0.0.1. The driver and the sink live in the benchmark's own event loop,
 so on a small machine they compete for CPU with the nodes: each case reports the driver's own
@@ -9,6 +9,7 @@ CPU use next to its figures, which says whether the client or the server was the
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import random
 import socket
@@ -42,6 +43,8 @@ HTTP_TIMEOUT_S = 30.0
 # would never be the limit.
 CONNECTIONS_PER_HOST_MAX = 256
 SINK_POLL_S = 0.05
+PROGRESS_S = 1.0
+PROGRESS_WIDTH = 30
 
 
 # -- ports and clusters ----------------------------------------------------------------------
@@ -90,6 +93,42 @@ def tock_cluster(nodes: int = 3, ready_timeout_s: float = 60.0) -> Iterator[Loca
             raise
         finally:
             cluster.stop()
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a benchmark's load goes: the nodes' base URLs, and the app whose jobs it creates
+    with the headers its calls carry (its id, and its token in token mode)."""
+
+    urls: list[str]
+    app: str
+    app_headers: dict[str, str]
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """--target and the tokens: measure an existing cluster instead of a local one."""
+    parser.add_argument(
+        "--target",
+        action="append",
+        metavar="URL",
+        help="a node of an existing cluster (repeat for each node); "
+        "without it a local 3-node cluster is started and stopped",
+    )
+    parser.add_argument("--app", default="default", help="the app the jobs belong to")
+    parser.add_argument("--token", help="with --target: the app's token (dapr-api-token)")
+
+
+@contextmanager
+def endpoints(args: argparse.Namespace) -> Iterator[Endpoints]:
+    """The --target nodes, or a local cluster started for the run (and always stopped)."""
+    app = {"dapr-app-id": args.app}
+    if args.target:
+        if args.token is not None:
+            app["dapr-api-token"] = args.token
+        yield Endpoints([url.rstrip("/") for url in args.target], args.app, app)
+        return
+    with tock_cluster() as cluster:
+        yield Endpoints([node.url for node in cluster.nodes], args.app, app)
 
 
 def print_log_tails(nodes: Iterable[Any]) -> None:
@@ -147,6 +186,7 @@ class Load:
     """What a closed-loop run did: successes, their latencies, failures by kind, and time."""
 
     latencies_s: list[float] = field(default_factory=list)
+    completed_s: list[float] = field(default_factory=list)  # since the run started
     errors: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
     driver_cpu_s: float = 0.0
@@ -195,14 +235,50 @@ async def closed_loop(
             except (aiohttp.ClientError, TimeoutError, RequestError) as error:
                 load.errors[type(error).__name__] += 1
             else:
-                load.latencies_s.append(time.monotonic() - started)
+                done = time.monotonic()
+                load.latencies_s.append(done - started)
+                load.completed_s.append(done - run_started)
 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        cpu_started, started = time.process_time(), time.monotonic()
-        await asyncio.gather(*(worker(session, w) for w in range(in_flight)))
-        load.elapsed_s = time.monotonic() - started
+        cpu_started, run_started = time.process_time(), time.monotonic()
+        async with progress(load, seconds):
+            await asyncio.gather(*(worker(session, w) for w in range(in_flight)))
+        load.elapsed_s = time.monotonic() - run_started
         load.driver_cpu_s = time.process_time() - cpu_started
     return load
+
+
+@asynccontextmanager
+async def progress(load: Load, seconds: float | None) -> AsyncIterator[None]:
+    """A progress line on a terminal's stderr, redrawn each second while the load runs."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    started = time.monotonic()
+
+    async def draw() -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_S)
+            elapsed = time.monotonic() - started
+            if seconds:
+                filled = min(PROGRESS_WIDTH, int(PROGRESS_WIDTH * elapsed / seconds))
+                bar = f"[{'#' * filled}{'.' * (PROGRESS_WIDTH - filled)}] "
+            else:
+                bar = ""
+            rate = load.done / elapsed if elapsed else 0.0
+            print(
+                f"\r  {bar}{elapsed:5.1f} s  {load.done:,} done  {rate:,.0f}/s",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    task = asyncio.create_task(draw())
+    try:
+        yield
+    finally:
+        task.cancel()
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
 class RequestError(Exception):
@@ -247,19 +323,20 @@ class TriggerSink:
     time (taken first thing in the handler); runs in the caller's event loop."""
 
     receipts: list[Receipt] = field(default_factory=list)
+    host: str = "127.0.0.1"
     port: int = 0
     _runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/job/{name}", self._on_job)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self.host, 0)
         await site.start()
         server = site._server
         assert isinstance(server, asyncio.base_events.Server)
@@ -295,8 +372,8 @@ class TriggerSink:
 
 
 @asynccontextmanager
-async def running_sink() -> AsyncIterator[TriggerSink]:
-    sink = TriggerSink()
+async def running_sink(host: str = "127.0.0.1") -> AsyncIterator[TriggerSink]:
+    sink = TriggerSink(host=host)
     await sink.start()
     try:
         yield sink
@@ -304,14 +381,23 @@ async def running_sink() -> AsyncIterator[TriggerSink]:
         await sink.stop()
 
 
-async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
-    async with session.get(url) as response:
+async def get_json(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
+) -> Any:
+    async with session.get(url, headers=headers) as response:
         response.raise_for_status()
         return await response.json()
 
 
-async def register_app(session: aiohttp.ClientSession, node_url: str, app_url: str) -> None:
-    """Send app `default`'s triggers to `app_url`."""
-    async with session.put(f"{node_url}/v1.0/apps/default", json={"url": app_url}) as response:
+async def register_app(
+    session: aiohttp.ClientSession,
+    node_url: str,
+    app_url: str,
+    app: str = "default",
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Send the app's triggers to `app_url`."""
+    url = f"{node_url}/v1.0/apps/{app}"
+    async with session.put(url, json={"url": app_url}, headers=headers) as response:
         if response.status != 204:
             raise RequestError(response.status, await response.read())

@@ -2,6 +2,7 @@
 cluster fire, go to a local app (`POST /job/{name}`), and are acked through Raft.
 
     scripts/bench trigger [--burst 5000] [--spread 20000] [--spread-seconds 20] [--in-flight 64]
+                          [--target URL ... [--token TOKEN] [--sink-host HOST]]
 
 Two scenarios, one after the other on the same cluster:
 - burst: `burst` jobs all due at the same instant;
@@ -14,7 +15,7 @@ chosen from the create rate measured on a calibration batch (which also warms up
 Figures per scenario: triggers delivered (must be all) and duplicates; lateness = receive time -
 scheduled time (the `tock-scheduled-time` header) as min/p50/p99/max in ms, where the min must
 never be below zero; delivered/s over [first due, last delivery]; acked/s over [first due, the
-cluster holding none of the jobs any more], i.e. fired + delivered + acked through Raft.
+app holding none of the scenario's jobs any more], i.e. fired + delivered + acked through Raft.
 """
 
 from __future__ import annotations
@@ -23,14 +24,18 @@ import argparse
 import asyncio
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
+from bench_report import Series
 from bench_support import (
+    Endpoints,
     Load,
     Receipt,
     TriggerSink,
+    add_target_arguments,
     closed_loop,
+    endpoints,
     get_json,
     now_ms,
     post_expecting,
@@ -38,7 +43,6 @@ from bench_support import (
     rfc3339,
     running_sink,
     spread,
-    tock_cluster,
 )
 
 CALIBRATION_JOBS = 300
@@ -63,19 +67,22 @@ class Scenario:
 
 @dataclass
 class Rig:
-    node_urls: list[str]
+    nodes: Endpoints
     sink: TriggerSink
     session: aiohttp.ClientSession
     in_flight: int
+    # Per scenario, what the report draws: its receipts and its first due time (ms).
+    series: dict[str, tuple[list[Receipt], int]] = field(default_factory=dict)
 
 
 async def create_jobs(rig: Rig, prefix: str, due_ms: list[int]) -> Load:
     """Create one-shot jobs `{prefix}-{i}` due at `due_ms[i]`, spread over the nodes."""
 
     async def send(session: aiohttp.ClientSession, worker: int, i: int) -> None:
-        url = f"{rig.node_urls[worker % len(rig.node_urls)]}/v1.0/jobs/{prefix}-{i:06d}"
+        urls = rig.nodes.urls
+        url = f"{urls[worker % len(urls)]}/v1.0/jobs/{prefix}-{i:06d}"
         body = json.dumps({"dueTime": rfc3339(due_ms[i]), "data": {"i": i}}).encode()
-        await post_expecting(session, url, body, 204)
+        await post_expecting(session, url, body, 204, rig.nodes.app_headers)
 
     return await closed_loop(send, range(len(due_ms)), rig.in_flight)
 
@@ -84,12 +91,14 @@ def receipts_of(rig: Rig, prefix: str) -> list[Receipt]:
     return [r for r in rig.sink.receipts if r.name.startswith(prefix + "-")]
 
 
-async def wait_no_jobs(rig: Rig, timeout_s: float) -> float | None:
-    """Poll until the cluster holds no jobs; the wall time (ms) it was seen, or None."""
+async def wait_no_jobs(rig: Rig, prefix: str, timeout_s: float) -> float | None:
+    """Poll until the app holds no job named `prefix`-...; the wall time (ms) it was seen, or
+    None. Only the benchmark's own jobs count: a cluster of the user's may hold others."""
+    url = f"{rig.nodes.urls[0]}/v1.0/jobs?prefix={prefix}-&limit=1"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        status = await get_json(rig.session, f"{rig.node_urls[0]}/admin/cluster")
-        if status["jobs"] == 0:
+        listed = await get_json(rig.session, url, rig.nodes.app_headers)
+        if not listed["jobs"]:
             return time.time_ns() / 1_000_000
         await asyncio.sleep(ACKED_POLL_S)
     return None
@@ -100,7 +109,7 @@ async def calibrate(rig: Rig) -> float:
     due = now_ms() + int(CALIBRATION_DUE_S * 1000)
     load = await create_jobs(rig, "calibrate", [due] * CALIBRATION_JOBS)
     await rig.sink.wait_for(load.done, DELIVERY_TIMEOUT_S)
-    await wait_no_jobs(rig, ACKED_TIMEOUT_S)
+    await wait_no_jobs(rig, "calibrate", ACKED_TIMEOUT_S)
     return load.done / load.elapsed_s
 
 
@@ -116,9 +125,10 @@ async def run_scenario(rig: Rig, scenario: Scenario, create_rate: float) -> dict
     await rig.sink.wait_for(
         before + load.done, (due_ms[-1] - created_ms) / 1000 + DELIVERY_TIMEOUT_S
     )
-    acked_ms = await wait_no_jobs(rig, ACKED_TIMEOUT_S)
+    acked_ms = await wait_no_jobs(rig, scenario.name, ACKED_TIMEOUT_S)
     await asyncio.sleep(QUIET_S)
     receipts = receipts_of(rig, scenario.name)
+    rig.series[scenario.name] = receipts, first_due
     return {
         "jobs": scenario.jobs,
         "spread_s": scenario.spread_ms / 1000,
@@ -152,21 +162,31 @@ def delivery_figures(
     return figures
 
 
-async def run(
-    node_urls: list[str], admin_headers: dict[str, str], args: argparse.Namespace
-) -> dict[str, object]:
+async def run(nodes: Endpoints, args: argparse.Namespace) -> dict[str, object]:
     scenarios = [
         Scenario("burst", args.burst, 0),
         Scenario("spread", args.spread, int(args.spread_seconds * 1000)),
     ]
-    # The admin token on every request: the status polls need it, the creates ignore it.
-    session = aiohttp.ClientSession(headers=admin_headers)
-    async with running_sink() as sink, session:
-        rig = Rig(node_urls, sink, session, args.in_flight)
-        await register_app(session, node_urls[0], sink.url)
+    session = aiohttp.ClientSession()
+    async with running_sink(args.sink_host) as sink, session:
+        rig = Rig(nodes, sink, session, args.in_flight)
+        await register_app(session, nodes.urls[0], sink.url, nodes.app, nodes.app_headers)
         create_rate = await calibrate(rig)
         rows = {s.name: await run_scenario(rig, s, create_rate) for s in scenarios if s.jobs > 0}
-    return {"calibration_creates_per_s": round(create_rate, 1), **rows}
+    return {"calibration_creates_per_s": round(create_rate, 1), **rows, "series": plots(rig)}
+
+
+def plots(rig: Rig) -> dict[str, Series]:
+    """Per scenario: deliveries per second since the first due time, and the lateness CDF."""
+    drawn: dict[str, Series] = {}
+    for name, (receipts, first_due) in rig.series.items():
+        arrived_s = [max(0.0, r.received_ms - first_due) / 1000 for r in receipts]
+        lateness_ms = [r.received_ms - r.scheduled_ms for r in receipts]
+        drawn[f"{name}-throughput"] = Series(
+            "rate", f"{name}: triggers delivered per second", "triggers", arrived_s
+        )
+        drawn[f"{name}-lateness"] = Series("cdf", f"{name}: lateness CDF", "ms", lateness_ms)
+    return drawn
 
 
 def print_table(figures: dict[str, object]) -> None:
@@ -199,9 +219,15 @@ def main(argv: list[str]) -> dict[str, object]:
     parser.add_argument("--spread", type=int, default=20000, help="jobs due over a window")
     parser.add_argument("--spread-seconds", type=float, default=20.0, help="that window")
     parser.add_argument("--in-flight", type=int, default=64, help="concurrent creates")
+    parser.add_argument(
+        "--sink-host",
+        default="127.0.0.1",
+        help="the address the app (sink) listens on; with --target, one the cluster can reach "
+        "and its delivery rules allow",
+    )
+    add_target_arguments(parser)
     args = parser.parse_args(argv)
-    with tock_cluster() as cluster:
-        node_urls = [node.url for node in cluster.nodes]
-        figures = asyncio.run(run(node_urls, cluster.admin_headers(), args))
+    with endpoints(args) as nodes:
+        figures = asyncio.run(run(nodes, args))
     print_table(figures)
     return figures

@@ -1,0 +1,117 @@
+"""scripts/bench as a user points it at a cluster of their own: --target, an app token, reports.
+
+Method: a real 3-node cluster in token mode; an app token is issued for app `bench`; then
+`scripts/bench.py` runs as a process, short, against that cluster's three nodes (`--target`),
+first `create`, then `trigger` (its app is the benchmark's own sink on 127.0.0.1). Checked: each
+run exits 0; its JSON shows creates that all succeeded and triggers that all arrived, none early,
+none twice; its markdown report lists the figures and embeds plots that exist as PNG files;
+neither file holds the token; and the jobs went to app `bench`, not `default`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster.local import LocalCluster
+from tests.integration.node_helpers import call
+from tests.support.local_cluster import running_cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_TIMEOUT_S = 100.0
+PNG_MAGIC = b"\x89PNG"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with running_cluster(tmp_path_factory.mktemp("bench"), open_api=False) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def app_token(cluster: LocalCluster) -> str:
+    url = f"{cluster.nodes[0].url}/admin/apps/bench/tokens"
+    answer = call(url, "POST", b"", cluster.admin_headers())
+    assert answer.status == 201, answer
+    token: str = answer.json["token"]
+    return token
+
+
+def bench(results: Path, cluster: LocalCluster, token: str, *case: str) -> dict[str, object]:
+    """Run one case against the cluster; its saved record (JSON), after checking its report."""
+    targets = [arg for node in cluster.nodes for arg in ("--target", node.url)]
+    command = [sys.executable, "scripts/bench.py", "--results", str(results), *case]
+    command += [*targets, "--app", "bench", "--token", token]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (record_file,) = results.glob(f"{case[0]}-*.json")
+    record: dict[str, object] = json.loads(record_file.read_text())
+    report = record_file.with_suffix(".md").read_text()
+    assert token not in record_file.read_text() + report, "the app token was written out"
+    images = [line.split("(")[1].rstrip(")") for line in report.splitlines() if "![" in line]
+    assert images, report
+    for image in images:
+        assert (results / image).read_bytes()[:4] == PNG_MAGIC, image
+    return record
+
+
+def test_create_measures_an_existing_cluster_with_an_app_token(
+    tmp_path: Path, cluster: LocalCluster, app_token: str
+) -> None:
+    record = bench(
+        tmp_path, cluster, app_token, "create", "--seconds", "1", "--warmup", "0", "--no-etcd"
+    )
+    figures = record["figures"]
+    assert isinstance(figures, dict)
+    tock = figures["tock"]
+    assert tock["done"] > 0 and tock["errors"] == {}, tock
+    listed = call(
+        f"{cluster.nodes[0].url}/v1.0/jobs?prefix=bench-&limit=1",
+        "GET",
+        None,
+        {"dapr-app-id": "bench", "dapr-api-token": app_token},
+    )
+    assert listed.status == 200 and listed.json["jobs"], listed
+
+
+def test_trigger_measures_an_existing_cluster_and_draws_its_plots(
+    tmp_path: Path, cluster: LocalCluster, app_token: str
+) -> None:
+    record = bench(
+        tmp_path,
+        cluster,
+        app_token,
+        "trigger",
+        "--burst",
+        "40",
+        "--spread",
+        "40",
+        "--spread-seconds",
+        "2",
+    )
+    figures = record["figures"]
+    assert isinstance(figures, dict)
+    for scenario in ("burst", "spread"):
+        row = figures[scenario]
+        assert row["delivered"] == 40 and row["missing"] == 0, row
+        assert row["duplicates"] == 0 and row["early"] == 0, row
+
+
+def test_tock_bench_is_the_harness() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "node.cli", "bench", "--list"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cases: " in done.stdout and "trigger" in done.stdout, done.stdout
