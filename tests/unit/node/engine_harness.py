@@ -36,6 +36,8 @@ OTHER_NODE = "n2"
 NAMESPACE = "default"
 PARTITIONS = 16
 START_TIMEOUT_S = 15.0
+# The slow app (conftest.py's slow_sink) answers after this long: below the attempt timeout (3 s).
+SLOW_S = 1.0
 WAIT_TIMEOUT_S = 10.0
 
 

@@ -33,35 +33,14 @@ from store.shared_machine import SharedMachine
 from tests.support.cluster_secret import TEST_CLUSTER_SECRET
 from tests.support.metrics import histogram_count_and_sum
 from tests.support.sink import Call, Sink
-from tests.unit.node.engine_harness import NAMESPACE, NODE, Harness
+from tests.unit.node.engine_harness import NAMESPACE, NODE, SLOW_S, Harness
 
 IN_FLIGHT_MAX = 4
 # Wide enough for a loaded machine's scheduling delays, below the 500 ms the misfire tests use.
 GRACE_MS = 300
-# The slow sink answers after this long: a delivery stays in flight that long.
-SLOW_S = 1.0
 
-# Per job name: the HTTP status for its n-th call (1-based); 200 when absent.
+# Per job name: the HTTP status for its n-th call (1-based); 200 when absent (conftest.py).
 SCRIPTS: dict[str, Callable[[int], int]] = {}
-
-
-def scripted(name: str, call_number: int) -> int:
-    script = SCRIPTS.get(name)
-    return 200 if script is None else script(call_number)
-
-
-@pytest.fixture(scope="module")
-def sink() -> Iterator[Sink]:
-    app = Sink(status_for=scripted).start()
-    yield app
-    app.stop()
-
-
-@pytest.fixture(scope="module")
-def slow_sink() -> Iterator[Sink]:
-    app = Sink(delay_s=SLOW_S).start()
-    yield app
-    app.stop()
 
 
 @pytest.fixture(scope="module")

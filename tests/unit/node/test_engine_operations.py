@@ -19,33 +19,12 @@ from store.history import AttemptOutcome
 from store.jobs import Job
 from store.machine import JobMachine
 from tests.support.sink import Call, Sink
-from tests.unit.node.engine_harness import NAMESPACE, Harness
+from tests.unit.node.engine_harness import NAMESPACE, SLOW_S, Harness
 
-# Per job name: the HTTP status for its n-th call (1-based); 200 when absent.
+# Per job name: the HTTP status for its n-th call (1-based); 200 when absent (conftest.py).
 SCRIPTS: dict[str, Callable[[int], int]] = {}
-# The slow sink answers after this long; below the node's attempt timeout (3 s).
-SLOW_S = 1.0
 # How late a retry may reach the sink on a loaded machine, beyond its interval.
 SLACK_MS = 400
-
-
-def scripted(name: str, call_number: int) -> int:
-    script = SCRIPTS.get(name)
-    return 200 if script is None else script(call_number)
-
-
-@pytest.fixture(scope="module")
-def sink() -> Iterator[Sink]:
-    app = Sink(status_for=scripted).start()
-    yield app
-    app.stop()
-
-
-@pytest.fixture(scope="module")
-def slow_sink() -> Iterator[Sink]:
-    app = Sink(delay_s=SLOW_S).start()
-    yield app
-    app.stop()
 
 
 @pytest.fixture(scope="module")
