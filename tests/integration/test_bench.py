@@ -5,7 +5,9 @@ Method: a real 3-node cluster in token mode; an app token is issued for app `ben
 first `create`, then `trigger` (its app is the benchmark's own sink on 127.0.0.1). Checked: each
 run exits 0; its JSON shows creates that all succeeded and triggers that all arrived, none early,
 none twice; its markdown report lists the figures and embeds plots that exist as PNG files;
-neither file holds the token; and the jobs went to app `bench`, not `default`.
+neither file holds the token; and the jobs went to app `bench`, not `default`. Then `compare`, on
+local clusters of its own and a real etcd: both ratios come out of one run, and the APScheduler
+reference delivered every trigger too. And `tock bench` is the harness.
 """
 
 from __future__ import annotations
@@ -115,3 +117,23 @@ def test_tock_bench_is_the_harness() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "cases: " in done.stdout and "trigger" in done.stdout, done.stdout
+
+
+def test_compare_reports_both_ratios_in_one_run(tmp_path: Path) -> None:
+    """`compare` on its own local clusters: etcd for creates, APScheduler for triggers."""
+    command = [sys.executable, "scripts/bench.py", "--results", str(tmp_path), "compare"]
+    command += ["--seconds", "1", "--warmup", "0", "--jobs", "100"]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (record_file,) = tmp_path.glob("compare-*.json")
+    figures = json.loads(record_file.read_text())["figures"]
+    for system in ("tock", "apscheduler"):
+        row = figures["triggers"][system]
+        assert row["delivered"] == 100 and row["early"] == 0 and row["duplicates"] == 0, row
+    assert figures["ratio_triggers_tock_over_apscheduler"] > 0
+    assert figures["creates"]["tock"]["errors"] == {}
+    # etcd is Debian's etcd-server, which scripts/test installs.
+    assert figures["ratio_creates_tock_over_etcd"] > 0, figures["creates"]["etcd"]
+    assert "tock / etcd" in done.stdout and "tock / APScheduler" in done.stdout
