@@ -73,10 +73,7 @@ def main(argv: list[str]) -> dict[str, object]:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="counted create run")
-    parser.add_argument("--warmup", type=float, default=2.0, help="uncounted create warm-up")
-    parser.add_argument("--in-flight", type=int, default=64, help="concurrent requests")
-    parser.add_argument("--body-bytes", type=int, default=200, help="job body / etcd value size")
+    bench_create.add_load_arguments(parser)
     parser.add_argument("--jobs", type=int, default=JOBS_DEFAULT, help="triggers due at once")
     args = parser.parse_args(argv)
     # The halves run on local clusters: the arguments they read for --target stay unset.

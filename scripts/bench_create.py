@@ -258,16 +258,21 @@ def print_table(rows: dict[str, dict[str, object]]) -> None:
         )
 
 
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The create load's shape (also `scripts/bench compare`'s)."""
+    parser.add_argument("--seconds", type=float, default=10.0, help="counted run (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="uncounted warm-up (default 2)")
+    parser.add_argument("--in-flight", type=int, default=64, help="concurrent requests")
+    parser.add_argument("--body-bytes", type=int, default=200, help="job body / etcd value size")
+
+
 def main(argv: list[str]) -> dict[str, object]:
     parser = argparse.ArgumentParser(
         prog="scripts/bench create",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="counted run (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="uncounted warm-up (default 2)")
-    parser.add_argument("--in-flight", type=int, default=64, help="concurrent requests")
-    parser.add_argument("--body-bytes", type=int, default=200, help="job body / etcd value size")
+    add_load_arguments(parser)
     parser.add_argument("--no-etcd", action="store_true", help="run the tock half only")
     add_target_arguments(parser)
     args = parser.parse_args(argv)
