@@ -178,15 +178,18 @@ class LocalCluster:
                 return node
         raise KeyError(f"no node {node_id!r} in this cluster")
 
-    def start_node(self, node_id: str, env: dict[str, str] | None = None) -> NodeProcess:
+    def start_node(
+        self, node_id: str, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> NodeProcess:
         """Start one node's process; `env` adds variables to its environment only (tests arm
-        the fault points of one node this way)."""
+        the fault points of one node this way), `args` options to its command line only
+        (`--recover`)."""
         node = self.node(node_id)
         assert not node.running(), f"{node_id} is already running"
         make_private_directory(node.data_dir)
         log = os.fdopen(open_private(node.log_file, os.O_WRONLY | os.O_APPEND), "ab")
         node.process = subprocess.Popen(
-            self._command(node),
+            [*self._command(node), *args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

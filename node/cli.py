@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import ssl
@@ -24,6 +25,10 @@ from node.logs import LogFormat, configure_logging
 from node.service import ServiceConfig
 from store.errors import TockError, ValidationError
 from store.partition import PARTITIONS_DEFAULT
+
+# The exit status of a node whose Raft journal, meta or dump cannot be trusted (the dump's
+# own check exits with the same status).
+EXIT_STORAGE_DAMAGED = 70
 
 if TYPE_CHECKING:
     from node.config import NodeConfig
@@ -160,6 +165,13 @@ def _add_node(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     node.add_argument("--grpc", help="HOST:PORT of Dapr's gRPC API")
     node.add_argument("--peer", action="append", default=[], help="ID=HOST:PORT (raft)")
     node.add_argument("--data-dir", type=Path, required=True)
+    node.add_argument(
+        "--recover",
+        action="store_true",
+        help="discard this node's Raft state (kept aside under DATA/raft/discarded-*) and catch "
+        "up from the leader's snapshot; for a node whose journal or dump is damaged. Only while "
+        "the other nodes hold a majority",
+    )
     node.add_argument("--secret-file", type=Path, help="else TOCK_CLUSTER_SECRET")
     node.add_argument("--admin-token-file", type=Path, help="else TOCK_ADMIN_TOKEN; required")
     node.add_argument(
@@ -242,6 +254,7 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         secret=_secret(args.secret_file, "TOCK_CLUSTER_SECRET"),
         admin_token=_secret(args.admin_token_file, "TOCK_ADMIN_TOKEN"),
         open_api=args.open_api,
+        recover=args.recover,
         partitions=args.partitions,
         membership=MembershipConfig(max_clock_offset_ms=args.max_clock_offset),
         app_host_allow=tuple(args.app_host_allow),
@@ -267,8 +280,13 @@ def _node(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, LogFormat(args.log_format), args.id)
     config = node_config(args)
     from node.server import run_node
+    from store.raft.journal import JournalDamaged
 
-    return run_node(config)
+    try:
+        return run_node(config)
+    except JournalDamaged as error:
+        logging.getLogger("node").critical("%s", error)
+        return EXIT_STORAGE_DAMAGED
 
 
 if __name__ == "__main__":

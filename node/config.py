@@ -85,6 +85,8 @@ class NodeConfig:
     # Open mode: the Jobs API needs no app token and takes its scope from Dapr's headers, as a
     # sidecar on localhost does; otherwise (token mode) every call carries an app token.
     open_api: bool = False
+    # Discard the local Raft state at start and catch up from the leader (`--recover`).
+    recover: bool = False
     # HTTPS and gRPC over TLS, and https to other nodes, when a certificate is given.
     tls: TlsConfig = field(default_factory=TlsConfig)
     # Part of the cluster's identity: the same on every node, and never changed for a data dir.

@@ -77,6 +77,7 @@ class Node:
                 data_dir=config.data_dir / "raft",
                 secret=config.secret,
                 tuning=config.raft_store,
+                recover=config.recover,
             ),
             self.machine,
             self.clock,

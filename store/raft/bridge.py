@@ -17,6 +17,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
 from store.errors import OutcomeUnknown, TockError, Unavailable
+from store.raft import journal
 from store.raft.state import EntryApplied, ReplicatedState
 from store.raft.transport import HardenedTransport, HardeningConfig, TransportStats
 
@@ -108,6 +109,7 @@ class ReplicatedNode(SyncObj):  # type: ignore[misc]
         self._tock_on_applied = on_applied
         # HardenedTransport reads its knobs here while SyncObj.__init__ builds it.
         self.hardening = hardening
+        journal.install()
         super().__init__(
             self_address, list(peer_addresses), conf=conf, transportClass=HardenedTransport
         )

@@ -19,6 +19,7 @@ from typing import Any
 from pysyncobj import SyncObjConf
 
 from store.errors import ValidationError
+from store.raft.journal import RECOVERING_SUFFIX
 from store.raft.transport import HardeningConfig
 
 # pysyncobj sends entries of 64 KiB or more through a chunked path that corrupts them.
@@ -140,6 +141,8 @@ class RaftConfig:
     # without it anyone reaching the port can run code on the node: it is mandatory.
     secret: str
     tuning: RaftTuning = field(default_factory=RaftTuning)
+    # Discard the local Raft state at start and catch up from the leader (`tock node --recover`).
+    recover: bool = False
 
     @property
     def journal_file(self) -> Path:
@@ -148,6 +151,10 @@ class RaftConfig:
     @property
     def dump_file(self) -> Path:
         return self.data_dir / DUMP_FILE_NAME
+
+    @property
+    def recovering_file(self) -> Path:
+        return self.data_dir / (JOURNAL_FILE_NAME + RECOVERING_SUFFIX)
 
     def validate(self) -> None:
         """Raise ValidationError on a setting that cannot work; run before starting a node."""

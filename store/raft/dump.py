@@ -5,15 +5,15 @@ state (data[0] is None), does not fork, and runs the serializer on the tick thre
 renames `<dump>.tmp` over the dump and reports success on its own. So:
 
 - `serialize` forks a child and returns at once; the child captures the state as of the last
-  applied entry (the tick thread is the only writer), writes `<dump>.writing`, fsyncs it,
-  renames it over the dump and fsyncs the directory. It never touches `<dump>.tmp`, so the
-  library's rename right after `serialize` finds no such file and does nothing (pysyncobj
-  swallows that error and waits for `check`).
+  applied entry (the tick thread is the only writer), writes `<dump>.writing` with a checksum
+  of its body, fsyncs it, renames it over the dump and fsyncs the directory (disk.py). It never
+  touches `<dump>.tmp`, so the library's rename right after `serialize` finds no such file and
+  does nothing (pysyncobj swallows that error and waits for `check`).
 - `check` (serializeChecker) reaps the child without blocking, and kills one that has run for
   longer than dump_seconds_max: a hung child would otherwise stop log compaction forever.
 - `deserialize` restores the state and returns what pysyncobj keeps beside it: the last two
-  applied entries and the cluster members. A dump that exists but cannot be read stops the
-  process: pysyncobj would log the error and run on with an empty state.
+  applied entries and the cluster members. A dump that exists but cannot be read (or fails its
+  checksum) stops the process: pysyncobj would log the error and run on with an empty state.
 
 `serialize` and `check` run supervised (task `dump`): pysyncobj would swallow what `serialize`
 raises without a word, and what `check` raises would cut short every tick of the tick thread
@@ -28,7 +28,9 @@ import ctypes
 import logging
 import os
 import signal
+import struct
 import time
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -38,8 +40,9 @@ from pysyncobj.node import TCPNode
 
 from store.clock import Clock
 from store.errors import CodecError
-from store.private_files import open_private
+from store.raft import disk
 from store.raft.entry import RaftEntryTuple
+from store.raft.journal import RECOVER_HINT
 from store.raft.state import ReplicatedState
 from store.supervision import Guard, HealthBoard
 
@@ -47,9 +50,13 @@ log = logging.getLogger(__name__)
 
 TASK = "dump"
 
-# The version of the dump file's layout (msgpack [version, last entry, previous entry, members,
-# the store's snapshot]), not of the snapshots inside it (store/raft/state.py, store/codec.py).
-DUMP_VERSION = 1
+# The version of the dump file's layout, not of the snapshots inside it (store/raft/state.py,
+# store/codec.py). Version 2: b"TOCKDUMP" | u32 2 | u32 crc32 of the body | body, the body
+# msgpack [version, last entry, previous entry, members, the store's snapshot]. Version 1 was the
+# body alone, without a checksum; it is still read, and the next dump writes version 2.
+DUMP_VERSION = 2
+_MAGIC = b"TOCKDUMP"
+_HEADER = struct.Struct("<8sII")
 # The exit status of a node whose dump cannot be read: it must not serve an empty state.
 EXIT_DUMP_UNREADABLE = 70
 
@@ -119,7 +126,8 @@ class ForkingDump:
         status = 1
         try:
             body = msgpack.packb([*header, self._state.to_bytes()], use_bin_type=True)
-            write_durably(self.writing_path, self._path, body)
+            checked = _HEADER.pack(_MAGIC, DUMP_VERSION, zlib.crc32(body)) + body
+            disk.write_durably(str(self.writing_path), str(self._path), checked)
             status = 0
         finally:
             os._exit(status)
@@ -175,15 +183,20 @@ class ForkingDump:
         """pysyncobj's deserializer hook: restore the state, return the dump's Raft metadata."""
         try:
             return self._restore(Path(path))
-        except Exception:
-            log.critical("dump %s cannot be read: stopping rather than serving no state", path)
+        except Exception as error:
+            log.critical(
+                "dump %s cannot be read (%s): stopping rather than serving no state; %s",
+                path,
+                error,
+                RECOVER_HINT,
+            )
             logging.shutdown()
             os._exit(EXIT_DUMP_UNREADABLE)
 
     def _restore(self, path: Path) -> tuple[RaftEntryTuple, RaftEntryTuple, set[TCPNode]]:
-        fields = msgpack.unpackb(path.read_bytes(), raw=False)
+        fields = msgpack.unpackb(read_dump_body(path), raw=False)
         version, last_entry, previous_entry, members, state = fields
-        if version != DUMP_VERSION:
+        if version not in (1, DUMP_VERSION):
             raise CodecError(f"dump of unknown version {version!r}")
         self._state.load_bytes(state)
         self.last_index = int(last_entry[1])
@@ -219,22 +232,18 @@ def _entry(fields: list[object]) -> RaftEntryTuple:
     return command, index, term
 
 
-def write_durably(tmp_path: Path, path: Path, body: bytes) -> None:
-    """Write body to tmp_path, fsync it, rename it over path and fsync the directory."""
-    fd = open_private(tmp_path, os.O_WRONLY | os.O_TRUNC)
-    try:
-        view = memoryview(body)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp_path, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+def read_dump_body(path: Path) -> bytes:
+    """The msgpack body of a dump file, its checksum verified (version 1 had none)."""
+    data = path.read_bytes()
+    if not data.startswith(_MAGIC):
+        return data
+    _, version, crc = _HEADER.unpack_from(data)
+    body = data[_HEADER.size :]
+    if version != DUMP_VERSION:
+        raise CodecError(f"dump file format {version} is not known here")
+    if zlib.crc32(body) != crc:
+        raise CodecError("dump checksum mismatch (the file is damaged)")
+    return body
 
 
 _PR_SET_PDEATHSIG = 1

@@ -33,6 +33,7 @@ from store.errors import OutcomeUnknown, Unavailable
 from store.log import Applied, LogStatus, Role, Subscriber
 from store.private_files import make_private_directory, restrict_umask, tighten_files
 from store.raft import batcher as raft_batcher
+from store.raft import disk, recovery
 from store.raft import dump as raft_dump
 from store.raft.batcher import Batcher
 from store.raft.bridge import CrossToLoop, ReplicatedNode, failure_error
@@ -130,6 +131,9 @@ class RaftStore:
         assert self._node is None, "a RaftStore starts once"
         loop = asyncio.get_running_loop()
         self._make_files_private()
+        disk.record_from_environment(self._config.data_dir)
+        if self._config.recover:
+            recovery.discard_local_state(self._config)
         raise_open_files_limit()
         cross = self._cross = CrossToLoop(loop)
         conf = syncobj_conf(

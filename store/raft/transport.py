@@ -1,25 +1,29 @@
 """HardenedTransport: pysyncobj's TCP transport, plus the fixes its core cannot take itself.
 
-pysyncobj 0.3.17 offers no journal factory and name-mangles its message handler, but it builds the
-transport after the journal, the dump serializer and the poller and before the tick thread starts.
-So this constructor is the one race-free place to install, around an unchanged library:
+pysyncobj 0.3.17 name-mangles its message handler, but it builds the transport after the journal
+(journal.py's checksummed journal, installed as its journal factory), the dump serializer and the
+poller and before the tick thread starts. So this constructor is the one race-free place to
+install, around an unchanged library:
 
 1. Group commit. Every outgoing Raft message is queued; at each flush point (once per tick, and
-   right after each poll) the journal is fdatasync'ed once if it changed, then the queue is sent.
+   right after each poll) the journal writes its buffered records and fdatasyncs once if it
+   changed, then the queue is sent.
    A follower therefore acks only durable entries and a leader ships only durable entries: one
    sync per batch of entries, never one per entry (durability: the library never syncs).
 2. Leader guard (the follower log shrink). A success reply that would move a follower's nextIndex
    backwards is undone, so the leader never re-sends from an old prevLogIdx and the follower never
    truncates entries it already acked. Follower guard (backup): an AppendEntries never cuts our
    entries that are certainly the leader's, and a snapshot we already hold is not installed.
-3. Atomic compaction and startup repair (the compaction crash). Compaction writes a new journal
-   file, syncs it and renames it over the old one; at the first dump load the journal is first
-   compacted to start at the dump, so the library's own load never clears it.
-4. Durable meta and dumps. Term, vote and commit index are written tmp + fsync + rename +
-   directory fsync; pysyncobj's own dump rename (a snapshot received from the leader, or a
-   stock dump) goes through the same durable replace (a process-wide patch of its module).
+3. Startup repair (the compaction crash): at the first dump load the journal is first compacted
+   to start at the dump, so the library's own load never clears it. (Compaction itself is
+   atomic in journal.py.)
+4. Durable dumps. pysyncobj's own dump rename (a snapshot received from the leader, or a stock
+   dump) goes through disk.durable_replace (a process-wide patch of its module); term, vote and
+   commit index are made durable by journal.py.
 5. Quiet start. A restarted node uses a long election timeout until it has caught up once, so a
    restart does not push the cluster through needless elections (pysyncobj has no pre-vote).
+   A node recovering from discarded state (recovery.py) goes further until it has caught up:
+   it grants no vote and never campaigns (section 8).
 6. A frame cap. A length prefix above `frame_bytes_max` (or negative) closes the connection
    before its body is buffered; it is checked as soon as it arrives (port.py). Frames are
    sealed with AES-GCM under per-connection keys instead of zlib and Fernet (frames.py).
@@ -51,16 +55,14 @@ from typing import Any
 
 import pysyncobj.serializer
 from pysyncobj.dns_resolver import globalDnsResolver
-from pysyncobj.journal import FileJournal, MetaStorer
 from pysyncobj.monotonic import monotonic as library_monotonic
-from pysyncobj.pickle import dumps as library_pickle_dumps
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
 from store.errors import ValidationError
-from store.private_files import open_private
-from store.raft.entry import RaftEntryTuple
+from store.raft import disk
 from store.raft.frames import FrameCipher
+from store.raft.journal import ChecksummedJournal
 from store.raft.port import CappedConnection, GuardedServer, Handshakes, PortStats
 
 logger = logging.getLogger(__name__)
@@ -128,168 +130,9 @@ class TransportStats(PortStats):
     acked_log_shrinks: int = 0
     snapshots_skipped: int = 0
     compactions: int = 0
+    torn_tails_truncated: int = 0
+    votes_withheld: int = 0
     startup_repairs: int = 0
-
-
-def fsync_directory(path: str) -> None:
-    """Make a rename or a file creation in `path` durable (a rename lives in the directory)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def durable_replace(source: str, target: str) -> None:
-    """Rename `source` over `target` so that after power loss one of the two whole files is there.
-
-    The data is synced before the rename (else the new name may point at an empty file) and the
-    directory after it (else the rename itself may be lost).
-    """
-    fd = os.open(source, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(source, target)
-    fsync_directory(os.path.dirname(os.path.abspath(target)))
-
-
-class DurableMetaStorer(MetaStorer):  # type: ignore[misc]
-    """Term, vote and commit index written durably (the library only flushes user space).
-
-    Raft needs term and vote on disk before any vote message leaves; the library stores them
-    synchronously but without fsync, so a power loss could let a node vote twice in one term.
-    """
-
-    def storeMeta(self, meta: dict[str, Any]) -> None:
-        temporary = self.getPath() + ".tmp"
-        with os.fdopen(open_private(temporary, os.O_WRONLY | os.O_TRUNC), "wb") as file:
-            file.write(library_pickle_dumps(meta))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, self.getPath())
-        fsync_directory(os.path.dirname(os.path.abspath(self.getPath())))
-
-
-class JournalGuard:
-    """A FileJournal seen through a wrapper that knows whether it is synced and compacts atomically.
-
-    The library calls add/clear/deleteEntries*/__getitem__/... on this object as if it were the
-    journal itself; every mutation marks it dirty so that `sync` costs nothing when idle.
-    """
-
-    def __init__(self, journal: Any, path: str, stats: TransportStats) -> None:
-        self._journal = journal
-        self._path = path
-        self._stats = stats
-        self._dirty = True
-        self._install_durable_meta()
-
-    def _install_durable_meta(self) -> None:
-        storer = DurableMetaStorer(self._path + ".meta")
-        self._journal._FileJournal__metaStorer = storer
-
-    # The journal interface pysyncobj uses; mutations mark the journal dirty.
-
-    def add(self, command: bytes, index: int, term: int) -> None:
-        self._dirty = True
-        self._journal.add(command, index, term)
-
-    def clear(self) -> None:
-        self._dirty = True
-        self._journal.clear()
-
-    def deleteEntriesFrom(self, position: int) -> None:
-        self._dirty = True
-        self._journal.deleteEntriesFrom(position)
-
-    def deleteEntriesTo(self, position: int) -> None:
-        self.compact_to(position)
-
-    def __getitem__(self, item: Any) -> Any:
-        return self._journal[item]
-
-    def __len__(self) -> int:
-        return len(self._journal)
-
-    def __getattr__(self, name: str) -> Any:
-        # Meta accessors (term, vote, commit index), onOneSecondTimer and _destroy need no guard.
-        return getattr(self._journal, name)
-
-    # What the hardening adds.
-
-    def sync(self) -> bool:
-        """fdatasync the journal file if it changed since the last sync; True if it synced.
-
-        The journal is an mmap of this file; on Linux fdatasync on the file writes back pages
-        dirtied through the mapping as well, including the header's end-of-log field.
-        """
-        if not self._dirty:
-            return False
-        self._dirty = False
-        os.fdatasync(self._journal._FileJournal__journalFile._ResizableFile__f.fileno())
-        self._stats.journal_syncs += 1
-        return True
-
-    def compact_to(self, position: int) -> None:
-        """Drop the first `position` entries atomically (against the compaction crash).
-
-        The library rewrites the journal in place (clear, then re-add), so a crash in between
-        leaves a journal that no longer holds the entries after the dump, and the next load
-        clears it. Here the kept entries go to a new file that is synced and renamed over the
-        old one: a crash leaves either the old journal or the new one, both complete.
-        """
-        kept: list[RaftEntryTuple] = list(self._journal[position:])
-        temporary = self._path + ".compact.tmp"
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        fresh = FileJournal(temporary)
-        try:
-            for entry in kept:
-                fresh.add(*entry)
-            fresh.flush()
-            durable_replace(temporary, self._path)
-        except OSError:
-            # The old journal is untouched and still in use; compaction is retried after the
-            # next dump, and a restart repairs the journal against the dump meanwhile.
-            fresh._destroy()
-            os.remove(temporary)
-            raise
-        self._adopt(fresh)
-        assert len(self._journal) == len(kept), "the compacted journal lost entries"
-        self._stats.compactions += 1
-
-    def _adopt(self, fresh: Any) -> None:
-        """Use the renamed file, keeping the in-memory meta (it may hold unsaved commits).
-
-        The new journal object stays open across the rename (same file, new name), so nothing is
-        parsed again; only its remembered name changes, which it uses when it grows the file.
-        """
-        old = self._journal
-        fresh._FileJournal__journalFile._ResizableFile__fileName = self._path
-        fresh._FileJournal__meta = old._FileJournal__meta
-        fresh._FileJournal__metaSaved = old._FileJournal__metaSaved
-        fresh._FileJournal__metaStorer = old._FileJournal__metaStorer
-        old._destroy()
-        self._journal = fresh
-        self._dirty = False
-
-    def align_to_dump(self, dump_entries: tuple[Any, Any]) -> bool:
-        """Compact so the journal starts with the dump's two entries if it holds them further in.
-
-        After a crash between the dump's rename and the end of compaction, the journal still
-        starts before the dump. The library would then clear it and lose every entry after the
-        dump; starting it at the dump's entries makes the library keep it.
-        """
-        before_last, last = dump_entries
-        position = before_last[1] - self._journal[0][1]
-        if position <= 0 or position + 1 >= len(self._journal):
-            return False
-        if self._journal[position] != before_last or self._journal[position + 1] != last:
-            return False
-        self.compact_to(position)
-        return True
 
 
 class HardenedTransport(TCPTransport):  # type: ignore[misc]
@@ -306,7 +149,8 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         # whether the chunks now arriving belong to a snapshot we already hold.
         self._snapshots_sent: dict[Any, tuple[int, int]] = {}
         self._skipping_snapshot = False
-        self._guard = self._install_journal_guard(syncObj)
+        self._journal = self._journal_on_disk(syncObj)
+        self._recovering = self._journal is not None and self._journal.recovering
         self._normal_election_timeouts: tuple[float, float] | None = None
         self._handshakes = Handshakes(
             self._hardening.handshake_s_max, self._hardening.handshakes_max, self._stats
@@ -322,7 +166,12 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
 
     def stats(self) -> TransportStats:
         """A copy of the counters (they are written by the tick thread only)."""
-        return TransportStats(**vars(self._stats))
+        stats = TransportStats(**vars(self._stats))
+        if self._journal is not None:
+            stats.journal_syncs = self._journal.syncs
+            stats.compactions = self._journal.compactions
+            stats.torn_tails_truncated = self._journal.torn_tail_records
+        return stats
 
     # 1. Group commit.
 
@@ -346,8 +195,8 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         pending = len(self._outbox)
         # Sync even with nothing to send: a leader without peers (or whose peers are down)
         # commits on its own at the next tick, and must do so from a durable journal too.
-        if self._guard is not None:
-            self._guard.sync()
+        if self._journal is not None:
+            self._journal.sync()
         for _ in range(pending):
             node, message = self._outbox.popleft()
             self._note_ack(message)
@@ -355,6 +204,7 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
             self._stats.messages_sent += 1
 
     def _onTick(self) -> None:
+        self._hold_elections_while_recovering()
         super()._onTick()
         self._end_quiet_start_when_ready()
         self._guard_port()
@@ -370,20 +220,20 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
 
         poller.poll = poll_then_flush
 
-    def _install_journal_guard(self, syncObj: Any) -> JournalGuard | None:
-        journal_file = syncObj.conf.journalFile
-        if journal_file is None:
-            return None
-        guard = JournalGuard(getattr(syncObj, _LOG), journal_file, self._stats)
-        setattr(syncObj, _LOG, guard)
-        pysyncobj.serializer.atomicReplace = durable_replace  # dumps: the fork child renames them
-        return guard
+    def _journal_on_disk(self, syncObj: Any) -> ChecksummedJournal | None:
+        journal = getattr(syncObj, _LOG)
+        if not isinstance(journal, ChecksummedJournal):
+            return None  # an in-memory journal (no journalFile): nothing to make durable
+        pysyncobj.serializer.atomicReplace = disk.durable_replace  # snapshots from the leader
+        return journal
 
     # 2. Follower log shrink: the leader and follower guards, and the check that would catch it.
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
         kind = message.get("type") if isinstance(message, dict) else None
-        if kind == "append_entries":
+        if kind == "request_vote" and self._recovering:
+            self._stats.votes_withheld += 1  # no answer: the candidate counts no vote from us
+        elif kind == "append_entries":
             message = self._keep_own_matching_entries(message)
             message = self._skip_held_snapshot(message)
             super()._onMessageReceived(node, message)
@@ -531,15 +381,15 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         at the moment the library would read it anyway.
         """
         dump_file = syncObj.conf.fullDumpFile
-        guard = self._guard
-        if guard is None or dump_file is None or not os.path.isfile(dump_file):
+        journal = self._journal
+        if journal is None or dump_file is None or not os.path.isfile(dump_file):
             return
         serializer = getattr(syncObj, _SERIALIZER)
 
         def deserialize_and_align() -> Any:
             del serializer.deserialize  # one shot: later loads are snapshot installs
             data = serializer.deserialize()
-            if guard.align_to_dump((data[2], data[1])):
+            if journal.align_to_dump((data[2], data[1])):
                 logger.warning("journal compacted at startup to start at the dump (repair)")
                 self._stats.startup_repairs += 1
             return data
@@ -576,6 +426,24 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         conf = self._syncObj.conf
         conf.raftMinTimeout, conf.raftMaxTimeout = self._normal_election_timeouts
         self._normal_election_timeouts = None
+
+    # 8. Recovery (recovery.py): no vote and no campaign until caught up.
+
+    def _hold_elections_while_recovering(self) -> None:
+        """Keep the election deadline ahead while recovering; end recovery once caught up.
+
+        Caught up means ready in pysyncobj's sense: it applied everything up to the commit index
+        a leader sent it, which for an emptied log means the leader's snapshot and what follows.
+        """
+        if not self._recovering or self._journal is None:
+            return
+        if self._syncObj.isReady():
+            self._journal.end_recovery()
+            self._recovering = False
+            logger.warning("recovery: caught up with the leader; voting and campaigning again")
+            return
+        hold = library_monotonic() + self._hardening.quiet_election_timeout_s_max
+        setattr(self._syncObj, _ELECTION_DEADLINE, hold)
 
     # 6. The frame cap, on every connection in both directions.
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from store.raft.port import CappedConnection
-from tests.integration.journal_format import last_index
+from tests.integration.journal_format import LastIndex
 
 # Only the first few violations are kept in full; the count covers all of them.
 VIOLATIONS_KEPT_MAX = 5
@@ -30,6 +30,7 @@ class IoAudit:
         self._journal = str(journal.resolve())
         self._lock = threading.Lock()
         self._synced_index = 0
+        self._last_index = LastIndex()
         self.syncs = 0
         self.acks = 0
         self.shipped = 0
@@ -72,7 +73,7 @@ class IoAudit:
                 return
             # The journal as it is now is what this sync makes durable. A follower's journal
             # may shrink (a truncation), so this is the last value, not the highest.
-            self._synced_index = last_index(fd)
+            self._synced_index = self._last_index.read(fd)
 
     def _on_send(self, message: Any) -> None:
         if not isinstance(message, dict):

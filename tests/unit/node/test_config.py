@@ -42,6 +42,7 @@ BUILT_BY_THE_NODE = {
         "data_dir": "data_dir",
         "secret": "secret",
         "tuning": "raft_store",
+        "recover": "recover",
     },
 }
 # `tock up`'s: it starts node processes and configures none of them.

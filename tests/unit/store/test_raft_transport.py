@@ -13,21 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pysyncobj.pickle
 import pytest
 from pysyncobj import SyncObj, SyncObjConf
-from pysyncobj.journal import FileJournal
 from pysyncobj.serializer import Serializer
 from pysyncobj.transport import TCPTransport
 
-import store.raft.transport
-from store.raft.transport import (
-    HardenedTransport,
-    HardeningConfig,
-    JournalGuard,
-    TransportStats,
-    durable_replace,
-)
+from store.raft import journal as raft_journal
+from store.raft.journal import RECOVERING_SUFFIX, ChecksummedJournal
+from store.raft.transport import HardenedTransport, HardeningConfig
 from tests.chaos.cluster import free_ports
 
 NO_OP = b"\x01"  # pysyncobj's no-op command type: applying it does nothing
@@ -35,6 +28,7 @@ LEADER = 2
 
 
 def make_node(transport: type, journal: Path | None = None, peers: int = 1) -> SyncObj:
+    raft_journal.install()  # the stock cases differ in their transport only
     self_port, *peer_ports = free_ports(1 + peers)
     conf = SyncObjConf(
         autoTick=False,
@@ -192,67 +186,11 @@ def test_a_follower_installs_only_a_snapshot_it_does_not_hold(
         assert transport_of(follower).stats().snapshots_skipped == int(follower_end == 100)
 
 
-def file_journal(path: Path, last: int) -> Any:
-    journal = FileJournal(str(path))
+def file_journal(path: Path, last: int) -> ChecksummedJournal:
+    journal = ChecksummedJournal(str(path))
     for index in range(1, last + 1):
         journal.add(NO_OP + index.to_bytes(4, "big"), index, 1)
     return journal
-
-
-def indexes_on_disk(path: Path) -> list[int]:
-    journal = FileJournal(str(path))
-    indexes = [entry[1] for entry in journal]
-    journal._destroy()
-    return indexes
-
-
-def test_compaction_rewrites_the_journal_into_a_new_file(tmp_path: Path) -> None:
-    path = tmp_path / "journal"
-    guard = JournalGuard(file_journal(path, 100), str(path), TransportStats())
-    guard.setRaftCommitIndex(90)
-    guard.compact_to(40)
-    guard.add(NO_OP, 101, 1)  # The adopted file still grows under its new name.
-    assert [entry[1] for entry in guard[:]] == list(range(41, 102))
-    assert guard.getRaftCommitIndex() == 90, "the in-memory meta survives the reopen"
-    guard._destroy()
-    assert indexes_on_disk(path) == list(range(41, 102))
-    assert not (tmp_path / "journal.compact.tmp").exists()
-
-
-def test_a_crash_during_compaction_leaves_the_old_journal_whole(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "journal"
-    guard = JournalGuard(file_journal(path, 100), str(path), TransportStats())
-
-    def crash(_source: str, _target: str) -> None:
-        raise OSError("crashed before the rename")
-
-    monkeypatch.setattr(store.raft.transport, "durable_replace", crash)
-    with pytest.raises(OSError):
-        guard.compact_to(40)
-    guard._destroy()
-    assert indexes_on_disk(path) == list(range(1, 101))
-
-
-def test_term_and_vote_are_fsynced_with_their_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "journal"
-    guard = JournalGuard(file_journal(path, 3), str(path), TransportStats())
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    guard.setCurrentTerm(7, "127.0.0.1:1")
-    assert synced == [str(path) + ".meta.tmp", str(tmp_path)]
-    guard._destroy()
-    meta = pysyncobj.pickle.loads((tmp_path / "journal.meta").read_bytes())
-    assert (meta["currentTerm"], meta["votedForNodeId"]) == (7, "127.0.0.1:1")
 
 
 def write_dump_at(path: Path, index: int) -> None:
@@ -327,15 +265,6 @@ def test_an_absurd_frame_length_closes_the_connection(
         assert transport_of(node).stats().frames_rejected == 1
 
 
-def test_durable_replace_moves_the_whole_file(tmp_path: Path) -> None:
-    source, target = tmp_path / "new", tmp_path / "current"
-    source.write_bytes(b"new")
-    target.write_bytes(b"old")
-    durable_replace(str(source), str(target))
-    assert target.read_bytes() == b"new"
-    assert not source.exists()
-
-
 def test_a_lone_leader_acks_only_synced_entries(
     tmp_path: Path, nodes: list[SyncObj], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -365,3 +294,33 @@ def test_a_lone_leader_acks_only_synced_entries(
     error, synced_end = acked[0]
     assert error == 0
     assert synced_end >= log_of(node)[-1][1]
+
+
+@pytest.mark.parametrize("recovering", [True, False])
+def test_a_recovering_node_grants_no_vote(
+    tmp_path: Path, nodes: list[SyncObj], recovering: bool
+) -> None:
+    journal = tmp_path / "journal"
+    if recovering:
+        Path(str(journal) + RECOVERING_SUFFIX).touch()
+    node = make_node(HardenedTransport, journal)
+    nodes.append(node)
+    node.doTick(0)
+    transport = transport_of(node)
+    vote = {"type": "request_vote", "term": 5, "last_log_index": 10, "last_log_term": 5}
+    transport._onMessageReceived(peer_of(node), vote)
+    replies = [message for _, message in transport._outbox if message["type"] == "response_vote"]
+    assert len(replies) == (0 if recovering else 1)
+    assert transport.stats().votes_withheld == int(recovering)
+
+
+def test_a_recovering_node_never_campaigns(tmp_path: Path, nodes: list[SyncObj]) -> None:
+    journal = tmp_path / "journal"
+    Path(str(journal) + RECOVERING_SUFFIX).touch()
+    node = make_node(HardenedTransport, journal, peers=0)
+    nodes.append(node)
+    deadline = time.monotonic() + 2 * node.conf.raftMaxTimeout
+    while time.monotonic() < deadline:
+        node.doTick(0.02)
+    assert node._SyncObj__raftState != LEADER and node.raftCurrentTerm == 0
+    assert Path(str(journal) + RECOVERING_SUFFIX).exists(), "nobody to catch up from"
