@@ -7,7 +7,7 @@ or a rename may be gone after power loss although its data was synced).
 
 Test hook (the power-loss simulation): with TOCK_TEST_DISK_LOG=<path> in a node's environment,
 every operation below is also appended to that file as one length-prefixed msgpack record,
-after a baseline of the files already in the store's directory. Replaying it
+after a baseline of the store's files already in its directory. Replaying it
 (tests/chaos/power_loss.py) gives the directory as a machine that lost power would keep it:
 only what was fsynced (data by file fsync, names by directory fsync). Records are appended with
 O_APPEND in one write each, so a forked dump child records into the same file in order. Nothing
@@ -31,15 +31,16 @@ _LENGTH = struct.Struct("<I")
 _recording = -1
 
 
-def record_from_environment(directory: Path) -> None:
-    """Arm the recording if the environment asks for it, with `directory`'s files as baseline."""
+def record_from_environment(directory: Path, prefixes: tuple[str, ...]) -> None:
+    """Arm the recording if the environment asks for it; the baseline is the files in
+    `directory` whose names start with one of `prefixes` (the store's own)."""
     global _recording
     path = os.environ.get(ENVIRONMENT_VARIABLE)
     if not path or _recording >= 0:
         return
     _recording = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     for file in sorted(directory.iterdir()):
-        if file.is_file():
+        if file.is_file() and file.name.startswith(prefixes):
             _record("baseline", str(file), file.read_bytes())
     _record("baseline_directory", str(directory))
 

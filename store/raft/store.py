@@ -131,7 +131,7 @@ class RaftStore:
         assert self._node is None, "a RaftStore starts once"
         loop = asyncio.get_running_loop()
         self._make_files_private()
-        disk.record_from_environment(self._config.data_dir)
+        disk.record_from_environment(self._config.data_dir, (JOURNAL_FILE_NAME, DUMP_FILE_NAME))
         if self._config.recover:
             recovery.discard_local_state(self._config)
         raise_open_files_limit()

@@ -69,6 +69,8 @@ class RaftNodeProcess:
     peers: list[str]
     secret: str | None = TEST_CLUSTER_SECRET
     extra_args: list[str] = field(default_factory=list)
+    # Variables added to the node's environment (test hooks such as TOCK_TEST_DISK_LOG).
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     # The host of the Raft address (the control port is on 127.0.0.1 whatever it is).
     host: str = "127.0.0.1"
@@ -93,6 +95,7 @@ class RaftNodeProcess:
         env = {k: v for k, v in os.environ.items() if k != "TOCK_RAFT_SECRET"}
         if self.secret is not None:
             env["TOCK_RAFT_SECRET"] = self.secret
+        env.update(self.env)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command_line(),

@@ -8,13 +8,15 @@ import logging
 import time
 from pathlib import Path
 
+import msgpack
 import pytest
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.node import TCPNode
 
 from store.clock import FakeClock
+from store.errors import CodecError
 from store.fault_points import arm, disarm
-from store.raft.dump import ForkingDump
+from store.raft.dump import ForkingDump, read_dump_body
 from store.raft.entry import encode_batch
 from store.raft.state import ReplicatedState
 from store.supervision import HealthBoard
@@ -63,6 +65,26 @@ def test_a_dump_round_trips_state_and_raft_metadata(tmp_path: Path) -> None:
     reader = ForkingDump(path, restored, FakeClock(), seconds_max=30, retry_seconds=1)
     assert reader.deserialize(str(path)) == (LAST, PREVIOUS, CLUSTER)
     assert restored_machine.text == b"hello"
+
+
+def test_a_damaged_dump_is_refused_and_a_version_1_dump_still_read(tmp_path: Path) -> None:
+    state = ReplicatedState(Text(), chunk_assembly_entries_max=10)
+    state.apply_entry(8, encode_batch([b"hello"]))
+    path = tmp_path / "raft.dump"
+    dump = ForkingDump(path, state, FakeClock(), seconds_max=30, retry_seconds=1)
+    dump.serialize(str(path) + ".tmp", (LAST, PREVIOUS, CLUSTER))
+    assert wait_done(dump) == SERIALIZER_STATE.SUCCESS
+    body = read_dump_body(path)
+    version_1 = msgpack.packb([1, *msgpack.unpackb(body)[1:]], use_bin_type=True)
+    damaged = bytearray(path.read_bytes())
+    damaged[-3] ^= 0x01
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(CodecError, match="checksum mismatch"):
+        read_dump_body(path)
+    path.write_bytes(version_1)
+    restored = ReplicatedState(Text(), chunk_assembly_entries_max=10)
+    reader = ForkingDump(path, restored, FakeClock(), seconds_max=30, retry_seconds=1)
+    assert reader.deserialize(str(path)) == (LAST, PREVIOUS, CLUSTER)
 
 
 def test_a_dump_child_running_too_long_is_killed_and_retried_later(tmp_path: Path) -> None:
