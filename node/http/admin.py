@@ -95,6 +95,8 @@ class AdminView(StatsSource, Protocol):
 def raft_not_ready_reason(store: RaftStore) -> str | None:
     """None once caught up with a leader: the store replayed up to a leader's commit and knows
     a leader."""
+    if store.disk_error is not None:
+        return f"this node cannot write its Raft journal ({store.disk_error})"
     if store.ready and store.status().leader is not None:
         return None
     return "this node has not caught up with a leader yet"

@@ -140,6 +140,11 @@ class ReplicatedNode(SyncObj):  # type: ignore[misc]
 
         self.apply_entry(data, callback=callback)
 
+    def disk_error(self) -> str | None:
+        """Why this node cannot write its journal now (a full disk), or None."""
+        transport: HardenedTransport = self._SyncObj__transport
+        return transport.disk_error
+
     def transport_stats(self) -> TransportStats:
         """What the hardened transport did so far (group commits, guards, repairs)."""
         transport: HardenedTransport = self._SyncObj__transport

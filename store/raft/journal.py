@@ -30,10 +30,13 @@ File layout, little-endian:
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import logging
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,10 +138,14 @@ class ChecksummedJournal:
         self._offsets: list[int] = []  # where each entry's record starts in the file
         self._pending = bytearray()  # records added since the last sync, not yet written
         self._written_end = HEADER_BYTES  # the file's end as written (pending records follow)
+        self._durable_end = HEADER_BYTES  # the end of what the last fdatasync made durable
+        self._directory_unsynced = False  # a compaction renamed the file, its directory unsynced
         self._dirty = False  # written or truncated since the last sync
         self.syncs = 0
         self.compactions = 0
         self.torn_tail_records = 0
+        self.failures = 0  # times writing failed (a full disk), each until it worked again
+        self.failure: str | None = None  # why the journal cannot be written now
         self._meta = read_meta(self._meta_path)
         self._meta_saved = True
         self._fd = self._open()
@@ -163,7 +170,7 @@ class ChecksummedJournal:
         fd = disk.open_file(self._path, os.O_RDWR)
         if end < len(data):
             self._truncate_torn_tail(fd, end, len(data))
-        self._written_end = end
+        self._written_end = self._durable_end = end
         return fd
 
     def _read_records(self, data: bytes) -> int:
@@ -281,10 +288,12 @@ class ChecksummedJournal:
         return int(self._meta.get("raftCommitIndex", 1))
 
     def setCurrentTerm(self, term: int, voted_for: str | None) -> None:
-        # Raft needs term and vote durable before any message reflecting them leaves.
+        # Raft needs term and vote durable before any message reflecting them leaves: if they
+        # cannot be written, the journal fails, and the transport sends nothing until they are.
         self._meta["currentTerm"] = term
         self._meta["votedForNodeId"] = voted_for
-        self._save_meta()
+        self._meta_saved = False
+        self._try(self._save_meta)
 
     def getCurrentTerm(self) -> int:
         return int(self._meta.get("currentTerm", 0))
@@ -295,7 +304,7 @@ class ChecksummedJournal:
 
     def onOneSecondTimer(self) -> None:
         if not self._meta_saved:
-            self._save_meta()
+            self._try(self._save_meta)
 
     # Recovery (recovery.py): the marker's presence, and its removal once caught up.
 
@@ -335,9 +344,10 @@ class ChecksummedJournal:
             del self._pending[end - self._written_end :]
             return
         self._pending.clear()
-        disk.truncate(self._fd, self._path, end)
         self._written_end = end
+        self._durable_end = min(self._durable_end, end)
         self._dirty = True
+        self._try(lambda: disk.truncate(self._fd, self._path, end))
 
     def __getitem__(self, item: Any) -> Any:
         return self._entries[item]
@@ -352,7 +362,22 @@ class ChecksummedJournal:
     # What the hardened transport adds.
 
     def sync(self) -> bool:
-        """Write the buffered records and fdatasync if anything changed; True if it synced."""
+        """Write the buffered records and fdatasync if anything changed; True if it synced.
+
+        A write or sync that fails (a full disk) leaves the journal failing: `failure` says
+        why, nothing after the last durable end counts, and each later sync writes it all
+        again from there (the meta first, if it is unsaved), so the node recovers once space
+        returns. After a failed fsync the kernel may have dropped the pages it could not
+        write, so a retry rewrites them instead of trusting a second fsync.
+        """
+        return bool(self._try(self._write_and_sync))
+
+    def _write_and_sync(self) -> bool:
+        if self._directory_unsynced:
+            disk.sync_directory(os.path.dirname(os.path.abspath(self._path)))
+            self._directory_unsynced = False
+        if not self._meta_saved and self.failure is not None:
+            self._save_meta()
         if self._pending:
             disk.pwrite_all(self._fd, self._path, self._pending, self._written_end)
             self._written_end += len(self._pending)
@@ -361,9 +386,39 @@ class ChecksummedJournal:
         if not self._dirty:
             return False
         disk.sync_data(self._fd, self._path)
+        self._durable_end = self._written_end
         self._dirty = False
         self.syncs += 1
         return True
+
+    def _try(self, write: Callable[[], bool | None]) -> bool | None:
+        """Run a write; on OSError fail the journal instead of raising into pysyncobj."""
+        try:
+            result = write()
+        except OSError as error:
+            self._fail(error)
+            return None
+        if self.failure is not None and self._meta_saved and not self._directory_unsynced:
+            log.warning("journal %s is writable again", self._path)
+            self.failure = None
+        return result
+
+    def _fail(self, error: OSError) -> None:
+        if self.failure is None:
+            log.error("journal %s cannot be written (%s): no acks until it can", self._path, error)
+            self.failures += 1
+        self.failure = str(error)
+        self._back_to_durable_end()
+
+    def _back_to_durable_end(self) -> None:
+        """Treat everything after the durable end as unwritten: buffer its records again and
+        cut the file there, so no stale bytes remain behind what is written next."""
+        first = bisect.bisect_left(self._offsets, self._durable_end)
+        self._pending = bytearray(b"".join(encode_record(*e) for e in self._entries[first:]))
+        self._written_end = self._durable_end
+        self._dirty = True
+        with contextlib.suppress(OSError):  # shrinking needs no space; if it fails, the next
+            disk.truncate(self._fd, self._path, self._durable_end)  # write covers it anyway
 
     def compact_to(self, position: int) -> None:
         """Drop the first `position` entries atomically (against the compaction crash).
@@ -373,7 +428,18 @@ class ChecksummedJournal:
         file, synced and renamed over the old one: a crash leaves one of the two, both whole.
         """
         kept = self._entries[position:]
-        self._write_whole_file(kept)
+        try:
+            self._write_whole_file(kept)
+        except OSError as error:
+            if os.path.exists(self._path + ".new"):  # not renamed: the old journal stands
+                with contextlib.suppress(OSError):
+                    disk.remove(self._path + ".new")
+                log.error(
+                    "journal %s: compaction failed (%s); the log stays whole", self._path, error
+                )
+                return
+            self._directory_unsynced = True  # renamed: adopt it, and make the name durable
+            self._fail(error)
         fd = disk.open_file(self._path, os.O_RDWR)
         os.close(self._fd)
         self._fd = fd
@@ -383,7 +449,7 @@ class ChecksummedJournal:
         for command, _, _ in kept:
             self._offsets.append(offset)
             offset += RECORD_HEADER_BYTES + len(command)
-        self._written_end = offset
+        self._written_end = self._durable_end = offset
         self._pending.clear()
         self._dirty = False
         self.compactions += 1

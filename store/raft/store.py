@@ -217,6 +217,8 @@ class RaftStore:
         batcher = self._running_batcher()
         if self._status.leader is None:
             raise Unavailable("no Raft leader known to this node")
+        if self.disk_error is not None:
+            raise Unavailable(f"this node cannot write its Raft journal ({self.disk_error})")
         proposal = batcher.enqueue(command)
         try:
             return await asyncio.wait_for(proposal.future, timeout_s)
@@ -308,7 +310,13 @@ class RaftStore:
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set()
+        """Caught up with a leader once, and able to write its journal now."""
+        return self._ready.is_set() and self.disk_error is None
+
+    @property
+    def disk_error(self) -> str | None:
+        """Why this node cannot write its journal now (a full disk), or None."""
+        return None if self._node is None else self._node.disk_error()
 
     def status(self) -> RaftStatus:
         """The tick thread's snapshot (refreshed every 20 ms) with the batching counters now."""

@@ -24,6 +24,10 @@ install, around an unchanged library:
    restart does not push the cluster through needless elections (pysyncobj has no pre-vote).
    A node recovering from discarded state (recovery.py) goes further until it has caught up:
    it grants no vote and never campaigns (section 8).
+9. A full disk. While the journal cannot write its records or the meta (journal.py), no
+   message leaves (what it refers to may not be durable) and the node skips its ticks: no
+   election, no commit, no apply. It tries the writes again at every tick and ticks on once
+   they succeed.
 6. A frame cap. A length prefix above `frame_bytes_max` (or negative) closes the connection
    before its body is buffered; it is checked as soon as it arrives (port.py). Frames are
    sealed with AES-GCM under per-connection keys instead of zlib and Fernet (frames.py).
@@ -50,6 +54,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,6 +137,8 @@ class TransportStats(PortStats):
     compactions: int = 0
     torn_tails_truncated: int = 0
     votes_withheld: int = 0
+    disk_failures: int = 0
+    messages_dropped_disk_failing: int = 0
     startup_repairs: int = 0
 
 
@@ -161,6 +168,7 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         # everything those use is set above.
         super().__init__(syncObj, selfNode, otherNodes)
         self._flush_after_each_poll(syncObj._poller)
+        self._hold_ticks_while_disk_fails(syncObj)
         self._align_journal_at_first_dump_load(syncObj)
         self._start_quietly_if_restarted(syncObj)
 
@@ -171,6 +179,7 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
             stats.journal_syncs = self._journal.syncs
             stats.compactions = self._journal.compactions
             stats.torn_tails_truncated = self._journal.torn_tail_records
+            stats.disk_failures = self._journal.failures
         return stats
 
     # 1. Group commit.
@@ -197,11 +206,21 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         # commits on its own at the next tick, and must do so from a durable journal too.
         if self._journal is not None:
             self._journal.sync()
+            if self._journal.failure is not None:
+                self._drop_outbox(pending)
+                return
         for _ in range(pending):
             node, message = self._outbox.popleft()
             self._note_ack(message)
             super().send(node, message)
             self._stats.messages_sent += 1
+
+    def _drop_outbox(self, count: int) -> None:
+        """A failing journal: what the messages refer to may not be durable, so none leaves.
+        Raft takes a lost message as it takes a lost packet."""
+        for _ in range(count):
+            self._outbox.popleft()
+        self._stats.messages_dropped_disk_failing += count
 
     def _onTick(self) -> None:
         self._hold_elections_while_recovering()
@@ -426,6 +445,38 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         conf = self._syncObj.conf
         conf.raftMinTimeout, conf.raftMaxTimeout = self._normal_election_timeouts
         self._normal_election_timeouts = None
+
+    # 9. A journal that cannot be written (a full disk): the node stands still until it can.
+
+    @property
+    def disk_error(self) -> str | None:
+        """Why the journal cannot be written now, or None (read from any thread)."""
+        return None if self._journal is None else self._journal.failure
+
+    def _hold_ticks_while_disk_fails(self, syncObj: Any) -> None:
+        """While the journal fails, skip the whole tick: no election, no commit, no apply.
+
+        A leader without peers would otherwise commit (and ack) entries that only its memory
+        holds; any node would campaign with a term it cannot store. Each skipped tick tries the
+        writes again (a failing write costs one system call); once they succeed the node waits
+        a quiet election timeout (it has been deaf to its peers) and ticks on.
+        """
+        journal = self._journal
+        if journal is None:
+            return
+        tick = syncObj._onTick
+
+        def tick_unless_disk_fails(timeToWait: float = 0.0) -> None:
+            if journal.failure is not None:
+                self._drop_outbox(len(self._outbox))
+                if not journal.sync() and journal.failure is not None:
+                    time.sleep(timeToWait)  # as the library's own tick waits when not ready
+                    return
+                quiet = library_monotonic() + self._hardening.quiet_election_timeout_s_min
+                setattr(syncObj, _ELECTION_DEADLINE, quiet)
+            tick(timeToWait)
+
+        syncObj._onTick = tick_unless_disk_fails
 
     # 8. Recovery (recovery.py): no vote and no campaign until caught up.
 

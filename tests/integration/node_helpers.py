@@ -160,13 +160,18 @@ def cluster_status(cluster: LocalCluster, node: int) -> dict[str, Any]:
 
 @contextmanager
 def running_rig(
-    data_dir: Path, node_args: tuple[str, ...] = (), open_api: bool = True
+    data_dir: Path,
+    node_args: tuple[str, ...] = (),
+    open_api: bool = True,
+    command_prefix: Callable[[str], list[str]] | None = None,
 ) -> Iterator[Rig]:
     """A ready 3-node cluster and a started sink; both are always stopped."""
     script = Script()
     sink = Sink(status_for=script.status_for).start()
     try:
-        with running_cluster(data_dir, node_args=node_args, open_api=open_api) as cluster:
+        with running_cluster(
+            data_dir, node_args=node_args, open_api=open_api, command_prefix=command_prefix
+        ) as cluster:
             yield Rig(cluster, sink, script)
     finally:
         sink.stop()

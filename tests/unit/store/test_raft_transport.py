@@ -6,6 +6,7 @@ runs with the stock TCPTransport and shows the defect, so each test is known to 
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
@@ -324,3 +325,49 @@ def test_a_recovering_node_never_campaigns(tmp_path: Path, nodes: list[SyncObj])
         node.doTick(0.02)
     assert node._SyncObj__raftState != LEADER and node.raftCurrentTerm == 0
     assert Path(str(journal) + RECOVERING_SUFFIX).exists(), "nobody to catch up from"
+
+
+def test_a_lone_leader_with_a_full_disk_acks_nothing_until_space_returns(
+    tmp_path: Path, nodes: list[SyncObj], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = make_node(HardenedTransport, tmp_path / "journal", peers=0)
+    nodes.append(node)
+    deadline = time.monotonic() + 10
+    while not node._isLeader() and time.monotonic() < deadline:
+        node.doTick(0.01)
+    acked: list[int] = []
+
+    def no_space(*_args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", no_space)
+    node.setCodeVersion(0, lambda _result, error: acked.append(error))
+    for _ in range(50):
+        node.doTick(0.01)
+    assert acked == [], "acknowledged an entry that only memory holds"
+    assert transport_of(node).disk_error is not None
+    monkeypatch.undo()
+    while not acked and time.monotonic() < deadline:
+        node.doTick(0.01)
+    assert acked == [0] and transport_of(node).disk_error is None
+    assert transport_of(node).stats().disk_failures == 1
+
+
+def test_a_follower_with_a_full_disk_sends_nothing(
+    tmp_path: Path, nodes: list[SyncObj], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    follower = follower_with_log(tmp_path, HardenedTransport, nodes)
+    transport = transport_of(follower)
+    transport._flush_outbox()
+
+    def no_space(*_args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", no_space)
+    message = append_entries(term=1, previous=20, last=25, entries_term=1)
+    transport._onMessageReceived(peer_of(follower), message)
+    assert any(m["type"] == "next_node_idx" for _, m in transport._outbox), "a reply is queued"
+    sent = transport.stats().messages_sent
+    transport._flush_outbox()
+    assert transport.stats().messages_sent == sent, "acked entries it could not write"
+    assert transport.stats().messages_dropped_disk_failing >= 1
