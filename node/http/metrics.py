@@ -192,6 +192,21 @@ def _raft(raft: RaftStatus) -> Iterator[Metric]:
     yield _counter(
         "tock_raft_journal_syncs", "fsync calls on the Raft journal.", raft.transport.journal_syncs
     )
+    yield _counter(
+        "tock_raft_disk_failures",
+        "Times the Raft journal could not be written (a full disk), each until it could again.",
+        raft.transport.disk_failures,
+    )
+    yield _gauge(
+        "tock_raft_disk_failing",
+        "1 while the Raft journal cannot be written: the node acks nothing and stands still.",
+        int(raft.disk_error is not None),
+    )
+    yield _counter(
+        "tock_raft_torn_tails_truncated",
+        "Torn journal tails (a crash during a write) truncated at this node's start.",
+        raft.transport.torn_tails_truncated,
+    )
 
 
 def _tasks(tasks: list[TaskReport]) -> Iterator[Metric]:

@@ -62,6 +62,8 @@ class RaftStatus(LogStatus):
     (journal syncs, log-shrink guards, compaction repairs)."""
 
     transport: TransportStats
+    # Why the journal cannot be written now (a full disk); the node stands still meanwhile.
+    disk_error: str | None = None
     entries_proposed: int = 0
     commands_proposed: int = 0
     entry_bytes_largest: int = 0
@@ -320,11 +322,17 @@ class RaftStore:
 
     def status(self) -> RaftStatus:
         """The tick thread's snapshot (refreshed every 20 ms) with the batching counters now."""
-        batcher = self._batcher
-        if batcher is None:
+        batcher, node = self._batcher, self._node
+        if batcher is None or node is None:
             return self._status
+        status = self._status
+        if self.disk_error is not None:
+            # The tick thread stands still and refreshes nothing: report the failure from here.
+            status = replace(
+                status, ready=False, disk_error=self.disk_error, transport=node.transport_stats()
+            )
         return replace(
-            self._status,
+            status,
             entries_proposed=batcher.counters.entries,
             commands_proposed=batcher.counters.commands,
             entry_bytes_largest=batcher.counters.entry_bytes_largest,

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.node_helpers import App, running_rig, wait_until
+from cluster.local import LocalCluster
+from tests.integration.node_helpers import App, call, running_rig, wait_until
 
 TMPFS_SIZE = "64m"
 RECOVER_S = 60.0
@@ -51,6 +52,12 @@ def fill(directory: Path) -> Path:
         except OSError:
             pass
     return ballast
+
+
+def metrics(cluster: LocalCluster, url: str) -> str:
+    answer = call(url + "/metrics", headers=cluster.admin_headers())
+    assert answer.status == 200, answer
+    return answer.body.decode()
 
 
 def create_with_retry(app: App, node: int, name: str, deadline_s: float) -> None:
@@ -96,6 +103,7 @@ def test_a_full_disk_stops_acks_on_that_node_only_and_it_recovers(tmp_path: Path
             assert answer.status == 503, "n3 acknowledged a write it cannot make durable"
             assert b"cannot write its Raft journal" in answer.body, answer
         assert app.call(1, "GET", "/v1.0/healthz/ready").status == 204
+        assert "tock_raft_disk_failing 1.0" in metrics(rig.cluster, n3.url)
 
         ballast.unlink()
         started = time.monotonic()
@@ -107,3 +115,6 @@ def test_a_full_disk_stops_acks_on_that_node_only_and_it_recovers(tmp_path: Path
         print(f"n3 ready {time.monotonic() - started:.1f} s after its disk had space again")
         for name in [before, *names]:
             assert app.get(name, node=3).status == 200, name
+        text = metrics(rig.cluster, n3.url)
+        assert "tock_raft_disk_failing 0.0" in text
+        assert "tock_raft_disk_failures_total 1.0" in text
