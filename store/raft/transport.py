@@ -20,6 +20,10 @@ So this constructor is the one race-free place to install, around an unchanged l
    stock dump) goes through the same durable replace (a process-wide patch of its module).
 5. Quiet start. A restarted node uses a long election timeout until it has caught up once, so a
    restart does not push the cluster through needless elections (pysyncobj has no pre-vote).
+   Meanwhile it asks its connected peers whether they know a leader (tock's own messages, never
+   passed to the library); once a majority of the cluster, itself included, knows none, there
+   is no leader to depose and it goes back to the normal timeout: a whole cluster restarted at
+   once elects within a normal election timeout instead of the quiet one.
 6. A frame cap. A length prefix above `frame_bytes_max` (or negative) closes the connection
    before its body is buffered; it is checked as soon as it arrives (port.py). Frames are
    sealed with AES-GCM under per-connection keys instead of zlib and Fernet (frames.py).
@@ -74,7 +78,13 @@ _MATCH_INDEX = "_SyncObj__raftMatchIndex"
 _STATE = "_SyncObj__raftState"
 _ELECTION_DEADLINE = "_SyncObj__raftElectionDeadline"
 _SERIALIZER = "_SyncObj__serializer"
+_GENERATE_TIMEOUT = "_SyncObj__generateRaftTimeout"
 _LEADER_STATE = 2  # syncobj._RAFT_STATE.LEADER
+# The quiet start's own messages. The transport consumes them before the library sees any, and a
+# node that does not know them (an older tock) has its library ignore an unknown type: it never
+# answers, and the asking node simply stays quiet as before.
+LEADER_QUERY = "tock_leader_query"
+LEADER_REPLY = "tock_leader_reply"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,6 +139,10 @@ class TransportStats(PortStats):
     snapshots_skipped: int = 0
     compactions: int = 0
     startup_repairs: int = 0
+    quiet_starts: int = 0
+    quiet_starts_ended_early: int = 0
+    leader_queries_sent: int = 0
+    leader_queries_answered: int = 0
 
 
 def fsync_directory(path: str) -> None:
@@ -308,6 +322,10 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         self._skipping_snapshot = False
         self._guard = self._install_journal_guard(syncObj)
         self._normal_election_timeouts: tuple[float, float] | None = None
+        # While quiet: each peer's last answer to our leader query (leader known, its term,
+        # received at), and when the next round of queries is due.
+        self._leader_replies: dict[Any, tuple[bool, int, float]] = {}
+        self._next_leader_query_at = 0.0
         self._handshakes = Handshakes(
             self._hardening.handshake_s_max, self._hardening.handshakes_max, self._stats
         )
@@ -356,7 +374,7 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
 
     def _onTick(self) -> None:
         super()._onTick()
-        self._end_quiet_start_when_ready()
+        self._end_quiet_start_when_due()
         self._guard_port()
         self._flush_outbox()
 
@@ -383,7 +401,11 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
         kind = message.get("type") if isinstance(message, dict) else None
-        if kind == "append_entries":
+        if kind == LEADER_QUERY:  # the quiet start's own messages (5), never the library's
+            self._answer_leader_query(node)
+        elif kind == LEADER_REPLY:
+            self._note_leader_reply(node, message)
+        elif kind == "append_entries":
             message = self._keep_own_matching_entries(message)
             message = self._skip_held_snapshot(message)
             super()._onMessageReceived(node, message)
@@ -549,7 +571,8 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
     # 5. Quiet start.
 
     def _start_quietly_if_restarted(self, syncObj: Any) -> None:
-        """Use the long election timeout until ready if this node has run before.
+        """Use the long election timeout if this node has run before, until it is ready or
+        knows that a majority of the cluster has no leader (_end_quiet_start_when_due).
 
         A fresh cluster must elect at once; a restarted node usually finds a live leader within
         one heartbeat, and its campaign (no pre-vote) would only depose it.
@@ -569,13 +592,93 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         conf.raftMaxTimeout = self._hardening.quiet_election_timeout_s_max
         # The first deadline was drawn with the normal timeouts before this constructor ran.
         setattr(syncObj, _ELECTION_DEADLINE, library_monotonic() + conf.raftMinTimeout)
+        self._stats.quiet_starts += 1
 
-    def _end_quiet_start_when_ready(self) -> None:
-        if self._normal_election_timeouts is None or not self._syncObj.isReady():
+    def _end_quiet_start_when_due(self) -> None:
+        """End the quiet start once caught up, or early once a majority knows no leader.
+
+        The quiet start only guards a live leader. When a majority of the cluster, this node
+        included, has no leader, none can be deposed, and waiting out the quiet timeout would
+        only delay the election the cluster needs (every node of a cluster restarted at once is
+        quiet). Until then the peers are asked again every heartbeat period.
+        """
+        normal = self._normal_election_timeouts
+        if normal is None:
             return
+        if self._syncObj.isReady():
+            self._end_quiet_start(normal)
+            return
+        # Only answers younger than one normal election timeout count: an older one may come
+        # from a peer that has gone away since, or that has heard a leader since.
+        oldest = library_monotonic() - normal[0]
+        leaderless = self._leaderless_peers(oldest)
+        if leaderless is None or (len(leaderless) + 1) * 2 <= len(self._nodes) + 1:
+            self._ask_peers_for_a_leader()
+            return
+        self._end_quiet_start(normal)
+        # Campaign within a normal election timeout from now, not at the quiet deadline.
+        deadline = library_monotonic() + getattr(self._syncObj, _GENERATE_TIMEOUT)()
+        setattr(self._syncObj, _ELECTION_DEADLINE, deadline)
+        self._stats.quiet_starts_ended_early += 1
+        logger.info(
+            "quiet start ended early: %d of %d nodes know no leader (peer terms %s)",
+            len(leaderless) + 1,
+            len(self._nodes) + 1,
+            sorted(leaderless.values()),
+        )
+
+    def _end_quiet_start(self, normal: tuple[float, float]) -> None:
         conf = self._syncObj.conf
-        conf.raftMinTimeout, conf.raftMaxTimeout = self._normal_election_timeouts
+        conf.raftMinTimeout, conf.raftMaxTimeout = normal
         self._normal_election_timeouts = None
+        self._leader_replies.clear()
+
+    def _leaderless_peers(self, oldest: float) -> dict[Any, int] | None:
+        """The peers whose answer since `oldest` says they know no leader, with their terms; None
+        if this node or one of those peers knows a leader (its heartbeat is on its way, and that
+        leader must not be deposed)."""
+        if self._knows_leader():
+            return None
+        leaderless: dict[Any, int] = {}
+        for node, (known, term, at) in self._leader_replies.items():
+            if at < oldest:
+                continue
+            if known:
+                return None
+            leaderless[node] = term
+        return leaderless
+
+    def _knows_leader(self) -> bool:
+        syncObj = self._syncObj
+        return syncObj._getLeader() is not None or getattr(syncObj, _STATE) == _LEADER_STATE
+
+    def _ask_peers_for_a_leader(self) -> None:
+        """Send the leader query to every connected peer, once per heartbeat period."""
+        now = library_monotonic()
+        if now < self._next_leader_query_at:
+            return
+        self._next_leader_query_at = now + self._syncObj.conf.appendEntriesPeriod
+        for node in self._nodes:
+            # Connected: past the handshake, so the query is not lost before the peer listens.
+            if self._syncObj.isNodeConnected(node):
+                self.send(node, {"type": LEADER_QUERY})
+                self._stats.leader_queries_sent += 1
+
+    def _answer_leader_query(self, node: Any) -> None:
+        reply = {
+            "type": LEADER_REPLY,
+            "leader_known": self._knows_leader(),
+            "term": self._syncObj.raftCurrentTerm,
+        }
+        self.send(node, reply)
+        self._stats.leader_queries_answered += 1
+
+    def _note_leader_reply(self, node: Any, message: dict[str, Any]) -> None:
+        # Only the cluster's own voters count toward a majority (not a read-only node), and
+        # only while quiet: a late answer must not outlive the quiet start it was asked for.
+        if self._normal_election_timeouts is not None and node in self._nodes:
+            known, term = bool(message["leader_known"]), int(message["term"])
+            self._leader_replies[node] = (known, term, library_monotonic())
 
     # 6. The frame cap, on every connection in both directions.
 
