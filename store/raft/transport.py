@@ -91,7 +91,8 @@ LEADER_REPLY = "tock_leader_reply"
 class HardeningConfig:
     """Knobs of the hardening; the store sets `self.hardening` before SyncObj.__init__ runs."""
 
-    # A restarted node campaigns only after this long without a leader, until it is ready.
+    # A restarted node campaigns only after this long without a leader, until it is ready or a
+    # majority of the cluster, itself included, knows no leader (then there is none to depose).
     # It must exceed the normal election timeout by far: a restarted node that campaigns with a
     # lagging log only bumps the term and makes the live leader step down.
     quiet_election_timeout_s_min: float = 5.0
