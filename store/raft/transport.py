@@ -21,9 +21,9 @@ So this constructor is the one race-free place to install, around an unchanged l
 5. Quiet start. A restarted node uses a long election timeout until it has caught up once, so a
    restart does not push the cluster through needless elections (pysyncobj has no pre-vote).
    Meanwhile it asks its connected peers whether they know a leader (tock's own messages, never
-   passed to the library); once a majority of the cluster, itself included, knows none, there
-   is no leader to depose and it goes back to the normal timeout: a whole cluster restarted at
-   once elects within a normal election timeout instead of the quiet one.
+   passed to the library); while a majority of the cluster, itself included, knows none and no
+   peer knows one, there is no leader to depose and it uses the normal timeout: a whole cluster
+   restarted at once elects within a normal election timeout instead of the quiet one.
 6. A frame cap. A length prefix above `frame_bytes_max` (or negative) closes the connection
    before its body is buffered; it is checked as soon as it arrives (port.py). Frames are
    sealed with AES-GCM under per-connection keys instead of zlib and Fernet (frames.py).
@@ -142,6 +142,7 @@ class TransportStats(PortStats):
     startup_repairs: int = 0
     quiet_starts: int = 0
     quiet_starts_ended_early: int = 0
+    quiet_starts_resumed: int = 0
     leader_queries_sent: int = 0
     leader_queries_answered: int = 0
 
@@ -323,10 +324,12 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         self._skipping_snapshot = False
         self._guard = self._install_journal_guard(syncObj)
         self._normal_election_timeouts: tuple[float, float] | None = None
-        # While quiet: each peer's last answer to our leader query (leader known, its term,
-        # received at), and when the next round of queries is due.
+        # Until ready after a restart: each peer's last answer to our leader query (leader known,
+        # its term, received at), when the next round of queries is due, and whether the normal
+        # timeouts are in force meanwhile (a majority knew no leader).
         self._leader_replies: dict[Any, tuple[bool, int, float]] = {}
         self._next_leader_query_at = 0.0
+        self._campaigning_early = False
         self._handshakes = Handshakes(
             self._hardening.handshake_s_max, self._hardening.handshakes_max, self._stats
         )
@@ -375,7 +378,7 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
 
     def _onTick(self) -> None:
         super()._onTick()
-        self._end_quiet_start_when_due()
+        self._steer_quiet_start()
         self._guard_port()
         self._flush_outbox()
 
@@ -572,8 +575,8 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
     # 5. Quiet start.
 
     def _start_quietly_if_restarted(self, syncObj: Any) -> None:
-        """Use the long election timeout if this node has run before, until it is ready or
-        knows that a majority of the cluster has no leader (_end_quiet_start_when_due).
+        """Use the long election timeout if this node has run before, until it is ready, unless
+        a majority of the cluster knows no leader meanwhile (_steer_quiet_start).
 
         A fresh cluster must elect at once; a restarted node usually finds a live leader within
         one heartbeat, and its campaign (no pre-vote) would only depose it.
@@ -589,65 +592,71 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
             return
         conf = syncObj.conf
         self._normal_election_timeouts = (conf.raftMinTimeout, conf.raftMaxTimeout)
-        conf.raftMinTimeout = self._hardening.quiet_election_timeout_s_min
-        conf.raftMaxTimeout = self._hardening.quiet_election_timeout_s_max
+        self._use_election_timeouts(self._quiet_election_timeouts())
         # The first deadline was drawn with the normal timeouts before this constructor ran.
         setattr(syncObj, _ELECTION_DEADLINE, library_monotonic() + conf.raftMinTimeout)
         self._stats.quiet_starts += 1
 
-    def _end_quiet_start_when_due(self) -> None:
-        """End the quiet start once caught up, or early once a majority knows no leader.
+    def _steer_quiet_start(self) -> None:
+        """Until ready: campaign at the normal pace only while a majority knows no leader.
 
         The quiet start only guards a live leader. When a majority of the cluster, this node
-        included, has no leader, none can be deposed, and waiting out the quiet timeout would
-        only delay the election the cluster needs (every node of a cluster restarted at once is
-        quiet). Until then the peers are asked again every heartbeat period.
+        included, has no leader and no peer knows one, none can be deposed, and waiting out the
+        quiet timeout would only delay the election the cluster needs (every node of a cluster
+        restarted at once is quiet). Once a peer knows a leader this node does not hear (it won
+        while our connection to it is not up yet: pysyncobj dials again only after 5 s), the
+        node is quiet again rather than depose it. The peers are asked every heartbeat period.
         """
         normal = self._normal_election_timeouts
         if normal is None:
             return
         if self._syncObj.isReady():
-            self._end_quiet_start(normal)
+            self._use_election_timeouts(normal)
+            self._normal_election_timeouts = None
+            self._leader_replies.clear()
             return
+        self._ask_peers_for_a_leader()
         # Only answers younger than one normal election timeout count: an older one may come
         # from a peer that has gone away since, or that has heard a leader since.
         oldest = library_monotonic() - normal[0]
-        leaderless = self._leaderless_peers(oldest)
-        if leaderless is None or (len(leaderless) + 1) * 2 <= len(self._nodes) + 1:
-            self._ask_peers_for_a_leader()
-            return
-        self._end_quiet_start(normal)
-        # Campaign within a normal election timeout from now, not at the quiet deadline.
-        deadline = library_monotonic() + getattr(self._syncObj, _GENERATE_TIMEOUT)()
-        setattr(self._syncObj, _ELECTION_DEADLINE, deadline)
-        self._stats.quiet_starts_ended_early += 1
-        logger.info(
-            "quiet start ended early: %d of %d nodes know no leader (peer terms %s)",
-            len(leaderless) + 1,
-            len(self._nodes) + 1,
-            sorted(leaderless.values()),
-        )
-
-    def _end_quiet_start(self, normal: tuple[float, float]) -> None:
-        conf = self._syncObj.conf
-        conf.raftMinTimeout, conf.raftMaxTimeout = normal
-        self._normal_election_timeouts = None
-        self._leader_replies.clear()
-
-    def _leaderless_peers(self, oldest: float) -> dict[Any, int] | None:
-        """The peers whose answer since `oldest` says they know no leader, with their terms; None
-        if this node or one of those peers knows a leader (its heartbeat is on its way, and that
-        leader must not be deposed)."""
+        recent = [
+            (known, term) for known, term, at in self._leader_replies.values() if at >= oldest
+        ]
+        peer_knows_leader = any(known for known, _ in recent)
         if self._knows_leader():
-            return None
-        leaderless: dict[Any, int] = {}
-        for node, (known, term, at) in self._leader_replies.items():
-            if at < oldest:
-                continue
-            if known:
-                return None
-            leaderless[node] = term
-        return leaderless
+            return  # its heartbeats reset the election deadline, whatever the timeouts
+        if self._campaigning_early and peer_knows_leader:
+            self._campaigning_early = False
+            self._use_election_timeouts(self._quiet_election_timeouts(), draw_deadline=True)
+            self._stats.quiet_starts_resumed += 1
+            logger.info("quiet start resumed: a peer knows a leader that this node does not hear")
+        elif not self._campaigning_early and not peer_knows_leader:
+            if (len(recent) + 1) * 2 <= len(self._nodes) + 1:
+                return  # no majority known to be without a leader
+            self._campaigning_early = True
+            self._use_election_timeouts(normal, draw_deadline=True)
+            self._stats.quiet_starts_ended_early += 1
+            logger.info(
+                "quiet start ended early: %d of %d nodes know no leader (peer terms %s)",
+                len(recent) + 1,
+                len(self._nodes) + 1,
+                sorted(term for _, term in recent),
+            )
+
+    def _quiet_election_timeouts(self) -> tuple[float, float]:
+        hardening = self._hardening
+        return hardening.quiet_election_timeout_s_min, hardening.quiet_election_timeout_s_max
+
+    def _use_election_timeouts(
+        self, timeouts: tuple[float, float], draw_deadline: bool = False
+    ) -> None:
+        """Set the election timeouts; with draw_deadline, also the next election deadline (a
+        new one drawn from them, as the library would draw it, instead of the one in force)."""
+        conf = self._syncObj.conf
+        conf.raftMinTimeout, conf.raftMaxTimeout = timeouts
+        if draw_deadline:
+            deadline = library_monotonic() + getattr(self._syncObj, _GENERATE_TIMEOUT)()
+            setattr(self._syncObj, _ELECTION_DEADLINE, deadline)
 
     def _knows_leader(self) -> bool:
         syncObj = self._syncObj
@@ -676,7 +685,7 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
 
     def _note_leader_reply(self, node: Any, message: dict[str, Any]) -> None:
         # Only the cluster's own voters count toward a majority (not a read-only node), and
-        # only while quiet: a late answer must not outlive the quiet start it was asked for.
+        # only until ready: a late answer must not outlive the quiet start it was asked for.
         if self._normal_election_timeouts is not None and node in self._nodes:
             known, term = bool(message["leader_known"]), int(message["term"])
             self._leader_replies[node] = (known, term, library_monotonic())

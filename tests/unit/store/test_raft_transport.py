@@ -390,6 +390,25 @@ def test_a_restarted_node_ends_its_quiet_start_once_a_majority_knows_no_leader(
         assert ticked_at + 0.4 <= deadline <= library_monotonic() + 1.4
 
 
+def test_a_node_that_ended_its_quiet_start_early_is_quiet_again_once_a_peer_knows_a_leader(
+    tmp_path: Path, nodes: list[SyncObj]
+) -> None:
+    """The peer heard of a leader that this node does not hear yet: campaigning would depose it."""
+    node = restarted_node(tmp_path, nodes, peers=2)
+    transport = transport_of(node)
+    peer = peer_of(node)
+    transport._onMessageReceived(peer, {"type": LEADER_REPLY, "leader_known": False, "term": 1})
+    transport._onTick()
+    assert not is_quiet(node)
+    transport._onMessageReceived(peer, {"type": LEADER_REPLY, "leader_known": True, "term": 2})
+    resumed_at = library_monotonic()
+    transport._onTick()
+    assert is_quiet(node)
+    assert node._SyncObj__raftElectionDeadline >= resumed_at + 5.0
+    stats = transport.stats()
+    assert (stats.quiet_starts_ended_early, stats.quiet_starts_resumed) == (1, 1)
+
+
 def test_a_restarted_node_that_knows_a_leader_stays_quiet(
     tmp_path: Path, nodes: list[SyncObj]
 ) -> None:
