@@ -21,9 +21,10 @@ Figures:
   (LocalCluster.stop: quiesce, SIGTERM). For each start: seconds until each node answers HTTP
   at all (process start and imports: pysyncobj loads the dump and replays the journal later,
   on its tick thread), until its `GET /v1.0/healthz/ready` is 204 (dump loaded, journal
-  replayed, caught up with a leader; a restarted node waits 5-7 s before it campaigns, see
-  store/raft/transport.py "Quiet start"), and until the cluster is ready (LocalCluster.wait_ready:
-  one leader, every node live in the epoch); then the job count on every node
+  replayed, caught up with a leader; a restarted node campaigns only once a majority of the
+  cluster knows no leader, within the normal election timeout then, see store/raft/transport.py
+  "Quiet start"), and until the cluster is ready (LocalCluster.wait_ready: one leader, every
+  node live in the epoch); then the job count on every node
   (`GET /admin/cluster` "jobs") must be N.
 """
 

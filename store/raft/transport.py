@@ -22,12 +22,12 @@ install, around an unchanged library:
    commit index are made durable by journal.py.
 5. Quiet start. A restarted node uses a long election timeout until it has caught up once, so a
    restart does not push the cluster through needless elections (pysyncobj has no pre-vote).
+   Meanwhile it asks its connected peers whether they know a leader (tock's own messages, never
+   passed to the library); while a majority of the cluster, itself included, knows none and no
+   peer knows one, there is no leader to depose and it uses the normal timeout: a whole cluster
+   restarted at once elects within a normal election timeout instead of the quiet one.
    A node recovering from discarded state (recovery.py) goes further until it has caught up:
    it grants no vote and never campaigns (section 8).
-9. A full disk. While the journal cannot write its records or the meta (journal.py), no
-   message leaves (what it refers to may not be durable) and the node skips its ticks: no
-   election, no commit, no apply. It tries the writes again at every tick and ticks on once
-   they succeed.
 6. A frame cap. A length prefix above `frame_bytes_max` (or negative) closes the connection
    before its body is buffered; it is checked as soon as it arrives (port.py). Frames are
    sealed with AES-GCM under per-connection keys instead of zlib and Fernet (frames.py).
@@ -36,6 +36,12 @@ install, around an unchanged library:
    not authenticated is closed after a deadline, at most `handshakes_max` of them are kept, and
    its frames are capped at `handshake_frame_bytes_max` until it has; dialing a peer when no
    descriptor is left fails quietly until the next attempt instead of cutting the tick short.
+8. Recovery (recovery.py): while a node catches up after `tock node --recover`, no vote and no
+   campaign.
+9. A full disk. While the journal cannot write its records or the meta (journal.py), no
+   message leaves (what it refers to may not be durable) and the node skips its ticks: no
+   election, no commit, no apply. It tries the writes again at every tick and ticks on once
+   they succeed.
 
 What the store must provide: a SyncObjConf with `journalFile` and `fullDumpFile` (without a
 journal file the durability pieces are skipped, which suits only in-memory tests), and a
@@ -81,14 +87,21 @@ _MATCH_INDEX = "_SyncObj__raftMatchIndex"
 _STATE = "_SyncObj__raftState"
 _ELECTION_DEADLINE = "_SyncObj__raftElectionDeadline"
 _SERIALIZER = "_SyncObj__serializer"
+_GENERATE_TIMEOUT = "_SyncObj__generateRaftTimeout"
 _LEADER_STATE = 2  # syncobj._RAFT_STATE.LEADER
+# The quiet start's own messages. The transport consumes them before the library sees any, and a
+# node that does not know them (an older tock) has its library ignore an unknown type: it never
+# answers, and the asking node simply stays quiet as before.
+LEADER_QUERY = "tock_leader_query"
+LEADER_REPLY = "tock_leader_reply"
 
 
 @dataclass(frozen=True, kw_only=True)
 class HardeningConfig:
     """Knobs of the hardening; the store sets `self.hardening` before SyncObj.__init__ runs."""
 
-    # A restarted node campaigns only after this long without a leader, until it is ready.
+    # A restarted node campaigns only after this long without a leader, until it is ready or a
+    # majority of the cluster, itself included, knows no leader (then there is none to depose).
     # It must exceed the normal election timeout by far: a restarted node that campaigns with a
     # lagging log only bumps the term and makes the live leader step down.
     quiet_election_timeout_s_min: float = 5.0
@@ -140,6 +153,11 @@ class TransportStats(PortStats):
     disk_failures: int = 0
     messages_dropped_disk_failing: int = 0
     startup_repairs: int = 0
+    quiet_starts: int = 0
+    quiet_starts_ended_early: int = 0
+    quiet_starts_resumed: int = 0
+    leader_queries_sent: int = 0
+    leader_queries_answered: int = 0
 
 
 class HardenedTransport(TCPTransport):  # type: ignore[misc]
@@ -159,6 +177,12 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         self._journal = self._journal_on_disk(syncObj)
         self._recovering = self._journal is not None and self._journal.recovering
         self._normal_election_timeouts: tuple[float, float] | None = None
+        # Until ready after a restart: each peer's last answer to our leader query (leader known,
+        # its term, received at), when the next round of queries is due, and whether the normal
+        # timeouts are in force meanwhile (a majority knew no leader).
+        self._leader_replies: dict[Any, tuple[bool, int, float]] = {}
+        self._next_leader_query_at = 0.0
+        self._campaigning_early = False
         self._handshakes = Handshakes(
             self._hardening.handshake_s_max, self._hardening.handshakes_max, self._stats
         )
@@ -225,7 +249,7 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
     def _onTick(self) -> None:
         self._hold_elections_while_recovering()
         super()._onTick()
-        self._end_quiet_start_when_ready()
+        self._steer_quiet_start()
         self._guard_port()
         self._flush_outbox()
 
@@ -250,7 +274,11 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
         kind = message.get("type") if isinstance(message, dict) else None
-        if kind == "request_vote" and self._recovering:
+        if kind == LEADER_QUERY:  # the quiet start's own messages (5), never the library's
+            self._answer_leader_query(node)
+        elif kind == LEADER_REPLY:
+            self._note_leader_reply(node, message)
+        elif kind == "request_vote" and self._recovering:
             self._stats.votes_withheld += 1  # no answer: the candidate counts no vote from us
         elif kind == "append_entries":
             message = self._keep_own_matching_entries(message)
@@ -418,7 +446,8 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
     # 5. Quiet start.
 
     def _start_quietly_if_restarted(self, syncObj: Any) -> None:
-        """Use the long election timeout until ready if this node has run before.
+        """Use the long election timeout if this node has run before, until it is ready, unless
+        a majority of the cluster knows no leader meanwhile (_steer_quiet_start).
 
         A fresh cluster must elect at once; a restarted node usually finds a live leader within
         one heartbeat, and its campaign (no pre-vote) would only depose it.
@@ -434,17 +463,103 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
             return
         conf = syncObj.conf
         self._normal_election_timeouts = (conf.raftMinTimeout, conf.raftMaxTimeout)
-        conf.raftMinTimeout = self._hardening.quiet_election_timeout_s_min
-        conf.raftMaxTimeout = self._hardening.quiet_election_timeout_s_max
+        self._use_election_timeouts(self._quiet_election_timeouts())
         # The first deadline was drawn with the normal timeouts before this constructor ran.
         setattr(syncObj, _ELECTION_DEADLINE, library_monotonic() + conf.raftMinTimeout)
+        self._stats.quiet_starts += 1
 
-    def _end_quiet_start_when_ready(self) -> None:
-        if self._normal_election_timeouts is None or not self._syncObj.isReady():
+    def _steer_quiet_start(self) -> None:
+        """Until ready: campaign at the normal pace only while a majority knows no leader.
+
+        The quiet start only guards a live leader. When a majority of the cluster, this node
+        included, has no leader and no peer knows one, none can be deposed, and waiting out the
+        quiet timeout would only delay the election the cluster needs (every node of a cluster
+        restarted at once is quiet). Once a peer knows a leader this node does not hear (it won
+        while our connection to it is not up yet: pysyncobj dials again only after 5 s), the
+        node is quiet again rather than depose it. The peers are asked every heartbeat period.
+        """
+        normal = self._normal_election_timeouts
+        if normal is None:
             return
+        if self._syncObj.isReady():
+            self._use_election_timeouts(normal)
+            self._normal_election_timeouts = None
+            self._leader_replies.clear()
+            return
+        self._ask_peers_for_a_leader()
+        # Only answers younger than one normal election timeout count: an older one may come
+        # from a peer that has gone away since, or that has heard a leader since.
+        oldest = library_monotonic() - normal[0]
+        recent = [
+            (known, term) for known, term, at in self._leader_replies.values() if at >= oldest
+        ]
+        peer_knows_leader = any(known for known, _ in recent)
+        if self._knows_leader():
+            return  # its heartbeats reset the election deadline, whatever the timeouts
+        if self._campaigning_early and peer_knows_leader:
+            self._campaigning_early = False
+            self._use_election_timeouts(self._quiet_election_timeouts(), draw_deadline=True)
+            self._stats.quiet_starts_resumed += 1
+            logger.info("quiet start resumed: a peer knows a leader that this node does not hear")
+        elif not self._campaigning_early and not peer_knows_leader:
+            if (len(recent) + 1) * 2 <= len(self._nodes) + 1:
+                return  # no majority known to be without a leader
+            self._campaigning_early = True
+            self._use_election_timeouts(normal, draw_deadline=True)
+            self._stats.quiet_starts_ended_early += 1
+            logger.info(
+                "quiet start ended early: %d of %d nodes know no leader (peer terms %s)",
+                len(recent) + 1,
+                len(self._nodes) + 1,
+                sorted(term for _, term in recent),
+            )
+
+    def _quiet_election_timeouts(self) -> tuple[float, float]:
+        hardening = self._hardening
+        return hardening.quiet_election_timeout_s_min, hardening.quiet_election_timeout_s_max
+
+    def _use_election_timeouts(
+        self, timeouts: tuple[float, float], draw_deadline: bool = False
+    ) -> None:
+        """Set the election timeouts; with draw_deadline, also the next election deadline (a
+        new one drawn from them, as the library would draw it, instead of the one in force)."""
         conf = self._syncObj.conf
-        conf.raftMinTimeout, conf.raftMaxTimeout = self._normal_election_timeouts
-        self._normal_election_timeouts = None
+        conf.raftMinTimeout, conf.raftMaxTimeout = timeouts
+        if draw_deadline:
+            deadline = library_monotonic() + getattr(self._syncObj, _GENERATE_TIMEOUT)()
+            setattr(self._syncObj, _ELECTION_DEADLINE, deadline)
+
+    def _knows_leader(self) -> bool:
+        syncObj = self._syncObj
+        return syncObj._getLeader() is not None or getattr(syncObj, _STATE) == _LEADER_STATE
+
+    def _ask_peers_for_a_leader(self) -> None:
+        """Send the leader query to every connected peer, once per heartbeat period."""
+        now = library_monotonic()
+        if now < self._next_leader_query_at:
+            return
+        self._next_leader_query_at = now + self._syncObj.conf.appendEntriesPeriod
+        for node in self._nodes:
+            # Connected: past the handshake, so the query is not lost before the peer listens.
+            if self._syncObj.isNodeConnected(node):
+                self.send(node, {"type": LEADER_QUERY})
+                self._stats.leader_queries_sent += 1
+
+    def _answer_leader_query(self, node: Any) -> None:
+        reply = {
+            "type": LEADER_REPLY,
+            "leader_known": self._knows_leader(),
+            "term": self._syncObj.raftCurrentTerm,
+        }
+        self.send(node, reply)
+        self._stats.leader_queries_answered += 1
+
+    def _note_leader_reply(self, node: Any, message: dict[str, Any]) -> None:
+        # Only the cluster's own voters count toward a majority (not a read-only node), and
+        # only until ready: a late answer must not outlive the quiet start it was asked for.
+        if self._normal_election_timeouts is not None and node in self._nodes:
+            known, term = bool(message["leader_known"]), int(message["term"])
+            self._leader_replies[node] = (known, term, library_monotonic())
 
     # 9. A journal that cannot be written (a full disk): the node stands still until it can.
 

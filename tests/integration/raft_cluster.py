@@ -6,8 +6,9 @@
         leader.call("propose", command=b64(kv_set("k", b"v")))
         cluster.wait_converged()
 
-Fault tests add kill_all() (every node SIGKILLed back to back) and wait_dump_renamed() (to
-time a kill to log compaction); raft_writer.py keeps writes in flight through the cluster.
+Fault tests add kill_all() (every node SIGKILLed back to back), wait_dump_renamed() (to
+time a kill to log compaction) and a node's pause() and resume() (SIGSTOP, SIGCONT);
+raft_writer.py keeps writes in flight through the cluster.
 Ports come from the kernel (bind to port 0), so tests run in parallel under pytest -n auto.
 Every wait is bounded; every failure names the node and shows the tail of its log.
 """
@@ -147,6 +148,15 @@ class RaftNodeProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(sig)
             self.process.wait(10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the node holds its ports but answers nothing until resume()."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the node to stop cleanly; kill it if it does not."""

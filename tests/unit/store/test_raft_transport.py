@@ -16,12 +16,14 @@ from typing import Any
 
 import pytest
 from pysyncobj import SyncObj, SyncObjConf
+from pysyncobj.monotonic import monotonic as library_monotonic
 from pysyncobj.serializer import Serializer
 from pysyncobj.transport import TCPTransport
 
+import store.raft.transport
 from store.raft import journal as raft_journal
 from store.raft.journal import RECOVERING_SUFFIX, ChecksummedJournal
-from store.raft.transport import HardenedTransport, HardeningConfig
+from store.raft.transport import LEADER_QUERY, LEADER_REPLY, HardenedTransport, HardeningConfig
 from tests.chaos.cluster import free_ports
 
 NO_OP = b"\x01"  # pysyncobj's no-op command type: applying it does nothing
@@ -242,6 +244,155 @@ def test_a_restarted_node_stays_quiet_until_ready(tmp_path: Path, nodes: list[Sy
     node._SyncObj__onReadyCalled = True
     transport_of(node)._onTick()
     assert (node.conf.raftMinTimeout, node.conf.raftMaxTimeout) == (0.4, 1.4)
+
+
+def restarted_node(tmp_path: Path, nodes: list[SyncObj], peers: int) -> SyncObj:
+    """A node that has run before (its journal holds entries), its peers marked connected, its
+    outbox kept for the test to read instead of sent at each tick."""
+    journal = tmp_path / "journal"
+    file_journal(journal, 10)._destroy()
+    node = make_node(HardenedTransport, journal, peers)
+    nodes.append(node)
+    node._SyncObj__connectedNodes.update(node.otherNodes)
+    transport_of(node)._flush_outbox = lambda: None
+    return node
+
+
+def is_quiet(node: SyncObj) -> bool:
+    quiet = HardeningConfig()
+    timeouts = (node.conf.raftMinTimeout, node.conf.raftMaxTimeout)
+    return timeouts == (quiet.quiet_election_timeout_s_min, quiet.quiet_election_timeout_s_max)
+
+
+def test_leader_queries_are_answered_and_never_reach_the_library(
+    tmp_path: Path, nodes: list[SyncObj]
+) -> None:
+    node = restarted_node(tmp_path, nodes, peers=2)
+    transport = transport_of(node)
+    seen_by_library: list[Any] = []
+    transport.setOnMessageReceivedCallback(lambda _node, message: seen_by_library.append(message))
+    asking, leader = sorted(node.otherNodes, key=lambda peer: peer.address)
+    term = node.raftCurrentTerm
+    transport._onMessageReceived(asking, {"type": LEADER_QUERY})
+    node._SyncObj__raftLeader = leader
+    node._SyncObj__raftCurrentTerm = term + 1
+    transport._onMessageReceived(asking, {"type": LEADER_QUERY})
+    transport._onMessageReceived(asking, {"type": LEADER_REPLY, "leader_known": False, "term": 3})
+    assert list(transport._outbox) == [
+        (asking, {"type": LEADER_REPLY, "leader_known": False, "term": term}),
+        (asking, {"type": LEADER_REPLY, "leader_known": True, "term": term + 1}),
+    ]
+    assert seen_by_library == []
+    assert transport.stats().leader_queries_answered == 2
+
+
+@pytest.mark.parametrize(
+    ("replies", "age_s", "ended"),
+    [
+        ([False, None], 0.0, True),  # 2 of 3 know no leader
+        ([False, False], 0.0, True),
+        ([False, True], 0.0, False),  # a peer knows a leader: its heartbeat is on its way
+        ([None, None], 0.0, False),  # no peer answered: no majority
+        ([False, None], 1.0, False),  # the answer is older than an election timeout
+    ],
+)
+def test_a_restarted_node_ends_its_quiet_start_once_a_majority_knows_no_leader(
+    tmp_path: Path,
+    nodes: list[SyncObj],
+    monkeypatch: pytest.MonkeyPatch,
+    replies: list[bool | None],
+    age_s: float,
+    ended: bool,
+) -> None:
+    node = restarted_node(tmp_path, nodes, peers=2)
+    transport = transport_of(node)
+    transport._onTick()
+    peers = sorted(node.otherNodes, key=lambda peer: peer.address)
+    queries = sorted(transport._outbox, key=lambda sent: str(sent[0].address))
+    assert queries == [(peer, {"type": LEADER_QUERY}) for peer in peers]
+    assert transport.stats().leader_queries_sent == 2
+    # The library's clock (CLOCK_MONOTONIC_RAW), which its election deadline is on too.
+    answered_at = library_monotonic() - age_s
+    monkeypatch.setattr(store.raft.transport, "library_monotonic", lambda: answered_at)
+    for peer, known in zip(peers, replies, strict=True):
+        if known is not None:
+            reply = {"type": LEADER_REPLY, "leader_known": known, "term": 1}
+            transport._onMessageReceived(peer, reply)
+    monkeypatch.undo()
+    ticked_at = library_monotonic()
+    transport._onTick()
+    assert is_quiet(node) != ended
+    assert transport.stats().quiet_starts_ended_early == int(ended)
+    if ended:
+        deadline = node._SyncObj__raftElectionDeadline
+        assert ticked_at + 0.4 <= deadline <= library_monotonic() + 1.4
+
+
+def test_a_node_that_ended_its_quiet_start_early_is_quiet_again_once_a_peer_knows_a_leader(
+    tmp_path: Path, nodes: list[SyncObj]
+) -> None:
+    """The peer heard of a leader that this node does not hear yet: campaigning would depose it."""
+    node = restarted_node(tmp_path, nodes, peers=2)
+    transport = transport_of(node)
+    peer = peer_of(node)
+    transport._onMessageReceived(peer, {"type": LEADER_REPLY, "leader_known": False, "term": 1})
+    transport._onTick()
+    assert not is_quiet(node)
+    transport._onMessageReceived(peer, {"type": LEADER_REPLY, "leader_known": True, "term": 2})
+    resumed_at = library_monotonic()
+    transport._onTick()
+    assert is_quiet(node)
+    assert node._SyncObj__raftElectionDeadline >= resumed_at + 5.0
+    stats = transport.stats()
+    assert (stats.quiet_starts_ended_early, stats.quiet_starts_resumed) == (1, 1)
+
+
+def test_a_restarted_node_that_knows_a_leader_stays_quiet(
+    tmp_path: Path, nodes: list[SyncObj]
+) -> None:
+    node = restarted_node(tmp_path, nodes, peers=2)
+    transport = transport_of(node)
+    node._SyncObj__raftLeader = peer_of(node)
+    for peer in node.otherNodes:
+        transport._onMessageReceived(peer, {"type": LEADER_REPLY, "leader_known": False, "term": 1})
+    transport._onTick()
+    assert is_quiet(node)
+
+
+def test_a_restarted_single_node_cluster_ends_its_quiet_start_at_once(
+    tmp_path: Path, nodes: list[SyncObj]
+) -> None:
+    """Alone, the node is the majority and there is no leader to depose."""
+    node = restarted_node(tmp_path, nodes, peers=0)
+    transport_of(node)._onTick()
+    assert not is_quiet(node)
+    assert transport_of(node).stats().quiet_starts_ended_early == 1
+
+
+def test_a_whole_restarted_cluster_elects_within_a_normal_election_timeout(
+    tmp_path: Path, nodes: list[SyncObj]
+) -> None:
+    """Three nodes that have all run before, on real sockets: they find that none knows a
+    leader and elect within 0.4-1.4 s, not after the quiet 5-7 s."""
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(3)]
+    for index, address in enumerate(addresses):
+        journal = tmp_path / f"journal{index}"
+        file_journal(journal, 10)._destroy()
+        conf = SyncObjConf(
+            autoTick=False, journalFile=str(journal), fullDumpFile=f"{journal}.dump", useFork=False
+        )
+        others = [other for other in addresses if other != address]
+        nodes.append(SyncObj(address, others, conf, transportClass=HardenedTransport))
+    started = time.monotonic()
+    while not any(node._isLeader() for node in nodes) and time.monotonic() - started < 10:
+        for node in nodes:
+            node.doTick(0.005)
+    elected_s = time.monotonic() - started
+    print(f"elected {elected_s:.2f} s after the restart")
+    leader = next(node for node in nodes if node._isLeader())
+    assert elected_s < 3.0
+    stats = transport_of(leader).stats()
+    assert (stats.quiet_starts, stats.quiet_starts_ended_early) == (1, 1)
 
 
 @pytest.mark.parametrize(
