@@ -51,6 +51,11 @@ class RaftTuning:
     # An idle peer connection must never be timed out, or the first post-failover vote is
     # lost on a dead socket. TCP keepalive still detects dead peers.
     connection_timeout_s: float = 1e6
+    # After a failed dial, the next attempt to reach that peer waits this long (pysyncobj: 5 s).
+    # A node that dialed a peer before it listened (a restart of several nodes) would otherwise
+    # stay cut off from it for 5 s; dialing a dead port on the next attempt costs one refused
+    # connection.
+    connection_retry_s: float = 0.5
     tick_period_s: float = 0.05
     # The Raft port is tried once a second this many times, then the node gives up (start fails).
     # Any process's outgoing connection may hold the port of a crashed node (an ephemeral port,
@@ -99,6 +104,8 @@ class RaftTuning:
             raise ValidationError("leader_fallback_timeout_s must exceed the heartbeat period")
         if self.connection_timeout_s < self.election_timeout_s_max:
             raise ValidationError("connection_timeout_s must be at least election_timeout_s_max")
+        if not 0 < self.connection_retry_s <= 30.0:
+            raise ValidationError("connection_retry_s must be in (0, 30] seconds")
         if self.tick_period_s <= 0 or self.batch_window_ms < 0:
             raise ValidationError("tick_period_s must be positive and batch_window_ms >= 0")
         if self.dump_seconds_max <= 0 or self.dump_retry_seconds < 0:
@@ -231,6 +238,7 @@ def syncobj_conf(config: RaftConfig, **callbacks: Any) -> SyncObjConf:
         appendEntriesPeriod=tuning.append_entries_period_s,
         leaderFallbackTimeout=tuning.leader_fallback_timeout_s,
         connectionTimeout=tuning.connection_timeout_s,
+        connectionRetryTime=tuning.connection_retry_s,
         maxBindRetries=tuning.bind_attempts_max,
         logCompactionMinEntries=tuning.log_compaction_entries_min,
         logCompactionMinTime=tuning.log_compaction_interval_s_min,

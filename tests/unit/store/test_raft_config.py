@@ -61,6 +61,7 @@ def test_a_secret_under_32_bytes_is_refused_with_the_reason() -> None:
         ({"peer_addresses": ("h:1", "h:1")}, "duplicates"),
         ({"election_timeout_s_min": 0.2}, "3 heartbeat periods"),
         ({"election_timeout_s_max": 0.4}, "must exceed election_timeout_s_min"),
+        ({"connection_retry_s": 0.0}, "connection_retry_s"),
         ({"leader_fallback_timeout_s": 0.05}, "heartbeat period"),
         ({"connection_timeout_s": 1.0}, "connection_timeout_s"),
         ({"batch_bytes_max": 64 * 1024}, "pysyncobj corrupts larger entries"),
@@ -95,6 +96,7 @@ def test_syncobj_conf_carries_the_mandatory_choices() -> None:
     assert conf.appendEntriesUseBatch is False
     assert conf.dynamicMembershipChange is True
     assert conf.connectionTimeout >= 1e6
+    assert conf.connectionRetryTime == 0.5, "a peer that was not listening yet is dialed again soon"
     assert conf.leaderFallbackTimeout == 3.0
     assert conf.logCompactionMinEntries == 10
     assert conf.bindAddress == "127.0.0.1:7001", "Raft listens on its own address, not 0.0.0.0"
