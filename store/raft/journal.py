@@ -224,8 +224,10 @@ class ChecksummedJournal:
 
     def _good_record_after(self, view: memoryview, offset: int, expected: int | None) -> bool:
         """Whether the record due after the bad one (a damaged length field hides it) is there."""
-        if expected is None:
-            return False
+        if expected is None:  # the first record: its own index field is the best guess
+            if offset + RECORD_HEADER_BYTES > len(view):
+                return False
+            expected = int(RECORD.unpack_from(view, offset)[2])
         data = view.obj
         assert isinstance(data, bytes)
         pattern = struct.pack("<Q", expected + 1)

@@ -112,11 +112,15 @@ def test_a_zero_filled_tail_is_truncated(tmp_path: Path) -> None:
     assert ChecksummedJournal(str(path)).torn_tail_records == 0
 
 
-@pytest.mark.parametrize("damaged", ["command", "length"])
-def test_damage_before_the_tail_stops_with_file_and_offset(tmp_path: Path, damaged: str) -> None:
+@pytest.mark.parametrize(
+    ("damaged", "record"), [("command", 4), ("length", 4), ("command", 0), ("length", 0)]
+)
+def test_damage_before_the_tail_stops_with_file_and_offset(
+    tmp_path: Path, damaged: str, record: int
+) -> None:
     path = tmp_path / "journal"
     written(path, 10)
-    offset = record_offsets(path)[4]
+    offset = record_offsets(path)[record]
     data = bytearray(path.read_bytes())
     if damaged == "command":
         data[offset + RECORD_HEADER_BYTES + 1] ^= 0x01
