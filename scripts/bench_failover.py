@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from bench_report import Series
 from bench_support import (
     Receipt,
     TriggerSink,
@@ -248,12 +249,21 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, obje
         await create_stream(rig, args.jobs)
         trials = [await trial(rig, args.kill, args.watch_seconds) for _ in range(args.trials)]
     duplicates = duplicates_since(rig.sink.receipts, 0)
+    first_ms = min((r.received_ms for r in rig.sink.receipts), default=0.0)
     return {
         "kill": args.kill,
         "jobs": args.jobs,
         "trials": trials,
         "summary": summary(trials),
         "duplicates": duplicates,
+        "series": {
+            "delivered": Series(
+                "rate",
+                f"triggers received per second ({args.trials} kills of the {args.kill})",
+                "triggers",
+                [(r.received_ms - first_ms) / 1000 for r in rig.sink.receipts],
+            ),
+        },
     }
 
 

@@ -23,6 +23,10 @@ import matplotlib.pyplot as plt
 PLOT_INCHES = (7.0, 3.2)
 PLOT_DPI = 100
 HISTOGRAM_BINS = 60
+# A rate plot has at least this many bins (finer than a second for short runs), each at least
+# RATE_BIN_S_MIN / RATE_BINS_MIN seconds wide.
+RATE_BINS_MIN = 20
+RATE_BIN_S_MIN = 0.2
 
 
 @dataclass(frozen=True)
@@ -82,13 +86,23 @@ def draw(samples: Series, image: Path) -> None:
     try:
         values = samples.values
         if samples.kind == "rate":
-            seconds = math.ceil(max(values)) or 1
-            counts = [0] * seconds
+            # One-second bins, finer for a run shorter than RATE_BINS_MIN seconds (a burst
+            # delivered within a second would otherwise be a single point).
+            width = min(1.0, max(max(values), RATE_BIN_S_MIN) / RATE_BINS_MIN)
+            bins = max(1, math.ceil(max(values) / width))
+            counts = [0] * bins
             for at in values:
-                counts[min(seconds - 1, int(at))] += 1
-            axes.plot(range(seconds), counts, drawstyle="steps-post")
+                counts[min(bins - 1, int(at / width))] += 1
+            axes.plot(
+                [k * width for k in range(bins)],
+                [c / width for c in counts],
+                "-o",
+                drawstyle="steps-post",
+                markersize=2,
+            )
             axes.set_xlabel("seconds since start")
             axes.set_ylabel(f"{samples.unit} per second")
+            axes.set_ylim(bottom=0)
         elif samples.kind == "cdf":
             ordered = sorted(values)
             fractions = [(k + 1) / len(ordered) for k in range(len(ordered))]

@@ -24,6 +24,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 import aiohttp
+from bench_report import Series
 from bench_support import (
     Load,
     closed_loop,
@@ -146,6 +147,15 @@ def figures(
         "early": sum(1 for x in lateness if x < 0),
         "delivered_per_s": round(len(distinct) / (max(last_ms - due_ms, 1.0) / 1000), 1),
         "acked_per_s": None if acked_s is None else round(len(distinct) / acked_s, 1),
+        "series": {
+            "delivered": Series(
+                "rate",
+                "triggers received per second, from the due time",
+                "triggers",
+                [max(0.0, (received - due_ms) / 1000) for _, _, received in receipts.rows],
+            ),
+            "lateness": Series("cdf", "trigger lateness", "ms", lateness),
+        },
     }
 
 
