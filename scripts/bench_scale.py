@@ -11,7 +11,8 @@ sent again in a retry pass.
 
 Figures:
 - create rate (first pass), latency p50/p99, errors (by HTTP status), the driver's CPU use;
-- per node, RSS (VmRSS of the node process) with 0 jobs, with N, and after each restart; the
+- per node, RSS (VmRSS of the node process) with 0 jobs, with N, and after each restart, and
+  the resident bytes one job costs (RSS growth from 0 to N, divided by N); the
   sizes of its Raft journal and dump once every node holds N;
 - snapshots: a node snapshots in a forked child (store/raft/dump.py) when its log passes
   log_compaction_entries_min entries. There is no admin route to force one, so the run watches
@@ -86,6 +87,16 @@ def raft_files(node: NodeProcess) -> dict[str, int]:
     """Size in bytes of every file in the node's Raft directory (journal, dump, ...)."""
     raft_dir = node.data_dir / "raft"
     return {path.name: path.stat().st_size for path in sorted(raft_dir.iterdir())}
+
+
+def ram_bytes_per_job(figures: dict[str, object], jobs: int) -> dict[str, int]:
+    """What one job costs each node in resident memory: its RSS growth from 0 to N jobs, per
+    job (the state, its indexes and the timing wheel together, not only the encoded bytes)."""
+    empty, full = _dict(figures["rss_mib_empty"]), _dict(figures["rss_mib_full"])
+    return {
+        node_id: round((_float(full[node_id]) - _float(rss)) * 2**20 / max(jobs, 1))
+        for node_id, rss in empty.items()
+    }
 
 
 def memory(cluster: LocalCluster) -> dict[str, float]:
@@ -306,6 +317,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             raise RuntimeError(f"nodes hold {counts} jobs, not {args.jobs}")
         time.sleep(SETTLE_S)
         figures["rss_mib_full"] = memory(cluster)
+        figures["ram_bytes_per_job"] = ram_bytes_per_job(figures, args.jobs)
         watch.stop(args.ready_timeout)
         figures["snapshots"] = [asdict(snapshot) for snapshot in watch.done]
         figures["raft_files_bytes"] = {node.node_id: raft_files(node) for node in cluster.nodes}
@@ -326,12 +338,16 @@ def print_table(figures: dict[str, object]) -> None:
         f" ms, p99 {create['latency_ms_p99']} ms, errors {create['errors']}, "
         f"driver cpu {create['driver_cpu_pct']}%"
     )
-    print(f"{'node':>4} {'rss@0':>8} {'rss@N':>8} {'journal':>10} {'dump':>10}  (MiB)")
+    print(
+        f"{'node':>4} {'rss@0':>8} {'rss@N':>8} {'journal':>10} {'dump':>10}  (MiB)"
+        f" {'RAM B/job':>10}"
+    )
     for node_id, empty in _dict(figures["rss_mib_empty"]).items():
         files = _dict(_dict(figures["raft_files_bytes"])[node_id])
         journal, dump = (_mib(files.get(name, 0)) for name in ("raft.journal", "raft.dump"))
         full = _dict(figures["rss_mib_full"])[node_id]
-        print(f"{node_id:>4} {empty:>8} {full:>8} {journal:>10.1f} {dump:>10.1f}")
+        per_job = _dict(figures["ram_bytes_per_job"])[node_id]
+        print(f"{node_id:>4} {empty:>8} {full:>8} {journal:>10.1f} {dump:>10.1f} {per_job:>17}")
     snapshots = figures["snapshots"]
     assert isinstance(snapshots, list)
     for snapshot in snapshots:
@@ -352,6 +368,11 @@ def print_table(figures: dict[str, object]) -> None:
 def _mib(size: object) -> float:
     assert isinstance(size, int)
     return size / 2**20
+
+
+def _float(value: object) -> float:
+    assert isinstance(value, int | float)
+    return float(value)
 
 
 def _dict(value: object) -> dict[str, object]:
