@@ -84,24 +84,22 @@ def sync_data(fd: int, path: str) -> None:
 
 
 def sync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if _recording >= 0:
-        _record("sync", path)
+    _fsync_path(path, os.O_RDONLY, "sync")
 
 
 def sync_directory(path: str) -> None:
     """Make the creations, renames and removals in directory `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    _fsync_path(path, os.O_RDONLY | os.O_DIRECTORY, "sync_directory")
+
+
+def _fsync_path(path: str, flags: int, operation: str) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
     if _recording >= 0:
-        _record("sync_directory", path)
+        _record(operation, path)
 
 
 def remove(path: str) -> None:

@@ -21,14 +21,12 @@ import time
 from collections.abc import Callable
 
 from store.raft.config import JOURNAL_FILE_NAME
-from tests.chaos.trials import time_limit
+from tests.chaos.trials import time_limit, write_until_fault
 from tests.integration.journal_format import journal_last_index
 from tests.integration.raft_cluster import RaftCluster, RaftNodeProcess, ticked, wait_for
-from tests.integration.raft_writer import PipelinedWriter, WriteLog, check_writes, node_writes
+from tests.integration.raft_writer import WriteLog, check_writes, node_writes
 
-IN_FLIGHT = 100
 RESTART_S_MAX = 60.0
-LOAD_BEFORE_WATCHING_S = 0.3
 
 # The worst case of one trial, for the test's time limit.
 TRIAL_S_MAX = 30.0
@@ -42,19 +40,7 @@ def test_kill_all_and_restart_loses_no_acked_write(
     log = WriteLog()
     repairs = 0
     for trial in range(chaos_trials):
-        cluster.wait_leader(RESTART_S_MAX)
-        writer = PipelinedWriter(cluster, IN_FLIGHT, log)
-        writer.start()
-        if trial % 2 == 0:
-            time.sleep(LOAD_BEFORE_WATCHING_S)
-            dumped = cluster.wait_dump_renamed()
-            print(f"trial {trial}: kill all as {dumped.name} renamed its dump into place")
-        else:
-            delay_s = chaos_random.uniform(0.3, 2.0)
-            print(f"trial {trial}: kill all at a random instant, {delay_s:.2f} s into the load")
-            time.sleep(delay_s)
-        cluster.kill_all()
-        writer.stop()
+        write_until_fault(cluster, log, trial, chaos_random, RaftCluster.kill_all, "kill all")
         journal_ends = {node.name: journal_end(node) for node in cluster.nodes}
         # Lowest address first: a node dials only the peers of lower address (pysyncobj), which
         # then listen already, so no dial fails and waits out the library's 5 s before the next.

@@ -21,13 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.chaos.power_loss import power_off
-from tests.chaos.trials import time_limit
+from tests.chaos.trials import time_limit, write_until_fault
 from tests.integration.raft_cluster import RaftCluster
-from tests.integration.raft_writer import PipelinedWriter, WriteLog, check_writes, node_writes
+from tests.integration.raft_writer import WriteLog, check_writes, node_writes
 
-IN_FLIGHT = 100
 RESTART_S_MAX = 60.0
-LOAD_BEFORE_WATCHING_S = 0.3
 DISK_LOG = "disk-operations.log"
 
 # The worst case of one trial, for the test's time limit.
@@ -56,19 +54,7 @@ def test_power_loss_of_every_node_loses_no_acked_write(
     log = WriteLog()
     torn_files = 0
     for trial in range(chaos_trials):
-        cluster.wait_leader(RESTART_S_MAX)
-        writer = PipelinedWriter(cluster, IN_FLIGHT, log)
-        writer.start()
-        if trial % 2 == 0:
-            time.sleep(LOAD_BEFORE_WATCHING_S)
-            dumped = cluster.wait_dump_renamed()
-            print(f"trial {trial}: power off as {dumped.name} renamed its dump into place")
-        else:
-            delay_s = chaos_random.uniform(0.3, 2.0)
-            print(f"trial {trial}: power off at a random instant, {delay_s:.2f} s into the load")
-            time.sleep(delay_s)
-        cut_power(cluster)
-        writer.stop()
+        write_until_fault(cluster, log, trial, chaos_random, cut_power, "power off")
         for node in cluster.nodes:
             on_disk = {p.name: p.stat().st_size for p in node.data_dir.glob("raft.*")}
             torn = chaos_random.random() < 0.5

@@ -52,13 +52,19 @@ def wait_done(dump: ForkingDump) -> int:
     raise AssertionError("the dump child did not finish")
 
 
-def test_a_dump_round_trips_state_and_raft_metadata(tmp_path: Path) -> None:
+def dumped_hello(tmp_path: Path) -> tuple[Path, ForkingDump]:
+    """A dump of a state that applied b"hello" at index 8, written by a forked child."""
     state = ReplicatedState(Text(), chunk_assembly_entries_max=10)
     state.apply_entry(8, encode_batch([b"hello"]))
     path = tmp_path / "raft.dump"
     dump = ForkingDump(path, state, FakeClock(), seconds_max=30, retry_seconds=1)
     dump.serialize(str(path) + ".tmp", (LAST, PREVIOUS, CLUSTER))
     assert wait_done(dump) == SERIALIZER_STATE.SUCCESS
+    return path, dump
+
+
+def test_a_dump_round_trips_state_and_raft_metadata(tmp_path: Path) -> None:
+    path, dump = dumped_hello(tmp_path)
     assert dump.last_index == 8 and not dump.writing_path.exists()
     restored_machine = Text()
     restored = ReplicatedState(restored_machine, chunk_assembly_entries_max=10)
@@ -68,12 +74,7 @@ def test_a_dump_round_trips_state_and_raft_metadata(tmp_path: Path) -> None:
 
 
 def test_a_damaged_dump_is_refused_and_a_version_1_dump_still_read(tmp_path: Path) -> None:
-    state = ReplicatedState(Text(), chunk_assembly_entries_max=10)
-    state.apply_entry(8, encode_batch([b"hello"]))
-    path = tmp_path / "raft.dump"
-    dump = ForkingDump(path, state, FakeClock(), seconds_max=30, retry_seconds=1)
-    dump.serialize(str(path) + ".tmp", (LAST, PREVIOUS, CLUSTER))
-    assert wait_done(dump) == SERIALIZER_STATE.SUCCESS
+    path, _ = dumped_hello(tmp_path)
     body = read_dump_body(path)
     version_1 = msgpack.packb([1, *msgpack.unpackb(body)[1:]], use_bin_type=True)
     damaged = bytearray(path.read_bytes())

@@ -207,11 +207,9 @@ def test_a_crash_during_compaction_leaves_the_old_journal_whole(
     assert [item[1] for item in reopened(path)] == list(range(1, 101))
 
 
-def test_term_and_vote_are_fsynced_with_their_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "journal"
-    journal = ChecksummedJournal(str(path))
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths os.fsync is called on from now on, in order."""
     synced: list[str] = []
     real_fsync = os.fsync
 
@@ -220,24 +218,21 @@ def test_term_and_vote_are_fsynced_with_their_directory(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def test_term_and_vote_are_fsynced_with_their_directory(tmp_path: Path, fsynced: list[str]) -> None:
+    path = tmp_path / "journal"
+    journal = ChecksummedJournal(str(path))
+    fsynced.clear()
     journal.setCurrentTerm(7, "127.0.0.1:1")
-    assert synced == [str(path) + ".meta.tmp", str(tmp_path)]
+    assert fsynced == [str(path) + ".meta.tmp", str(tmp_path)]
     journal._destroy()
 
 
-def test_a_new_journal_is_durable_in_its_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+def test_a_new_journal_is_durable_in_its_directory(tmp_path: Path, fsynced: list[str]) -> None:
     ChecksummedJournal(str(tmp_path / "journal"))._destroy()
-    assert synced[-1] == str(tmp_path), "the creation is made durable by a directory fsync"
+    assert fsynced[-1] == str(tmp_path), "the creation is made durable by a directory fsync"
 
 
 operations = st.lists(
