@@ -82,8 +82,14 @@ class ReplicatedLog(Protocol):
     """One replica of the command log, used from the event loop only."""
 
     @property
+    def caught_up(self) -> bool:
+        """True once this replica has caught up with the committed log (and from then on): what
+        it applied before was a replay of the past."""
+        ...
+
+    @property
     def ready(self) -> bool:
-        """True once this replica has caught up with the committed log at least once."""
+        """True while this replica has caught up once and can take writes now."""
         ...
 
     async def propose(self, command: bytes, timeout_s: float) -> object:

@@ -2,8 +2,9 @@
 
 One rule keeps them apart: every apply and every read of a structure that apply mutates takes
 `lock`. Applies are short (a batch of commands, microseconds each), so a read on the loop waits
-at most one batch. Jobs are immutable NamedTuples, so a Job read under the lock stays valid
-after it is released. Snapshots are taken on the tick thread (between applies) without it.
+at most one batch; a snapshot is decoded outside the lock and only swapped in under it. Jobs are
+immutable NamedTuples, so a Job read under the lock stays valid after it is released. Snapshots
+are taken on the tick thread (between applies) without it.
 """
 
 from __future__ import annotations
@@ -34,8 +35,12 @@ class SharedMachine:
         return self._machine.to_bytes()
 
     def load_bytes(self, data: bytes) -> None:
+        # Decoded without the lock: a million jobs take seconds, and the loop's reads (health
+        # probes, watch announcements) would wait that long. They see the old state meanwhile,
+        # which is consistent; the tick thread, the only writer, is here and applies nothing.
+        restored = self._machine.decoded(data)
         with self.lock:
-            self._machine.load_bytes(data)
+            self._machine.adopt(restored)
 
     def read(self, query: Callable[[JobMachine], T]) -> T:
         """Run a read-only `query` against a consistent state, e.g.

@@ -159,6 +159,10 @@ class TriggerEngine:
         # The partitions this node owns in the current epoch, and which of them wait for
         # their previous owner's Release (cluster/handoff.py decides).
         self._holdings = Holdings()
+        # Set while the store replays its log at start: holdings are planned once, from the
+        # state caught up with, not for every epoch the replay passes through (each plan arms
+        # or drops every timer of the partitions that moved: seconds at a million jobs).
+        self._ownership_deferred = False
         self._held: dict[TimerKey, _Hold] = {}
         # The cluster's partition count (fixed): which partition a dead letter's job is in.
         self._partitions = machine.read(lambda m: m.partitions)
@@ -285,6 +289,11 @@ class TriggerEngine:
         return partition_of(letter.namespace, letter.app, letter.name, self._partitions)
 
     def _sync_ownership(self) -> None:
+        # Nothing fires before the store has caught up (the lease needs a heartbeat committed
+        # since): the loop plans the holdings once it has.
+        self._ownership_deferred = not self._store.caught_up
+        if self._ownership_deferred:
+            return
         node_id = self._node_id
         handoff = self._machine.read(lambda m: next_holdings(m, node_id, self._holdings))
         self._holdings = handoff.holdings
@@ -314,6 +323,8 @@ class TriggerEngine:
 
     def _take_over_from(self, previous: str) -> None:
         """`previous` released what it lost this epoch: fire the partitions it handed over."""
+        if self._ownership_deferred:
+            return  # The plan made at catch-up reads every Release committed by then.
         handoff = after_release(self._holdings, previous)
         self._holdings = handoff.holdings
         self._arm_partitions(handoff.arm)
@@ -371,6 +382,8 @@ class TriggerEngine:
 
     def _fire_due(self, now_ms: int) -> float:
         """Fire what is due and free slots allow; the ms to sleep (inf: until woken)."""
+        if self._ownership_deferred:
+            self._sync_ownership()
         if not self._lease():
             self._fence()
             return self._config.lease_poll_ms

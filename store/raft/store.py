@@ -311,9 +311,14 @@ class RaftStore:
     # -- status ----------------------------------------------------------------------------
 
     @property
+    def caught_up(self) -> bool:
+        """Caught up with a leader once (its journal replayed, the leader's commit applied)."""
+        return self._ready.is_set()
+
+    @property
     def ready(self) -> bool:
         """Caught up with a leader once, and able to write its journal now."""
-        return self._ready.is_set() and self.disk_error is None
+        return self.caught_up and self.disk_error is None
 
     @property
     def disk_error(self) -> str | None:

@@ -229,6 +229,10 @@ class Replica:
     # ---- ReplicatedLog ----
 
     @property
+    def caught_up(self) -> bool:
+        return self._ready
+
+    @property
     def ready(self) -> bool:
         return self._ready
 
