@@ -23,6 +23,7 @@ from typing import NamedTuple, TypeVar
 
 import msgpack
 
+from store import job_columns
 from store.app_tokens import AppToken
 from store.dead_letters import DeadLetter
 from store.errors import CodecError
@@ -31,7 +32,8 @@ from store.history import Attempt, AttemptOutcome
 from store.jobs import Job, JobSpec, MisfirePolicy
 
 COMMAND_VERSION = 2
-SNAPSHOT_VERSION = 2
+# Version 3 stores the jobs as columns (store/job_columns.py); 1 and 2, row by row, still decode.
+SNAPSHOT_VERSION = 3
 
 # A snapshot stores each job as its fields in this order; changing Job's fields must bump
 # SNAPSHOT_VERSION and teach decode_snapshot the old layout.
@@ -497,28 +499,30 @@ def decode_command(data: bytes) -> Command:
 
 
 def encode_snapshot(state: MachineState) -> bytes:
-    # Job and JobSpec are tuples, their enums str and int: msgpack packs them in C, with no
-    # Python loop over a million jobs. Only a FailurePolicy needs the `default` hook.
-    packed: bytes = msgpack.packb(
-        [
-            SNAPSHOT_VERSION,
-            state.partitions,
-            state.epoch,
-            state.members,
-            state.live,
-            state.previous_live,
-            state.released,
-            state.apps,
-            state.heartbeats,
-            state.watchers,
-            state.jobs,
-            state.dead_letters,
-            state.app_tokens,
-        ],
-        use_bin_type=True,
-        default=_pack_policy,
+    # Rows and columns are tuples and lists, their enums str and int: msgpack packs them in C,
+    # with no Python loop over a million jobs. Only a FailurePolicy needs the `default` hook.
+    packer = msgpack.Packer(use_bin_type=True, default=_pack_policy)
+    head = (
+        state.partitions,
+        state.epoch,
+        state.members,
+        state.live,
+        state.previous_live,
+        state.released,
+        state.apps,
+        state.heartbeats,
+        state.watchers,
     )
-    return packed
+    return b"".join(
+        (
+            packer.pack_array_header(13),
+            packer.pack(SNAPSHOT_VERSION),
+            *map(packer.pack, head),
+            *job_columns.pack_jobs(packer, state.jobs),
+            packer.pack(state.dead_letters),
+            packer.pack(state.app_tokens),
+        )
+    )
 
 
 def decode_snapshot(data: bytes) -> MachineState:
@@ -548,7 +552,7 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
         raise CodecError("snapshot: missing version")
     head = _Fields(tuple(unpacker.unpack() for _ in range(min(top_fields, 10))), "snapshot")
     version = head.take(int, "version")
-    if (version, top_fields) not in ((1, 11), (SNAPSHOT_VERSION, 13)):
+    if (version, top_fields) not in ((1, 11), (2, 13), (SNAPSHOT_VERSION, 13)):
         raise CodecError(f"snapshot version {version} is not {SNAPSHOT_VERSION}")
     # Version 1 rows lack their last fields: a heartbeat's zone data and standing by; a job's
     # quarantine reason, pause, manual run and history; a spec's jitter and delivery timeout.
@@ -567,16 +571,13 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
     )
     watchers = tuple(_watchers(_Fields(row, "watchers")) for row in head.array("watchers").rest())
     head.done()
-    policies: dict[tuple[object, ...], FailurePolicy | None] = {}
-    jobs: list[Job] = []
-    for _ in range(unpacker.read_array_header()):
-        row = unpacker.unpack()
-        if version == 1:
-            row = _job_row_from_version_1(row)
-        jobs.append(_job_fast(row, policies) or _job(_Fields(row, "job")))
+    if version == SNAPSHOT_VERSION:
+        jobs = job_columns.unpack_jobs(unpacker, _policy_row, _history)
+    else:
+        jobs = _job_rows(unpacker, version)
     dead_letters: tuple[DeadLetter, ...] = ()
     app_tokens: tuple[AppToken, ...] = ()
-    if version == SNAPSHOT_VERSION:
+    if version > 1:
         rows = _Fields(unpacker.unpack(), "dead letters").rest()
         dead_letters = tuple(_dead_letter(_Fields(row, "dead letter")) for row in rows)
         rows = _Fields(unpacker.unpack(), "app tokens").rest()
@@ -595,6 +596,26 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
         dead_letters,
         app_tokens,
     )
+
+
+def _job_rows(unpacker: msgpack.Unpacker, version: int) -> list[Job]:
+    """The jobs of a snapshot of version 1 or 2, stored row by row."""
+    policies: dict[tuple[object, ...], FailurePolicy | None] = {}
+    jobs: list[Job] = []
+    for _ in range(unpacker.read_array_header()):
+        row = unpacker.unpack()
+        if version == 1:
+            row = _job_row_from_version_1(row)
+        jobs.append(_job_fast(row, policies) or _job(_Fields(row, "job")))
+    return jobs
+
+
+def _policy_row(row: object) -> FailurePolicy | None:
+    return None if row is None else _policy(_Fields(row, "failure_policy"))
+
+
+def _history(items: Iterable[object]) -> tuple[Attempt, ...]:
+    return tuple(_attempt(_Fields(item, "attempt")) for item in items)
 
 
 def _job_row_from_version_1(row: object) -> object:
@@ -793,13 +814,13 @@ def _job_fast(row: object, policies: dict[tuple[object, ...], FailurePolicy | No
     elif policy_row in policies:
         policy = policies[policy_row]
     else:
-        policy = policies[policy_row] = _policy(_Fields(policy_row, "failure_policy"))
+        policy = policies[policy_row] = _policy_row(policy_row)
     name, schedule, due_time, repeats, ttl, data, data_type = spec[:7]
     schedule = schedule if schedule is None else sys.intern(schedule)
     history = row[18]
     if history:
         # The uncommon case: only jobs that have fired have a history, decoded one by one.
-        history = tuple(_attempt(_Fields(item, "attempt")) for item in history)
+        history = _history(history)
     return Job(
         sys.intern(row[0]),
         sys.intern(row[1]),
@@ -864,9 +885,7 @@ def _job(fields: _Fields) -> Job:
         error=fields.optional(str, "error"),
         paused=fields.take(bool, "paused"),
         manual_ms=fields.optional(int, "manual_ms"),
-        history=tuple(
-            _attempt(_Fields(item, "attempt")) for item in fields.array("history").rest()
-        ),
+        history=_history(fields.array("history").rest()),
     )
     fields.done()
     if job.spec.name != job.name:

@@ -9,6 +9,7 @@ list of pointers.
 from __future__ import annotations
 
 import itertools
+import operator
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Iterator
 
@@ -19,7 +20,7 @@ class NameIndex:
     def __init__(self, sorted_names: Iterable[str] = ()) -> None:
         """Build from names already in ascending order (as a snapshot stores them)."""
         names = list(sorted_names)
-        assert all(a < b for a, b in itertools.pairwise(names)), "names must be sorted"
+        assert all(map(operator.lt, names, itertools.islice(names, 1, None))), "names unsorted"
         half = CHUNK_NAMES_MAX // 2
         self._chunks = [names[i : i + half] for i in range(0, len(names), half)]
         self._maxes = [chunk[-1] for chunk in self._chunks]

@@ -20,6 +20,7 @@ from store.codec import (
 )
 from store.errors import CodecError
 from store.machine import ErrorKind, JobMachine
+from tests.unit.store.snapshot_layouts import unpacked
 
 NOW_MS = 1_700_000_000_000
 
@@ -111,13 +112,13 @@ def test_tokens_survive_a_snapshot_and_older_snapshots_hold_none() -> None:
     assert restored.app_token(token_id(1)) == machine.app_token(token_id(1))
     # A version 1 snapshot ends with the jobs (its rows are those of version 2 with no jobs in
     # this machine): it decodes with no token at all.
-    older = msgpack.unpackb(snapshot, use_list=True, raw=False)[:11]
+    older = unpacked(snapshot)[:11]
     older[0] = 1
     older[8] = [row[:4] for row in older[8]]
     restored = JobMachine.from_bytes(msgpack.packb(older, use_bin_type=True), Ring)
     assert restored.app_tokens_of("ns", "a") == []
     # Version 2 keeps its tokens after the dead letters: without them it is malformed.
-    without_tokens = msgpack.unpackb(snapshot, use_list=True, raw=False)[:12]
+    without_tokens = unpacked(snapshot)[:12]
     with pytest.raises(CodecError):
         JobMachine.from_bytes(msgpack.packb(without_tokens, use_bin_type=True), Ring)
 

@@ -55,6 +55,7 @@ from store.jobs import (
 from store.machine import ErrorKind, JobMachine
 from store.schedule import format_rfc3339_ms
 from store.settlement import Settled, settle
+from tests.unit.store.snapshot_layouts import unpacked
 
 NOW_MS = 1_700_000_000_000
 ZONES = sorted(zoneinfo.available_timezones())
@@ -343,11 +344,14 @@ def test_version_1_commands_and_snapshots_still_decode() -> None:
     assert isinstance(put, Put) and (put.jobs_max, put.data_bytes_max) == (0, 0)
     machine = seeded_machine()
     state = machine.export_state()
-    v2 = encode_snapshot(state)
+    v2 = unpacked(encode_snapshot(state))
+    assert JobMachine.from_bytes(msgpack.packb(v2, use_bin_type=True), Ring).digest() == (
+        machine.digest()
+    )
     # Version 1 has no dead letters and no app tokens (the fields after the jobs).
-    unpacked = msgpack.unpackb(v2, use_list=True, raw=False)[:11]
-    unpacked[0] = 1
-    unpacked[8] = [row[:4] for row in unpacked[8]]
-    unpacked[10] = [[*row[:5], row[5][:9], *row[6:15]] for row in unpacked[10]]
-    restored = JobMachine.from_bytes(msgpack.packb(unpacked, use_bin_type=True), Ring)
+    v1 = v2[:11]
+    v1[0] = 1
+    v1[8] = [row[:4] for row in v1[8]]
+    v1[10] = [[*row[:5], row[5][:9], *row[6:15]] for row in v1[10]]
+    restored = JobMachine.from_bytes(msgpack.packb(v1, use_bin_type=True), Ring)
     assert restored.digest() == machine.digest()

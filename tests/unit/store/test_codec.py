@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from cluster.ring import Ring
 from store.codec import (
     COMMAND_VERSION,
+    JOB_FIELDS,
     SNAPSHOT_VERSION,
+    SPEC_FIELDS,
     Ack,
     AckEntry,
     Barrier,
@@ -42,11 +44,12 @@ from store.codec import (
     encode_snapshot,
 )
 from store.errors import CodecError
-from store.failure_policy import FAILURE_POLICY_DEFAULT
+from store.failure_policy import FAILURE_POLICY_DEFAULT, FailureKind, FailurePolicy
 from store.history import Attempt, AttemptOutcome
 from store.jobs import JobSpec, MisfirePolicy, derive_job
 from store.machine import JobMachine
 from tests.unit.store.machine_streams import intents, materialize
+from tests.unit.store.snapshot_layouts import JOBS_FIELD, unpacked
 
 SPEC = JobSpec(
     name="j",
@@ -214,12 +217,13 @@ def test_load_bytes_replaces_the_state_in_place() -> None:
     assert target.get("ns", "app", "k") is None and target.get("ns", "app", "j") is not None
 
 
-# Where a snapshot keeps its jobs: after the version and nine other fields.
-JOBS_FIELD = 10
-
-
 def snapshot_with_jobs(rows: list[object], partitions: int = 8) -> bytes:
-    return raw(SNAPSHOT_VERSION, partitions, 0, [], [], [], [], [], [], [], rows, [], [])
+    """A snapshot of version 2, whose jobs are rows."""
+    return raw(2, partitions, 0, [], [], [], [], [], [], [], rows, [], [])
+
+
+def snapshot_with_columns(*blocks: list[object], partitions: int = 8) -> bytes:
+    return raw(SNAPSHOT_VERSION, partitions, 0, [], [], [], [], [], [], [], list(blocks), [], [])
 
 
 def snapshot_with(apps: list[object], watchers: list[object], live: list[str]) -> bytes:
@@ -230,7 +234,9 @@ def test_bad_snapshots_are_codec_errors_and_leave_the_machine_alone() -> None:
     source = JobMachine(8, Ring)
     source.apply(COMMANDS[0])
     source.apply(Put("ns", "app", JobSpec("a", due_time="1s"), False, 5, "uid-3", "UTC"))
-    rows = list(msgpack.unpackb(source.to_bytes())[JOBS_FIELD])
+    rows = unpacked(source.to_bytes())[JOBS_FIELD]
+    assert isinstance(rows, list)
+    [columns] = msgpack.unpackb(source.to_bytes())[JOBS_FIELD]
     target = JobMachine(8, Ring)
     target.apply(COMMANDS[1])
     before = target.digest()
@@ -245,6 +251,21 @@ def test_bad_snapshots_are_codec_errors_and_leave_the_machine_alone() -> None:
         snapshot_with_jobs([[*rows[0][:4], 99, *rows[0][5:]]]),
         snapshot_with_jobs([[*rows[0][:5], ["other", *rows[0][5][1:]], *rows[0][6:]]]),
         snapshot_with_jobs([rows[0][:-1]]),
+        # Columns: a count that is not theirs, a column short of a value or one too many, a
+        # value of the wrong type, a spec's name not its job's, unknown enum values, a map
+        # where a failure policy's array belongs, and blocks out of order.
+        snapshot_with_columns([3, *columns[1:]]),
+        snapshot_with_columns([columns[0], columns[1][:1], *columns[2:]]),
+        snapshot_with_columns([*columns[:-1]]),
+        snapshot_with_columns([*columns, []]),
+        snapshot_with_columns([columns[0], [1, 2], *columns[2:]]),
+        snapshot_with_columns(with_column(columns, "spec.name", ["x", "y"])),
+        snapshot_with_columns(with_column(columns, "spec.misfire_policy", ["all", "some"])),
+        snapshot_with_columns(with_column(columns, "spec.failure_policy", [None, {"a": 1}])),
+        snapshot_with_columns(with_column(columns, "history", [[], [["bad"]]])),
+        snapshot_with_columns([columns[0], *columns[1:][::-1]]),
+        snapshot_with_columns([0, *[[] for _ in columns[1:]]]),
+        snapshot_with_columns(columns, columns),
         # An apps row without its token, and watchers of a dead node or with no streams.
         snapshot_with([["ns", "app", "http://h"]], [], []),
         snapshot_with([], [["ns", "app", "n9", 1]], []),
@@ -255,6 +276,35 @@ def test_bad_snapshots_are_codec_errors_and_leave_the_machine_alone() -> None:
         with pytest.raises(CodecError):
             target.load_bytes(data)
     assert target.digest() == before
+
+
+def with_column(columns: list[object], name: str, values: list[object]) -> list[object]:
+    """`columns` with the column `name` (a Job field, or "spec." and a JobSpec field) replaced."""
+    job_fields = [field for field in JOB_FIELDS if field != "spec"]
+    names = job_fields + [f"spec.{field}" for field in SPEC_FIELDS]
+    replaced = list(columns)
+    replaced[1 + names.index(name)] = values
+    return replaced
+
+
+def test_jobs_decode_from_columns_and_from_rows_alike() -> None:
+    machine = JobMachine(8, Ring)
+    for command in COMMANDS[:3]:
+        machine.apply(command)
+    policy = FailurePolicy(FailureKind.CONSTANT, 1000, 3, 0, 1.0)
+    spec = JobSpec("p", schedule="@every 1s", failure_policy=policy)
+    machine.apply(Put("ns", "app", spec, False, 5, "uid-p", "UTC"))
+    machine.apply(Put("ns", "other", JobSpec("o", due_time="2s"), False, 6, "uid-o", "UTC"))
+    snapshot = machine.to_bytes()
+    as_rows = msgpack.packb(unpacked(snapshot), use_bin_type=True)
+    assert decode_snapshot(as_rows) == decode_snapshot(snapshot) == machine.export_state()
+    # Repeated strings come back as one object, whichever layout they were read from.
+    jobs = {job.name: job for job in decode_snapshot(snapshot).jobs}
+    assert jobs["j"].namespace is jobs["o"].namespace and jobs["j"].app is jobs["p"].app
+    assert (
+        jobs["j"].spec.schedule == "@every 1s"
+        and jobs["j"].spec.schedule is jobs["p"].spec.schedule
+    )
 
 
 def test_app_tokens_and_watchers_survive_a_snapshot() -> None:
