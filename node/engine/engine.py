@@ -384,6 +384,8 @@ class TriggerEngine:
         """Fire what is due and free slots allow; the ms to sleep (inf: until woken)."""
         if self._ownership_deferred:
             self._sync_ownership()
+            if self._ownership_deferred:
+                return self._config.lease_poll_ms  # not caught up yet: look again soon
         if not self._lease():
             self._fence()
             return self._config.lease_poll_ms

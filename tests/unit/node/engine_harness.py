@@ -90,6 +90,18 @@ class Harness:
         await self._propose(SetMembers(epoch=1, members=(self.member,), live=(NODE,)))
         self.engine.start()
 
+    def resume(self) -> Harness:
+        """Start on a data dir that holds a journal, as a restarted node does (node/server.py):
+        the engine subscribes before the replay. Returns once the store has caught up."""
+        self._thread.start()
+        self.run(self._resume(), START_TIMEOUT_S)
+        return self
+
+    async def _resume(self) -> None:
+        self.store.start()
+        self.engine.start()
+        await self.store.wait_ready(START_TIMEOUT_S)
+
     def stop_engine(self) -> None:
         self.run(self.engine.stop(), 30)
 
