@@ -15,12 +15,15 @@ A heartbeat is stamped with its sender's wall clock and judged against the leade
 assumes clocks within a small fraction of `dead_s - lease_s` of each other, which NTP gives.
 
 A node that may not fire (`healthy()` false: one of its tasks keeps crashing, or its trigger
-engine does not run; or its wall clock is off from the cluster's median by more than
-`max_clock_offset_ms`, see cluster/clock_offset.py) gives up its lease at once and heartbeats
-"standing by": the leader takes it out of the live set at once and its partitions move to the
-nodes that may fire. An unhealthy leader goes on committing epochs (someone must), and keeps only
-the Raft leadership, which owns no partition; a leader whose clock is off hands leadership to
-another member, since it would judge every heartbeat's age by a wrong clock.
+engine does not run; or its wall clock has been off from the cluster's median by more than
+`max_clock_offset_ms` for `clock_offset_persist_s`, see cluster/clock_offset.py) gives up its
+lease at once and heartbeats "standing by": the leader takes it out of the live set at once and
+its partitions move to the nodes that may fire. An offset beyond the bound stops the node's
+firing at once (`may_fire`), but stands it by only once it has lasted: a node too busy to apply
+heartbeats promptly reads as off for a second or two, and standing by then moved every one of its
+partitions out and back each time. An unhealthy leader goes on committing epochs (someone must),
+and keeps only the Raft leadership, which owns no partition; a leader whose clock is off hands
+leadership to another member, since it would judge every heartbeat's age by a wrong clock.
 """
 
 from __future__ import annotations
@@ -61,6 +64,11 @@ class MembershipConfig:
     max_clock_offset_ms: int = 250
     # A member's latest heartbeat sample counts for the offset this long (several heartbeats).
     clock_sample_age_s_max: float = 2.0
+    # How long the offset must stay beyond the bound before the node stands by (its partitions
+    # move, it is not ready, it hands leadership over). It stops firing at once; the wait keeps
+    # a busy node, whose heartbeats apply late for a second or two and read as an offset, from
+    # moving every partition twice each time (dozens of epochs a minute under saturation).
+    clock_offset_persist_s: float = 3.0
 
     def validate(self) -> None:
         if not 0 < self.heartbeat_s < self.lease_s < self.dead_s:
@@ -75,6 +83,8 @@ class MembershipConfig:
             )
         if self.clock_sample_age_s_max <= self.heartbeat_s:
             raise ValidationError("clock_sample_age_s_max must exceed heartbeat_s")
+        if self.clock_offset_persist_s < 0:
+            raise ValidationError("clock_offset_persist_s must be >= 0")
 
     @property
     def leader_grace_s(self) -> float:
@@ -164,8 +174,11 @@ class Membership:
         self._zone_data_warned: set[tuple[str, str]] = set()
         self._offsets = ClockOffsetEstimator(me.id, config.clock_sample_age_s_max)
         self._unsubscribe: Callable[[], None] | None = None
-        # The offset that made this node give up, or None while its clock is within the bound.
+        # The offset that made this node give up, or None while its clock is within the bound
+        # (or has been beyond it for less than clock_offset_persist_s).
         self._skewed_ms: int | None = None
+        # Since when (monotonic) the offset has been beyond the bound, or None.
+        self._beyond_since: float | None = None
 
     def may_fire(self) -> bool:
         """True while this node's lease holds, it is live in the current epoch and its clock is
@@ -209,26 +222,46 @@ class Membership:
             )
 
     def _check_clock(self) -> None:
-        """Give up firing and leadership while the clock is off by more than the bound."""
-        offset_ms = self._offsets.offset_ms(self._member_ids(), self._clock.monotonic())
+        """Stand by (no partitions, not ready, not leading) once the clock has been off by more
+        than the bound for clock_offset_persist_s; firing stops at once (_clock_known_good)."""
+        now = self._clock.monotonic()
+        offset_ms = self._offsets.offset_ms(self._member_ids(), now)
         if offset_ms is None:
             return
-        skewed = abs(offset_ms) > self._config.max_clock_offset_ms
-        if skewed and self._skewed_ms is None:
-            log.error(
-                "wall clock %+d ms from the cluster's median (bound %d ms): not firing, not "
-                "leading and not ready until it is back within the bound",
+        bound_ms = self._config.max_clock_offset_ms
+        if abs(offset_ms) <= bound_ms:
+            if self._skewed_ms is not None:
+                log.warning("wall clock back within %d ms of the cluster's", offset_ms)
+            elif self._beyond_since is not None:
+                log.info("wall clock back within %d ms of the cluster's: firing again", offset_ms)
+            self._skewed_ms = self._beyond_since = None
+            return
+        if self._beyond_since is None:
+            self._beyond_since = now
+            log.info(
+                "wall clock %+d ms from the cluster's median (bound %d ms): not firing while it "
+                "lasts; standing by if it lasts %.1f s",
                 offset_ms,
-                self._config.max_clock_offset_ms,
+                bound_ms,
+                self._config.clock_offset_persist_s,
             )
-        elif not skewed and self._skewed_ms is not None:
-            log.warning("wall clock back within %d ms of the cluster's", offset_ms)
-        self._skewed_ms = offset_ms if skewed else None
+        if now - self._beyond_since < self._config.clock_offset_persist_s:
+            return
+        if self._skewed_ms is None:
+            log.error(
+                "wall clock %+d ms from the cluster's median (bound %d ms) for %.1f s: not "
+                "firing, not leading and not ready until it is back within the bound",
+                offset_ms,
+                bound_ms,
+                now - self._beyond_since,
+            )
+        self._skewed_ms = offset_ms
 
     def _clock_known_good(self) -> bool:
-        if self._skewed_ms is not None:
-            return False
-        return self._offsets.offset_ms(self._member_ids(), self._clock.monotonic()) is not None
+        """Whether the estimate, as of now, puts this clock within the bound (a node fires by
+        its clock only then)."""
+        offset_ms = self._offsets.offset_ms(self._member_ids(), self._clock.monotonic())
+        return offset_ms is not None and abs(offset_ms) <= self._config.max_clock_offset_ms
 
     def _member_ids(self) -> tuple[str, ...]:
         return self._machine.read(lambda m: tuple(member.id for member in m.members))
