@@ -111,6 +111,8 @@ def _block(
     }
     if spec_columns["name"] != job_columns["name"]:
         raise CodecError("snapshot jobs: a spec's name differs from its job's")
+    # One string for both, as a job built by apply has: 64 bytes a job less after a restart.
+    spec_columns["name"] = job_columns["name"]
     for name in _INTERNED_JOB_COLUMNS:
         job_columns[name] = list(map(sys.intern, job_columns[name]))
     for name in _INTERNED_SPEC_COLUMNS:
