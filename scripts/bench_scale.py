@@ -11,6 +11,7 @@ sent again in a retry pass.
 
 Figures:
 - create rate (first pass), latency p50/p99, errors (by HTTP status), the driver's CPU use;
+  the membership epochs and Raft terms that began meanwhile (every node is up: both spurious);
 - per node, RSS (VmRSS of the node process) with 0 jobs, with N, and after each restart, and
   the resident bytes one job costs (RSS growth from 0 to N, divided by N); the
   sizes of its Raft journal and dump once every node holds N;
@@ -18,15 +19,16 @@ Figures:
   log_compaction_entries_min entries. There is no admin route to force one, so the run watches
   each node's children: a child's lifetime is one snapshot (fork, encode, write, fsync,
   rename), reported with the number of jobs created when it started;
-- restart-to-ready, twice: every node SIGKILLed, then every node stopped cleanly
-  (LocalCluster.stop: quiesce, SIGTERM). For each start: seconds until each node answers HTTP
-  at all (process start and imports: pysyncobj loads the dump and replays the journal later,
-  on its tick thread), until its `GET /v1.0/healthz/ready` is 204 (dump loaded, journal
-  replayed, caught up with a leader; a restarted node campaigns only once a majority of the
-  cluster knows no leader, within the normal election timeout then, see store/raft/transport.py
-  "Quiet start"), and until the cluster is ready (LocalCluster.wait_ready: one leader, every
-  node live in the epoch); then the job count on every node
-  (`GET /admin/cluster` "jobs") must be N.
+- restart-to-ready, three times: every node SIGKILLed, every node stopped cleanly
+  (LocalCluster.stop: quiesce, SIGTERM), then one node SIGKILLed while the others serve (the
+  usual restart: the other two are idle, so it has about a core to itself). For each start:
+  seconds until each node answers HTTP at all (process start and imports: pysyncobj loads the
+  dump and replays the journal later, on its tick thread), until its `GET /v1.0/healthz/ready`
+  is 204 (dump loaded, journal replayed, caught up with a leader; a restarted node campaigns
+  only once a majority of the cluster knows no leader, within the normal election timeout then,
+  see store/raft/transport.py "Quiet start"), and until the cluster is ready
+  (LocalCluster.wait_ready: one leader, every node live in the epoch); then the job count on
+  every node (`GET /admin/cluster` "jobs") must be N.
 """
 
 from __future__ import annotations
@@ -101,6 +103,14 @@ def ram_bytes_per_job(figures: dict[str, object], jobs: int) -> dict[str, int]:
 
 def memory(cluster: LocalCluster) -> dict[str, float]:
     return {node.node_id: rss_mib(node.pid) for node in cluster.nodes}
+
+
+def epoch_and_term(cluster: LocalCluster) -> tuple[int, int]:
+    """The cluster's membership epoch and Raft term, as the first node reports them."""
+    status = cluster.cluster_status(cluster.nodes[0].node_id)
+    epoch, term = status["epoch"], status["term"]
+    assert isinstance(epoch, int) and isinstance(term, int)
+    return epoch, term
 
 
 def jobs_everywhere(cluster: LocalCluster) -> dict[str, int]:
@@ -237,19 +247,22 @@ def probe_ready(node: NodeProcess) -> int | None:
         return None
 
 
-def start_timed(cluster: LocalCluster, timeout_s: float) -> dict[str, object]:
-    """Start every (stopped) node; seconds until each serves HTTP, until each is ready, and
-    until the cluster is ready."""
+def start_timed(
+    cluster: LocalCluster, timeout_s: float, nodes: list[NodeProcess] | None = None
+) -> dict[str, object]:
+    """Start the (stopped) `nodes`, every node by default; seconds until each serves HTTP, until
+    each is ready, and until the cluster is ready."""
+    nodes = cluster.nodes if nodes is None else nodes
     started = time.monotonic()
-    for node in cluster.nodes:
+    for node in nodes:
         cluster.start_node(node.node_id)
     serving: dict[str, float] = {}
     ready: dict[str, float] = {}
     deadline = started + timeout_s
-    while len(ready) < len(cluster.nodes):
+    while len(ready) < len(nodes):
         if time.monotonic() > deadline:
             raise TimeoutError(f"not every node ready within {timeout_s} s: ready {ready}")
-        for node in cluster.nodes:
+        for node in nodes:
             if node.node_id not in ready:
                 _probe_into(node, started, serving, ready)
         time.sleep(POLL_S)
@@ -281,6 +294,14 @@ def restart_after_kill(cluster: LocalCluster, jobs: int, timeout_s: float) -> di
     return {**figures, **after_restart(cluster, jobs, timeout_s)}
 
 
+def restart_one_after_kill(cluster: LocalCluster, jobs: int, timeout_s: float) -> dict[str, object]:
+    """One node SIGKILLed and restarted while the others serve: the usual restart."""
+    node = cluster.nodes[-1]
+    cluster.kill(node.node_id)
+    figures = start_timed(cluster, timeout_s, [node])
+    return {**figures, **after_restart(cluster, jobs, timeout_s)}
+
+
 def restart_after_clean_stop(
     cluster: LocalCluster, jobs: int, timeout_s: float
 ) -> dict[str, object]:
@@ -293,7 +314,16 @@ def restart_after_clean_stop(
 
 def after_restart(cluster: LocalCluster, jobs: int, timeout_s: float) -> dict[str, object]:
     """Job counts (which must all be `jobs` at once: a ready node has caught up) and memory."""
-    counts = jobs_everywhere(cluster)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            counts = jobs_everywhere(cluster)
+            break
+        except OSError:
+            # A node busy right after its start may not answer within the probe's 2 s: ask
+            # again (the counts, once read, are taken as they are).
+            if time.monotonic() > deadline:
+                raise
     time.sleep(SETTLE_S)
     return {"jobs": counts, "jobs_ok": set(counts.values()) == {jobs}, "rss_mib": memory(cluster)}
 
@@ -310,11 +340,17 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         watch = SnapshotWatch(cluster.nodes, lambda: progress.created)
         watch.start()
         urls = [node.url for node in cluster.nodes]
+        epoch, term = epoch_and_term(cluster)
         load = asyncio.run(create_jobs(urls, args.jobs, args.in_flight, progress))
         figures["create"] = load.figures()
         counts = wait_for_jobs(cluster, args.jobs, args.ready_timeout)
         if set(counts.values()) != {args.jobs}:
             raise RuntimeError(f"nodes hold {counts} jobs, not {args.jobs}")
+        epoch_after, term_after = epoch_and_term(cluster)
+        # With every node up throughout, any new epoch or term is spurious: a node judged dead
+        # (or its clock off) while busy, or an election.
+        figures["epochs_during_create"] = epoch_after - epoch
+        figures["elections_during_create"] = term_after - term
         time.sleep(SETTLE_S)
         figures["rss_mib_full"] = memory(cluster)
         figures["ram_bytes_per_job"] = ram_bytes_per_job(figures, args.jobs)
@@ -323,6 +359,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         figures["raft_files_bytes"] = {node.node_id: raft_files(node) for node in cluster.nodes}
         figures["restart_kill"] = restart_after_kill(cluster, args.jobs, args.ready_timeout)
         figures["restart_clean"] = restart_after_clean_stop(cluster, args.jobs, args.ready_timeout)
+        figures["restart_one"] = restart_one_after_kill(cluster, args.jobs, args.ready_timeout)
     return figures
 
 
@@ -336,7 +373,8 @@ def print_table(figures: dict[str, object]) -> None:
         f"create {figures['jobs']} jobs, {figures['in_flight']} in flight: "
         f"{create['requests_per_s']}/s over {create['seconds']} s, p50 {create['latency_ms_p50']}"
         f" ms, p99 {create['latency_ms_p99']} ms, errors {create['errors']}, "
-        f"driver cpu {create['driver_cpu_pct']}%"
+        f"driver cpu {create['driver_cpu_pct']}%; new epochs {figures['epochs_during_create']}, "
+        f"new terms {figures['elections_during_create']} (every node up: both should be 0)"
     )
     print(
         f"{'node':>4} {'rss@0':>8} {'rss@N':>8} {'journal':>10} {'dump':>10}  (MiB)"
@@ -355,7 +393,7 @@ def print_table(figures: dict[str, object]) -> None:
             f"snapshot {snapshot['node']}: {snapshot['seconds']} s "
             f"(started at {snapshot['jobs_created_at_start']} jobs created)"
         )
-    for kind in ("restart_kill", "restart_clean"):
+    for kind in ("restart_kill", "restart_clean", "restart_one"):
         restart = _dict(figures[kind])
         print(
             f"{kind}: serving {restart['serving_s']} ready {restart['ready_s']} "
