@@ -776,19 +776,13 @@ def _heartbeat(fields: _Fields) -> tuple[str, int, str, str, str, bool]:
     return heartbeat
 
 
-_NONE = type(None)
-_TypeCheck = type | tuple[type, ...]
-_OPTIONAL_INT = (int, _NONE)
-_OPTIONAL_STR = (str, _NONE)
-_JOB_TYPES: tuple[_TypeCheck, ...] = (
-    *(str, str, str, str, int, tuple, str, int),
-    *(_OPTIONAL_INT, _OPTIONAL_INT, int, _OPTIONAL_INT, int, int, _OPTIONAL_INT, _OPTIONAL_STR),
-    *(bool, _OPTIONAL_INT, tuple),
+# A row's types are the columns' (store/job_columns.py), with the spec's own row in between.
+_JOB_TYPES = (
+    *job_columns.JOB_COLUMN_TYPES[: job_columns.SPEC_INDEX],
+    tuple,
+    *job_columns.JOB_COLUMN_TYPES[job_columns.SPEC_INDEX :],
 )
-_SPEC_TYPES: tuple[_TypeCheck, ...] = (
-    *(str, _OPTIONAL_STR, _OPTIONAL_STR, _OPTIONAL_INT, _OPTIONAL_STR),
-    *(bytes, str, (tuple, _NONE), str, _OPTIONAL_STR, _OPTIONAL_STR),
-)
+_SPEC_TYPES = job_columns.SPEC_COLUMN_TYPES
 
 
 def _job_fast(row: object, policies: dict[tuple[object, ...], FailurePolicy | None]) -> Job | None:

@@ -34,22 +34,23 @@ from store.jobs import Job, JobSpec, MisfirePolicy
 _NONE = type(None)
 _OPTIONAL_INT = (int, _NONE)
 _OPTIONAL_STR = (str, _NONE)
-_SPEC = Job._fields.index("spec")
+SPEC_INDEX = Job._fields.index("spec")
 
-# Each column's type, in Job's order without `spec`, then JobSpec's. A bool passes for an int
-# (isinstance), which only our own encoder could have written into a checksummed snapshot.
-_JOB_COLUMN_TYPES: tuple[type | tuple[type, ...], ...] = (
+# Each column's type, in Job's order without `spec`, then JobSpec's (codec.py checks the rows of
+# older snapshots with the same). A bool passes for an int (isinstance), which only our own
+# encoder could have written into a checksummed snapshot.
+JOB_COLUMN_TYPES: tuple[type | tuple[type, ...], ...] = (
     *(str, str, str, str, int, str, int),
     *(_OPTIONAL_INT, _OPTIONAL_INT, int, _OPTIONAL_INT, int, int, _OPTIONAL_INT, _OPTIONAL_STR),
     *(bool, _OPTIONAL_INT, tuple),
 )
-_SPEC_COLUMN_TYPES: tuple[type | tuple[type, ...], ...] = (
+SPEC_COLUMN_TYPES: tuple[type | tuple[type, ...], ...] = (
     *(str, _OPTIONAL_STR, _OPTIONAL_STR, _OPTIONAL_INT, _OPTIONAL_STR),
     *(bytes, str, (tuple, _NONE), str, _OPTIONAL_STR, _OPTIONAL_STR),
 )
 _JOB_COLUMNS = tuple(name for name in Job._fields if name != "spec")
-assert len(_JOB_COLUMN_TYPES) == len(_JOB_COLUMNS)
-assert len(_SPEC_COLUMN_TYPES) == len(JobSpec._fields)
+assert len(JOB_COLUMN_TYPES) == len(_JOB_COLUMNS)
+assert len(SPEC_COLUMN_TYPES) == len(JobSpec._fields)
 COLUMNS = len(_JOB_COLUMNS) + len(JobSpec._fields)
 # Jobs per block: a block's jobs and columns stay within the CPU's caches.
 BLOCK_JOBS = 1024
@@ -69,7 +70,7 @@ def pack_jobs(packer: msgpack.Packer, jobs: Sequence[Job]) -> Iterator[bytes]:
     for start in range(0, len(jobs), BLOCK_JOBS):
         block = jobs[start : start + BLOCK_JOBS]
         job_columns = list(zip(*block, strict=True))
-        spec_columns = zip(*job_columns.pop(_SPEC), strict=True)
+        spec_columns = zip(*job_columns.pop(SPEC_INDEX), strict=True)
         yield packer.pack((len(block), *job_columns, *spec_columns))
 
 
@@ -103,11 +104,11 @@ def _block(
 ) -> Iterator[Job]:
     job_columns = {
         name: _column(unpacker, count, name, kind)
-        for name, kind in zip(_JOB_COLUMNS, _JOB_COLUMN_TYPES, strict=True)
+        for name, kind in zip(_JOB_COLUMNS, JOB_COLUMN_TYPES, strict=True)
     }
     spec_columns = {
         name: _column(unpacker, count, f"spec.{name}", kind)
-        for name, kind in zip(JobSpec._fields, _SPEC_COLUMN_TYPES, strict=True)
+        for name, kind in zip(JobSpec._fields, SPEC_COLUMN_TYPES, strict=True)
     }
     if spec_columns["name"] != job_columns["name"]:
         raise CodecError("snapshot jobs: a spec's name differs from its job's")
