@@ -3,8 +3,10 @@
 Stored row by row, a restore pays a Python function call, a dozen type checks, five string
 interns and two tuple builds per job: about 6 us, six seconds at a million jobs. Stored as
 columns (every job's namespace, then every job's app, ...), each check is `all(map(isinstance,
-column, ...))` and each build a `map` of `tuple.__new__` over a `zip` of columns, all in C:
-the same checks at a fraction of the cost (`scripts/bench snapshot` times it).
+column, ...))` and each job's row (store/job_row.py, what the machine keeps) a `map` of the
+packer over a `zip` of columns, all in C: the same checks at a fraction of the cost
+(`scripts/bench snapshot` times it). Writing goes the other way: each row unpacked, the block
+transposed.
 
 Layout (snapshot version 3): an array of blocks, each `[count, *job columns, *spec columns]`
 for up to BLOCK_JOBS jobs in the snapshot's order, where the job columns are Job's fields but
@@ -12,20 +14,19 @@ for up to BLOCK_JOBS jobs in the snapshot's order, where the job columns are Job
 array of `count` values. Blocks keep every pass over the jobs within the CPU's caches (a column
 of a million jobs, read from Job objects spread over the heap, costs a cache miss per job) and
 bound the extra memory of encoding and decoding to one block. A failure policy and an attempt
-history are decoded by the caller's functions (store/codec.py), once per distinct policy and
+history are checked by the caller's functions (store/codec.py), once per distinct policy and
 once per non-empty history.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from functools import partial
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from itertools import repeat
 from typing import Any
 
 import msgpack
 
+from store import job_row
 from store.errors import CodecError
 from store.failure_policy import FailurePolicy
 from store.history import Attempt
@@ -55,22 +56,54 @@ COLUMNS = len(_JOB_COLUMNS) + len(JobSpec._fields)
 # Jobs per block: a block's jobs and columns stay within the CPU's caches.
 BLOCK_JOBS = 1024
 
-# Columns whose few distinct strings every job would otherwise hold a copy of.
-_INTERNED_JOB_COLUMNS = frozenset({"namespace", "app", "zone"})
-_INTERNED_SPEC_COLUMNS = frozenset({"schedule", "data_type"})
-
 _MISFIRE_POLICIES: dict[Hashable, Any] = {str(policy): policy for policy in MisfirePolicy}
-_new_job = partial(tuple.__new__, Job)
-_new_spec = partial(tuple.__new__, JobSpec)
+_NAME = _JOB_COLUMNS.index("name")
 
 
-def pack_jobs(packer: msgpack.Packer, jobs: Sequence[Job]) -> Iterator[bytes]:
+class JobRows(list[bytes]):
+    """Job rows (store/job_row.py) in snapshot order, with the columns a machine indexes them
+    by: read from the snapshot's columns, so that indexing a million rows unpacks none."""
+
+    __slots__ = ("apps", "data_sizes", "names", "namespaces", "partitions", "uids")
+
+    def __init__(self, rows: Iterable[bytes] = ()) -> None:
+        super().__init__(rows)
+        self.namespaces: list[str] = []
+        self.apps: list[str] = []
+        self.names: list[str] = []
+        self.uids: list[str] = []
+        self.partitions: list[int] = []
+        self.data_sizes: list[int] = []
+
+    @classmethod
+    def of(cls, rows: Iterable[bytes]) -> JobRows:
+        """Rows with their columns, unpacking each row (rows that came from elsewhere)."""
+        indexed, rows = cls(), list(rows)
+        for start in range(0, len(rows), BLOCK_JOBS):
+            block = rows[start : start + BLOCK_JOBS]
+            indexed._extend(block, list(zip(*map(job_row.fields, block), strict=True)))
+        return indexed
+
+    def _extend(self, rows: Sequence[bytes], columns: Sequence[Sequence[Any]]) -> None:
+        """Add rows, given their columns in row order."""
+        self.extend(rows)
+        self.namespaces.extend(columns[_JOB_COLUMNS.index("namespace")])
+        self.apps.extend(columns[_JOB_COLUMNS.index("app")])
+        self.names.extend(columns[_NAME])
+        self.uids.extend(columns[_JOB_COLUMNS.index("uid")])
+        self.partitions.extend(columns[_JOB_COLUMNS.index("partition")])
+        self.data_sizes.extend(map(len, columns[job_row.ROW_FIELDS.index("spec.data")]))
+
+
+def pack_jobs(packer: msgpack.Packer, rows: Sequence[bytes]) -> Iterator[bytes]:
     """The packed pieces of the jobs array, in order (join them, or write them one by one)."""
-    yield packer.pack_array_header(-(-len(jobs) // BLOCK_JOBS))
-    for start in range(0, len(jobs), BLOCK_JOBS):
-        block = jobs[start : start + BLOCK_JOBS]
-        job_columns = list(zip(*block, strict=True))
-        spec_columns = zip(*job_columns.pop(SPEC_INDEX), strict=True)
+    yield packer.pack_array_header(-(-len(rows) // BLOCK_JOBS))
+    for start in range(0, len(rows), BLOCK_JOBS):
+        block = rows[start : start + BLOCK_JOBS]
+        columns = list(zip(*map(job_row.fields, block), strict=True))
+        job_columns = columns[: len(_JOB_COLUMNS)]
+        # The spec's name is its job's: one column of rows, two of a snapshot.
+        spec_columns = (columns[_NAME], *columns[len(_JOB_COLUMNS) :])
         yield packer.pack((len(block), *job_columns, *spec_columns))
 
 
@@ -78,21 +111,23 @@ def unpack_jobs(
     unpacker: msgpack.Unpacker,
     policy_of: Callable[[Any], FailurePolicy | None],
     history_of: Callable[[Any], tuple[Attempt, ...]],
-) -> list[Job]:
-    """The jobs of a column layout; CodecError naming the column for anything out of place.
+) -> JobRows:
+    """The job rows of a column layout; CodecError naming the column for anything out of place.
 
-    `policy_of` decodes one failure policy row (or None), `history_of` one non-empty history.
+    `policy_of` checks one failure policy row (or None), `history_of` one non-empty history.
     """
-    jobs: list[Job] = []
+    rows = JobRows()
     policies: dict[Hashable, Any] = {}
+    packer = msgpack.Packer(use_bin_type=True)
     for _ in range(unpacker.read_array_header()):
         if unpacker.read_array_header() != 1 + COLUMNS:
             raise CodecError(f"snapshot jobs: a block of other than {1 + COLUMNS} arrays")
         count = unpacker.unpack()
         if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= BLOCK_JOBS:
             raise CodecError(f"snapshot jobs: bad block count {count!r:.80}")
-        jobs.extend(_block(unpacker, count, policies, policy_of, history_of))
-    return jobs
+        columns = _block(unpacker, count, policies, policy_of, history_of)
+        rows._extend(list(map(packer.pack, zip(*columns, strict=True))), columns)
+    return rows
 
 
 def _block(
@@ -101,33 +136,25 @@ def _block(
     policies: dict[Hashable, Any],
     policy_of: Callable[[Any], FailurePolicy | None],
     history_of: Callable[[Any], tuple[Attempt, ...]],
-) -> Iterator[Job]:
-    job_columns = {
-        name: _column(unpacker, count, name, kind)
+) -> list[Sequence[Any]]:
+    """A block's columns, every one checked, in row order (store/job_row.py)."""
+    job_columns = [
+        _column(unpacker, count, name, kind)
         for name, kind in zip(_JOB_COLUMNS, JOB_COLUMN_TYPES, strict=True)
-    }
+    ]
     spec_columns = {
         name: _column(unpacker, count, f"spec.{name}", kind)
         for name, kind in zip(JobSpec._fields, SPEC_COLUMN_TYPES, strict=True)
     }
-    if spec_columns["name"] != job_columns["name"]:
+    if spec_columns.pop("name") != job_columns[_NAME]:
         raise CodecError("snapshot jobs: a spec's name differs from its job's")
-    # One string for both, as a job built by apply has: 64 bytes a job less after a restart.
-    spec_columns["name"] = job_columns["name"]
-    for name in _INTERNED_JOB_COLUMNS:
-        job_columns[name] = list(map(sys.intern, job_columns[name]))
-    for name in _INTERNED_SPEC_COLUMNS:
-        spec_columns[name] = _interned(spec_columns[name])
-    spec_columns["misfire_policy"] = _decoded(
-        spec_columns["misfire_policy"], "misfire_policy", _MISFIRE_POLICIES, _misfire_policy
-    )
-    spec_columns["failure_policy"] = _decoded(
-        spec_columns["failure_policy"], "failure_policy", policies, policy_of
-    )
-    # Only jobs that have fired have a history: the rest keep the empty tuple they came with.
-    job_columns["history"] = [history and history_of(history) for history in job_columns["history"]]
-    job_columns["spec"] = list(map(_new_spec, zip(*spec_columns.values(), strict=True)))
-    return map(_new_job, zip(*(job_columns[name] for name in Job._fields), strict=True))
+    _check(spec_columns["misfire_policy"], "misfire_policy", _MISFIRE_POLICIES, _misfire_policy)
+    _check(spec_columns["failure_policy"], "failure_policy", policies, policy_of)
+    # Only jobs that have fired have a history.
+    for history in job_columns[_JOB_COLUMNS.index("history")]:
+        if history:
+            history_of(history)
+    return [*job_columns, *spec_columns.values()]
 
 
 def _column(
@@ -142,25 +169,19 @@ def _column(
     return column
 
 
-def _interned(column: Sequence[str | None]) -> list[str | None]:
-    table: dict[str | None, str | None] = {text: text and sys.intern(text) for text in set(column)}
-    return list(map(table.__getitem__, column))
-
-
-def _decoded(
+def _check(
     column: Sequence[Hashable],
     name: str,
     known: dict[Hashable, Any],
     decode: Callable[[Any], Any],
-) -> list[Any]:
-    """Each value decoded, each distinct one once (`known` keeps them across blocks);
-    CodecError for a value that cannot be."""
+) -> None:
+    """CodecError unless each value decodes; each distinct one is decoded once (`known` keeps
+    them across blocks)."""
     try:
         for value in set(column).difference(known):
             known[value] = decode(value)
     except TypeError as error:  # an unhashable value: a map where an array belongs
         raise CodecError(f"snapshot jobs.{name}: {error}") from None
-    return list(map(known.__getitem__, column))
 
 
 def _misfire_policy(text: str) -> MisfirePolicy:

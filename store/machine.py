@@ -12,6 +12,9 @@ quarantined, see Job.error), so one job can never keep another's ack from applyi
 Threads: the machine is not thread-safe. apply, the reads and to_bytes/load_bytes must run one
 at a time (the Raft layer runs them on its tick thread, or holds one lock). A Job is immutable,
 so a Job handed to another thread, in a read or in `Result.changes`, stays consistent there.
+
+Memory: every job is kept as one packed row (store/job_row.py) under its uid and its name, and
+built again as a Job by each read: a Job's objects cost four times the row's bytes.
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ from store.codec import (
 )
 from store.dead_letters import DeadLetter, DeadLetterBook
 from store.errors import CodecError, ValidationError
+from store.job_columns import JobRows
+from store.job_row import pack as pack_job
+from store.job_row import unpack as unpack_job
 from store.jobs import (
     Job,
     derive_job,
@@ -161,24 +167,15 @@ def _failed(error: ErrorKind, message: str, value: object = None) -> Result:
 
 
 class _AppJobs:
-    """One app's jobs: by name for lookups, their names sorted for listing, and the bytes of
-    their data (what the data quota counts)."""
+    """One app's jobs: their rows by name for lookups, their names sorted for listing, and the
+    bytes of their data (what the data quota counts)."""
 
     __slots__ = ("by_name", "data_bytes", "names")
 
-    def __init__(self, jobs: list[Job]) -> None:
-        names = list(map(_job_name, jobs))
-        self.by_name = dict(zip(names, jobs, strict=True))
+    def __init__(self, names: list[str], rows: list[bytes], data_bytes: int) -> None:
+        self.by_name = dict(zip(names, rows, strict=True))
         self.names = NameIndex(names)
-        self.data_bytes = sum(map(len, map(_job_data, jobs)))
-
-
-_job_key = operator.attrgetter("namespace", "app", "name")
-_job_app = operator.attrgetter("namespace", "app")
-_job_name = operator.attrgetter("name")
-_job_uid = operator.attrgetter("uid")
-_job_partition = operator.attrgetter("partition")
-_job_data = operator.attrgetter("spec.data")
+        self.data_bytes = data_bytes
 
 
 class JobMachine:
@@ -189,7 +186,8 @@ class JobMachine:
         assert partitions > 0
         self._partitions = partitions
         self._assign = assign
-        self._by_uid: dict[str, Job] = {}
+        # Every job's row (store/job_row.py) by its uid.
+        self._by_uid: dict[str, bytes] = {}
         self._apps_jobs: dict[AppKey, _AppJobs] = {}
         # Uids per partition: what an owner arms when it gains a partition.
         self._by_partition: list[set[str]] = [set() for _ in range(partitions)]
@@ -297,7 +295,7 @@ class JobMachine:
         if app_jobs is None:
             return Result(value=0)
         names = app_jobs.names.page(command.prefix, None, command.limit or None)
-        doomed = [app_jobs.by_name[name] for name in names]
+        doomed = [unpack_job(app_jobs.by_name[name]) for name in names]
         for job in doomed:
             self._remove(job)
         return Result(value=len(doomed), changes=tuple(JobChange(job.key, None) for job in doomed))
@@ -354,7 +352,7 @@ class JobMachine:
             if entry.kind is EntryKind.REDRIVE:
                 applied += self._settle_redrive(entry, command, ring)
                 continue
-            job = self._by_uid.get(entry.uid)
+            job = self.get_by_uid(entry.uid)
             # Only the owner's ack for the current occurrence (or the pending manual run)
             # counts: an ack for an older one, an overwritten job (new uid) or from a former
             # owner is a late echo.
@@ -455,7 +453,7 @@ class JobMachine:
         imported: list[Job] = []
         for key, job in incoming.items():
             old = self.get(*key)
-            holder = self._by_uid.get(job.uid)
+            holder = self.get_by_uid(job.uid)
             if (old is not None and not command.overwrite) or (holder not in (None, old)):
                 continue
             imported.append(job)
@@ -487,7 +485,7 @@ class JobMachine:
         return Result(value=HeartbeatSeen(command.node, command.now_ms))
 
     def _quarantine(self, command: Quarantine) -> Result:
-        job = self._by_uid.get(command.uid)
+        job = self.get_by_uid(command.uid)
         if job is None or job.next_ms != command.scheduled_ms or job.error is not None:
             # The job moved on, was replaced or deleted, or is quarantined already.
             return Result(value=False)
@@ -585,18 +583,17 @@ class JobMachine:
     def _insert(self, job: Job) -> None:
         app_jobs = self._apps_jobs.get((job.namespace, job.app))
         if app_jobs is None:
-            app_jobs = self._apps_jobs[(job.namespace, job.app)] = _AppJobs([])
+            app_jobs = self._apps_jobs[(job.namespace, job.app)] = _AppJobs([], [], 0)
         assert job.name not in app_jobs.by_name and job.uid not in self._by_uid
-        app_jobs.by_name[job.name] = job
+        app_jobs.by_name[job.name] = self._by_uid[job.uid] = pack_job(job)
         app_jobs.names.add(job.name)
         app_jobs.data_bytes += len(job.spec.data)
-        self._by_uid[job.uid] = job
         self._by_partition[job.partition].add(job.uid)
 
     def _remove(self, job: Job) -> None:
         app_key = (job.namespace, job.app)
         app_jobs = self._apps_jobs[app_key]
-        assert app_jobs.by_name[job.name] is job
+        assert app_jobs.by_name[job.name] is self._by_uid[job.uid]
         del app_jobs.by_name[job.name]
         app_jobs.names.remove(job.name)
         app_jobs.data_bytes -= len(job.spec.data)
@@ -608,17 +605,19 @@ class JobMachine:
     def _replace(self, old: Job, new: Job) -> None:
         # An advance keeps the key, uid and partition; only the by-name and by-uid values move.
         assert (old.key, old.uid, old.partition) == (new.key, new.uid, new.partition)
-        self._apps_jobs[(old.namespace, old.app)].by_name[old.name] = new
-        self._by_uid[old.uid] = new
+        row = pack_job(new)
+        self._apps_jobs[(old.namespace, old.app)].by_name[old.name] = self._by_uid[old.uid] = row
 
     # ---- reads ----
 
     def get(self, namespace: str, app: str, name: str) -> Job | None:
         app_jobs = self._apps_jobs.get((namespace, app))
-        return None if app_jobs is None else app_jobs.by_name.get(name)
+        row = None if app_jobs is None else app_jobs.by_name.get(name)
+        return None if row is None else unpack_job(row)
 
     def get_by_uid(self, uid: str) -> Job | None:
-        return self._by_uid.get(uid)
+        row = self._by_uid.get(uid)
+        return None if row is None else unpack_job(row)
 
     def jobs_after(
         self, after: JobKey | None, limit: int, namespace: str = "", app: str = "", prefix: str = ""
@@ -635,7 +634,7 @@ class JobMachine:
             cursor = after[2] if after is not None and app_key == after[:2] else None
             app_jobs = self._apps_jobs[app_key]
             names = app_jobs.names.page(prefix, cursor, limit - len(chosen))
-            chosen += [app_jobs.by_name[name] for name in names]
+            chosen += [unpack_job(app_jobs.by_name[name]) for name in names]
             if len(chosen) == limit:
                 break
         return chosen
@@ -664,7 +663,7 @@ class JobMachine:
         jobs: list[Job] = []
         size = 0
         for name in names[:limit]:
-            job = app_jobs.by_name[name]
+            job = unpack_job(app_jobs.by_name[name])
             size += len(job.spec.data) + LIST_JOB_OVERHEAD_BYTES
             if jobs and bytes_max is not None and size > bytes_max:
                 break
@@ -672,7 +671,7 @@ class JobMachine:
         return jobs, (jobs[-1].spec.name if len(names) > len(jobs) else None)
 
     def jobs_in_partition(self, partition: int) -> list[Job]:
-        return [self._by_uid[uid] for uid in self._by_partition[partition]]
+        return [unpack_job(self._by_uid[uid]) for uid in self._by_partition[partition]]
 
     def count(self) -> int:
         return len(self._by_uid)
@@ -872,28 +871,33 @@ class JobMachine:
                 raise CodecError(f"snapshot watchers of {node!r} with count {count}")
             self._watchers.setdefault((namespace, app), {})[node] = count
 
-    def _load_jobs(self, jobs: Sequence[Job]) -> None:
-        """Index a snapshot's jobs, which come sorted by (namespace, app, name).
+    def _load_jobs(self, rows: Sequence[bytes]) -> None:
+        """Index a snapshot's job rows, which come sorted by (namespace, app, name).
 
-        Every check and index is a map or a zip over all the jobs (C loops): at a million jobs
-        a loop of Python statements per job costs seconds of a restart."""
-        keys = list(map(_job_key, jobs))
+        Every check and index is a map or a zip over the rows' columns (C loops): at a million
+        jobs a loop of Python statements per job costs seconds of a restart."""
+        jobs = rows if isinstance(rows, JobRows) else JobRows.of(rows)
+        keys = list(zip(jobs.namespaces, jobs.apps, jobs.names, strict=True))
         if not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
             at = next(b for a, b in itertools.pairwise(keys) if not a < b)
             raise CodecError(f"snapshot jobs out of order at {at}")
         del keys
-        partitions = list(map(_job_partition, jobs))
+        partitions = jobs.partitions
         if partitions and not 0 <= min(partitions) <= max(partitions) < self._partitions:
             raise CodecError("snapshot job with a partition out of range")
-        uids = list(map(_job_uid, jobs))
-        self._by_uid = dict(zip(uids, jobs, strict=True))
+        self._by_uid = dict(zip(jobs.uids, jobs, strict=True))
         if len(self._by_uid) != len(jobs):
             raise CodecError("snapshot jobs with a repeated uid")
         by_partition = self._by_partition
-        for uid, partition in zip(uids, partitions, strict=True):
+        for uid, partition in zip(jobs.uids, partitions, strict=True):
             by_partition[partition].add(uid)
-        for app_key, group in itertools.groupby(jobs, _job_app):
-            self._apps_jobs[app_key] = _AppJobs(list(group))
+        start = 0
+        for app_key, group in itertools.groupby(zip(jobs.namespaces, jobs.apps, strict=True)):
+            end = start + sum(1 for _ in group)
+            self._apps_jobs[app_key] = _AppJobs(
+                jobs.names[start:end], jobs[start:end], sum(jobs.data_sizes[start:end])
+            )
+            start = end
 
     def digest(self) -> str:
         """A hash of the canonical snapshot: equal digests mean equal replicas."""

@@ -155,7 +155,10 @@ class TriggerEngine:
             metrics=self.metrics,
             guard=self._supervisor.board.guard(acks.TASK, acks.log),
         )
-        self._wheel: TimingWheel[TimerKey, Fireable] = TimingWheel(clock.wall_ms())
+        # A job's timer holds no job: the job is read from the machine when the timer expires
+        # (a million owned jobs would otherwise be kept twice, here and as the machine's rows).
+        # A redrive's holds its dead letter.
+        self._wheel: TimingWheel[TimerKey, DeadLetter | None] = TimingWheel(clock.wall_ms())
         # The partitions this node owns in the current epoch, and which of them wait for
         # their previous owner's Release (cluster/handoff.py decides).
         self._holdings = Holdings()
@@ -268,7 +271,7 @@ class TriggerEngine:
         if job is None or not job.fires or not self._holdings.fires(job.partition):
             self._wheel.cancel(key)
             return
-        self._add_timer(key, job.fire_ms, job)
+        self._add_timer(key, job.fire_ms, None)
 
     def _arm_redrive(self, letter: DeadLetter) -> None:
         """Keep the letter's redrive timer, due as soon as it was asked for, or drop it (done,
@@ -280,8 +283,8 @@ class TriggerEngine:
             return
         self._add_timer(key, letter.redrive_ms, letter)
 
-    def _add_timer(self, key: TimerKey, deadline_ms: int, target: Fireable) -> None:
-        self._wheel.add(key, deadline_ms, target)
+    def _add_timer(self, key: TimerKey, deadline_ms: int, letter: DeadLetter | None) -> None:
+        self._wheel.add(key, deadline_ms, letter)
         if deadline_ms < self._wake_at_ms:
             self._wake.set()
 
@@ -364,8 +367,11 @@ class TriggerEngine:
 
     def _sync_apps(self) -> None:
         routes, watchers = self._machine.read(lambda m: (m.app_routes(), m.watchers()))
-        for key, job in self._parking.update(routes, watchers):
-            self._arm(key, job)
+        keys = self._parking.update(routes, watchers)
+        if keys:
+            jobs = self._machine.read(lambda m: {key: m.get(*key) for key in keys})
+            for key, job in jobs.items():
+                self._arm(key, job)
 
     # ---- the loop ----
 
@@ -393,10 +399,17 @@ class TriggerEngine:
         self._slots_full = free <= 0
         if self._slots_full:
             return math.inf
-        for _key, deadline_ms, target in self._wheel.expire(now_ms, free):
-            # A redrive nobody could take is armed again later than it was asked for.
-            assert isinstance(target, DeadLetter) or deadline_ms == target.fire_ms, "armed late"
+        expired = self._wheel.expire(now_ms, free)
+        job_keys = [key for key, _, letter in expired if letter is None]
+        jobs = self._machine.read(lambda m: {key: m.get(*key) for key in job_keys})
+        for key, deadline_ms, letter in expired:
             assert deadline_ms <= now_ms, "never early"
+            target = letter or jobs[key]
+            # A job changed since its timer was armed (or deleted): the change, on its way to
+            # on_applied, arms it again. (A redrive nobody could take is armed again later
+            # than it was asked for.)
+            if target is None or (isinstance(target, Job) and not _due_at(target, deadline_ms)):
+                continue
             try:
                 if isinstance(target, DeadLetter):
                     self._fire_redrive(target, now_ms)
@@ -445,7 +458,7 @@ class TriggerEngine:
             return
         app_key = (job.namespace, job.app)
         if not self._parking.deliverable(app_key):
-            self._parking.park(job)
+            self._parking.park(key, job.partition)
             self.metrics.count(job.namespace, job.app, TriggerResult.UNDELIVERED)
             return
         self._held[key] = _Hold(job, job.partition)
@@ -629,6 +642,11 @@ class TriggerEngine:
         self._release_lost_partitions()
         if self._slots_full and holds:
             self._wake.set()
+
+
+def _due_at(job: Job, deadline_ms: int) -> bool:
+    """Whether the job's timer at `deadline_ms` is the one its current version asks for."""
+    return job.fires and job.fire_ms == deadline_ms
 
 
 def _current(machine: JobMachine, key: TimerKey) -> Fireable | None:

@@ -11,19 +11,19 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 
 from node.engine.metrics import EngineMetrics
-from store.jobs import Job
 from store.machine import AppKey, AppRoute, JobKey
 
 
 class Parking:
-    """The apps' routes as committed, and the parked jobs of the apps that cannot take them."""
+    """The apps' routes as committed, and the parked jobs of the apps that cannot take them
+    (their keys and partitions: the jobs are read from the machine when armed again)."""
 
     def __init__(self, metrics: EngineMetrics) -> None:
         self._metrics = metrics
         self._routes: Mapping[AppKey, AppRoute] = {}
         # Apps with watch streams somewhere in the cluster: deliverable even without a URL.
         self._watched: frozenset[AppKey] = frozenset()
-        self._parked: dict[AppKey, dict[JobKey, Job]] = {}
+        self._parked: dict[AppKey, dict[JobKey, int]] = {}
 
     def route(self, app_key: AppKey) -> AppRoute | None:
         """The app's URL and token, if it registered them."""
@@ -34,19 +34,19 @@ class Parking:
 
     def update(
         self, routes: Mapping[AppKey, AppRoute], watched: Collection[AppKey]
-    ) -> list[tuple[JobKey, Job]]:
+    ) -> list[JobKey]:
         """Take the apps' routes and watchers as now committed; return the parked jobs whose
         app can take them now, to arm (arming unparks them)."""
         self._routes, self._watched = routes, frozenset(watched)
         return [
-            (key, job)
+            key
             for app_key, parked in self._parked.items()
             if self.deliverable(app_key)
-            for key, job in parked.items()
+            for key in parked
         ]
 
-    def park(self, job: Job) -> None:
-        self._parked.setdefault((job.namespace, job.app), {})[job.key] = job
+    def park(self, key: JobKey, partition: int) -> None:
+        self._parked.setdefault((key[0], key[1]), {})[key] = partition
         self._metrics.triggers_waiting_for_app += 1
 
     def unpark(self, key: JobKey) -> None:
@@ -59,6 +59,6 @@ class Parking:
 
     def drop_partitions(self, partitions: Collection[int]) -> None:
         """Forget the parked jobs of partitions this node no longer owns."""
-        for key, job in [(k, j) for parked in self._parked.values() for k, j in parked.items()]:
-            if job.partition in partitions:
+        for key, partition in [item for parked in self._parked.values() for item in parked.items()]:
+            if partition in partitions:
                 self.unpark(key)

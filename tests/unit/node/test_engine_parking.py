@@ -1,6 +1,7 @@
 """node/engine/parking.py: due triggers of apps nobody can take yet, parked until one can.
 
-Method: plain state checks on real Jobs (partition set by hand) and the engine's metrics.
+Method: plain state checks on the keys and partitions of real Jobs (partition set by hand) and
+the engine's metrics.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def parking_with(*jobs: Job) -> tuple[Parking, EngineMetrics]:
     metrics = EngineMetrics()
     parking = Parking(metrics)
     for parked in jobs:
-        parking.park(parked)
+        parking.park(parked.key, parked.partition)
     return parking, metrics
 
 
@@ -55,17 +56,17 @@ def test_an_update_hands_back_the_jobs_of_apps_that_can_take_them_now() -> None:
     a1, a2, b1 = job(A, "a1"), job(A, "a2"), job(B, "b1")
     parking, metrics = parking_with(a1, a2, b1)
     assert parking.update({}, set()) == []
-    assert parking.update({}, {A}) == [(a1.key, a1), (a2.key, a2)]
+    assert parking.update({}, {A}) == [a1.key, a2.key]
     # The caller arms them, and arming unparks: until then they stay parked.
     assert metrics.triggers_waiting_for_app == 3
-    assert parking.update({A: ROUTE, B: ROUTE}, set()) == [(a1.key, a1), (a2.key, a2), (b1.key, b1)]
+    assert parking.update({A: ROUTE, B: ROUTE}, set()) == [a1.key, a2.key, b1.key]
 
 
 def test_an_unparked_job_is_not_handed_back() -> None:
     a1, a2 = job(A, "a1"), job(A, "a2")
     parking, _ = parking_with(a1, a2)
     parking.unpark(a1.key)
-    assert parking.update({A: ROUTE}, set()) == [(a2.key, a2)]
+    assert parking.update({A: ROUTE}, set()) == [a2.key]
 
 
 def test_dropping_lost_partitions_forgets_only_their_jobs() -> None:
@@ -73,4 +74,4 @@ def test_dropping_lost_partitions_forgets_only_their_jobs() -> None:
     parking, metrics = parking_with(kept, lost, other_app_lost)
     parking.drop_partitions({2, 3})
     assert metrics.triggers_waiting_for_app == 1
-    assert parking.update({A: ROUTE, B: ROUTE}, set()) == [(kept.key, kept)]
+    assert parking.update({A: ROUTE, B: ROUTE}, set()) == [kept.key]

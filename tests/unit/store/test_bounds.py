@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from cluster.ring import Ring
 from node.engine.misfire import skipped_occurrences
+from store import job_row
 from store.bounds import (
     DURATION_MS_MAX,
     PERIOD_MS_MIN,
@@ -148,8 +149,8 @@ def exercise(job: Job, point_ms: int, now_ms: int) -> None:
     assert retried is None or TIME_MS_MIN <= retried.fire_ms <= TIME_MS_MAX
     skipped_occurrences(at, now_ms, 0, 16)
     job_to_json(at)
-    state = MachineState(1, 0, (), (), (), (), (), (), (), [at])
-    assert decode_snapshot(encode_snapshot(state)).jobs == [at]
+    state = MachineState(1, 0, (), (), (), (), (), (), (), [job_row.pack(at)])
+    assert list(map(job_row.unpack, decode_snapshot(encode_snapshot(state)).jobs)) == [at]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

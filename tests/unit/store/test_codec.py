@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 
 from cluster.ring import Ring
+from store import job_row
 from store.codec import (
     COMMAND_VERSION,
     JOB_FIELDS,
@@ -298,13 +299,10 @@ def test_jobs_decode_from_columns_and_from_rows_alike() -> None:
     snapshot = machine.to_bytes()
     as_rows = msgpack.packb(unpacked(snapshot), use_bin_type=True)
     assert decode_snapshot(as_rows) == decode_snapshot(snapshot) == machine.export_state()
-    # Repeated strings come back as one object, whichever layout they were read from.
-    jobs = {job.name: job for job in decode_snapshot(snapshot).jobs}
-    assert jobs["j"].namespace is jobs["o"].namespace and jobs["j"].app is jobs["p"].app
-    assert (
-        jobs["j"].spec.schedule == "@every 1s"
-        and jobs["j"].spec.schedule is jobs["p"].spec.schedule
-    )
+    # The rows read back are the jobs the machine holds, policy and all.
+    jobs = {job.name: job for job in map(job_row.unpack, decode_snapshot(snapshot).jobs)}
+    assert jobs["p"] == machine.get("ns", "app", "p") and jobs["p"].spec.failure_policy == policy
+    assert jobs["o"] == machine.get("ns", "other", "o")
 
 
 def test_app_tokens_and_watchers_survive_a_snapshot() -> None:

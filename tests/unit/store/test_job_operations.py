@@ -8,6 +8,7 @@ import typing
 import pytest
 
 from cluster.ring import Ring
+from store import job_row
 from store.codec import (
     Ack,
     AckEntry,
@@ -217,7 +218,7 @@ def test_exported_jobs_import_into_another_cluster_with_their_state() -> None:
     put(source, JobSpec("b", schedule="@every 2s"), "ub")
     ack(source, current(source, "a"), Outcome.SUCCESS)
     source.apply(Pause("ns", "app", "b"))
-    exported = tuple(source.export_state().jobs)
+    exported = tuple(map(job_row.unpack, source.export_state().jobs))
     target = JobMachine(64, Ring)
     result = target.apply(ImportJobs(exported, False))
     assert result.ok and result.value == (2, 0)
