@@ -8,7 +8,7 @@ wait for a barrier through the log first, then read the local replica.
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -49,6 +49,10 @@ from store.shared_machine import SharedMachine
 from store.upcoming import upcoming_ms
 
 LIST_LIMIT_DEFAULT = 100
+# A job's uid: 96 random bits as 16 URL-safe characters. Unique for the life of any cluster
+# (the machine refuses a repeated one anyway), and every job keeps one as a string: a uuid's
+# 32 hex characters cost a million jobs 32 MB more.
+UID_BYTES = 12
 # How many next occurrences GET /jobs/{name}/next lists: by default, and at most.
 UPCOMING_COUNT_DEFAULT = 10
 UPCOMING_COUNT_MAX = 100
@@ -142,7 +146,7 @@ class JobService:
             spec=spec,
             overwrite=overwrite,
             now_ms=self._clock.wall_ms(),
-            uid=uuid.uuid4().hex,
+            uid=secrets.token_urlsafe(UID_BYTES),
             zone=self._config.time_zone,
             jobs_max=self._config.jobs_max_per_app,
             data_bytes_max=self._config.data_bytes_max_per_app,

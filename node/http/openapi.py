@@ -318,7 +318,7 @@ def _dead_letters_path() -> Json:
 DEAD_LETTER_ID = _path_parameter(
     "id",
     "the dead letter's id, its trigger id: `{scheduled ms}:{job uid}`",
-    _text(DEAD_LETTER_ID_CHARS_MAX, minLength=1, pattern="^[0-9]{1,15}:[0-9a-f]{32}$"),
+    _text(DEAD_LETTER_ID_CHARS_MAX, minLength=1, pattern="^[0-9]{1,15}:[A-Za-z0-9_-]{1,48}$"),
 )
 
 

@@ -31,7 +31,7 @@ from tests.support.sink import Call
 # Deliveries of a short schedule arrive within this of their time on an idle machine; the
 # bound is loose because the machine is shared with other test processes.
 LATE_MS_MAX = 1500
-TRIGGER_ID = re.compile(r"^(\d+):([0-9a-f]{32})$")
+TRIGGER_ID = re.compile(r"^(\d+):([A-Za-z0-9_-]{16})$")
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
