@@ -57,7 +57,12 @@ COLUMNS = len(_JOB_COLUMNS) + len(JobSpec._fields)
 BLOCK_JOBS = 1024
 
 _MISFIRE_POLICIES: dict[Hashable, Any] = {str(policy): policy for policy in MisfirePolicy}
-_NAME = _JOB_COLUMNS.index("name")
+# Where each of a snapshot's columns is in a row (the spec's name is the job's).
+_ROW_OF_COLUMN = tuple(
+    job_row.ROW_FIELDS.index(name)
+    for name in (*_JOB_COLUMNS, "name", *(f"spec.{name}" for name in JobSpec._fields[1:]))
+)
+_IN_ROW = {name: job_row.ROW_FIELDS.index(name) for name in job_row.ROW_FIELDS}
 
 
 class JobRows(list[bytes]):
@@ -87,12 +92,12 @@ class JobRows(list[bytes]):
     def _extend(self, rows: Sequence[bytes], columns: Sequence[Sequence[Any]]) -> None:
         """Add rows, given their columns in row order."""
         self.extend(rows)
-        self.namespaces.extend(columns[_JOB_COLUMNS.index("namespace")])
-        self.apps.extend(columns[_JOB_COLUMNS.index("app")])
-        self.names.extend(columns[_NAME])
-        self.uids.extend(columns[_JOB_COLUMNS.index("uid")])
-        self.partitions.extend(columns[_JOB_COLUMNS.index("partition")])
-        self.data_sizes.extend(map(len, columns[job_row.ROW_FIELDS.index("spec.data")]))
+        self.namespaces.extend(columns[_IN_ROW["namespace"]])
+        self.apps.extend(columns[_IN_ROW["app"]])
+        self.names.extend(columns[_IN_ROW["name"]])
+        self.uids.extend(columns[_IN_ROW["uid"]])
+        self.partitions.extend(columns[_IN_ROW["partition"]])
+        self.data_sizes.extend(map(len, columns[_IN_ROW["spec.data"]]))
 
 
 def pack_jobs(packer: msgpack.Packer, rows: Sequence[bytes]) -> Iterator[bytes]:
@@ -101,10 +106,7 @@ def pack_jobs(packer: msgpack.Packer, rows: Sequence[bytes]) -> Iterator[bytes]:
     for start in range(0, len(rows), BLOCK_JOBS):
         block = rows[start : start + BLOCK_JOBS]
         columns = list(zip(*map(job_row.fields, block), strict=True))
-        job_columns = columns[: len(_JOB_COLUMNS)]
-        # The spec's name is its job's: one column of rows, two of a snapshot.
-        spec_columns = (columns[_NAME], *columns[len(_JOB_COLUMNS) :])
-        yield packer.pack((len(block), *job_columns, *spec_columns))
+        yield packer.pack((len(block), *map(columns.__getitem__, _ROW_OF_COLUMN)))
 
 
 def unpack_jobs(
@@ -138,23 +140,23 @@ def _block(
     history_of: Callable[[Any], tuple[Attempt, ...]],
 ) -> list[Sequence[Any]]:
     """A block's columns, every one checked, in row order (store/job_row.py)."""
-    job_columns = [
-        _column(unpacker, count, name, kind)
+    columns = {
+        name: _column(unpacker, count, name, kind)
         for name, kind in zip(_JOB_COLUMNS, JOB_COLUMN_TYPES, strict=True)
-    ]
-    spec_columns = {
-        name: _column(unpacker, count, f"spec.{name}", kind)
+    }
+    columns |= {
+        f"spec.{name}": _column(unpacker, count, f"spec.{name}", kind)
         for name, kind in zip(JobSpec._fields, SPEC_COLUMN_TYPES, strict=True)
     }
-    if spec_columns.pop("name") != job_columns[_NAME]:
+    if columns.pop("spec.name") != columns["name"]:
         raise CodecError("snapshot jobs: a spec's name differs from its job's")
-    _check(spec_columns["misfire_policy"], "misfire_policy", _MISFIRE_POLICIES, _misfire_policy)
-    _check(spec_columns["failure_policy"], "failure_policy", policies, policy_of)
+    _check(columns["spec.misfire_policy"], "misfire_policy", _MISFIRE_POLICIES, _misfire_policy)
+    _check(columns["spec.failure_policy"], "failure_policy", policies, policy_of)
     # Only jobs that have fired have a history.
-    for history in job_columns[_JOB_COLUMNS.index("history")]:
+    for history in columns["history"]:
         if history:
             history_of(history)
-    return [*job_columns, *spec_columns.values()]
+    return [columns[name] for name in job_row.ROW_FIELDS]
 
 
 def _column(

@@ -5,12 +5,14 @@ the data and three ms ints as objects of their own (~230), and the partition num
 one msgpack array (about 160 bytes for a typical job, ~190 as a bytes object) it costs a quarter
 of that; `unpack` builds the Job again in about 2 us when a read, an ack or a fire needs it.
 
-A row is the job's fields in Job's order without `spec`, then JobSpec's without `name` (the
-job's own): a failure policy as its array (store/codec.py's snapshot form), enums as their
-strings, an attempt as its array. So a row is also one line of a snapshot's job columns
-(store/job_columns.py): a snapshot is written from the rows and read back into rows without
-building a single Job. Rows are only ever written by `pack` (or from a snapshot whose every
-column was checked), so `unpack` checks nothing.
+A row is the job's partition, its other fields in Job's order without `spec`, then JobSpec's
+without `name` (the job's own): a failure policy as its array (store/codec.py's snapshot form),
+enums as their strings, an attempt as its array. So a row is also one line of a snapshot's job
+columns (store/job_columns.py): a snapshot is written from the rows and read back into rows
+without building a single Job. The partition comes first, at a fixed offset, so that finding
+the jobs of some partitions reads two bytes of each row (`partition`) instead of keeping an
+index of them. Rows are only ever written by `pack` (or from a snapshot whose every column was
+checked), so `unpack` checks nothing.
 
 Pure and thread-safe: a row is immutable, and packing keeps no shared state.
 """
@@ -27,18 +29,23 @@ from store.failure_policy import FailureKind, FailurePolicy
 from store.history import Attempt, AttemptOutcome
 from store.jobs import Job, JobSpec, MisfirePolicy
 
-SPEC_INDEX = Job._fields.index("spec")
 # The row's fields, in order.
 ROW_FIELDS = (
-    *(name for name in Job._fields if name != "spec"),
+    "partition",
+    *(name for name in Job._fields if name not in ("spec", "partition")),
     *(f"spec.{name}" for name in JobSpec._fields if name != "name"),
 )
-_JOB_FIELDS = len(Job._fields) - 1
-NAME_INDEX = Job._fields.index("name")
-HISTORY_INDEX = ROW_FIELDS.index("history")
-POLICY_INDEX = ROW_FIELDS.index("spec.failure_policy")
-MISFIRE_INDEX = ROW_FIELDS.index("spec.misfire_policy")
-PARTITION_INDEX = ROW_FIELDS.index("partition")
+# Where a Job's partition and spec are.
+_JOB_PARTITION = Job._fields.index("partition")
+_JOB_SPEC = Job._fields.index("spec")
+_NAME = ROW_FIELDS.index("name")
+_ZONE = ROW_FIELDS.index("zone")
+_HISTORY = ROW_FIELDS.index("history")
+_POLICY = ROW_FIELDS.index("spec.failure_policy")
+_MISFIRE = ROW_FIELDS.index("spec.misfire_policy")
+# More than 15 fields: a row opens with 0xdc and a 2-byte count, then the partition.
+assert len(ROW_FIELDS) > 15 and ROW_FIELDS[0] == "partition"
+_PARTITION_OFFSET = 3
 
 _new_job = functools.partial(tuple.__new__, Job)
 _new_spec = functools.partial(tuple.__new__, JobSpec)
@@ -71,7 +78,7 @@ def pack_policy(value: object) -> object:
 def pack(job: Job) -> bytes:
     """The job as a row."""
     return msgpack.packb(
-        (*job[:SPEC_INDEX], *job[SPEC_INDEX + 1 :], *job.spec[1:]),
+        (job.partition, *job[:_JOB_PARTITION], *job[_JOB_SPEC + 1 :], *job.spec[1:]),
         use_bin_type=True,
         default=pack_policy,
     )
@@ -87,26 +94,34 @@ def unpack(row: bytes) -> Job:
     f = fields(row)
     spec = _new_spec(
         (
-            f[NAME_INDEX],
-            *f[_JOB_FIELDS:POLICY_INDEX],
-            _policy(f[POLICY_INDEX]),
-            _MISFIRE_POLICIES[f[MISFIRE_INDEX]],
-            *f[MISFIRE_INDEX + 1 :],
+            f[_NAME],
+            *f[_HISTORY + 1 : _POLICY],
+            _policy(f[_POLICY]),
+            _MISFIRE_POLICIES[f[_MISFIRE]],
+            *f[_MISFIRE + 1 :],
         )
     )
-    history = f[HISTORY_INDEX]
+    history = f[_HISTORY]
     return _new_job(
         (
-            *f[:SPEC_INDEX],
+            *f[1:_ZONE],
+            f[0],
             spec,
-            *f[SPEC_INDEX:HISTORY_INDEX],
+            *f[_ZONE:_HISTORY],
             history and tuple(map(_attempt, history)),
         )
     )
 
 
 def partition(row: bytes) -> int:
-    return fields(row)[PARTITION_INDEX]  # type: ignore[no-any-return]
+    """The row's partition, read from its bytes: a uint below 2**16 (store/partition.py) is a
+    positive fixint, or 0xcc and one byte, or 0xcd and two."""
+    kind = row[_PARTITION_OFFSET]
+    if kind < 0x80:
+        return kind
+    if kind == 0xCC:
+        return row[_PARTITION_OFFSET + 1]
+    return row[_PARTITION_OFFSET + 1] << 8 | row[_PARTITION_OFFSET + 2]
 
 
 def _policy(row: tuple[Any, ...] | None) -> FailurePolicy | None:

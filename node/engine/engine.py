@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -50,8 +50,10 @@ from node.engine.misfire import skipped_occurrences
 from node.engine.parking import Parking
 from node.engine.wheel import TimingWheel
 from node.supervisor import Supervisor
+from store import job_row
 from store.clock import Clock
 from store.codec import AckEntry, Outcome, Quarantine, Release, encode_command
+from store.collector import collector_paused
 from store.dead_letters import DeadLetter
 from store.errors import TockError, ValidationError
 from store.fault_points import fault_point
@@ -300,9 +302,8 @@ class TriggerEngine:
         node_id = self._node_id
         handoff = self._machine.read(lambda m: next_holdings(m, node_id, self._holdings))
         self._holdings = handoff.holdings
-        for partition in handoff.lost:
-            for job in self._jobs_in(partition):
-                self._wheel.cancel(job.key)
+        for job in self._jobs_in(handoff.lost):
+            self._wheel.cancel(job.key)
         for letter in self._redrives_in(handoff.lost):
             self._wheel.cancel(attempts.redrive_key(letter))
         self._parking.drop_partitions(set(handoff.lost))
@@ -310,10 +311,9 @@ class TriggerEngine:
         self._release_lost_partitions()
 
     def _arm_partitions(self, partitions: tuple[int, ...]) -> None:
-        for partition in partitions:
-            for job in self._jobs_in(partition):
-                if job.key not in self._held:
-                    self._arm(job.key, job)
+        for job in self._jobs_in(partitions):
+            if job.key not in self._held:
+                self._arm(job.key, job)
         for letter in self._redrives_in(partitions):
             if attempts.redrive_key(letter) not in self._held:
                 self._arm_redrive(letter)
@@ -362,8 +362,11 @@ class TriggerEngine:
                 retry_s = self._config.ack_retry_ms / 1000
                 self._clock.call_later(retry_s, self._release_lost_partitions)
 
-    def _jobs_in(self, partition: int) -> list[Job]:
-        return self._machine.read(lambda m: m.jobs_in_partition(partition))
+    def _jobs_in(self, partitions: Collection[int]) -> list[Job]:
+        # Only the scan for the rows holds the machine's lock; rows are immutable.
+        rows = self._machine.read(lambda m: m.rows_in_partitions(partitions))
+        with collector_paused():
+            return list(map(job_row.unpack, rows))
 
     def _sync_apps(self) -> None:
         routes, watchers = self._machine.read(lambda m: (m.app_routes(), m.watchers()))

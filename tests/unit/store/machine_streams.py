@@ -13,6 +13,7 @@ from typing import NamedTuple
 from hypothesis import strategies as st
 
 from cluster.ring import Ring
+from store import job_row
 from store.codec import (
     Ack,
     AckEntry,
@@ -142,7 +143,7 @@ def _put(intent: PutIntent, now_ms: int, uid: str) -> Put:
 
 
 def _ack(machine: JobMachine, intent: AckIntent, now_ms: int) -> Ack:
-    every = (job for p in range(PARTITIONS) for job in machine.jobs_in_partition(p))
+    every = map(job_row.unpack, machine.rows_in_partitions(range(PARTITIONS)))
     flat = sorted(every, key=lambda job: job.key)
     if not flat:
         return Ack(machine.epoch, "n1", now_ms, ())

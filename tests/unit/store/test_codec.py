@@ -197,8 +197,8 @@ def test_snapshot_restore_snapshot_is_identical(stream: list[object]) -> None:
     assert restored.to_bytes() == snapshot
     assert decode_snapshot(snapshot) == machine.export_state()
     for partition in range(64):
-        assert sorted(restored.jobs_in_partition(partition)) == sorted(
-            machine.jobs_in_partition(partition)
+        assert sorted(restored.rows_in_partitions([partition])) == sorted(
+            machine.rows_in_partitions([partition])
         )
     assert (restored.epoch, restored.members, restored.app_routes(), restored.watchers()) == (
         machine.epoch,

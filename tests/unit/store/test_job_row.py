@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 from hypothesis import given, settings
 
 from store import job_row
@@ -66,9 +67,14 @@ def test_a_job_with_every_field_set_round_trips_with_its_types() -> None:
 
 def test_a_row_is_a_fraction_of_the_job_it_holds() -> None:
     job = derived(JobSpec(name="scale-0000001", schedule="@every 24h", data=b'{"bench":1}'))
+    assert sys.getsizeof(job_row.pack(job)) < 200
+
+
+@pytest.mark.parametrize("partition", [0, 1, 127, 128, 255, 256, 1023, 65_535])
+def test_the_partition_is_read_from_the_row_bytes_in_every_encoding(partition: int) -> None:
+    job = derived(JobSpec(name="p", due_time="1s"))._replace(partition=partition)
     row = job_row.pack(job)
-    assert sys.getsizeof(row) < 200
-    assert job_row.partition(row) == job.partition
+    assert job_row.partition(row) == partition == job_row.fields(row)[0]
 
 
 def test_the_row_fields_follow_the_snapshot_columns() -> None:

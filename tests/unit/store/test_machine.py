@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cluster.ring import Ring
+from store import job_row
 from store.codec import (
     Ack,
     AckEntry,
@@ -93,7 +94,8 @@ def test_put_stores_the_derived_job_and_reports_the_change() -> None:
         1,
         job,
     )
-    assert machine.jobs_in_partition(job.partition) == [job]
+    assert machine.rows_in_partitions([job.partition]) == [job_row.pack(job)]
+    assert machine.rows_in_partitions([job.partition + 1, job.partition - 1]) == []
 
 
 def test_put_of_an_existing_name_without_overwrite_is_a_conflict_that_changes_nothing() -> None:
@@ -151,7 +153,7 @@ def test_delete_removes_the_job_and_deleting_a_missing_one_is_fine() -> None:
     )
     assert machine.apply(Delete("ns", "app", "j")) == Result(value=0)
     assert machine.count() == 0 and machine.get_by_uid("u1") is None
-    assert all(not machine.jobs_in_partition(p) for p in range(machine.partitions))
+    assert machine.rows_in_partitions(range(machine.partitions)) == []
 
 
 def test_delete_prefix_deletes_only_that_apps_matching_names() -> None:
