@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Hashable
+from sys import intern
 from typing import Any
 
 import msgpack
@@ -104,7 +105,10 @@ def unpack(row: bytes) -> Job:
     history = f[_HISTORY]
     return _new_job(
         (
-            *f[1:_ZONE],
+            # One namespace and app string for all: the key tuples of a node's timers hold them.
+            intern(f[1]),
+            intern(f[2]),
+            *f[3:_ZONE],
             f[0],
             spec,
             *f[_ZONE:_HISTORY],
