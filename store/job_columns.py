@@ -20,6 +20,8 @@ once per non-empty history.
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from itertools import repeat
 from typing import Any
@@ -67,7 +69,13 @@ _IN_ROW = {name: job_row.ROW_FIELDS.index(name) for name in job_row.ROW_FIELDS}
 
 class JobRows(list[bytes]):
     """Job rows (store/job_row.py) in snapshot order, with the columns a machine indexes them
-    by: read from the snapshot's columns, so that indexing a million rows unpacks none."""
+    by: read from the snapshot's columns, so that indexing a million rows unpacks none.
+
+    The columns hold no object per job that the machine does not keep (names and uids are its
+    index keys): namespaces and apps are interned, numbers kept in arrays. A million small
+    objects freed after the restore, spread among the ones kept, would leave the allocator's
+    arenas partly used and never returned: 200 MB more resident after a restart.
+    """
 
     __slots__ = ("apps", "data_sizes", "names", "namespaces", "partitions", "uids")
 
@@ -77,8 +85,8 @@ class JobRows(list[bytes]):
         self.apps: list[str] = []
         self.names: list[str] = []
         self.uids: list[str] = []
-        self.partitions: list[int] = []
-        self.data_sizes: list[int] = []
+        self.partitions = array("H")
+        self.data_sizes = array("Q")
 
     @classmethod
     def of(cls, rows: Iterable[bytes]) -> JobRows:
@@ -92,8 +100,8 @@ class JobRows(list[bytes]):
     def _extend(self, rows: Sequence[bytes], columns: Sequence[Sequence[Any]]) -> None:
         """Add rows, given their columns in row order."""
         self.extend(rows)
-        self.namespaces.extend(columns[_IN_ROW["namespace"]])
-        self.apps.extend(columns[_IN_ROW["app"]])
+        self.namespaces.extend(_interned(columns[_IN_ROW["namespace"]]))
+        self.apps.extend(_interned(columns[_IN_ROW["app"]]))
         self.names.extend(columns[_IN_ROW["name"]])
         self.uids.extend(columns[_IN_ROW["uid"]])
         self.partitions.extend(columns[_IN_ROW["partition"]])
@@ -169,6 +177,11 @@ def _column(
         bad = next(value for value in column if not isinstance(value, kind))
         raise CodecError(f"snapshot jobs.{name}: unexpected value {bad!r:.80}")
     return column
+
+
+def _interned(column: Sequence[str]) -> list[str]:
+    table = {text: sys.intern(text) for text in set(column)}
+    return list(map(table.__getitem__, column))
 
 
 def _check(

@@ -882,11 +882,12 @@ class JobMachine:
         Every check and index is a map or a zip over the rows' columns (C loops): at a million
         jobs a loop of Python statements per job costs seconds of a restart."""
         jobs = rows if isinstance(rows, JobRows) else JobRows.of(rows)
-        keys = list(zip(jobs.namespaces, jobs.apps, jobs.names, strict=True))
-        if not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
-            at = next(b for a, b in itertools.pairwise(keys) if not a < b)
+        # Each key is built as it is compared and freed at once (see JobRows).
+        keys, following = (zip(jobs.namespaces, jobs.apps, jobs.names, strict=True) for _ in "ab")
+        if not all(map(operator.lt, keys, itertools.islice(following, 1, None))):
+            pairs = itertools.pairwise(zip(jobs.namespaces, jobs.apps, jobs.names, strict=True))
+            at = next(b for a, b in pairs if not a < b)
             raise CodecError(f"snapshot jobs out of order at {at}")
-        del keys
         partitions = jobs.partitions
         if partitions and not 0 <= min(partitions) <= max(partitions) < self._partitions:
             raise CodecError("snapshot job with a partition out of range")
