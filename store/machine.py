@@ -167,14 +167,13 @@ def _failed(error: ErrorKind, message: str, value: object = None) -> Result:
 
 
 class _AppJobs:
-    """One app's jobs: their rows by name for lookups, their names sorted for listing, and the
-    bytes of their data (what the data quota counts)."""
+    """One app's jobs: their rows by name, sorted for lookups and lists, and the bytes of their
+    data (what the data quota counts)."""
 
-    __slots__ = ("by_name", "data_bytes", "names")
+    __slots__ = ("by_name", "data_bytes")
 
     def __init__(self, names: list[str], rows: list[bytes], data_bytes: int) -> None:
-        self.by_name = dict(zip(names, rows, strict=True))
-        self.names = NameIndex(names)
+        self.by_name: NameIndex[bytes] = NameIndex(names, rows)
         self.data_bytes = data_bytes
 
 
@@ -292,8 +291,8 @@ class JobMachine:
         app_jobs = self._apps_jobs.get((command.namespace, command.app))
         if app_jobs is None:
             return Result(value=0)
-        names = app_jobs.names.page(command.prefix, None, command.limit or None)
-        doomed = [unpack_job(app_jobs.by_name[name]) for name in names]
+        rows = app_jobs.by_name.page(command.prefix, None, command.limit or None)
+        doomed = list(map(unpack_job, rows))
         for job in doomed:
             self._remove(job)
         return Result(value=len(doomed), changes=tuple(JobChange(job.key, None) for job in doomed))
@@ -582,17 +581,16 @@ class JobMachine:
         app_jobs = self._apps_jobs.get((job.namespace, job.app))
         if app_jobs is None:
             app_jobs = self._apps_jobs[(job.namespace, job.app)] = _AppJobs([], [], 0)
-        assert job.name not in app_jobs.by_name and job.uid not in self._by_uid
-        app_jobs.by_name[job.name] = self._by_uid[job.uid] = pack_job(job)
-        app_jobs.names.add(job.name)
+        assert job.uid not in self._by_uid
+        row = self._by_uid[job.uid] = pack_job(job)
+        app_jobs.by_name.add(job.name, row)
         app_jobs.data_bytes += len(job.spec.data)
 
     def _remove(self, job: Job) -> None:
         app_key = (job.namespace, job.app)
         app_jobs = self._apps_jobs[app_key]
-        assert app_jobs.by_name[job.name] is self._by_uid[job.uid]
-        del app_jobs.by_name[job.name]
-        app_jobs.names.remove(job.name)
+        assert app_jobs.by_name.get(job.name) is self._by_uid[job.uid]
+        app_jobs.by_name.remove(job.name)
         app_jobs.data_bytes -= len(job.spec.data)
         if not app_jobs.by_name:
             del self._apps_jobs[app_key]
@@ -602,7 +600,8 @@ class JobMachine:
         # An advance keeps the key, uid and partition; only the by-name and by-uid values move.
         assert (old.key, old.uid, old.partition) == (new.key, new.uid, new.partition)
         row = pack_job(new)
-        self._apps_jobs[(old.namespace, old.app)].by_name[old.name] = self._by_uid[old.uid] = row
+        self._by_uid[old.uid] = row
+        self._apps_jobs[(old.namespace, old.app)].by_name.replace(old.name, row)
 
     # ---- reads ----
 
@@ -629,8 +628,7 @@ class JobMachine:
                 continue
             cursor = after[2] if after is not None and app_key == after[:2] else None
             app_jobs = self._apps_jobs[app_key]
-            names = app_jobs.names.page(prefix, cursor, limit - len(chosen))
-            chosen += [unpack_job(app_jobs.by_name[name]) for name in names]
+            chosen += map(unpack_job, app_jobs.by_name.page(prefix, cursor, limit - len(chosen)))
             if len(chosen) == limit:
                 break
         return chosen
@@ -655,16 +653,16 @@ class JobMachine:
         app_jobs = self._apps_jobs.get((namespace, app))
         if app_jobs is None:
             return [], None
-        names = app_jobs.names.page(prefix, cursor, limit + 1)
+        rows = app_jobs.by_name.page(prefix, cursor, limit + 1)
         jobs: list[Job] = []
         size = 0
-        for name in names[:limit]:
-            job = unpack_job(app_jobs.by_name[name])
+        for row in rows[:limit]:
+            job = unpack_job(row)
             size += len(job.spec.data) + LIST_JOB_OVERHEAD_BYTES
             if jobs and bytes_max is not None and size > bytes_max:
                 break
             jobs.append(job)
-        return jobs, (jobs[-1].spec.name if len(names) > len(jobs) else None)
+        return jobs, (jobs[-1].spec.name if len(rows) > len(jobs) else None)
 
     def rows_in_partitions(self, partitions: Collection[int]) -> list[bytes]:
         """The rows (store/job_row.py) of the jobs in `partitions`, in no order.
@@ -790,9 +788,7 @@ class JobMachine:
 
     def export_state(self) -> MachineState:
         jobs = [
-            self._apps_jobs[app_key].by_name[name]
-            for app_key in sorted(self._apps_jobs)
-            for name in self._apps_jobs[app_key].names
+            row for key in sorted(self._apps_jobs) for row in self._apps_jobs[key].by_name.values()
         ]
         return MachineState(
             partitions=self._partitions,

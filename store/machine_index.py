@@ -1,84 +1,125 @@
-"""The names of one app's jobs, kept sorted so a list by prefix and cursor costs its page only.
+"""The names of one app's jobs, kept sorted with each job's row: lookups by name and pages of a
+list by prefix and cursor, which cost their page only.
 
 A plain sorted list costs O(n) per insert (a memmove of the whole tail): a million random names
 would take minutes to build one by one. Chunks of a few hundred names, found by bisecting the
 list of chunk maxima, keep insert and remove at O(log n + chunk) while staying as compact as a
-list of pointers.
+list of pointers. Each chunk of names has a chunk of values beside it, so the index is also the
+app's map from name to row: a lookup bisects twice (about a microsecond at a million names)
+where a dict beside the index would cost every job another 40 bytes.
 """
 
 from __future__ import annotations
 
 import itertools
 import operator
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
+from typing import Generic, TypeVar
 
 CHUNK_NAMES_MAX = 1024
 
+V = TypeVar("V")
 
-class NameIndex:
-    def __init__(self, sorted_names: Iterable[str] = ()) -> None:
-        """Build from names already in ascending order (as a snapshot stores them)."""
-        names = list(sorted_names)
+
+class NameIndex(Generic[V]):
+    def __init__(self, sorted_names: Iterable[str] = (), values: Iterable[V] = ()) -> None:
+        """Build from names already in ascending order (as a snapshot stores them) and their
+        values, in the same order."""
+        names, held = list(sorted_names), list(values)
+        assert len(names) == len(held), "a value per name"
         assert all(map(operator.lt, names, itertools.islice(names, 1, None))), "names unsorted"
         half = CHUNK_NAMES_MAX // 2
         self._chunks = [names[i : i + half] for i in range(0, len(names), half)]
+        self._values = [held[i : i + half] for i in range(0, len(held), half)]
         self._maxes = [chunk[-1] for chunk in self._chunks]
         self._len = len(names)
 
     def __len__(self) -> int:
         return self._len
 
-    def add(self, name: str) -> None:
-        """Insert a name that is not in the index."""
+    def get(self, name: str) -> V | None:
+        """The value of `name`, None if it is not in the index."""
+        index = bisect_left(self._maxes, name)
+        if index == len(self._maxes):
+            return None
+        chunk = self._chunks[index]
+        position = bisect_left(chunk, name)
+        return self._values[index][position] if chunk[position] == name else None
+
+    def add(self, name: str, value: V) -> None:
+        """Insert a name that is not in the index, with its value."""
         if not self._chunks:
             self._chunks.append([name])
+            self._values.append([value])
             self._maxes.append(name)
             self._len = 1
             return
         index = min(bisect_left(self._maxes, name), len(self._maxes) - 1)
-        chunk = self._chunks[index]
-        insort(chunk, name)
+        chunk, values = self._chunks[index], self._values[index]
+        position = bisect_left(chunk, name)
+        assert position == len(chunk) or chunk[position] != name, "adding a name twice"
+        chunk.insert(position, name)
+        values.insert(position, value)
         self._maxes[index] = chunk[-1]
         self._len += 1
         if len(chunk) > CHUNK_NAMES_MAX:
             half = len(chunk) // 2
             self._chunks[index : index + 1] = [chunk[:half], chunk[half:]]
+            self._values[index : index + 1] = [values[:half], values[half:]]
             self._maxes[index : index + 1] = [chunk[half - 1], chunk[-1]]
 
+    def replace(self, name: str, value: V) -> None:
+        """Give a name that is in the index another value."""
+        index, position = self._find(name)
+        self._values[index][position] = value
+
     def remove(self, name: str) -> None:
-        """Remove a name that is in the index."""
-        index = bisect_left(self._maxes, name)
+        """Remove a name that is in the index, and its value."""
+        index, position = self._find(name)
         chunk = self._chunks[index]
-        position = bisect_left(chunk, name)
-        assert chunk[position] == name, "removing a name that is not indexed"
         del chunk[position]
+        del self._values[index][position]
         self._len -= 1
         if chunk:
             self._maxes[index] = chunk[-1]
         else:
             del self._chunks[index]
+            del self._values[index]
             del self._maxes[index]
 
-    def page(self, prefix: str, after: str | None, limit: int | None) -> list[str]:
-        """Names starting with `prefix`, ascending, strictly after `after` when given."""
+    def page(self, prefix: str, after: str | None, limit: int | None) -> list[V]:
+        """The values of the names starting with `prefix`, in name order, strictly after
+        `after` when given."""
         assert limit is None or limit >= 0
         if after is None or after < prefix:
             index, position = self._locate(prefix, inclusive=True)
         else:
             index, position = self._locate(after, inclusive=False)
-        names: list[str] = []
+        found: list[V] = []
         while index < len(self._chunks):
-            for name in self._chunks[index][position:]:
-                if not name.startswith(prefix) or len(names) == limit:
-                    return names
-                names.append(name)
+            values = self._values[index]
+            for offset, name in enumerate(self._chunks[index][position:], position):
+                if not name.startswith(prefix) or len(found) == limit:
+                    return found
+                found.append(values[offset])
             index, position = index + 1, 0
-        return names
+        return found
 
     def __iter__(self) -> Iterator[str]:
         for chunk in self._chunks:
             yield from chunk
+
+    def values(self) -> Iterator[V]:
+        """Every value, in name order."""
+        for values in self._values:
+            yield from values
+
+    def _find(self, name: str) -> tuple[int, int]:
+        index = bisect_left(self._maxes, name)
+        position = bisect_left(self._chunks[index], name)
+        assert self._chunks[index][position] == name, "a name that is not indexed"
+        return index, position
 
     def _locate(self, start: str, inclusive: bool) -> tuple[int, int]:
         """The chunk and position of the first name >= start (inclusive) or > start."""

@@ -1,4 +1,5 @@
-"""The sorted name index behaves exactly like a sorted list, across chunk splits and removals."""
+"""The sorted name index behaves exactly like a sorted list of names with a dict of their
+values, across chunk splits and removals."""
 
 from __future__ import annotations
 
@@ -40,13 +41,24 @@ def test_index_matches_a_sorted_list(
         # Small chunks force many splits and removals of emptied chunks.
         patch.setattr(machine_index, "CHUNK_NAMES_MAX", chunk_max)
         model = sorted(initial)
-        index = NameIndex(model)
-        for adding, name in operations:
+        values = {name: name.upper() for name in model}
+        index = NameIndex(model, map(str.upper, model))
+        for step, (adding, name) in enumerate(operations):
             if adding and name not in model:
                 insort(model, name)
-                index.add(name)
-            elif not adding and name in model:
+                values[name] = name.upper()
+                index.add(name, name.upper())
+            elif adding:
+                values[name] = f"{name}-{step}"
+                index.replace(name, values[name])
+            elif name in model:
                 model.remove(name)
+                del values[name]
                 index.remove(name)
+            assert index.get(name) == values.get(name)
         assert list(index) == model and len(index) == len(model)
-        assert index.page(prefix, after, limit) == model_page(model, prefix, after, limit)
+        assert list(index.values()) == [values[name] for name in model]
+        assert all(index.get(name) == values[name] for name in model)
+        assert index.get("d") is None and index.get("") is None
+        expected = [values[name] for name in model_page(model, prefix, after, limit)]
+        assert index.page(prefix, after, limit) == expected
