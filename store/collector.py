@@ -1,9 +1,9 @@
 """Pausing Python's cyclic garbage collector while a batch of objects is built.
 
-Building a million tuples (a restore, or the jobs of the partitions a node takes over) makes the
-collector run again and again, each full run walking every tracked object: half the time of the
-build, to find nothing, since freshly decoded data holds no cycles. Reference counting still
-frees everything as usual meanwhile.
+Building a million objects that stay (a restore of a snapshot) makes the collector run again
+and again, each full run walking every tracked object: half the time of the build, to find
+nothing, since freshly decoded data holds no cycles. Reference counting still frees everything
+as usual meanwhile.
 """
 
 from __future__ import annotations
