@@ -12,7 +12,7 @@ Layout (snapshot version 3): an array of blocks, each `[count, *job columns, *sp
 for up to BLOCK_JOBS jobs in the snapshot's order, where the job columns are Job's fields but
 `spec` (store/codec.py JOB_FIELDS) and the spec columns JobSpec's fields (SPEC_FIELDS), each an
 array of `count` values. Blocks keep every pass over the jobs within the CPU's caches (a column
-of a million jobs, read from Job objects spread over the heap, costs a cache miss per job) and
+of a million jobs, read from rows spread over the heap, costs a cache miss per job) and
 bound the extra memory of encoding and decoding to one block. A failure policy and an attempt
 history are checked by the caller's functions (store/codec.py), once per distinct policy and
 once per non-empty history.
