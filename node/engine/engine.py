@@ -1,8 +1,10 @@
 """The trigger engine: owned jobs -> timing wheel -> delivery -> batched acks through Raft.
 
 The engine keeps one wheel timer per job of the partitions this node owns in the current epoch,
-at the job's `fire_ms`. It learns every change from the store's applied commands, in log order
-(`on_applied`): a create, overwrite or delete, an ack that advanced a job, a new member list.
+at the job's `fire_ms`, for the jobs due within the timer horizon (node/engine/horizon.py: the
+rest are found by a scan of the owned rows as the horizon moves). It learns every change from
+the store's applied commands, in log order (`on_applied`): a create, overwrite or delete, an ack
+that advanced a job, a new member list.
 Its loop wakes at the wheel's next deadline, takes the due timers (never early: the wheel only
 returns deadlines <= now) and delivers each as a task of its own. Outcomes go to the ack batcher,
 whose committed Ack advances the job in the machine; the change comes back as an applied event
@@ -45,6 +47,7 @@ from node.delivery.trigger import DeliveryOutcome, DeliveryReport
 from node.engine import acks, attempts, verdicts
 from node.engine.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
 from node.engine.attempts import Fireable, TimerKey
+from node.engine.horizon import Horizon
 from node.engine.metrics import RESULT_OF_OUTCOME, EngineMetrics, TriggerResult
 from node.engine.misfire import skipped_occurrences
 from node.engine.parking import Parking
@@ -68,6 +71,10 @@ log = logging.getLogger(__name__)
 # ready while it does not run.
 TASK = "engine"
 
+# A horizon refilled more often than every half second would have the loop scanning rows
+# more than firing.
+TIMER_HORIZON_MS_MIN = 1000
+
 _OUTCOMES = {DeliveryOutcome.SUCCESS: Outcome.SUCCESS, DeliveryOutcome.FAILED: Outcome.FAILED}
 
 
@@ -88,6 +95,9 @@ class EngineConfig:
     undeliverable_retry_ms: int = 100
     # How long stop() waits for running deliveries, then for their acks.
     stop_timeout_s: float = 5.0
+    # Only the owned jobs due within this long of now hold a timer (about 240 bytes each on
+    # their owner); the rest are found by a scan of the owned rows every half horizon.
+    timer_horizon_ms: int = 3_600_000
     acks: AckConfig = field(default_factory=AckConfig)
 
     def validate(self) -> None:
@@ -98,6 +108,8 @@ class EngineConfig:
                 "deliveries_in_flight_max, lease_poll_ms, ack_retry_ms and "
                 "undeliverable_retry_ms must be positive"
             )
+        if self.timer_horizon_ms < TIMER_HORIZON_MS_MIN:
+            raise ValidationError(f"timer_horizon_ms must be >= {TIMER_HORIZON_MS_MIN}")
         if self.misfire_grace_ms < 0 or self.stop_timeout_s <= 0:
             raise ValidationError("misfire_grace_ms must be >= 0 and stop_timeout_s positive")
         if not 0 < self.misfire_skips_max <= self.acks.acks_per_command_max:
@@ -160,6 +172,8 @@ class TriggerEngine:
         # (a million owned jobs would otherwise be kept twice, here and as the machine's rows).
         # A redrive's holds its dead letter.
         self._wheel: TimingWheel[TimerKey, DeadLetter | None] = TimingWheel(clock.wall_ms())
+        # Which jobs hold a timer now: those due within the horizon (node/engine/horizon.py).
+        self._horizon = Horizon(clock.wall_ms(), config.timer_horizon_ms)
         # The partitions this node owns in the current epoch, and which of them wait for
         # their previous owner's Release (cluster/handoff.py decides).
         self._holdings = Holdings()
@@ -266,10 +280,15 @@ class TriggerEngine:
         self.metrics.dead_letters_dropped += result.dead_letters_dropped
 
     def _arm(self, key: JobKey, job: Job | None) -> None:
-        """Keep the job's timer at its fire time, or drop it (deleted, paused, quarantined, or
-        not ours)."""
+        """Keep the job's timer at its fire time, or drop it (deleted, paused, quarantined, not
+        ours, or beyond the horizon)."""
         self._parking.unpark(key)
-        if job is None or not job.fires or not self._holdings.fires(job.partition):
+        if (
+            job is None
+            or not job.fires
+            or not self._holdings.fires(job.partition)
+            or not self._horizon.holds(job.fire_ms)
+        ):
             self._wheel.cancel(key)
             return
         self._add_timer(key, job.fire_ms, None)
@@ -396,13 +415,14 @@ class TriggerEngine:
             self._sync_ownership()
             if self._ownership_deferred:
                 return self._config.lease_poll_ms  # not caught up yet: look again soon
+        self._refill_horizon(now_ms)
         if not self._lease():
             self._fence()
             return self._config.lease_poll_ms
         free = self._config.deliveries_in_flight_max - len(self._held)
         self._slots_full = free <= 0
         if self._slots_full:
-            return math.inf
+            return 0 if self._horizon.refilling else math.inf
         expired = self._wheel.expire(now_ms, free)
         job_keys = [key for key, _, letter in expired if letter is None]
         jobs = self._machine.read(lambda m: {key: m.get(*key) for key in job_keys})
@@ -421,8 +441,26 @@ class TriggerEngine:
                     self._fire(target, now_ms)
             except Exception as error:
                 self._give_up(target, error)
-        next_ms = self._wheel.next_deadline_ms()
-        return math.inf if next_ms is None else max(next_ms - now_ms, 0)
+        next_ms = self._horizon.next_ms(now_ms)
+        timer_ms = self._wheel.next_deadline_ms()
+        if timer_ms is not None:
+            next_ms = min(next_ms, timer_ms)
+        return max(next_ms - now_ms, 0)
+
+    def _refill_horizon(self, now_ms: int) -> None:
+        """Move the horizon when half of it has passed, and arm, a turn's worth of rows at a
+        time, the jobs that came into it (node/engine/horizon.py)."""
+        horizon = self._horizon
+        if horizon.refill_due(now_ms):
+            owned = self._holdings.owned
+            horizon.begin_refill(now_ms, self._machine.read(lambda m: m.rows_in_partitions(owned)))
+        if not horizon.refilling:
+            return
+        keys = [job.key for job in horizon.step() if job.key not in self._held]
+        if keys:
+            jobs = self._machine.read(lambda m: {key: m.get(*key) for key in keys})
+            for key, job in jobs.items():
+                self._arm(key, job)
 
     def _fence(self) -> None:
         """The lease lapsed: abandon every delivery still in flight, its connection reset, so

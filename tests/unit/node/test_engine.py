@@ -354,6 +354,32 @@ def test_stop_waits_for_the_delivery_in_flight_and_commits_its_ack(
         node.close()
 
 
+def test_jobs_beyond_the_timer_horizon_hold_no_timer_and_still_fire_on_time(
+    tmp_path: Path, sink: Sink
+) -> None:
+    """With a 1 s horizon, jobs due 2.5 s and more ahead are armed by the refills (every 0.5 s),
+    not when created; each fires once, never early."""
+    node = Harness(tmp_path, EngineConfig(timer_horizon_ms=1000)).start()
+    try:
+        node.register("app", sink.url)
+        far = [node.put(f"far-{index}", due_time=f"{2500 + 300 * index}ms") for index in range(3)]
+        repeating = node.put("far-every", schedule="@every 3s", repeats=2)
+        assert node.engine.timers == 0
+        for job in (*far, repeating):
+            node.wait_gone(job.name, timeout_s=15)
+        for job in far:
+            (call,) = sink.calls_for(job.name)
+            assert scheduled_ms(call) == job.next_ms
+        calls = sink.calls_for("far-every")
+        assert [scheduled_ms(call) for call in calls] == [
+            repeating.next_ms,
+            repeating.next_ms + 3000,
+        ]
+        assert_never_early([*calls, *(sink.calls_for(job.name)[0] for job in far)])
+    finally:
+        node.close()
+
+
 def test_a_job_that_cannot_be_fired_is_quarantined_and_the_others_go_on(
     harness: Harness, sink: Sink, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -29,7 +29,7 @@ def test_a_restarted_engine_plans_its_holdings_once_after_the_replay(
     first = Harness(tmp_path, EngineConfig()).start()
     try:
         for index in range(JOBS):
-            first.put(f"restart-{index}", schedule="@every 1h")
+            first.put(f"restart-{index}", schedule="@every 10m")
         for _ in range(EPOCH_FLIPS):
             first.set_live((OTHER_NODE,))
             first.set_live((NODE, OTHER_NODE))
