@@ -2,10 +2,14 @@
 and restart-to-ready after a crash and after a clean stop.
 
     scripts/bench scale [--jobs 100000] [--in-flight 64] [--ready-timeout 600]
+                        [--schedule "@every 24h"]
 
 A durable 3-node cluster starts in a temp dir. The driver creates `jobs` jobs with
 `POST /v1.0/jobs/{name}`, `in-flight` requests outstanding spread round-robin over the nodes;
 every job is `@every 24h` (first fire a day after its create), so nothing fires during the run.
+Such jobs are beyond the owners' timer horizon (an hour, node/engine/horizon.py): they hold no
+timer. `--schedule "@every 30m"` measures the other case, every job holding a timer on its owner
+(the run must end before the first fires).
 Bodies carry `overwrite: true`, so a create that failed (and may have committed) is simply
 sent again in a retry pass.
 
@@ -51,7 +55,6 @@ from bench_support import Load, RequestError, closed_loop, post_expecting, tock_
 from cluster.local import LocalCluster, NodeProcess
 
 JOB_SCHEDULE = "@every 24h"
-JOB_BODY = json.dumps({"schedule": JOB_SCHEDULE, "data": {"bench": "scale"}, "overwrite": True})
 RETRY_PASSES_MAX = 3
 POLL_S = 0.05
 PROBE_TIMEOUT_S = 2.0
@@ -183,11 +186,18 @@ class SnapshotWatch:
 # -- creating the jobs -------------------------------------------------------------------------
 
 
-async def create_jobs(urls: list[str], jobs: int, in_flight: int, progress: Progress) -> Load:
+def job_body(schedule: str) -> bytes:
+    body = {"schedule": schedule, "data": {"bench": "scale"}, "overwrite": True}
+    return json.dumps(body).encode()
+
+
+async def create_jobs(
+    urls: list[str], jobs: int, in_flight: int, schedule: str, progress: Progress
+) -> Load:
     """Create jobs scale-0000000.. over every node; the first pass's Load, after retrying the
     failed creates (idempotent: the body overwrites) in up to RETRY_PASSES_MAX more passes."""
     failed: list[int] = []
-    body = JOB_BODY.encode()
+    body = job_body(schedule)
     statuses: Counter[str] = Counter()
 
     async def send(session: aiohttp.ClientSession, worker: int, item: int) -> None:
@@ -334,14 +344,18 @@ def after_restart(cluster: LocalCluster, jobs: int, timeout_s: float) -> dict[st
 def run(args: argparse.Namespace) -> dict[str, object]:
     with tock_cluster() as cluster:
         time.sleep(SETTLE_S)
-        figures: dict[str, object] = {"jobs": args.jobs, "in_flight": args.in_flight}
+        figures: dict[str, object] = {
+            "jobs": args.jobs,
+            "in_flight": args.in_flight,
+            "schedule": args.schedule,
+        }
         figures["rss_mib_empty"] = memory(cluster)
         progress = Progress()
         watch = SnapshotWatch(cluster.nodes, lambda: progress.created)
         watch.start()
         urls = [node.url for node in cluster.nodes]
         epoch, term = epoch_and_term(cluster)
-        load = asyncio.run(create_jobs(urls, args.jobs, args.in_flight, progress))
+        load = asyncio.run(create_jobs(urls, args.jobs, args.in_flight, args.schedule, progress))
         figures["create"] = load.figures()
         counts = wait_for_jobs(cluster, args.jobs, args.ready_timeout)
         if set(counts.values()) != {args.jobs}:
@@ -426,6 +440,9 @@ def main(argv: list[str]) -> dict[str, object]:
     )
     parser.add_argument("--jobs", type=int, default=100_000, help="jobs to create (100000)")
     parser.add_argument("--in-flight", type=int, default=64, help="concurrent creates (64)")
+    parser.add_argument(
+        "--schedule", default=JOB_SCHEDULE, help=f"every job's schedule ({JOB_SCHEDULE})"
+    )
     parser.add_argument(
         "--ready-timeout",
         type=float,

@@ -7,7 +7,8 @@ run exits 0; its JSON shows creates that all succeeded and triggers that all arr
 none twice; its markdown report lists the figures and embeds plots that exist as PNG files;
 neither file holds the token; and the jobs went to app `bench`, not `default`. Then `compare`, on
 local clusters of its own and a real etcd: both ratios come out of one run, and the APScheduler
-reference delivered every trigger too. And `tock bench` is the harness.
+reference delivered every trigger too. `scale`, short, on a cluster of its own: every job on every
+node after each of its restarts. And `tock bench` is the harness.
 """
 
 from __future__ import annotations
@@ -137,3 +138,20 @@ def test_compare_reports_both_ratios_in_one_run(tmp_path: Path) -> None:
     # etcd is Debian's etcd-server, which scripts/test installs.
     assert figures["ratio_creates_tock_over_etcd"] > 0, figures["creates"]["etcd"]
     assert "tock / etcd" in done.stdout and "tock / APScheduler" in done.stdout
+
+
+def test_scale_finds_every_job_on_every_node_after_each_restart(tmp_path: Path) -> None:
+    """`scale` on a local cluster of its own, short, with jobs due within the timer horizon."""
+    command = [sys.executable, "scripts/bench.py", "--results", str(tmp_path), "scale"]
+    command += ["--jobs", "300", "--schedule", "@every 30m", "--ready-timeout", "60"]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (record_file,) = tmp_path.glob("scale-*.json")
+    figures = json.loads(record_file.read_text())["figures"]
+    assert figures["schedule"] == "@every 30m"
+    assert figures["create"]["done"] == 300
+    for restart in ("restart_kill", "restart_clean", "restart_one"):
+        assert figures[restart]["jobs"] == {"n1": 300, "n2": 300, "n3": 300}, figures[restart]
+    assert set(figures["ram_bytes_per_job"]) == {"n1", "n2", "n3"}
