@@ -37,7 +37,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -98,14 +99,17 @@ class EngineConfig:
     # Only the owned jobs due within this long of now hold a timer (about 240 bytes each on
     # their owner); the rest are found by a scan of the owned rows every half horizon.
     timer_horizon_ms: int = 3_600_000
+    # Rows decoded per turn of the loop while partitions move or the horizon is refilled (about
+    # 3-5 ms of work): a third of a million at once would hold the loop, heartbeats included.
+    rows_per_turn: int = 2048
     acks: AckConfig = field(default_factory=AckConfig)
 
     def validate(self) -> None:
         self.acks.validate()
         periods = (self.lease_poll_ms, self.ack_retry_ms, self.undeliverable_retry_ms)
-        if min(self.deliveries_in_flight_max, *periods) <= 0:
+        if min(self.deliveries_in_flight_max, self.rows_per_turn, *periods) <= 0:
             raise ValidationError(
-                "deliveries_in_flight_max, lease_poll_ms, ack_retry_ms and "
+                "deliveries_in_flight_max, rows_per_turn, lease_poll_ms, ack_retry_ms and "
                 "undeliverable_retry_ms must be positive"
             )
         if self.timer_horizon_ms < TIMER_HORIZON_MS_MIN:
@@ -173,7 +177,10 @@ class TriggerEngine:
         # A redrive's holds its dead letter.
         self._wheel: TimingWheel[TimerKey, DeadLetter | None] = TimingWheel(clock.wall_ms())
         # Which jobs hold a timer now: those due within the horizon (node/engine/horizon.py).
-        self._horizon = Horizon(clock.wall_ms(), config.timer_horizon_ms)
+        self._horizon = Horizon(clock.wall_ms(), config.timer_horizon_ms, config.rows_per_turn)
+        # The rows of the jobs of partitions that changed hands, whose timers the loop arms or
+        # drops rows_per_turn at a time.
+        self._moved_rows: deque[bytes] = deque()
         # The partitions this node owns in the current epoch, and which of them wait for
         # their previous owner's Release (cluster/handoff.py decides).
         self._holdings = Holdings()
@@ -320,18 +327,16 @@ class TriggerEngine:
         node_id = self._node_id
         handoff = self._machine.read(lambda m: next_holdings(m, node_id, self._holdings))
         self._holdings = handoff.holdings
-        for job in self._jobs_in(handoff.lost):
-            self._wheel.cancel(job.key)
+        # The timers of the lost partitions' jobs are dropped with the moved rows; until then
+        # none can fire (_fire looks at the holdings). One scan of the rows for both.
+        self._queue_moved((*handoff.lost, *handoff.arm))
         for letter in self._redrives_in(handoff.lost):
             self._wheel.cancel(attempts.redrive_key(letter))
         self._parking.drop_partitions(set(handoff.lost))
-        self._arm_partitions(handoff.arm)
+        self._arm_redrives(handoff.arm)
         self._release_lost_partitions()
 
-    def _arm_partitions(self, partitions: tuple[int, ...]) -> None:
-        for job in self._jobs_in(partitions):
-            if job.key not in self._held:
-                self._arm(job.key, job)
+    def _arm_redrives(self, partitions: tuple[int, ...]) -> None:
         for letter in self._redrives_in(partitions):
             if attempts.redrive_key(letter) not in self._held:
                 self._arm_redrive(letter)
@@ -348,7 +353,8 @@ class TriggerEngine:
             return  # The plan made at catch-up reads every Release committed by then.
         handoff = after_release(self._holdings, previous)
         self._holdings = handoff.holdings
-        self._arm_partitions(handoff.arm)
+        self._queue_moved(handoff.arm)
+        self._arm_redrives(handoff.arm)
 
     def _release_lost_partitions(self) -> None:
         """Once nothing is in flight for partitions this node lost in the current epoch, say so
@@ -380,13 +386,35 @@ class TriggerEngine:
                 retry_s = self._config.ack_retry_ms / 1000
                 self._clock.call_later(retry_s, self._release_lost_partitions)
 
-    def _jobs_in(self, partitions: Collection[int]) -> Iterator[Job]:
-        """The jobs of `partitions`, each decoded as it is asked for. Only the scan for their
-        rows holds the machine's lock (rows are immutable). Decoded one by one, a job is freed
-        before the next: a list of a third of a million Jobs, freed after their timers were
-        made, would leave ~300 MB of arenas that the timers keep from being returned."""
-        rows = self._machine.read(lambda m: m.rows_in_partitions(partitions))
-        return map(job_row.unpack, rows)
+    def _queue_moved(self, partitions: Collection[int]) -> None:
+        """Have the loop arm or drop the timers of the jobs of `partitions`. Only the scan for
+        their rows holds the machine's lock (rows are immutable)."""
+        if partitions:
+            self._moved_rows.extend(self._machine.read(lambda m: m.rows_in_partitions(partitions)))
+            self._wake.set()
+
+    def _review_moved(self) -> None:
+        """Arm or drop the timers of the next rows_per_turn moved rows' jobs, as the holdings
+        are now. A row may be older than the changes seen since it was read: the jobs to arm
+        are read again from the machine, which is never behind them. Decoded chunk by chunk,
+        jobs are freed before the next (a list of a third of a million Jobs, freed after their
+        timers were made, would leave ~300 MB of arenas that the timers keep from returning)."""
+        rows = self._moved_rows
+        chunk = [rows.popleft() for _ in range(min(len(rows), self._config.rows_per_turn))]
+        keys = []
+        for job in map(job_row.unpack, chunk):
+            if not self._holdings.fires(job.partition):
+                self._wheel.cancel(job.key)
+            elif job.key not in self._held:
+                keys.append(job.key)
+        self._arm_current(keys)
+
+    def _arm_current(self, keys: list[JobKey]) -> None:
+        """Arm each of `keys` as the machine holds its job now."""
+        if keys:
+            jobs = self._machine.read(lambda m: {key: m.get(*key) for key in keys})
+            for key, job in jobs.items():
+                self._arm(key, job)
 
     def _sync_apps(self) -> None:
         routes, watchers = self._machine.read(lambda m: (m.app_routes(), m.watchers()))
@@ -415,14 +443,18 @@ class TriggerEngine:
             self._sync_ownership()
             if self._ownership_deferred:
                 return self._config.lease_poll_ms  # not caught up yet: look again soon
-        self._refill_horizon(now_ms)
+        if self._moved_rows:
+            self._review_moved()
+        else:
+            self._refill_horizon(now_ms)
+        rows_left = bool(self._moved_rows) or self._horizon.refilling
         if not self._lease():
             self._fence()
-            return self._config.lease_poll_ms
+            return 0 if rows_left else self._config.lease_poll_ms
         free = self._config.deliveries_in_flight_max - len(self._held)
         self._slots_full = free <= 0
         if self._slots_full:
-            return 0 if self._horizon.refilling else math.inf
+            return 0 if rows_left else math.inf
         expired = self._wheel.expire(now_ms, free)
         job_keys = [key for key, _, letter in expired if letter is None]
         jobs = self._machine.read(lambda m: {key: m.get(*key) for key in job_keys})
@@ -441,7 +473,7 @@ class TriggerEngine:
                     self._fire(target, now_ms)
             except Exception as error:
                 self._give_up(target, error)
-        next_ms = self._horizon.next_ms(now_ms)
+        next_ms = now_ms if rows_left else self._horizon.next_ms(now_ms)
         timer_ms = self._wheel.next_deadline_ms()
         if timer_ms is not None:
             next_ms = min(next_ms, timer_ms)
@@ -456,11 +488,7 @@ class TriggerEngine:
             horizon.begin_refill(now_ms, self._machine.read(lambda m: m.rows_in_partitions(owned)))
         if not horizon.refilling:
             return
-        keys = [job.key for job in horizon.step() if job.key not in self._held]
-        if keys:
-            jobs = self._machine.read(lambda m: {key: m.get(*key) for key in keys})
-            for key, job in jobs.items():
-                self._arm(key, job)
+        self._arm_current([job.key for job in horizon.step() if job.key not in self._held])
 
     def _fence(self) -> None:
         """The lease lapsed: abandon every delivery still in flight, its connection reset, so
@@ -496,8 +524,8 @@ class TriggerEngine:
         missed occurrences, or park it."""
         key = job.key
         assert key not in self._held, "one trigger per job in flight"
-        if job.partition not in self._holdings.owned:
-            return
+        if not self._holdings.fires(job.partition):
+            return  # a timer left from a partition lost, its drop still among the moved rows
         app_key = (job.namespace, job.app)
         if not self._parking.deliverable(app_key):
             self._parking.park(key, job.partition)

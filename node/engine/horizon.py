@@ -4,7 +4,7 @@ A timer costs its owner about 240 bytes (its key, its deadline, two dict entries
 as the job's row. Most jobs of a large cluster are due hours or days away (daily crons, one-shots
 far ahead), so only jobs due by `end_ms` hold a timer. Every half horizon the engine moves
 `end_ms` a whole horizon past now and scans the owned rows for the jobs that came into it; the
-scan is spread over turns of the loop, `REFILL_ROWS_PER_TURN` rows at a time, and is over long
+scan is spread over turns of the loop, `rows_per_turn` rows at a time, and is over long
 before the old end is reached.
 
 Why no job is missed. An applied change arms its job against the end as it is when the change
@@ -25,15 +25,13 @@ from collections.abc import Iterator
 from store import job_row
 from store.jobs import Job
 
-# Rows decoded per turn of the loop while a refill is under way (about 3 ms of work).
-REFILL_ROWS_PER_TURN = 2048
-
 
 class Horizon:
-    __slots__ = ("_half_ms", "_length_ms", "_refill_from_ms", "_rows", "end_ms")
+    __slots__ = ("_half_ms", "_length_ms", "_refill_from_ms", "_rows", "_rows_per_turn", "end_ms")
 
-    def __init__(self, now_ms: int, length_ms: int) -> None:
+    def __init__(self, now_ms: int, length_ms: int, rows_per_turn: int) -> None:
         self._length_ms = length_ms
+        self._rows_per_turn = rows_per_turn
         self._half_ms = length_ms // 2
         # Jobs due at or before end_ms hold a timer.
         self.end_ms = now_ms + length_ms
@@ -68,8 +66,8 @@ class Horizon:
         """Of the refill's next rows, the jobs that came into the horizon with it (as the rows
         had them). The refill ends with the step that reads its last row."""
         assert self._rows is not None, "no refill under way"
-        chunk = list(itertools.islice(self._rows, REFILL_ROWS_PER_TURN))
-        if len(chunk) < REFILL_ROWS_PER_TURN:
+        chunk = list(itertools.islice(self._rows, self._rows_per_turn))
+        if len(chunk) < self._rows_per_turn:
             self._rows = None
         start, end = self._refill_from_ms, self.end_ms
         return [

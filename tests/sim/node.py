@@ -22,8 +22,10 @@ from tests.sim.memory_log import MemoryLog, Replica
 
 MEMBERSHIP = MembershipConfig()
 # A short timer horizon: the one-shots due up to 5 s ahead come into it by refills, clock jumps
-# included, as a node's far-off jobs do after hours.
-ENGINE = EngineConfig(stop_timeout_s=2.0, timer_horizon_ms=2000)
+# included, as a node's far-off jobs do after hours. And a few rows a turn: the timers of moved
+# partitions are armed and dropped over several turns, with changes and epochs in between, as
+# a node's hundreds of thousands are.
+ENGINE = EngineConfig(stop_timeout_s=2.0, timer_horizon_ms=2000, rows_per_turn=3)
 
 
 class SimNode:

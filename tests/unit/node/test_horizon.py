@@ -7,13 +7,14 @@ nodes run a 2 s horizon.
 
 from __future__ import annotations
 
-from node.engine.horizon import REFILL_ROWS_PER_TURN, Horizon
+from node.engine.horizon import Horizon
 from store import job_row
 from store.jobs import Job, JobSpec, derive_job
 from store.schedule import format_rfc3339_ms
 
 NOW_MS = 1_700_000_000_000
 LENGTH_MS = 60_000
+ROWS_PER_TURN = 64
 
 
 def row(name: str, due_in_ms: int, *, paused: bool = False) -> bytes:
@@ -27,14 +28,14 @@ def names(jobs: list[Job]) -> set[str]:
 
 
 def test_jobs_hold_a_timer_up_to_the_end_of_the_horizon() -> None:
-    horizon = Horizon(NOW_MS, LENGTH_MS)
+    horizon = Horizon(NOW_MS, LENGTH_MS, ROWS_PER_TURN)
     assert horizon.end_ms == NOW_MS + LENGTH_MS
     assert horizon.holds(NOW_MS - 1) and horizon.holds(NOW_MS + LENGTH_MS)
     assert not horizon.holds(NOW_MS + LENGTH_MS + 1)
 
 
 def test_a_refill_is_due_when_half_the_horizon_has_passed() -> None:
-    horizon = Horizon(NOW_MS, LENGTH_MS)
+    horizon = Horizon(NOW_MS, LENGTH_MS, ROWS_PER_TURN)
     half = NOW_MS + LENGTH_MS // 2
     assert horizon.next_ms(NOW_MS) == half
     assert not horizon.refill_due(half - 1)
@@ -42,7 +43,7 @@ def test_a_refill_is_due_when_half_the_horizon_has_passed() -> None:
 
 
 def test_a_refill_finds_the_jobs_that_came_into_the_moved_horizon() -> None:
-    horizon = Horizon(NOW_MS, LENGTH_MS)
+    horizon = Horizon(NOW_MS, LENGTH_MS, ROWS_PER_TURN)
     rows = [
         row("already-in", LENGTH_MS // 2),
         row("came-in", LENGTH_MS + 1),
@@ -61,26 +62,26 @@ def test_a_refill_finds_the_jobs_that_came_into_the_moved_horizon() -> None:
 
 
 def test_a_refill_is_spread_over_turns_of_the_loop() -> None:
-    horizon = Horizon(NOW_MS, LENGTH_MS)
+    horizon = Horizon(NOW_MS, LENGTH_MS, ROWS_PER_TURN)
     template = row("far", LENGTH_MS + 5)
-    rows = [template] * (2 * REFILL_ROWS_PER_TURN + 1)
+    rows = [template] * (2 * ROWS_PER_TURN + 1)
     horizon.begin_refill(NOW_MS + LENGTH_MS // 2, rows)
     found = []
     for _ in range(3):
         assert horizon.refilling
         found.append(len(horizon.step()))
-    assert found == [REFILL_ROWS_PER_TURN, REFILL_ROWS_PER_TURN, 1]
+    assert found == [ROWS_PER_TURN, ROWS_PER_TURN, 1]
     assert not horizon.refilling
 
 
 def test_an_empty_node_ends_its_refill_in_one_step() -> None:
-    horizon = Horizon(NOW_MS, LENGTH_MS)
+    horizon = Horizon(NOW_MS, LENGTH_MS, ROWS_PER_TURN)
     horizon.begin_refill(NOW_MS + LENGTH_MS, [])
     assert horizon.step() == [] and not horizon.refilling
 
 
 def test_the_end_never_moves_back() -> None:
     """A clock stepped back does not shrink the horizon: timers already armed stay valid."""
-    horizon = Horizon(NOW_MS, LENGTH_MS)
+    horizon = Horizon(NOW_MS, LENGTH_MS, ROWS_PER_TURN)
     horizon.begin_refill(NOW_MS - 10 * LENGTH_MS, [])
     assert horizon.end_ms == NOW_MS + LENGTH_MS
