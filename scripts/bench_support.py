@@ -315,6 +315,10 @@ class Receipt:
     received_ms: float
     scheduled_ms: int
     trigger_id: str
+    # The attempt's number and the node that sent it: a second copy of an id with a higher
+    # attempt is a retry (an answer that came too late), one with the same is a fire again.
+    attempt: int = 1
+    node: str = ""
 
 
 @dataclass
@@ -365,6 +369,8 @@ class TriggerSink:
                 received_ms,
                 rfc3339_ms(headers["tock-scheduled-time"]),
                 headers.get("tock-trigger-id", ""),
+                int(headers.get("tock-attempt", "1")),
+                headers.get("tock-node", ""),
             )
         )
         await request.read()

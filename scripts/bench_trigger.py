@@ -12,7 +12,9 @@ receive time. Jobs are created first (concurrently, over all 3 nodes) with an ab
 far enough ahead that every create has answered before the first job is due: the lead time is
 chosen from the create rate measured on a calibration batch (which also warms up delivery).
 
-Figures per scenario: triggers delivered (must be all) and duplicates; lateness = receive time -
+Figures per scenario: triggers delivered (must be all) and duplicates (by kind: `retry`, a later
+attempt after an answer that came too late, or `refire`, the same attempt sent again after a fence
+or an epoch; each with the node that sent the copy); lateness = receive time -
 scheduled time (the `tock-scheduled-time` header) as min/p50/p99/max in ms, where the min must
 never be below zero; delivered/s over [first due, last delivery]; acked/s over [first due, the
 app holding none of the scenario's jobs any more], i.e. fired + delivered + acked through Raft.
@@ -24,6 +26,7 @@ import argparse
 import asyncio
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -139,6 +142,22 @@ async def run_scenario(rig: Rig, scenario: Scenario, create_rate: float) -> dict
     }
 
 
+def duplicates_by_kind(receipts: list[Receipt]) -> dict[str, int]:
+    """The extra copies of trigger ids, by why: `retry` (a later attempt of the occurrence: an
+    answer that came after the attempt timeout), `refire` (the same attempt again: a fence or an
+    epoch sent it twice), each counted with the node that sent the extra copy."""
+    seen: set[tuple[str, int]] = set()
+    first: set[str] = set()
+    kinds: Counter[str] = Counter()
+    for receipt in sorted(receipts, key=lambda r: r.received_ms):
+        if receipt.trigger_id in first:
+            again = (receipt.trigger_id, receipt.attempt) in seen
+            kinds[f"{'refire' if again else 'retry'} from {receipt.node or '?'}"] += 1
+        first.add(receipt.trigger_id)
+        seen.add((receipt.trigger_id, receipt.attempt))
+    return dict(kinds)
+
+
 def delivery_figures(
     receipts: list[Receipt], created: int, first_due: int, acked_ms: float | None
 ) -> dict[str, object]:
@@ -152,6 +171,7 @@ def delivery_figures(
         "delivered": len(distinct),
         "missing": created - len(distinct),
         "duplicates": len(receipts) - len(distinct),
+        "duplicates_by_kind": duplicates_by_kind(receipts),
         "lateness_ms": spread(lateness),
         "early": sum(1 for x in lateness if x < 0),
         "delivered_per_s": round(len(distinct) / delivered_s, 1),
