@@ -83,6 +83,11 @@ _OUTCOMES = {DeliveryOutcome.SUCCESS: Outcome.SUCCESS, DeliveryOutcome.FAILED: O
 class EngineConfig:
     # Jobs fired and not yet settled (delivery plus ack): the back-pressure bound.
     deliveries_in_flight_max: int = 2048
+    # Deliveries started per turn of the loop. Thousands started at once fill the loop's next
+    # turns with their first steps, and the heartbeat that renews the lease waits behind them:
+    # a burst of 1,700 due together let every node's lease lapse (and its deliveries go out
+    # again from the next owner).
+    fires_per_turn: int = 128
     # An occurrence more than this late at fire time counts as missed (misfire policies).
     misfire_grace_ms: int = 5000
     # SKIPPED entries sent for one job in one ack; a longer run of misses takes several.
@@ -107,10 +112,11 @@ class EngineConfig:
     def validate(self) -> None:
         self.acks.validate()
         periods = (self.lease_poll_ms, self.ack_retry_ms, self.undeliverable_retry_ms)
-        if min(self.deliveries_in_flight_max, self.rows_per_turn, *periods) <= 0:
+        bounds = (self.deliveries_in_flight_max, self.fires_per_turn, self.rows_per_turn)
+        if min(*bounds, *periods) <= 0:
             raise ValidationError(
-                "deliveries_in_flight_max, rows_per_turn, lease_poll_ms, ack_retry_ms and "
-                "undeliverable_retry_ms must be positive"
+                "deliveries_in_flight_max, fires_per_turn, rows_per_turn, lease_poll_ms, "
+                "ack_retry_ms and undeliverable_retry_ms must be positive"
             )
         if self.timer_horizon_ms < TIMER_HORIZON_MS_MIN:
             raise ValidationError(f"timer_horizon_ms must be >= {TIMER_HORIZON_MS_MIN}")
@@ -455,7 +461,7 @@ class TriggerEngine:
         self._slots_full = free <= 0
         if self._slots_full:
             return 0 if rows_left else math.inf
-        expired = self._wheel.expire(now_ms, free)
+        expired = self._wheel.expire(now_ms, min(free, self._config.fires_per_turn))
         job_keys = [key for key, _, letter in expired if letter is None]
         jobs = self._machine.read(lambda m: {key: m.get(*key) for key in job_keys})
         for key, deadline_ms, letter in expired:

@@ -24,8 +24,9 @@ MEMBERSHIP = MembershipConfig()
 # A short timer horizon: the one-shots due up to 5 s ahead come into it by refills, clock jumps
 # included, as a node's far-off jobs do after hours. And a few rows a turn: the timers of moved
 # partitions are armed and dropped over several turns, with changes and epochs in between, as
-# a node's hundreds of thousands are.
-ENGINE = EngineConfig(stop_timeout_s=2.0, timer_horizon_ms=2000, rows_per_turn=3)
+# a node's hundreds of thousands are. Two deliveries started a turn: jobs due together go out
+# over several turns, as a burst of thousands does.
+ENGINE = EngineConfig(stop_timeout_s=2.0, timer_horizon_ms=2000, rows_per_turn=3, fires_per_turn=2)
 
 
 class SimNode:

@@ -161,6 +161,7 @@ def test_a_rule_across_fields_is_refused_naming_them(
         ({"engine": EngineConfig(lease_poll_ms=0)}, r"^engine: .*lease_poll_ms"),
         ({"engine": EngineConfig(timer_horizon_ms=999)}, r"^engine: timer_horizon_ms"),
         ({"engine": EngineConfig(rows_per_turn=0)}, r"^engine: .*rows_per_turn"),
+        ({"engine": EngineConfig(fires_per_turn=0)}, r"^engine: .*fires_per_turn"),
         ({"raft_store": RaftTuning(batch_commands_max=0)}, r"^raft_store: batch_commands_max"),
         (
             {"tls": TlsConfig(cert_file=Path("node.pem"))},
