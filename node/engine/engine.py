@@ -14,7 +14,9 @@ One trigger per job is in flight: from firing until its ack settles, the job is 
 that arrives meanwhile (the ack's own advance, an overwrite, a delete) is remembered and applied
 when the hold ends; with none, the job is re-read from the machine, which already holds whatever
 the settled ack did. The held jobs are what `deliveries_in_flight_max` bounds: the loop takes at
-most as many due timers as there are free slots, and the rest wait in the wheel.
+most as many due timers as there are free slots, and the rest wait in the wheel. It takes at most
+`fires_per_turn` in one turn, and decodes at most `rows_per_turn` rows of moved partitions or of
+the horizon's refill: the loop also sends the heartbeats that keep this node's lease.
 
 Quarantine: an error that concerns one job (computing its missed occurrences, building its
 trigger, anything unexpected while firing it) stops that job alone. It is logged with the job and
