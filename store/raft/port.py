@@ -317,6 +317,14 @@ class Handshakes:
         """The connection authenticated, or it is closed."""
         self._deadlines.pop(connection, None)
 
+    def close_all(self) -> None:
+        """Close every connection still waiting for its handshake (their descriptors too)."""
+        while self._deadlines:
+            connection = next(iter(self._deadlines))
+            del self._deadlines[connection]
+            self._stats.handshakes_timed_out += 1
+            connection.disconnect()
+
     def close_expired(self) -> None:
         now = library_monotonic()
         while self._deadlines:

@@ -574,7 +574,10 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         A leader without peers would otherwise commit (and ack) entries that only its memory
         holds; any node would campaign with a term it cannot store. Each skipped tick tries the
         writes again (a failing write costs one system call); once they succeed the node waits
-        a quiet election timeout (it has been deaf to its peers) and ticks on.
+        a quiet election timeout (it has been deaf to its peers) and ticks on. Each skipped tick
+        also closes the connections still waiting for their handshake: with no tick, nothing
+        else would, and when the write failed for want of descriptors (a flood of strangers on
+        the Raft port) the ones they hold are what the journal needs back.
         """
         journal = self._journal
         if journal is None:
@@ -584,6 +587,7 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         def tick_unless_disk_fails(timeToWait: float = 0.0) -> None:
             if journal.failure is not None:
                 self._drop_outbox(len(self._outbox))
+                self._handshakes.close_all()
                 if not journal.sync() and journal.failure is not None:
                     time.sleep(timeToWait)  # as the library's own tick waits when not ready
                     return
