@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,6 +108,18 @@ def test_trigger_measures_an_existing_cluster_and_draws_its_plots(
         assert row["duplicates"] == 0 and row["early"] == 0, row
 
 
+def bench_alone(results: Path, *case: str) -> tuple[dict[str, Any], str]:
+    """Run one case on local clusters of its own; its figures and what it printed."""
+    command = [sys.executable, "scripts/bench.py", "--results", str(results), *case]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (record_file,) = results.glob(f"{case[0]}-*.json")
+    figures: dict[str, Any] = json.loads(record_file.read_text())["figures"]
+    return figures, done.stdout
+
+
 def test_tock_bench_is_the_harness() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "node.cli", "bench", "--list"],
@@ -122,14 +135,9 @@ def test_tock_bench_is_the_harness() -> None:
 
 def test_compare_reports_both_ratios_in_one_run(tmp_path: Path) -> None:
     """`compare` on its own local clusters: etcd for creates, APScheduler for triggers."""
-    command = [sys.executable, "scripts/bench.py", "--results", str(tmp_path), "compare"]
-    command += ["--seconds", "1", "--warmup", "0", "--jobs", "100"]
-    done = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
+    figures, stdout = bench_alone(
+        tmp_path, "compare", "--seconds", "1", "--warmup", "0", "--jobs", "100"
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    (record_file,) = tmp_path.glob("compare-*.json")
-    figures = json.loads(record_file.read_text())["figures"]
     for system in ("tock", "apscheduler"):
         row = figures["triggers"][system]
         assert row["delivered"] == 100 and row["early"] == 0 and row["duplicates"] == 0, row
@@ -137,19 +145,14 @@ def test_compare_reports_both_ratios_in_one_run(tmp_path: Path) -> None:
     assert figures["creates"]["tock"]["errors"] == {}
     # etcd is Debian's etcd-server, which scripts/test installs.
     assert figures["ratio_creates_tock_over_etcd"] > 0, figures["creates"]["etcd"]
-    assert "tock / etcd" in done.stdout and "tock / APScheduler" in done.stdout
+    assert "tock / etcd" in stdout and "tock / APScheduler" in stdout
 
 
 def test_scale_finds_every_job_on_every_node_after_each_restart(tmp_path: Path) -> None:
     """`scale` on a local cluster of its own, short, with jobs due within the timer horizon."""
-    command = [sys.executable, "scripts/bench.py", "--results", str(tmp_path), "scale"]
-    command += ["--jobs", "300", "--schedule", "@every 30m", "--ready-timeout", "60"]
-    done = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
+    figures, _ = bench_alone(
+        tmp_path, "scale", "--jobs", "300", "--schedule", "@every 30m", "--ready-timeout", "60"
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    (record_file,) = tmp_path.glob("scale-*.json")
-    figures = json.loads(record_file.read_text())["figures"]
     assert figures["schedule"] == "@every 30m"
     assert figures["create"]["done"] == 300
     for restart in ("restart_kill", "restart_clean", "restart_one"):
