@@ -36,8 +36,6 @@ CLOSE_SLACK_S = 3.0
 # Descriptors a node out of them still has once the test cut its limit (few, but enough for the
 # flood's connections to drain fast once it ends).
 SPARE_DESCRIPTORS = 16
-# Bound on waiting for a journal to fail for want of descriptors, and to recover.
-JOURNAL_FAILURE_WAIT_S = 15.0
 
 
 def raft_endpoint(node: RaftNodeProcess) -> tuple[str, int]:
@@ -200,41 +198,3 @@ def test_a_node_out_of_descriptors_keeps_its_listener_and_the_cluster_commits(
         cluster.wait_converged()
         status = victim.ok("status")
         assert status["transport"]["accept_errors"] >= 1
-
-
-def test_a_journal_failed_for_want_of_descriptors_gets_them_back_from_the_strangers(
-    tmp_path: Path,
-) -> None:
-    """While its journal cannot be written, a node skips its ticks, so nothing polled the
-    strangers' sockets: the descriptors they held were the ones the journal needed, and the node
-    stayed deaf for good. Now the skipped ticks close them, and the node writes and commits again.
-    """
-    with RaftCluster(tmp_path) as cluster:
-        cluster.start()
-        cluster.wait_leader()
-        victim, others = starved_victim(cluster)
-        with ExitStack() as stack:
-            for _ in range(4 * SPARE_DESCRIPTORS):
-                stack.enter_context(connect_without_waiting(raft_endpoint(victim)))
-            # Commits reach the victim while it is out of descriptors: within a second it saves
-            # its journal's meta (a new file), and that fails.
-            deadline = time.monotonic() + JOURNAL_FAILURE_WAIT_S
-            number = 0
-            while "cannot be written" not in victim.log_path.read_text(errors="replace"):
-                assert time.monotonic() < deadline, "the victim's journal never failed"
-                write(others[number % 2], f"starved-{number}")
-                number += 1
-        # The flood stays connected until here: only the node can give its descriptors back.
-        wait_for(
-            lambda: "is writable again" in victim.log_path.read_text(errors="replace"),
-            JOURNAL_FAILURE_WAIT_S,
-            "the victim's journal writable again",
-            victim,
-        )
-        write(others[0], "after")
-        wait_for(
-            lambda: victim.ok("get", keys=["after"])["values"]["after"] is not None,
-            JOURNAL_FAILURE_WAIT_S,
-            "the victim applying a write made after",
-            victim,
-        )
