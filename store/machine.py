@@ -610,6 +610,15 @@ class JobMachine:
         row = None if app_jobs is None else app_jobs.by_name.get(name)
         return None if row is None else unpack_job(row)
 
+    def shared_key(self, key: JobKey) -> JobKey:
+        """`key` with the name string the machine holds (itself if there is no such job). A job
+        read from its row carries a copy of its name; an owner's timers keep their keys while
+        the job waits (every owned job within the timer horizon), and a copy each would cost
+        a node ~20 MB per million jobs."""
+        app_jobs = self._apps_jobs.get(key[:2])
+        name = None if app_jobs is None else app_jobs.by_name.stored(key[2])
+        return key if name is None else (key[0], key[1], name)
+
     def get_by_uid(self, uid: str) -> Job | None:
         row = self._by_uid.get(uid)
         return None if row is None else unpack_job(row)

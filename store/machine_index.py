@@ -40,12 +40,14 @@ class NameIndex(Generic[V]):
 
     def get(self, name: str) -> V | None:
         """The value of `name`, None if it is not in the index."""
-        index = bisect_left(self._maxes, name)
-        if index == len(self._maxes):
-            return None
-        chunk = self._chunks[index]
-        position = bisect_left(chunk, name)
-        return self._values[index][position] if chunk[position] == name else None
+        found = self._lookup(name)
+        return None if found is None else self._values[found[0]][found[1]]
+
+    def stored(self, name: str) -> str | None:
+        """The index's own string equal to `name`, None if it is not in the index: a holder of
+        the name for as long as the job lives can share it rather than keep a copy."""
+        found = self._lookup(name)
+        return None if found is None else self._chunks[found[0]][found[1]]
 
     def add(self, name: str, value: V) -> None:
         """Insert a name that is not in the index, with its value."""
@@ -115,11 +117,18 @@ class NameIndex(Generic[V]):
         for values in self._values:
             yield from values
 
-    def _find(self, name: str) -> tuple[int, int]:
+    def _lookup(self, name: str) -> tuple[int, int] | None:
+        """The chunk and position of `name`, None if it is not in the index."""
         index = bisect_left(self._maxes, name)
+        if index == len(self._maxes):
+            return None
         position = bisect_left(self._chunks[index], name)
-        assert self._chunks[index][position] == name, "a name that is not indexed"
-        return index, position
+        return (index, position) if self._chunks[index][position] == name else None
+
+    def _find(self, name: str) -> tuple[int, int]:
+        found = self._lookup(name)
+        assert found is not None, "a name that is not indexed"
+        return found
 
     def _locate(self, start: str, inclusive: bool) -> tuple[int, int]:
         """The chunk and position of the first name >= start (inclusive) or > start."""

@@ -306,7 +306,8 @@ class TriggerEngine:
         ):
             self._wheel.cancel(key)
             return
-        self._add_timer(key, job.fire_ms, None)
+        # The timer keeps its key while the job waits: the name the machine holds, not a copy.
+        self._add_timer(self._machine.read(lambda m: m.shared_key(key)), job.fire_ms, None)
 
     def _arm_redrive(self, letter: DeadLetter) -> None:
         """Keep the letter's redrive timer, due as soon as it was asked for, or drop it (done,

@@ -156,6 +156,21 @@ def test_delete_removes_the_job_and_deleting_a_missing_one_is_fine() -> None:
     assert machine.rows_in_partitions(range(machine.partitions)) == []
 
 
+def test_shared_key_names_the_job_with_the_machines_own_string() -> None:
+    """A job read from its row carries a copy of its name; the shared key holds the machine's,
+    so a timer's key adds no copy of it."""
+    machine = JobMachine(PARTITIONS_DEFAULT, Ring)
+    put(machine, "job-name", "u1")
+    copy = current(machine, "job-name").key
+    shared = machine.shared_key(copy)
+    assert shared == copy and shared[2] is not copy[2]
+    assert machine.shared_key(("ns", "app", "".join(["job-", "name"])))[2] is shared[2]
+    by_uid = machine.get_by_uid("u1")
+    assert by_uid is not None and machine.shared_key(by_uid.key)[2] is shared[2]
+    for absent in (("ns", "app", "job-nam"), ("ns", "app", "z"), ("ns", "other", "job-name")):
+        assert machine.shared_key(absent) is absent
+
+
 def test_delete_prefix_deletes_only_that_apps_matching_names() -> None:
     machine = JobMachine(PARTITIONS_DEFAULT, Ring)
     for i, name in enumerate(["a1", "a2", "b1", "a3"]):
