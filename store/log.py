@@ -25,6 +25,13 @@ class Applied:
     result: object
 
 
+@dataclass(frozen=True)
+class Restored:
+    """The result of the event published when this replica's state was replaced by a snapshot
+    (a lagging replica installs its leader's; a restarting one loads its own). No command's
+    changes say what differs: a subscriber reads again everything it keeps from the state."""
+
+
 Subscriber = Callable[[Applied], None]
 
 
@@ -73,6 +80,7 @@ __all__ = [
     "Applied",
     "LogStatus",
     "ReplicatedLog",
+    "Restored",
     "Role",
     "Subscriber",
 ]

@@ -63,7 +63,7 @@ from store.dead_letters import DeadLetter
 from store.errors import TockError, ValidationError
 from store.fault_points import fault_point
 from store.jobs import Job
-from store.log import Applied, ReplicatedLog
+from store.log import Applied, ReplicatedLog, Restored
 from store.machine import AppRoute, JobKey, JobMachine, Result
 from store.partition import partition_of
 from store.shared_machine import SharedMachine
@@ -269,6 +269,9 @@ class TriggerEngine:
     def on_applied(self, applied: Applied) -> None:
         """The store's subscriber: keep the timers in step with every applied command."""
         result = applied.result
+        if isinstance(result, Restored):
+            self._resync()
+            return
         if not isinstance(result, Result):
             return
         for change in result.changes:
@@ -293,6 +296,16 @@ class TriggerEngine:
             if attempts.redrive_key(letter) not in self._held:
                 self._arm_redrive(letter)
         self.metrics.dead_letters_dropped += result.dead_letters_dropped
+
+    def _resync(self) -> None:
+        """The machine was replaced by a snapshot, no change event saying what differs (a
+        lagging node installed its leader's): read the apps again, plan the holdings, and
+        arm or drop the timer of every owned job as the machine holds it now."""
+        self._sync_apps()
+        if self._ownership_deferred:
+            return  # the plan made at catch-up reads everything
+        self._sync_ownership()
+        self._queue_moved(tuple(self._holdings.owned))
 
     def _arm(self, key: JobKey, job: Job | None) -> None:
         """Keep the job's timer at its fire time, or drop it (deleted, paused, quarantined, not

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from node.delivery.trigger import DeliveryOutcome, Trigger
 from node.watch.forward import Forwarder
 from node.watch.route import LocalWatchers
-from store.log import Applied
+from store.log import Applied, Restored
 from store.machine import AppKey, Result
 from store.raft.store import RaftStore
 from store.shared_machine import SharedMachine
@@ -104,5 +104,7 @@ class WatchDelivery:
 
     def _on_applied(self, applied: Applied) -> None:
         result = applied.result
-        if isinstance(result, Result) and (result.watchers_changed or result.members_changed):
+        if isinstance(result, Restored) or (
+            isinstance(result, Result) and (result.watchers_changed or result.members_changed)
+        ):
             self.refresh()

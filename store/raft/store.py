@@ -27,10 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from pysyncobj import FAIL_REASON, SyncObjException
+from pysyncobj.node import TCPNode
 
 from store.clock import Clock, SystemClock
 from store.errors import OutcomeUnknown, Unavailable
-from store.log import Applied, LogStatus, Role, Subscriber
+from store.log import Applied, LogStatus, Restored, Role, Subscriber
 from store.private_files import make_private_directory, restrict_umask, tighten_files
 from store.raft import batcher as raft_batcher
 from store.raft import disk, recovery
@@ -39,7 +40,7 @@ from store.raft.batcher import Batcher
 from store.raft.bridge import CrossToLoop, ReplicatedNode, failure_error
 from store.raft.config import DUMP_FILE_NAME, JOURNAL_FILE_NAME, RaftConfig, syncobj_conf
 from store.raft.dump import ForkingDump
-from store.raft.entry import PROPOSER_ID_BYTES
+from store.raft.entry import PROPOSER_ID_BYTES, RaftEntryTuple
 from store.raft.port import raise_open_files_limit
 from store.raft.state import EntryApplied, ReplicatedState, StateMachine
 from store.raft.transport import TransportStats
@@ -141,7 +142,7 @@ class RaftStore:
         conf = syncobj_conf(
             self._config,
             serializer=self._dump.serialize,
-            deserializer=self._dump.deserialize,
+            deserializer=self._restore,
             serializeChecker=self._dump.check,
             onReady=lambda: cross(self._ready.set),
         )
@@ -380,6 +381,16 @@ class RaftStore:
         if self._batcher is None or self._node is None:
             raise Unavailable("the Raft store is not running")
         return self._batcher
+
+    def _restore(self, path: str) -> tuple[RaftEntryTuple, RaftEntryTuple, set[TCPNode]]:
+        # On the tick thread: pysyncobj's deserializer hook, at start (this node's own dump) and
+        # whenever the leader sends its dump to a replica too far behind for its log. The
+        # subscribers hear of it in log order with the commands.
+        restored = self._dump.deserialize(path)
+        if self._cross is not None:
+            event = Applied(self._dump.last_index, b"", Restored())
+            self._cross(self._publish, (event,))
+        return restored
 
     def _on_applied(self, outcome: EntryApplied) -> None:
         # On the tick thread: hand the applied commands to the loop, in log order.

@@ -20,7 +20,8 @@ when it had one. Requests ("op" and its fields):
 - status: the store's status() as a dict (the transport's counters under "transport";
   role "stopped" until the node first ticked) plus digest
   (of the machine's to_bytes), events (commands seen by the subscriber), events_in_order
-  (subscriber indexes never went back), pid, and io_audit (raft_io_audit.py) with --audit-io.
+  (subscriber indexes never went back), restores (Restored events: snapshots loaded), pid,
+  and io_audit (raft_io_audit.py) with --audit-io.
 - propose {command, timeout}: {result}. The result is JSON as is, or its repr.
 - propose_many {commands, timeout}: all proposed concurrently; {results: [{ok, result|error}]}.
 - barrier {timeout}: returns once every write acknowledged before has been applied here.
@@ -58,7 +59,7 @@ import msgpack
 
 from cluster.ring import Ring
 from store.errors import TockError, ValidationError
-from store.log import Applied
+from store.log import Applied, Restored
 from store.partition import PARTITIONS_DEFAULT
 from store.raft.config import RaftConfig, RaftTuning
 from store.raft.state import StateMachine
@@ -128,6 +129,13 @@ def make_machine(name: str) -> StateMachine:
     return JobMachine(PARTITIONS_DEFAULT, Ring)
 
 
+def _json_fields(fields: list[tuple[str, object]]) -> dict[str, object]:
+    """A status dataclass's fields as JSON holds them: a set as a sorted list."""
+    return {
+        name: sorted(value) if isinstance(value, frozenset) else value for name, value in fields
+    }
+
+
 def _jsonable(value: object) -> object:
     if value is None or isinstance(value, bool | int | float | str):
         return value
@@ -150,12 +158,16 @@ class Node:
         self.machine = machine
         self.audit = audit
         self.events = 0
+        self.restores = 0
         self.last_event_index = 0
         self.events_in_order = True
         self.stopping = asyncio.Event()
         store.subscribe(self._on_applied)
 
     def _on_applied(self, applied: Applied) -> None:
+        if isinstance(applied.result, Restored):
+            self.restores += 1
+            return
         self.events += 1
         self.events_in_order &= applied.index >= self.last_event_index
         self.last_event_index = applied.index
@@ -174,10 +186,11 @@ class Node:
     async def op_status(self, request: dict[str, Any]) -> dict[str, object]:
         digest = hashlib.blake2b(self.machine.to_bytes(), digest_size=16).hexdigest()
         return {
-            **dataclasses.asdict(self.store.status()),
+            **dataclasses.asdict(self.store.status(), dict_factory=_json_fields),
             "digest": digest,
             "events": self.events,
             "events_in_order": self.events_in_order,
+            "restores": self.restores,
             "pid": os.getpid(),
             "io_audit": None if self.audit is None else self.audit.snapshot(),
         }

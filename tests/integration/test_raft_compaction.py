@@ -29,11 +29,14 @@ def test_a_node_restarted_after_compaction_catches_up_fully(tmp_path: Path) -> N
 
         wait_for(compacted, 30, "compaction on the live nodes", *live)
         assert (Path(leader.data_dir) / "raft.dump").exists()
+        assert not (Path(lagging.data_dir) / "raft.dump").exists()
 
         lagging.start()
         lagging.wait_up()
         caught_up = cluster.wait_converged(timeout=30)
         assert caught_up["applied_index"] > 300
+        # It installed the leader's dump, and its subscribers heard so (no command told them).
+        assert lagging.ok("status")["restores"] == 1
 
         cluster.stop()
         cluster.start()

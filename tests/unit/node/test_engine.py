@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from itertools import pairwise
@@ -22,9 +23,10 @@ from node.engine.engine import EngineConfig
 from node.engine.metrics import EngineMetrics, TriggerResult
 from node.engine.misfire import skipped_occurrences
 from store.clock import SystemClock
-from store.codec import AckEntry, Outcome
+from store.codec import AckEntry, Outcome, Put, RegisterApp, SetMembers
 from store.failure_policy import FAILURE_POLICY_DROP
-from store.jobs import Job, MisfirePolicy
+from store.jobs import Job, JobSpec, MisfirePolicy
+from store.log import Applied, Restored
 from store.machine import JobMachine
 from store.partition import PARTITIONS_DEFAULT
 from store.raft.config import RaftConfig
@@ -34,7 +36,7 @@ from store.shared_machine import SharedMachine
 from tests.support.cluster_secret import TEST_CLUSTER_SECRET
 from tests.support.metrics import histogram_count_and_sum
 from tests.support.sink import Call, Sink
-from tests.unit.node.engine_harness import NAMESPACE, NODE, SLOW_S, Harness
+from tests.unit.node.engine_harness import NAMESPACE, NODE, PARTITIONS, SLOW_S, Harness
 
 IN_FLIGHT_MAX = 4
 # How long a settled ack may take to reach the engine's holds once the machine shows it.
@@ -410,3 +412,33 @@ def test_a_job_that_cannot_be_fired_is_quarantined_and_the_others_go_on(
     harness.put("poison", due_time="0s", overwrite=True)
     harness.wait_gone("poison")
     assert len(sink.calls_for("poison")) == 1
+
+
+def test_a_state_restored_from_a_snapshot_fires_as_the_snapshot_holds_it(
+    tmp_path: Path, sink: Sink
+) -> None:
+    """A lagging node installs its leader's snapshot, which no change event describes: here an
+    app registered and a job created while it lagged. The store's Restored event makes the
+    engine read both again, and the job fires (it stayed parked, unarmed, before)."""
+    node = Harness(tmp_path, EngineConfig()).start()
+    try:
+        leader = JobMachine(PARTITIONS, Ring)
+        spec = JobSpec("restored", due_time="500ms")
+        now_ms = node.clock.wall_ms()
+        for command in (
+            SetMembers(epoch=1, members=(node.member,), live=(NODE,)),
+            RegisterApp(NAMESPACE, "app", sink.url),
+            Put(NAMESPACE, "app", spec, False, now_ms, uuid.uuid4().hex, "UTC"),
+        ):
+            assert leader.apply(command).ok
+
+        async def install(snapshot: bytes) -> None:
+            node.machine.load_bytes(snapshot)
+            node.engine.on_applied(Applied(0, b"", Restored()))
+
+        node.run(install(leader.to_bytes()))
+        node.wait_gone("restored", timeout_s=15)
+        (call,) = sink.calls_for("restored")
+        assert scheduled_ms(call) == now_ms + 500
+    finally:
+        node.close()
