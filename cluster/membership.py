@@ -5,9 +5,10 @@ fire triggers, only while its own last heartbeat committed less than `lease_s` a
 the moment it was *sent* on the node's monotonic clock: a node cut off from the majority (or
 paused) stops firing by itself once the lease runs out, without hearing from anyone.
 
-The leader watches the committed heartbeats. A member whose last heartbeat is older than
-`dead_s` (> lease + margin, so its lease has surely run out) is dropped from the live set, and a
-member heartbeating again is taken back; each change is committed as a new epoch. Partitions
+The leader watches the committed heartbeats (every `epoch_check_s`). A member whose last
+heartbeat is older than `dead_s` (> lease + margin, so its lease has surely run out) is dropped
+from the live set, and a member heartbeating again is taken back; each change is committed as a
+new epoch. Partitions
 move only with an epoch, so the old owner has stopped firing before the new owner starts: no
 duplicate from a healthy failover, only from deliveries in flight when a node died.
 
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,9 +56,15 @@ Spawn = Callable[[str, Callable[[], Coroutine[Any, Any, None]]], "asyncio.Task[N
 
 @dataclass(frozen=True, kw_only=True)
 class MembershipConfig:
-    heartbeat_s: float = 0.25
+    heartbeat_s: float = 0.2
+    # Longer than an election (0.35-0.7 s, store/raft/config.py) and a heartbeat: a leader's
+    # death must not lapse the survivors' leases, which abandons their deliveries in flight
+    # (answered ones go out again: duplicates in a healthy failover).
     lease_s: float = 1.0
-    dead_s: float = 1.5
+    dead_s: float = 1.3
+    # How often the leader looks for a member whose heartbeat has turned dead_s old (and for
+    # one come back): a dead node's partitions move at most this long after its lease ran out.
+    epoch_check_s: float = 0.05
     # A node whose wall clock is further than this from the median of the live members' stops
     # firing, gives up leadership and is not ready (cluster/clock_offset.py). Below the margin
     # between lease and dead, so that heartbeat ages judged on the leader's clock stay right.
@@ -76,6 +83,11 @@ class MembershipConfig:
                 f"heartbeat_s, lease_s and dead_s must satisfy 0 < heartbeat_s < lease_s < dead_s, "
                 f"not {self.heartbeat_s}, {self.lease_s} and {self.dead_s}"
             )
+        if not 0 < self.epoch_check_s <= self.heartbeat_s:
+            raise ValidationError(
+                f"epoch_check_s must satisfy 0 < epoch_check_s <= heartbeat_s, "
+                f"not {self.epoch_check_s}"
+            )
         if not 0 < self.max_clock_offset_ms < (self.dead_s - self.lease_s) * 1000:
             raise ValidationError(
                 f"max_clock_offset_ms must be positive and below (dead_s - lease_s), "
@@ -88,9 +100,10 @@ class MembershipConfig:
 
     @property
     def leader_grace_s(self) -> float:
-        """How long a new leader waits before it declares anyone dead: long enough for every
-        live node to commit a heartbeat under it (heartbeats fail fast during an election and
-        are retried every heartbeat_s), so a slow election does not kill everybody."""
+        """How long a new leader waits before it declares dead a member it holds a connection
+        to: long enough for every live node to commit a heartbeat under it (heartbeats fail
+        fast during an election and are retried every heartbeat_s), so a slow election does not
+        kill everybody. A member it holds no connection to gets no grace."""
         return 3 * self.heartbeat_s
 
 
@@ -112,15 +125,16 @@ def next_membership(
     raft_members: frozenset[str],
     now_ms: int,
     config: MembershipConfig,
-    may_declare_dead: bool,
+    may_declare_dead: Collection[str],
 ) -> tuple[tuple[Member, ...], tuple[str, ...]] | None:
     """The (members, live) the leader should commit now, or None when nothing changes. Pure.
 
     Members are the nodes of the Raft cluster (by raft address) that have announced themselves
     in a heartbeat. A live member stays live until its heartbeat is `dead_s` old; a member not
     live becomes live once its heartbeat is fresher than `lease_s` (it has caught up: a node
-    heartbeats only once it is ready). `may_declare_dead` is False during a new leader's first
-    `leader_grace_s`, while the live nodes' first heartbeats under it are still arriving.
+    heartbeats only once it is ready). Only the members in `may_declare_dead` may be declared
+    dead: during a new leader's first `leader_grace_s`, while the live nodes' first heartbeats
+    under it are still arriving, those it holds no connection to.
     """
     members = tuple(
         sorted(
@@ -136,7 +150,7 @@ def next_membership(
             # It stopped firing before it said so: its partitions may move at once.
             keep = False
         elif node in view.live:
-            keep = age_ms < config.dead_s * 1000 or not may_declare_dead
+            keep = age_ms < config.dead_s * 1000 or node not in may_declare_dead
         else:
             keep = age_ms < config.lease_s * 1000
         if keep:
@@ -267,25 +281,31 @@ class Membership:
         return self._machine.read(lambda m: tuple(member.id for member in m.members))
 
     async def _run(self) -> None:
+        next_beat = float("-inf")
         while True:
             fault_point(TASK)
-            if self._store.ready:
+            if self._store.ready and self._clock.monotonic() >= next_beat:
+                next_beat = self._clock.monotonic() + self._config.heartbeat_s
                 self._check_clock()
                 # A node that may not fire still heartbeats, standing by: its clock goes on
                 # being measured, and the leader moves its partitions at once.
                 standing_by = not self._healthy() or self._skewed_ms is not None
                 if standing_by:
                     self._lease_until = float("-inf")
-                await self._beat(standing_by)
-                if self._skewed_ms is None:
-                    await self._lead_if_leader()
-                elif self._store.status().role is Role.LEADER:
+                if not await self._beat(standing_by):
+                    # No leader (an election) or no commit: try again soon rather than a whole
+                    # heartbeat later, so that leases survive an election whenever they can.
+                    next_beat = self._clock.monotonic() + self._config.epoch_check_s
+                if self._skewed_ms is not None and self._store.status().role is Role.LEADER:
                     # A leader judges every heartbeat's age by its own clock: a skewed one
                     # would declare live members dead. Another member leads instead.
                     self._store.transfer_leadership()
-            await self._clock.sleep(self._config.heartbeat_s)
+            if self._store.ready and self._skewed_ms is None:
+                await self._lead_if_leader()
+            await self._clock.sleep(self._config.epoch_check_s)
 
-    async def _beat(self, standing_by: bool) -> None:
+    async def _beat(self, standing_by: bool) -> bool:
+        """Commit one heartbeat, renewing the lease unless standing by; False if it failed."""
         sent = self._clock.monotonic()
         heartbeat = Heartbeat(
             self._me.id,
@@ -299,10 +319,11 @@ class Membership:
             await self._store.propose(encode_command(heartbeat), self._config.lease_s)
         except TockError as error:
             log.debug("heartbeat not committed: %s", error)
-            return
+            return False
         if not standing_by:
             self._lease_until = sent + self._config.lease_s
         self._compare_zone_data()
+        return True
 
     def _compare_zone_data(self) -> None:
         """Say once per member and version when a member computes times with other zone data."""
@@ -331,13 +352,21 @@ class Membership:
                 m.epoch, m.members, m.live, m.heartbeats(), m.announced(), m.standing_by()
             )
         )
+        may_declare_dead: Collection[str] = view.live
+        if now - self._leading_since < self._config.leader_grace_s:
+            # A member this leader holds no connection to cannot be heartbeating through it (a
+            # SIGKILLed node's connections close at once): it gets no grace.
+            reachable = self._store.status().reachable
+            may_declare_dead = [
+                m.id for m in view.members if m.raft not in reachable and m.id != self._me.id
+            ]
         now_ms = self._clock.wall_ms()
         change = next_membership(
             view,
             self._store.cluster_addresses(),
             now_ms,
             self._config,
-            may_declare_dead=now - self._leading_since >= self._config.leader_grace_s,
+            may_declare_dead,
         )
         if change is None:
             return

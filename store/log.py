@@ -61,6 +61,8 @@ class LogStatus:
     ready: bool
     # The replication addresses of every member, this replica's own included, sorted.
     members: tuple[str, ...]
+    # The other members' replication addresses this replica holds a live connection to.
+    reachable: frozenset[str]
     # The log index of the last snapshot this replica wrote or loaded, and the wall time (ms)
     # at which it last wrote one (0 before its first).
     snapshot_index: int

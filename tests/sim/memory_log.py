@@ -286,6 +286,14 @@ class Replica:
             has_quorum=self.alive and group.connected(self.node) and group.has_majority(),
             ready=self._ready,
             members=tuple(sorted(group.addresses.values())),
+            reachable=frozenset(
+                address
+                for node, address in group.addresses.items()
+                if node != self.node
+                and self.alive
+                and group.connected(self.node)
+                and group.connected(node)
+            ),
             snapshot_index=0,
             snapshot_wall_ms=0,
             chunk_assemblies=0,

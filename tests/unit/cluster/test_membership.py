@@ -45,8 +45,12 @@ def view(
     )
 
 
-def decide(state: MembersView, raft: frozenset[str], may_declare_dead: bool = True) -> object:
-    change = next_membership(state, raft, NOW_MS, CONFIG, may_declare_dead)
+def decide(
+    state: MembersView, raft: frozenset[str], may_declare_dead: frozenset[str] | None = None
+) -> object:
+    """The decision; every member may be declared dead unless `may_declare_dead` says who."""
+    declarable = frozenset(NODE_IDS) if may_declare_dead is None else may_declare_dead
+    change = next_membership(state, raft, NOW_MS, CONFIG, declarable)
     if change is None:
         return None
     members, live = change
@@ -61,72 +65,79 @@ TABLE = [
         "first heartbeats found the cluster",
         view((), FRESH3),
         ALL3,
-        True,
+        None,
         (("n1", "n2", "n3"), ("n1", "n2", "n3")),
     ),
-    ("steady state changes nothing", view(("n1", "n2", "n3"), FRESH3), ALL3, True, None),
+    ("steady state changes nothing", view(("n1", "n2", "n3"), FRESH3), ALL3, None, None),
     (
         "late but not dead stays live",
         view(("n1", "n2", "n3"), {**FRESH3, "n3": DEAD_MS - 1}),
         ALL3,
-        True,
+        None,
         None,
     ),
     (
         "dead is dropped from live, stays a member",
         view(("n1", "n2", "n3"), {**FRESH3, "n3": DEAD_MS}),
         ALL3,
-        True,
+        None,
         (("n1", "n2", "n3"), ("n1", "n2")),
     ),
     (
         "the grace period declares no one dead",
         view(("n1", "n2", "n3"), {**FRESH3, "n3": 60_000}),
         ALL3,
-        False,
+        frozenset(),
         None,
     ),
     (
         "a returning member with a stale heartbeat waits",
         view(("n1", "n2"), {**FRESH3, "n3": LEASE_MS}, ("n1", "n2", "n3")),
         ALL3,
-        True,
+        None,
         None,
     ),
     (
         "a returning member with a fresh heartbeat is taken back",
         view(("n1", "n2"), {**FRESH3, "n3": LEASE_MS - 1}, ("n1", "n2", "n3")),
         ALL3,
-        True,
+        None,
         (("n1", "n2", "n3"), ("n1", "n2", "n3")),
     ),
     (
         "a node outside the Raft cluster is not admitted",
         view(("n1", "n2", "n3"), {**FRESH3, "n4": 100}),
         ALL3,
-        True,
+        None,
         None,
     ),
     (
         "a node added to Raft joins with its first heartbeat",
         view(("n1", "n2", "n3"), {**FRESH3, "n4": 100}),
         raft_of("n1", "n2", "n3", "n4"),
-        True,
+        None,
         (("n1", "n2", "n3", "n4"), ("n1", "n2", "n3", "n4")),
     ),
     (
         "a node removed from Raft leaves members and live",
         view(("n1", "n2", "n3"), FRESH3),
         raft_of("n1", "n2"),
-        True,
+        None,
         (("n1", "n2"), ("n1", "n2")),
     ),
     (
         "a node removed from Raft leaves even in the grace period",
         view(("n1", "n2", "n3"), FRESH3),
         raft_of("n1", "n2"),
-        False,
+        frozenset(),
         (("n1", "n2"), ("n1", "n2")),
+    ),
+    (
+        "in the grace period only the members the leader cannot reach may be declared dead",
+        view(("n1", "n2", "n3"), {"n1": 100, "n2": DEAD_MS, "n3": DEAD_MS + 500}),
+        ALL3,
+        frozenset({"n3"}),
+        (("n1", "n2", "n3"), ("n1", "n2")),
     ),
 ]
 
@@ -137,7 +148,10 @@ TABLE = [
     ids=[case[0] for case in TABLE],
 )
 def test_next_membership_table(
-    state: MembersView, raft: frozenset[str], may_declare_dead: bool, expected: object
+    state: MembersView,
+    raft: frozenset[str],
+    may_declare_dead: frozenset[str] | None,
+    expected: object,
 ) -> None:
     assert decide(state, raft, may_declare_dead) == expected
 
@@ -147,7 +161,7 @@ class Situation:
     state: MembersView
     raft: frozenset[str]
     ages_ms: dict[str, int]
-    may_declare_dead: bool
+    may_declare_dead: frozenset[str]
 
 
 # Ages cluster around the thresholds, where an off-by-one would hide.
@@ -172,7 +186,8 @@ def situations(draw: st.DrawFn) -> Situation:
         heartbeats={node: NOW_MS - age for node, age in ages_ms.items()},
         announced={node: member(node) for node in announced},
     )
-    return Situation(state, raft_of(*in_raft), ages_ms, draw(st.booleans()))
+    declarable = frozenset(node for node in nodes if draw(st.booleans()))
+    return Situation(state, raft_of(*in_raft), ages_ms, declarable)
 
 
 def outcome(s: Situation) -> tuple[tuple[Member, ...], tuple[str, ...]]:
@@ -201,7 +216,7 @@ def test_a_live_member_stays_live_until_dead(s: Situation) -> None:
     for node in s.state.live:
         if not eligible(s, node):
             continue
-        dead = s.ages_ms[node] >= DEAD_MS and s.may_declare_dead
+        dead = s.ages_ms[node] >= DEAD_MS and node in s.may_declare_dead
         assert (node in live) is not dead, (node, s.ages_ms[node])
 
 
@@ -217,11 +232,10 @@ def test_a_returning_member_is_readmitted_only_with_a_fresh_heartbeat(s: Situati
 
 @settings(deadline=None, max_examples=400)
 @given(situations())
-def test_the_grace_period_declares_no_one_dead(s: Situation) -> None:
-    if s.may_declare_dead:
-        return
+def test_only_the_members_that_may_be_declared_dead_are(s: Situation) -> None:
     _, live = outcome(s)
-    assert {node for node in s.state.live if eligible(s, node)} <= set(live)
+    spared = {node for node in s.state.live if eligible(s, node)} - s.may_declare_dead
+    assert spared <= set(live)
 
 
 @settings(deadline=None, max_examples=400)

@@ -91,7 +91,7 @@ def test_the_default_tree_with_the_required_fields_is_valid() -> None:
             r"^engine: misfire_skips_max must be in 1..acks_per_command_max",
         ),
         (
-            {"raft_store": RaftTuning(election_timeout_s_max=0.4)},
+            {"raft_store": RaftTuning(election_timeout_s_max=0.3)},
             r"^raft_store: election_timeout_s_max must exceed election_timeout_s_min",
         ),
         (
