@@ -30,7 +30,6 @@ from tests.support.sink import Sink
 
 NODES = ["n1", "n2", "n3"]
 DEAD_S = MembershipConfig().dead_s
-# An election and its vote round on a loaded machine, with margin (timeouts 0.35-0.7 s).
 ELECTION_S_MAX = 1.4
 AGREE_TIMEOUT_S = 30.0
 FIRE_TIMEOUT_S = 15.0

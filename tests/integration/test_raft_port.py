@@ -21,6 +21,7 @@ from pathlib import Path
 
 from store.raft.transport import HardeningConfig
 from tests.integration.raft_cluster import (
+    NodeError,
     RaftCluster,
     RaftNodeProcess,
     b64,
@@ -36,6 +37,11 @@ CLOSE_SLACK_S = 3.0
 # Descriptors a node out of them still has once the test cut its limit (few, but enough for the
 # flood's connections to drain fast once it ends).
 SPARE_DESCRIPTORS = 16
+# Bound on waiting for a journal to fail for want of descriptors, and to recover.
+JOURNAL_FAILURE_WAIT_S = 30.0
+# A write through a survivor that cannot commit yet (the victim led, and the others have not
+# elected another) is given up after this long, and the next one tried.
+TRY_WRITE_S = 2.0
 
 
 def raft_endpoint(node: RaftNodeProcess) -> tuple[str, int]:
@@ -65,6 +71,15 @@ def wait_closed_by_node(
 
 def write(node: RaftNodeProcess, key: str) -> None:
     node.ok("propose", command=b64(kv_set(key, b"v")), timeout=10)
+
+
+def wrote(node: RaftNodeProcess, key: str) -> bool:
+    """Whether a write through `node` committed within TRY_WRITE_S."""
+    try:
+        node.ok("propose", command=b64(kv_set(key, b"v")), timeout=TRY_WRITE_S)
+    except (OSError, NodeError):
+        return False
+    return True
 
 
 def test_every_node_listens_on_its_own_host_only(tmp_path: Path) -> None:
@@ -198,3 +213,47 @@ def test_a_node_out_of_descriptors_keeps_its_listener_and_the_cluster_commits(
         cluster.wait_converged()
         status = victim.ok("status")
         assert status["transport"]["accept_errors"] >= 1
+
+
+def test_a_journal_failed_for_want_of_descriptors_gets_them_back_from_the_strangers(
+    tmp_path: Path,
+) -> None:
+    """While its journal cannot be written, a node skips its ticks, so nothing polled the
+    strangers' sockets: the descriptors they held were the ones the journal needed, and the node
+    stayed deaf for good. Now the skipped ticks close them, and the node writes and commits again.
+    The victim may be the leader: then the writes through the others fail until they elect
+    another, and are simply tried again."""
+    with RaftCluster(tmp_path) as cluster:
+        cluster.start()
+        cluster.wait_leader()
+        victim, others = starved_victim(cluster)
+        with ExitStack() as stack:
+            for _ in range(4 * SPARE_DESCRIPTORS):
+                stack.enter_context(connect_without_waiting(raft_endpoint(victim)))
+            # Commits reach the victim while it is out of descriptors: within a second it saves
+            # its journal's meta (a new file), and that fails.
+            deadline = time.monotonic() + JOURNAL_FAILURE_WAIT_S
+            number = 0
+            while "cannot be written" not in victim.log_path.read_text(errors="replace"):
+                assert time.monotonic() < deadline, "the victim's journal never failed"
+                wrote(others[number % 2], f"starved-{number}")
+                number += 1
+        # The strangers have hung up, but only the node can give their descriptors back.
+        wait_for(
+            lambda: "is writable again" in victim.log_path.read_text(errors="replace"),
+            JOURNAL_FAILURE_WAIT_S,
+            "the victim's journal writable again",
+            victim,
+        )
+        wait_for(
+            lambda: any(wrote(node, "after") for node in others),
+            JOURNAL_FAILURE_WAIT_S,
+            "a write through a survivor",
+            *others,
+        )
+        wait_for(
+            lambda: victim.ok("get", keys=["after"])["values"]["after"] is not None,
+            JOURNAL_FAILURE_WAIT_S,
+            "the victim applying a write made after",
+            victim,
+        )
