@@ -57,9 +57,11 @@ Spawn = Callable[[str, Callable[[], Coroutine[Any, Any, None]]], "asyncio.Task[N
 @dataclass(frozen=True, kw_only=True)
 class MembershipConfig:
     heartbeat_s: float = 0.2
-    # Longer than an election (0.35-0.7 s, store/raft/config.py) and a heartbeat: a leader's
-    # death must not lapse the survivors' leases, which abandons their deliveries in flight
-    # (answered ones go out again: duplicates in a healthy failover).
+    # A leader's death lapses the survivors' leases when the election and a heartbeat outlast
+    # it, which abandons their deliveries in flight (answered ones go out again: duplicates in
+    # a healthy failover). 1 s outlasts most elections (the first of the survivors' timeouts,
+    # 0.4-1.4 s each, store/raft/config.py); shorter election timeouts brought spurious
+    # elections under saturated load.
     lease_s: float = 1.0
     dead_s: float = 1.3
     # How often the leader looks for a member whose heartbeat has turned dead_s old (and for

@@ -42,8 +42,8 @@ _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]"})
 class RaftTuning:
     """Every knob of one node's Raft store. Durations carry their unit last (`_s`, `_ms`)."""
 
-    election_timeout_s_min: float = 0.35
-    election_timeout_s_max: float = 0.7
+    election_timeout_s_min: float = 0.4
+    election_timeout_s_max: float = 1.4
     # The heartbeat period; with appendEntriesUseBatch off, entries are sent at once anyway.
     append_entries_period_s: float = 0.1
     # A leader cut off from the majority steps down after this long (pysyncobj default: 30 s).

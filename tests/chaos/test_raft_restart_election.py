@@ -40,7 +40,7 @@ from tests.integration.raft_writer import PipelinedWriter, WriteLog, check_write
 
 IN_FLIGHT = 20
 # Starting three processes on a loaded 2-core machine, connecting, then one normal election
-# timeout (0.35-0.7 s): about 1-2 s. Still well under the 5 s a quiet start alone would take.
+# timeout (0.4-1.4 s): about 1-2 s. Still well under the 5 s a quiet start alone would take.
 ELECTED_S_MAX = 4.0
 CONVERGE_S_MAX = 60.0
 POLL_S = 0.02
