@@ -8,9 +8,9 @@ paused) stops firing by itself once the lease runs out, without hearing from any
 The leader watches the committed heartbeats (every `epoch_check_s`). A member whose last
 heartbeat is older than `dead_s` (> lease + margin, so its lease has surely run out) is dropped
 from the live set, and a member heartbeating again is taken back; each change is committed as a
-new epoch. Partitions
-move only with an epoch, so the old owner has stopped firing before the new owner starts: no
-duplicate from a healthy failover, only from deliveries in flight when a node died.
+new epoch. Partitions move only with an epoch, so the old owner has stopped firing before the
+new owner starts: no duplicate from a healthy failover, only from deliveries in flight when a
+node died.
 
 A heartbeat is stamped with its sender's wall clock and judged against the leader's: this
 assumes clocks within a small fraction of `dead_s - lease_s` of each other, which NTP gives.
