@@ -112,10 +112,13 @@ class ErrorKind(StrEnum):
 
 
 class JobChange(NamedTuple):
-    """A job whose state changed in one apply: its new version, or None once deleted."""
+    """A job whose state changed in one apply: its new version, or None once deleted; and the
+    uid of the stored version the apply ended (deleted, or overwritten by a job with another
+    uid), None if it ended none. An owner's timers are keyed by uid: this says which to drop."""
 
     key: JobKey
     job: Job | None
+    ended: str | None = None
 
 
 class AppRoute(NamedTuple):
@@ -167,13 +170,17 @@ def _failed(error: ErrorKind, message: str, value: object = None) -> Result:
 
 
 class _AppJobs:
-    """One app's jobs: their rows by name, sorted for lookups and lists, and the bytes of their
-    data (what the data quota counts)."""
+    """One app's jobs: their uids by name, sorted for lookups and lists, and the bytes of their
+    data (what the data quota counts).
+
+    The index holds the very uid strings the machine's rows are keyed by: the trigger engine
+    keys an owned job's timer by that string too (stored_uid), so a timer costs no key of its
+    own, and an advance (every ack) rewrites the row by uid without touching the index."""
 
     __slots__ = ("by_name", "data_bytes")
 
-    def __init__(self, names: list[str], rows: list[bytes], data_bytes: int) -> None:
-        self.by_name: NameIndex[bytes] = NameIndex(names, rows)
+    def __init__(self, names: list[str], uids: list[str], data_bytes: int) -> None:
+        self.by_name: NameIndex[str] = NameIndex(names, uids)
         self.data_bytes = data_bytes
 
 
@@ -255,7 +262,8 @@ class JobMachine:
         if old is not None:
             self._remove(old)
         self._insert(job)
-        return Result(value=job, changes=(JobChange(job.key, job),))
+        ended = None if old is None else old.uid
+        return Result(value=job, changes=(JobChange(job.key, job, ended),))
 
     def _over_quota(self, command: Put, job: Job, old: Job | None) -> str:
         """Why putting `job` (replacing `old`) would exceed the app's quotas; "" if it fits."""
@@ -283,7 +291,7 @@ class JobMachine:
         if job is None:
             return Result(value=0)
         self._remove(job)
-        return Result(value=1, changes=(JobChange(job.key, None),))
+        return Result(value=1, changes=(JobChange(job.key, None, job.uid),))
 
     def _delete_prefix(self, command: DeletePrefix) -> Result:
         if command.limit < 0:
@@ -291,11 +299,13 @@ class JobMachine:
         app_jobs = self._apps_jobs.get((command.namespace, command.app))
         if app_jobs is None:
             return Result(value=0)
-        rows = app_jobs.by_name.page(command.prefix, None, command.limit or None)
-        doomed = list(map(unpack_job, rows))
+        uids = app_jobs.by_name.page(command.prefix, None, command.limit or None)
+        doomed = [unpack_job(self._by_uid[uid]) for uid in uids]
         for job in doomed:
             self._remove(job)
-        return Result(value=len(doomed), changes=tuple(JobChange(job.key, None) for job in doomed))
+        return Result(
+            value=len(doomed), changes=tuple(JobChange(job.key, None, job.uid) for job in doomed)
+        )
 
     def _register_app(self, command: RegisterApp) -> Result:
         validate_scope(command.namespace, command.app)
@@ -373,7 +383,8 @@ class JobMachine:
                 self._replace(job, settled.job)
             if settled.dead_letter is not None and command.dead_letters_max:
                 dropped += self._dead_letters.add(settled.dead_letter, command.dead_letters_max)
-            changes[job.key] = JobChange(job.key, settled.job)
+            ended = job.uid if settled.job is None else None
+            changes[job.key] = JobChange(job.key, settled.job, ended)
             applied += 1
         counts = AckCounts(applied, len(command.entries) - applied)
         return Result(value=counts, changes=tuple(changes.values()), dead_letters_dropped=dropped)
@@ -420,7 +431,8 @@ class JobMachine:
             self._remove(job)
         else:
             self._replace(job, changed)
-        return Result(value=changed, changes=(JobChange(job.key, changed),))
+        ended = job.uid if changed is None else None
+        return Result(value=changed, changes=(JobChange(job.key, changed, ended),))
 
     def _redrive(self, command: Redrive) -> Result:
         letter = self._dead_letters.get(command.namespace, command.app, command.id)
@@ -454,16 +466,16 @@ class JobMachine:
             if (old is not None and not command.overwrite) or (holder not in (None, old)):
                 continue
             imported.append(job)
+        changes: list[JobChange] = []
         for job in imported:
             old = self.get(*job.key)
             if old is not None:
                 self._remove(old)
             self._insert(job)
+            ended = None if old is None or old.uid == job.uid else old.uid
+            changes.append(JobChange(job.key, job, ended))
         skipped = len(incoming) - len(imported)
-        return Result(
-            value=(len(imported), skipped),
-            changes=tuple(JobChange(job.key, job) for job in imported),
-        )
+        return Result(value=(len(imported), skipped), changes=tuple(changes))
 
     def _heartbeat(self, command: Heartbeat) -> Result:
         if not command.node:
@@ -582,14 +594,14 @@ class JobMachine:
         if app_jobs is None:
             app_jobs = self._apps_jobs[(job.namespace, job.app)] = _AppJobs([], [], 0)
         assert job.uid not in self._by_uid
-        row = self._by_uid[job.uid] = pack_job(job)
-        app_jobs.by_name.add(job.name, row)
+        self._by_uid[job.uid] = pack_job(job)
+        app_jobs.by_name.add(job.name, job.uid)
         app_jobs.data_bytes += len(job.spec.data)
 
     def _remove(self, job: Job) -> None:
         app_key = (job.namespace, job.app)
         app_jobs = self._apps_jobs[app_key]
-        assert app_jobs.by_name.get(job.name) is self._by_uid[job.uid]
+        assert app_jobs.by_name.get(job.name) == job.uid
         app_jobs.by_name.remove(job.name)
         app_jobs.data_bytes -= len(job.spec.data)
         if not app_jobs.by_name:
@@ -597,27 +609,25 @@ class JobMachine:
         del self._by_uid[job.uid]
 
     def _replace(self, old: Job, new: Job) -> None:
-        # An advance keeps the key, uid and partition; only the by-name and by-uid values move.
+        # An advance keeps the key, uid and partition; only the row keyed by the uid changes.
         assert (old.key, old.uid, old.partition) == (new.key, new.uid, new.partition)
-        row = pack_job(new)
-        self._by_uid[old.uid] = row
-        self._apps_jobs[(old.namespace, old.app)].by_name.replace(old.name, row)
+        self._by_uid[old.uid] = pack_job(new)
 
     # ---- reads ----
 
     def get(self, namespace: str, app: str, name: str) -> Job | None:
         app_jobs = self._apps_jobs.get((namespace, app))
-        row = None if app_jobs is None else app_jobs.by_name.get(name)
-        return None if row is None else unpack_job(row)
+        uid = None if app_jobs is None else app_jobs.by_name.get(name)
+        return None if uid is None else unpack_job(self._by_uid[uid])
 
-    def shared_key(self, key: JobKey) -> JobKey:
-        """`key` with the name string the machine holds (itself if there is no such job). A job
-        read from its row carries a copy of its name; an owner's timers keep their keys while
-        the job waits (every owned job within the timer horizon), and a copy each would cost
-        a node ~20 MB per million jobs."""
-        app_jobs = self._apps_jobs.get(key[:2])
-        name = None if app_jobs is None else app_jobs.by_name.stored(key[2])
-        return key if name is None else (key[0], key[1], name)
+    def stored_uid(self, job: Job) -> str:
+        """The uid string the machine holds for `job`, equal to job.uid (job.uid itself if the
+        job is no longer stored). A job read from its row carries a copy of its uid; an owner
+        keys the timer of every owned job within its horizon by the uid, and a copy each would
+        cost a node ~25 MB per million jobs."""
+        app_jobs = self._apps_jobs.get((job.namespace, job.app))
+        uid = None if app_jobs is None else app_jobs.by_name.get(job.name)
+        return uid if uid == job.uid and uid is not None else job.uid
 
     def get_by_uid(self, uid: str) -> Job | None:
         row = self._by_uid.get(uid)
@@ -637,7 +647,8 @@ class JobMachine:
                 continue
             cursor = after[2] if after is not None and app_key == after[:2] else None
             app_jobs = self._apps_jobs[app_key]
-            chosen += map(unpack_job, app_jobs.by_name.page(prefix, cursor, limit - len(chosen)))
+            uids = app_jobs.by_name.page(prefix, cursor, limit - len(chosen))
+            chosen += (unpack_job(self._by_uid[uid]) for uid in uids)
             if len(chosen) == limit:
                 break
         return chosen
@@ -662,16 +673,16 @@ class JobMachine:
         app_jobs = self._apps_jobs.get((namespace, app))
         if app_jobs is None:
             return [], None
-        rows = app_jobs.by_name.page(prefix, cursor, limit + 1)
+        uids = app_jobs.by_name.page(prefix, cursor, limit + 1)
         jobs: list[Job] = []
         size = 0
-        for row in rows[:limit]:
-            job = unpack_job(row)
+        for uid in uids[:limit]:
+            job = unpack_job(self._by_uid[uid])
             size += len(job.spec.data) + LIST_JOB_OVERHEAD_BYTES
             if jobs and bytes_max is not None and size > bytes_max:
                 break
             jobs.append(job)
-        return jobs, (jobs[-1].spec.name if len(rows) > len(jobs) else None)
+        return jobs, (jobs[-1].spec.name if len(uids) > len(jobs) else None)
 
     def rows_in_partitions(self, partitions: Collection[int]) -> list[bytes]:
         """The rows (store/job_row.py) of the jobs in `partitions`, in no order.
@@ -796,8 +807,11 @@ class JobMachine:
     # ---- snapshots ----
 
     def export_state(self) -> MachineState:
+        rows = self._by_uid
         jobs = [
-            row for key in sorted(self._apps_jobs) for row in self._apps_jobs[key].by_name.values()
+            rows[uid]
+            for key in sorted(self._apps_jobs)
+            for uid in self._apps_jobs[key].by_name.values()
         ]
         return MachineState(
             partitions=self._partitions,
@@ -903,7 +917,7 @@ class JobMachine:
         for app_key, group in itertools.groupby(zip(jobs.namespaces, jobs.apps, strict=True)):
             end = start + sum(1 for _ in group)
             self._apps_jobs[app_key] = _AppJobs(
-                jobs.names[start:end], jobs[start:end], sum(jobs.data_sizes[start:end])
+                jobs.names[start:end], jobs.uids[start:end], sum(jobs.data_sizes[start:end])
             )
             start = end
 

@@ -1,11 +1,11 @@
-"""The names of one app's jobs, kept sorted with each job's row: lookups by name and pages of a
-list by prefix and cursor, which cost their page only.
+"""The names of one app's jobs, kept sorted with a value each (the job's uid): lookups by name and
+pages of a list by prefix and cursor, which cost their page only.
 
 A plain sorted list costs O(n) per insert (a memmove of the whole tail): a million random names
 would take minutes to build one by one. Chunks of a few hundred names, found by bisecting the
 list of chunk maxima, keep insert and remove at O(log n + chunk) while staying as compact as a
 list of pointers. Each chunk of names has a chunk of values beside it, so the index is also the
-app's map from name to row: a lookup bisects twice (about a microsecond at a million names)
+app's map from name to value: a lookup bisects twice (about a microsecond at a million names)
 where a dict beside the index would cost every job another 40 bytes.
 """
 
@@ -43,12 +43,6 @@ class NameIndex(Generic[V]):
         found = self._lookup(name)
         return None if found is None else self._values[found[0]][found[1]]
 
-    def stored(self, name: str) -> str | None:
-        """The index's own string equal to `name`, None if it is not in the index: a holder of
-        the name for as long as the job lives can share it rather than keep a copy."""
-        found = self._lookup(name)
-        return None if found is None else self._chunks[found[0]][found[1]]
-
     def add(self, name: str, value: V) -> None:
         """Insert a name that is not in the index, with its value."""
         if not self._chunks:
@@ -70,11 +64,6 @@ class NameIndex(Generic[V]):
             self._chunks[index : index + 1] = [chunk[:half], chunk[half:]]
             self._values[index : index + 1] = [values[:half], values[half:]]
             self._maxes[index : index + 1] = [chunk[half - 1], chunk[-1]]
-
-    def replace(self, name: str, value: V) -> None:
-        """Give a name that is in the index another value."""
-        index, position = self._find(name)
-        self._values[index][position] = value
 
     def remove(self, name: str) -> None:
         """Remove a name that is in the index, and its value."""

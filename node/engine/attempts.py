@@ -1,8 +1,10 @@
 """What the engine delivers for a fired timer and what its ack records: a job's occurrence, its
 manual run, or a dead letter's redrive. Pure.
 
-The wheel holds jobs under their JobKey and redrives under a key of their own, so that a job and
-a dead letter of the same name never displace each other's timer.
+The holds and acks are keyed by a job's JobKey and a redrive's key of its own, so that a job and
+a dead letter of the same name never displace each other. The wheel keys a job's timer by its
+uid instead, the very string the machine holds (no key object per timer), and a redrive by its
+key: a uid is a string, a redrive key a tuple, so the two never meet either.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from store.jobs import Job
 from store.machine import AppRoute, JobKey
 
 RedriveKey = tuple[str, str, str, str]
-# What the wheel, the holds and the acks are keyed by: a job, or a dead letter's redrive.
+# What the holds and the acks are keyed by: a job, or a dead letter's redrive.
 TimerKey = JobKey | RedriveKey
+# What the wheel is keyed by: a job's uid, or a dead letter's redrive.
+WheelKey = str | RedriveKey
 Fireable = Job | DeadLetter
 
 _REDRIVE = "redrive"

@@ -49,7 +49,7 @@ from node.delivery.dispatch import Delivers
 from node.delivery.trigger import DeliveryOutcome, DeliveryReport
 from node.engine import acks, attempts, verdicts
 from node.engine.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
-from node.engine.attempts import Fireable, TimerKey
+from node.engine.attempts import Fireable, TimerKey, WheelKey
 from node.engine.horizon import Horizon
 from node.engine.metrics import RESULT_OF_OUTCOME, EngineMetrics, TriggerResult
 from node.engine.misfire import skipped_occurrences
@@ -183,7 +183,7 @@ class TriggerEngine:
         # A job's timer holds no job: the job is read from the machine when the timer expires
         # (a million owned jobs would otherwise be kept twice, here and as the machine's rows).
         # A redrive's holds its dead letter.
-        self._wheel: TimingWheel[TimerKey, DeadLetter | None] = TimingWheel(clock.wall_ms())
+        self._wheel: TimingWheel[WheelKey, DeadLetter | None] = TimingWheel(clock.wall_ms())
         # Which jobs hold a timer now: those due within the horizon (node/engine/horizon.py).
         self._horizon = Horizon(clock.wall_ms(), config.timer_horizon_ms, config.rows_per_turn)
         # The rows of the jobs of partitions that changed hands, whose timers the loop arms or
@@ -275,6 +275,8 @@ class TriggerEngine:
         if not isinstance(result, Result):
             return
         for change in result.changes:
+            if change.ended is not None:
+                self._wheel.cancel(change.ended)
             hold = self._held.get(change.key)
             if hold is not None:
                 hold.changed, hold.latest = True, change.job
@@ -300,7 +302,9 @@ class TriggerEngine:
     def _resync(self) -> None:
         """The machine was replaced by a snapshot, no change event saying what differs (a
         lagging node installed its leader's): read the apps again, plan the holdings, and
-        arm or drop the timer of every owned job as the machine holds it now."""
+        arm or drop the timer of every owned job as the machine holds it now. (The timer of a
+        job the snapshot no longer holds stays until its deadline, then finds no such uid in
+        the machine and fires nothing: no change named it ended.)"""
         self._sync_apps()
         if self._ownership_deferred:
             return  # the plan made at catch-up reads everything
@@ -308,19 +312,20 @@ class TriggerEngine:
         self._queue_moved(tuple(self._holdings.owned))
 
     def _arm(self, key: JobKey, job: Job | None) -> None:
-        """Keep the job's timer at its fire time, or drop it (deleted, paused, quarantined, not
-        ours, or beyond the horizon)."""
+        """Keep the job's timer at its fire time, or drop it (paused, quarantined, not ours, or
+        beyond the horizon). A deleted job's timer went with the change that ended it."""
         self._parking.unpark(key)
+        if job is None:
+            return
         if (
-            job is None
-            or not job.fires
+            not job.fires
             or not self._holdings.fires(job.partition)
             or not self._horizon.holds(job.fire_ms)
         ):
-            self._wheel.cancel(key)
+            self._wheel.cancel(job.uid)
             return
-        # The timer keeps its key while the job waits: the name the machine holds, not a copy.
-        self._add_timer(self._machine.read(lambda m: m.shared_key(key)), job.fire_ms, None)
+        # The timer keeps its key while the job waits: the uid the machine holds, not a copy.
+        self._add_timer(self._machine.read(lambda m: m.stored_uid(job)), job.fire_ms, None)
 
     def _arm_redrive(self, letter: DeadLetter) -> None:
         """Keep the letter's redrive timer, due as soon as it was asked for, or drop it (done,
@@ -332,7 +337,7 @@ class TriggerEngine:
             return
         self._add_timer(key, letter.redrive_ms, letter)
 
-    def _add_timer(self, key: TimerKey, deadline_ms: int, letter: DeadLetter | None) -> None:
+    def _add_timer(self, key: WheelKey, deadline_ms: int, letter: DeadLetter | None) -> None:
         self._wheel.add(key, deadline_ms, letter)
         if deadline_ms < self._wake_at_ms:
             self._wake.set()
@@ -426,7 +431,7 @@ class TriggerEngine:
         keys = []
         for job in map(job_row.unpack, chunk):
             if not self._holdings.fires(job.partition):
-                self._wheel.cancel(job.key)
+                self._wheel.cancel(job.uid)
             elif job.key not in self._held:
                 keys.append(job.key)
         self._arm_current(keys)
@@ -478,11 +483,11 @@ class TriggerEngine:
         if self._slots_full:
             return 0 if rows_left else math.inf
         expired = self._wheel.expire(now_ms, min(free, self._config.fires_per_turn))
-        job_keys = [key for key, _, letter in expired if letter is None]
-        jobs = self._machine.read(lambda m: {key: m.get(*key) for key in job_keys})
+        uids = [key for key, _, _ in expired if isinstance(key, str)]
+        jobs = self._machine.read(lambda m: {uid: m.get_by_uid(uid) for uid in uids})
         for key, deadline_ms, letter in expired:
             assert deadline_ms <= now_ms, "never early"
-            target = letter or jobs[key]
+            target = jobs[key] if isinstance(key, str) else letter
             # A job changed since its timer was armed (or deleted): the change, on its way to
             # on_applied, arms it again. (A redrive nobody could take is armed again later
             # than it was asked for.)
@@ -612,7 +617,7 @@ class TriggerEngine:
         self.metrics.jobs_quarantined += 1
         if self._held.pop(job.key, None) is not None:
             self.metrics.jobs_in_flight = len(self._held)
-        self._wheel.cancel(job.key)
+        self._wheel.cancel(job.uid)
         command = Quarantine(job.uid, job.next_ms, self._node_id, reason)
         self._spawn_proposal(self._propose_quarantine(command))
 
@@ -726,7 +731,7 @@ class TriggerEngine:
                 assert not isinstance(latest, DeadLetter)
                 self._arm(hold.target.key, latest)
             elif latest is None:
-                self._wheel.cancel(key)
+                self._wheel.cancel(attempts.redrive_key(hold.target))
             else:
                 assert isinstance(latest, DeadLetter)
                 self._arm_redrive(latest)

@@ -23,7 +23,7 @@ from node.engine.engine import EngineConfig
 from node.engine.metrics import EngineMetrics, TriggerResult
 from node.engine.misfire import skipped_occurrences
 from store.clock import SystemClock
-from store.codec import AckEntry, Outcome, Put, RegisterApp, SetMembers
+from store.codec import AckEntry, DeletePrefix, Outcome, Put, RegisterApp, SetMembers
 from store.failure_policy import FAILURE_POLICY_DROP
 from store.jobs import Job, JobSpec, MisfirePolicy
 from store.log import Applied, Restored
@@ -354,6 +354,32 @@ def test_stop_waits_for_the_delivery_in_flight_and_commits_its_ack(
         assert metrics.deliveries_in_flight == metrics.jobs_in_flight == 0
     finally:
         node.close()
+
+
+def test_the_change_that_ends_a_job_drops_its_timer(tmp_path: Path, sink: Sink) -> None:
+    """Timers are keyed by uid: a delete, a delete by prefix and an overwrite (a new uid) each
+    drop the ended job's timer, and the overwrite arms its successor's."""
+    node = Harness(tmp_path, EngineConfig()).start()
+    try:
+        node.register("app", sink.url)
+        for name in ("kept", "deleted", "pre-1", "pre-2"):
+            node.put(name, schedule="@every 30m")
+        wait_for_timers(node, 4)
+        node.put("kept", schedule="@every 20m", overwrite=True)
+        node.delete("deleted")
+        node.propose(DeletePrefix(NAMESPACE, "app", "pre-", 0))
+        wait_for_timers(node, 1)
+        time.sleep(0.3)  # a timer left behind would still be counted, not on its way out
+        assert node.engine.timers == 1
+    finally:
+        node.close()
+
+
+def wait_for_timers(node: Harness, count: int, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while node.engine.timers != count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert node.engine.timers == count
 
 
 def test_jobs_beyond_the_timer_horizon_hold_no_timer_and_still_fire_on_time(

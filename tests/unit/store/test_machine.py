@@ -121,7 +121,7 @@ def test_overwrite_replaces_the_job_resets_its_count_and_forgets_the_old_uid() -
     job = current(machine)
     assert result.ok and (job.uid, job.trigger_count, job.next_ms) == ("u2", 0, NOW_MS + 5000)
     assert machine.get_by_uid("u1") is None and machine.count() == 1
-    assert result.changes == (JobChange(job.key, job),)
+    assert result.changes == (JobChange(job.key, job, ended="u1"),)
 
 
 def test_a_reused_uid_is_refused() -> None:
@@ -149,26 +149,29 @@ def test_delete_removes_the_job_and_deleting_a_missing_one_is_fine() -> None:
     put(machine, "j", "u1")
     key = current(machine).key
     assert machine.apply(Delete("ns", "app", "j")) == Result(
-        value=1, changes=(JobChange(key, None),)
+        value=1, changes=(JobChange(key, None, ended="u1"),)
     )
     assert machine.apply(Delete("ns", "app", "j")) == Result(value=0)
     assert machine.count() == 0 and machine.get_by_uid("u1") is None
     assert machine.rows_in_partitions(range(machine.partitions)) == []
 
 
-def test_shared_key_names_the_job_with_the_machines_own_string() -> None:
-    """A job read from its row carries a copy of its name; the shared key holds the machine's,
-    so a timer's key adds no copy of it."""
+def test_stored_uid_is_the_machines_own_string() -> None:
+    """A job read from its row carries a copy of its uid; stored_uid gives the machine's, so a
+    timer keyed by it adds no copy. A version no longer stored (deleted, or overwritten by
+    another uid) keeps its own."""
     machine = JobMachine(PARTITIONS_DEFAULT, Ring)
-    put(machine, "job-name", "u1")
-    copy = current(machine, "job-name").key
-    shared = machine.shared_key(copy)
-    assert shared == copy and shared[2] is not copy[2]
-    assert machine.shared_key(("ns", "app", "".join(["job-", "name"])))[2] is shared[2]
+    put(machine, "job-name", "".join(["u", "1"]))
+    copy = current(machine, "job-name")
+    shared = machine.stored_uid(copy)
+    assert shared == copy.uid and shared is not copy.uid
+    assert machine.stored_uid(current(machine, "job-name")) is shared
     by_uid = machine.get_by_uid("u1")
-    assert by_uid is not None and machine.shared_key(by_uid.key)[2] is shared[2]
-    for absent in (("ns", "app", "job-nam"), ("ns", "app", "z"), ("ns", "other", "job-name")):
-        assert machine.shared_key(absent) is absent
+    assert by_uid is not None and machine.stored_uid(by_uid) is shared
+    put(machine, "job-name", "u2", overwrite=True)
+    assert machine.stored_uid(copy) is copy.uid
+    machine.apply(Delete("ns", "app", "job-name"))
+    assert machine.stored_uid(by_uid) is by_uid.uid
 
 
 def test_delete_prefix_deletes_only_that_apps_matching_names() -> None:
@@ -327,7 +330,7 @@ def test_success_advances_the_occurrence_and_finishes_a_due_time_job() -> None:
     assert (after.trigger_count, after.last_ms, after.next_ms) == (1, NOW_MS + 1000, NOW_MS + 3000)
     put(machine, JobSpec("once", due_time="1s"), "u2")
     once = current(machine, "once")
-    assert ack(machine, once, Outcome.SUCCESS).changes == (JobChange(once.key, None),)
+    assert ack(machine, once, Outcome.SUCCESS).changes == (JobChange(once.key, None, "u2"),)
     assert machine.get("ns", "app", "once") is None and machine.get_by_uid("u2") is None
 
 
