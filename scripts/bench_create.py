@@ -19,8 +19,11 @@ hour, so delete them afterwards (`DELETE /v1.0/jobs?prefix=bench-`) if the clust
 throwaway one.
 
 Figures per system: creates (puts)/s, latency p50/p99 in ms, errors, the driver's own CPU use
-(near 100% means the client, not the server, was the limit); then the ratio tock/etcd. The
-report plots tock's creates per second over the run and its latency histogram.
+(near 100% means the client, not the server, was the limit), and for servers started here the
+CPU their processes used over the counted run, summed (200% is two cores' worth) and per request
+(what one create costs the whole cluster: with the driver's share, it bounds the rate a machine
+can reach); then the ratio tock/etcd. The report plots tock's creates per second over the run
+and its latency histogram.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import aiohttp
 from bench_report import Series
 from bench_support import (
     ROOT,
+    Endpoints,
     Load,
     RequestError,
     add_target_arguments,
@@ -71,6 +75,8 @@ class Target:
     urls: list[str]
     request: Callable[[str, int], tuple[str, bytes, int]]
     headers: dict[str, str] = field(default_factory=dict)
+    # The servers' process ids, when they run here: their CPU is counted over the run.
+    pids: tuple[int, ...] = ()
 
 
 def job_body(body_bytes: int) -> bytes:
@@ -116,9 +122,9 @@ class EtcdMember:
 
 
 @contextmanager
-def etcd_cluster() -> Iterator[list[str]]:
+def etcd_cluster() -> Iterator[list[EtcdMember]]:
     """A healthy 3-member etcd cluster on free loopback ports in a temp dir, with etcd's
-    default (durable) settings; yields the members' client URLs; always stopped."""
+    default (durable) settings; yields the running members; always stopped."""
     base = free_port_block(2 * ETCD_MEMBERS)
     with tempfile.TemporaryDirectory(prefix="bench-etcd-") as root:
         members = [
@@ -136,7 +142,7 @@ def etcd_cluster() -> Iterator[list[str]]:
                         stderr=subprocess.STDOUT,
                     )
             wait_etcd_healthy(members)
-            yield [m.url for m in members]
+            yield members
         except BaseException:
             print_log_tails(members)
             raise
@@ -197,15 +203,22 @@ async def gateway_put_url(member_url: str) -> str:
     raise RuntimeError(f"etcd at {member_url} serves none of {ETCD_GATEWAY_PATHS}")
 
 
-def tock_target(urls: list[str], body_bytes: int, headers: dict[str, str]) -> Target:
+def tock_target(nodes: Endpoints, body_bytes: int) -> Target:
     body = job_body(body_bytes)
-    return Target(urls, lambda url, i: (f"{url}/v1.0/jobs/bench-{i:09d}", body, 204), headers)
+    return Target(
+        nodes.urls,
+        lambda url, i: (f"{url}/v1.0/jobs/bench-{i:09d}", body, 204),
+        nodes.app_headers,
+        nodes.pids,
+    )
 
 
-def etcd_target(urls: list[str], put_url: str, value_bytes: int) -> Target:
+def etcd_target(members: list[EtcdMember], put_url: str, value_bytes: int) -> Target:
     value = b"x" * value_bytes
     return Target(
-        urls, lambda url, i: (url + put_url, put_body(f"bench/{i:09d}".encode(), value), 200)
+        [member.url for member in members],
+        lambda url, i: (url + put_url, put_body(f"bench/{i:09d}".encode(), value), 200),
+        pids=tuple(m.process.pid for m in members if m.process is not None),
     )
 
 
@@ -219,12 +232,12 @@ async def drive(target: Target, in_flight: int, warmup_s: float, seconds: float)
 
     if warmup_s > 0:
         await closed_loop(send, items, in_flight, warmup_s)
-    return await closed_loop(send, items, in_flight, seconds)
+    return await closed_loop(send, items, in_flight, seconds, target.pids)
 
 
 def run_tock(args: argparse.Namespace) -> Load:
     with endpoints(args) as nodes:
-        target = tock_target(nodes.urls, args.body_bytes, nodes.app_headers)
+        target = tock_target(nodes, args.body_bytes)
         return asyncio.run(drive(target, args.in_flight, args.warmup, args.seconds))
 
 
@@ -235,7 +248,7 @@ def run_etcd(args: argparse.Namespace) -> dict[str, object]:
             return {"skipped": f"etcd could not be installed ({ETCD_INSTALLER} failed)"}
     try:
         with etcd_cluster() as members:
-            put_url = asyncio.run(gateway_put_url(members[0]))
+            put_url = asyncio.run(gateway_put_url(members[0].url))
             target = etcd_target(members, put_url, args.body_bytes)
             load = asyncio.run(drive(target, args.in_flight, args.warmup, args.seconds))
     except (OSError, RuntimeError, TimeoutError) as error:
@@ -245,16 +258,24 @@ def run_etcd(args: argparse.Namespace) -> dict[str, object]:
 
 
 def print_table(rows: dict[str, dict[str, object]]) -> None:
-    print(f"{'system':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'drv cpu%':>8}")
+    """One line per system; `srv cpu%` is its processes' CPU summed (200 = two cores), `srv
+    us/req` that CPU per request ("-" where the servers are not local)."""
+    print(
+        f"{'system':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'drv cpu%':>8} "
+        f"{'srv cpu%':>8} {'srv us/req':>10}"
+    )
     for name, row in rows.items():
         if "skipped" in row:
             print(f"{name:>6} skipped: {row['skipped']}")
             continue
         errors = row["errors"]
         assert isinstance(errors, dict)
+        server_pct, server_us = row.get("server_cpu_pct"), row.get("server_cpu_us_per_request")
         print(
             f"{name:>6} {row['requests_per_s']:>9} {row['latency_ms_p50']:>8} "
-            f"{row['latency_ms_p99']:>8} {sum(errors.values()):>7} {row['driver_cpu_pct']:>8}"
+            f"{row['latency_ms_p99']:>8} {sum(errors.values()):>7} {row['driver_cpu_pct']:>8} "
+            f"{server_pct if server_pct is not None else '-':>8} "
+            f"{server_us if server_us is not None else '-':>10}"
         )
 
 

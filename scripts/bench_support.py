@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import socket
 import sys
@@ -103,6 +104,8 @@ class Endpoints:
     urls: list[str]
     app: str
     app_headers: dict[str, str]
+    # The local nodes' process ids (whose CPU a run can count); none for --target.
+    pids: tuple[int, ...] = ()
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,7 +131,8 @@ def endpoints(args: argparse.Namespace) -> Iterator[Endpoints]:
         yield Endpoints([url.rstrip("/") for url in args.target], args.app, app)
         return
     with tock_cluster() as cluster:
-        yield Endpoints([node.url for node in cluster.nodes], args.app, app)
+        pids = tuple(node.pid for node in cluster.nodes if node.pid is not None)
+        yield Endpoints([node.url for node in cluster.nodes], args.app, app, pids)
 
 
 def print_log_tails(nodes: Iterable[Any]) -> None:
@@ -190,6 +194,8 @@ class Load:
     errors: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
     driver_cpu_s: float = 0.0
+    # The CPU the servers under load used meanwhile (every process summed), when it is known.
+    server_cpu_s: float | None = None
 
     @property
     def done(self) -> int:
@@ -207,17 +213,30 @@ class Load:
             "driver_cpu_pct": round(100 * self.driver_cpu_s / self.elapsed_s, 1)
             if self.elapsed_s
             else 0.0,
+            # Summed over the servers' processes (200 is two cores' worth), and per request: what
+            # one request costs the whole cluster, the figure that bounds throughput on a machine.
+            "server_cpu_pct": None
+            if self.server_cpu_s is None or not self.elapsed_s
+            else round(100 * self.server_cpu_s / self.elapsed_s, 1),
+            "server_cpu_us_per_request": None
+            if self.server_cpu_s is None or not self.done
+            else round(1e6 * self.server_cpu_s / self.done),
         }
 
 
 async def closed_loop(
-    send: Send, items: Iterable[int], in_flight: int, seconds: float | None = None
+    send: Send,
+    items: Iterable[int],
+    in_flight: int,
+    seconds: float | None = None,
+    server_pids: tuple[int, ...] = (),
 ) -> Load:
     """Keep `in_flight` requests outstanding until `items` runs out or `seconds` pass.
 
     Worker w calls `send(session, w, item)` for the next item as soon as its last one answered;
     an exception counts as a failed request (by type) and the worker goes on. One keep-alive
-    session serves every worker.
+    session serves every worker. With `server_pids`, the CPU those processes used meanwhile is
+    counted too.
     """
     load = Load()
     work = iter(items)
@@ -241,11 +260,31 @@ async def closed_loop(
 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         cpu_started, run_started = time.process_time(), time.monotonic()
+        server_cpu_started = cpu_seconds(server_pids)
         async with progress(load, seconds):
             await asyncio.gather(*(worker(session, w) for w in range(in_flight)))
         load.elapsed_s = time.monotonic() - run_started
         load.driver_cpu_s = time.process_time() - cpu_started
+        server_cpu_ended = cpu_seconds(server_pids)
+        if server_cpu_started is not None and server_cpu_ended is not None:
+            load.server_cpu_s = server_cpu_ended - server_cpu_started
     return load
+
+
+def cpu_seconds(pids: tuple[int, ...]) -> float | None:
+    """The CPU time (user + system) the processes have used so far, summed; None with no pids,
+    or where /proc cannot say (another OS, a process gone)."""
+    if not pids:
+        return None
+    ticks = 0
+    for pid in pids:
+        try:
+            # The fields after the command name, which ends with the last ")": utime, stime.
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            return None
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @asynccontextmanager

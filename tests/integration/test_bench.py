@@ -76,6 +76,8 @@ def test_create_measures_an_existing_cluster_with_an_app_token(
     assert isinstance(figures, dict)
     tock = figures["tock"]
     assert tock["done"] > 0 and tock["errors"] == {}, tock
+    # The servers are not the harness's own: their CPU is not its to read.
+    assert tock["server_cpu_pct"] is None and tock["server_cpu_us_per_request"] is None, tock
     listed = call(
         f"{cluster.nodes[0].url}/v1.0/jobs?prefix=bench-&limit=1",
         "GET",
@@ -145,6 +147,10 @@ def test_compare_reports_both_ratios_in_one_run(tmp_path: Path) -> None:
     assert figures["creates"]["tock"]["errors"] == {}
     # etcd is Debian's etcd-server, which scripts/test installs.
     assert figures["ratio_creates_tock_over_etcd"] > 0, figures["creates"]["etcd"]
+    # Both clusters run here: what a request cost each, their processes' CPU summed.
+    for system in ("tock", "etcd"):
+        row = figures["creates"][system]
+        assert row["server_cpu_pct"] > 0 and row["server_cpu_us_per_request"] > 0, row
     assert "tock / etcd" in stdout and "tock / APScheduler" in stdout
 
 
