@@ -18,6 +18,8 @@ or an epoch; each with the node that sent the copy); lateness = receive time -
 scheduled time (the `tock-scheduled-time` header) as min/p50/p99/max in ms, where the min must
 never be below zero; delivered/s over [first due, last delivery]; acked/s over [first due, the
 app holding none of the scenario's jobs any more], i.e. fired + delivered + acked through Raft.
+Over that same window, for a cluster started here: the CPU its nodes used, summed (200% is two
+cores' worth) and per trigger, and this process's (the sink's) CPU: what bounds the rate.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from bench_support import (
     TriggerSink,
     add_target_arguments,
     closed_loop,
+    cpu_seconds,
     endpoints,
     get_json,
     now_ms,
@@ -125,10 +128,15 @@ async def run_scenario(rig: Rig, scenario: Scenario, create_rate: float) -> dict
     before = len(rig.sink.receipts)
     load = await create_jobs(rig, scenario.name, due_ms)
     created_ms = now_ms()
+    # The CPU spent from the first due time on is the triggers' (and the polls below).
+    await asyncio.sleep(max(first_due - now_ms(), 0) / 1000)
+    cpu_at_due = cpu_seconds(rig.nodes.pids), time.process_time()
     await rig.sink.wait_for(
         before + load.done, (due_ms[-1] - created_ms) / 1000 + DELIVERY_TIMEOUT_S
     )
     acked_ms = await wait_no_jobs(rig, scenario.name, ACKED_TIMEOUT_S)
+    cpu_at_acked = cpu_seconds(rig.nodes.pids), time.process_time()
+    cpu = cpu_figures(cpu_at_due, cpu_at_acked, first_due, load.done)
     await asyncio.sleep(QUIET_S)
     receipts = receipts_of(rig, scenario.name)
     rig.series[scenario.name] = receipts, first_due
@@ -139,7 +147,29 @@ async def run_scenario(rig: Rig, scenario: Scenario, create_rate: float) -> dict
         "create": load.figures(),
         "created_before_first_due": created_ms < first_due,
         **delivery_figures(receipts, load.done, first_due, acked_ms),
+        **cpu,
     }
+
+
+def cpu_figures(
+    at_due: tuple[float | None, float],
+    at_acked: tuple[float | None, float],
+    first_due: int,
+    triggers: int,
+) -> dict[str, object]:
+    """Over [first due, all acked]: the nodes' CPU summed, in % and per trigger (None for a
+    cluster not started here), and this process's (the sink's) in %."""
+    window_s = max(now_ms() - first_due, 1) / 1000
+    figures: dict[str, object] = {
+        "sink_cpu_pct": round(100 * (at_acked[1] - at_due[1]) / window_s, 1),
+        "cluster_cpu_pct": None,
+        "cluster_cpu_us_per_trigger": None,
+    }
+    if at_due[0] is not None and at_acked[0] is not None:
+        cluster_s = at_acked[0] - at_due[0]
+        figures["cluster_cpu_pct"] = round(100 * cluster_s / window_s, 1)
+        figures["cluster_cpu_us_per_trigger"] = round(1e6 * cluster_s / max(triggers, 1))
+    return figures
 
 
 def duplicates_by_kind(receipts: list[Receipt]) -> dict[str, int]:
@@ -212,7 +242,8 @@ def plots(rig: Rig) -> dict[str, Series]:
 def print_table(figures: dict[str, object]) -> None:
     print(
         f"{'scenario':>8} {'jobs':>6} {'deliv':>6} {'dup':>4} {'deliv/s':>8} {'acked/s':>8} "
-        f"{'late min':>8} {'p50':>7} {'p99':>7} {'max':>7} {'lead s':>6} {'in time':>7}"
+        f"{'late min':>8} {'p50':>7} {'p99':>7} {'max':>7} {'lead s':>6} {'in time':>7} "
+        f"{'srv cpu%':>8} {'us/trig':>7} {'sink cpu%':>9}"
     )
     for name in ("burst", "spread"):
         row = figures.get(name)
@@ -223,7 +254,9 @@ def print_table(figures: dict[str, object]) -> None:
             f"{name:>8} {row['jobs']:>6} {row['delivered']:>6} {row.get('duplicates', '-'):>4} "
             f"{row.get('delivered_per_s', '-'):>8} {row.get('acked_per_s', '-')!s:>8} "
             f"{late.get('min', '-'):>8} {late.get('p50', '-'):>7} {late.get('p99', '-'):>7} "
-            f"{late.get('max', '-'):>7} {row['lead_s']:>6} {row['created_before_first_due']!s:>7}"
+            f"{late.get('max', '-'):>7} {row['lead_s']:>6} {row['created_before_first_due']!s:>7} "
+            f"{row.get('cluster_cpu_pct') or '-':>8} "
+            f"{row.get('cluster_cpu_us_per_trigger') or '-':>7} {row.get('sink_cpu_pct', '-'):>9}"
         )
         if row.get("early"):
             print(f"!! {name}: {row['early']} triggers arrived before their scheduled time")

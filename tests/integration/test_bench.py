@@ -108,6 +108,7 @@ def test_trigger_measures_an_existing_cluster_and_draws_its_plots(
         row = figures[scenario]
         assert row["delivered"] == 40 and row["missing"] == 0, row
         assert row["duplicates"] == 0 and row["early"] == 0, row
+        assert row["cluster_cpu_pct"] is None and row["sink_cpu_pct"] >= 0, row
 
 
 def bench_alone(results: Path, *case: str) -> tuple[dict[str, Any], str]:
@@ -151,6 +152,7 @@ def test_compare_reports_both_ratios_in_one_run(tmp_path: Path) -> None:
     for system in ("tock", "etcd"):
         row = figures["creates"][system]
         assert row["server_cpu_pct"] > 0 and row["server_cpu_us_per_request"] > 0, row
+    assert figures["triggers"]["tock"]["cluster_cpu_us_per_trigger"] > 0, figures["triggers"]
     assert "tock / etcd" in stdout and "tock / APScheduler" in stdout
 
 
