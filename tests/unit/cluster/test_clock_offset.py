@@ -73,3 +73,50 @@ def test_the_offset_is_this_clock_minus_the_median_of_the_live_clocks(
     ordered = sorted(clocks.values())
     # The lower median with an even count: two nodes agree on which of them is the reference.
     assert offset == mine - ordered[(len(ordered) - 1) // 2]
+
+
+def test_an_answer_is_worked_out_again_once_a_sample_it_counted_ages_out() -> None:
+    estimator = estimator_with({"n1": 50, "n2": 0, "n3": 0}, now_s=100.0)
+    assert estimator.offset_ms(LIVE, 101.0) == 50
+    estimator.observe("n1", stamp_ms=50, now_ms=50 + LATENCY_MS, now_s=101.5)
+    assert estimator.offset_ms(LIVE, 101.9) == 50
+    # n2's and n3's samples are older than 2 s: only this node's is fresh.
+    assert estimator.offset_ms(LIVE, 102.1) is None
+
+
+# A step: a sample (node, its difference in ms) taken, or a question asked of `members`; either
+# after `advance_s` more seconds.
+Step = tuple[float, tuple[str, int] | tuple[str, ...]]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0.0, 3.0),
+            st.one_of(
+                st.tuples(st.sampled_from(["n1", "n2", "n3"]), st.integers(-300, 300)),
+                st.sampled_from([LIVE, ("n1", "n2"), ("n2", "n3")]),
+            ),
+        ),
+        max_size=60,
+    )
+)
+def test_a_remembered_answer_is_the_answer_worked_out_afresh(steps: list[Step]) -> None:
+    """The estimator answers again without working it out until a sample is taken or one it
+    counted ages out: every answer equals that of an estimator fed the same samples and asked
+    once."""
+    estimator = ClockOffsetEstimator("n1", sample_age_s_max=2.0)
+    taken: list[tuple[str, int, float]] = []
+    now_s = 100.0
+    for advance_s, what in steps:
+        now_s += advance_s
+        if len(what) == 2 and isinstance(what[1], int):
+            node, difference_ms = what
+            estimator.observe(node, stamp_ms=difference_ms, now_ms=0, now_s=now_s)
+            taken.append((node, difference_ms, now_s))
+            continue
+        members = tuple(m for m in what if isinstance(m, str))
+        afresh = ClockOffsetEstimator("n1", sample_age_s_max=2.0)
+        for node, difference_ms, at_s in taken:
+            afresh.observe(node, stamp_ms=difference_ms, now_ms=0, now_s=at_s)
+        assert estimator.offset_ms(members, now_s) == afresh.offset_ms(members, now_s)
