@@ -19,9 +19,6 @@ import ipaddress
 import socket
 from collections.abc import Sequence
 
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
-
 from store.app_url import HOST_NAME, AppUrl, IpAddress, ip_of
 from store.errors import ValidationError
 
@@ -94,30 +91,6 @@ class AllowedHosts:
         if not allowed:
             raise OSError(f"{host} resolves to no address allowed by --app-host-allow")
         return allowed
-
-
-class AllowedResolver(AbstractResolver):
-    """aiohttp's resolver, keeping only the addresses the allow list allows: what aiohttp
-    dials for a host name is what was checked. (aiohttp does not resolve an address: HTTP
-    delivery checks those itself.)"""
-
-    def __init__(self, hosts: AllowedHosts) -> None:
-        self._hosts = hosts
-        self._resolver = DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        found = await self._resolver.resolve(host, port, family)
-        if self._hosts.allows_name(host):
-            return found
-        allowed = [result for result in found if self._hosts.allows_address(result["host"])]
-        if not allowed:
-            raise OSError(f"{host} resolves to no address allowed by --app-host-allow")
-        return allowed
-
-    async def close(self) -> None:
-        await self._resolver.close()
 
 
 async def _resolve(host: str, port: int) -> list[IpAddress]:

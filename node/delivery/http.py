@@ -1,32 +1,30 @@
 """HTTP delivery of a trigger to its app: `POST {url}/job/{name}`.
 
-One pooled keep-alive connector serves every app, because a busy node sends thousands of
-triggers a second to a handful of apps and a fresh TCP connection per trigger would cost more
-than the request. Each attempt has its own timeout; the failure policy (retries and their
-interval) belongs to the engine, which decides what a FAILED attempt means for the job.
+Pooled keep-alive connections serve every app (http_connections.py), because a busy node sends
+thousands of triggers a second to a handful of apps and a fresh TCP connection per trigger would
+cost more than the request. Each attempt has its own timeout; the failure policy (retries and
+their interval) belongs to the engine, which decides what a FAILED attempt means for the job.
 
 A delivery goes to the registered target and nowhere else: redirects are never followed (a 3xx
 is a failed attempt, so the payload and the app's token never reach another host), the target
-must be allowed by the node's allow list (allowed_hosts.py: the address dialled is the address
-checked), and at most `ANSWER_BYTES_MAX` of an answer is read; beyond that the connection is
-closed rather than drained, so an app answering gigabytes costs the node nothing.
+must be allowed by the node's allow list (the address dialled is the address checked), and at
+most `ANSWER_BYTES_MAX` of an answer is read; beyond that the connection is closed rather than
+drained, so an app answering gigabytes costs the node nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
+import functools
+import re
 import ssl
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import aiohttp
-from aiohttp.connector import AddrInfoType
-
-from node.delivery.allowed_hosts import AllowedHosts, AllowedResolver
-from node.delivery.trigger import ANSWER_BYTES_MAX, DeliveryOutcome, DeliveryReport, Trigger
+from node.delivery.allowed_hosts import AllowedHosts
+from node.delivery.http_connections import HttpConnections
+from node.delivery.trigger import DeliveryOutcome, DeliveryReport, Trigger
 from store.app_url import parse_app_url
 from store.errors import ValidationError
 from store.schedule import format_rfc3339_ms
@@ -44,16 +42,16 @@ class DeliveryConfig:
             raise ValidationError("connections_max and connections_per_host_max must be positive")
 
 
-# SO_LINGER on, with a linger of 0 s: closing the socket resets the connection and discards
-# whatever the kernel had not sent yet.
-_LINGER_RESET = struct.pack("ii", 1, 0)
+# What a header value must not hold: control characters other than tab end the header (or the
+# request) early, and whatever follows would be read as the sender's.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-def _resetting_socket(address: AddrInfoType) -> socket.socket:
-    family, kind, protocol, _, _ = address
-    sock = socket.socket(family, kind, protocol)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    return sock
+@functools.lru_cache(maxsize=1024)
+def _path_of(url_path: str) -> str:
+    """The app URL's path as the request's, without its trailing slash: what a URL path may
+    hold, percent-encoded where it is written raw (`"`, `<`, `{` ...), escapes kept."""
+    return quote(url_path.rstrip("/"), safe="/%:@!$&'()*+,;=~")
 
 
 class HttpDelivery:
@@ -79,47 +77,18 @@ class HttpDelivery:
         self._node_id = node_id
         self._hosts = hosts or AllowedHosts()
         cafile = None if config.ca_file is None else str(config.ca_file)
-        self._ssl = ssl.create_default_context(cafile=cafile)
-        self._session: aiohttp.ClientSession | None = None
-        # Sessions closing after an abandon: kept so that their tasks are not collected.
-        self._closing: set[asyncio.Task[None]] = set()
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._config.connections_max,
-                limit_per_host=self._config.connections_per_host_max,
-                keepalive_timeout=30,
-                socket_factory=_resetting_socket,
-                ssl=self._ssl,
-                resolver=AllowedResolver(self._hosts) if self._hosts.restricted else None,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self._attempt_timeout_s),
-                # Apps answer with whatever they like; tock reads only the status.
-                auto_decompress=False,
-            )
-        return self._session
+        self._connections = HttpConnections(
+            connections_max=config.connections_max,
+            connections_per_host_max=config.connections_per_host_max,
+            tls=ssl.create_default_context(cafile=cafile),
+            hosts=self._hosts,
+        )
 
     def abandon(self) -> None:
-        """Reset every connection, in use or idle, and start afresh: a request that has not
-        fully left is never sent (SO_LINGER 0 discards what the kernel holds), so no copy of
-        it reaches the app once the link comes back, after its replacement."""
-        session, self._session = self._session, None
-        if session is None:
-            return
-        connector = session.connector
-        if isinstance(connector, aiohttp.TCPConnector):
-            # aiohttp closes connections gracefully (what is queued still leaves); abort()
-            # closes the socket at once, and the socket's linger of 0 makes that a reset.
-            protocols = [*connector._acquired]
-            protocols += [proto for idle in connector._conns.values() for proto, _ in idle]
-            for protocol in protocols:
-                protocol.abort()
-        task = asyncio.get_running_loop().create_task(session.close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        """Reset every connection, in use or idle: a request that has not fully left is never
+        sent (SO_LINGER 0 discards what the kernel holds), so no copy of it reaches the app once
+        the link comes back, after its replacement."""
+        self._connections.abort_all()
 
     async def deliver(self, url: str, trigger: Trigger) -> DeliveryReport:
         """One attempt. 2xx and 404 are success (Dapr's rule); anything else (a redirect
@@ -131,36 +100,36 @@ class HttpDelivery:
             return DeliveryReport(DeliveryOutcome.FAILED)
         if target.ip is not None and not self._hosts.allows_address(target.ip):
             return DeliveryReport(DeliveryOutcome.FAILED)
-        headers = {
-            "content-type": trigger.content_type,
-            "dapr-app-id": trigger.app,
-            "dapr-namespace": trigger.namespace,
-            "tock-trigger-id": trigger.trigger_id,
-            "tock-scheduled-time": format_rfc3339_ms(trigger.scheduled_ms),
-            "tock-attempt": str(trigger.attempt),
-        }
+        fields = [
+            f"POST {_path_of(target.path)}/job/{quote(trigger.name, safe='')} HTTP/1.1",
+            f"host: {target.netloc}",
+            f"content-type: {trigger.content_type}",
+            f"content-length: {len(trigger.data)}",
+            f"dapr-app-id: {trigger.app}",
+            f"dapr-namespace: {trigger.namespace}",
+            f"tock-trigger-id: {trigger.trigger_id}",
+            f"tock-scheduled-time: {format_rfc3339_ms(trigger.scheduled_ms)}",
+            f"tock-attempt: {trigger.attempt}",
+        ]
         if trigger.manual:
-            headers["tock-manual"] = "true"
+            fields.append("tock-manual: true")
         if trigger.app_token:
-            headers["dapr-api-token"] = trigger.app_token
+            fields.append(f"dapr-api-token: {trigger.app_token}")
         if self._node_id:
-            headers["tock-node"] = self._node_id
-        job_url = f"{url.rstrip('/')}/job/{quote(trigger.name, safe='')}"
-        client = self._client()
-        # Without a timeout of its own, the session's (the node's) applies.
-        timeout = client.timeout
-        if trigger.timeout_s is not None:
-            timeout = aiohttp.ClientTimeout(total=trigger.timeout_s)
+            fields.append(f"tock-node: {self._node_id}")
+        if _CONTROL.search("".join(fields)):
+            return DeliveryReport(DeliveryOutcome.FAILED)
         try:
-            async with client.post(
-                job_url, data=trigger.data, headers=headers, timeout=timeout, allow_redirects=False
-            ) as reply:
-                status = reply.status
-                if not await _read_to_end(reply.content, ANSWER_BYTES_MAX):
-                    reply.close()
+            request = "\r\n".join((*fields, "", "")).encode() + trigger.data
+        except UnicodeEncodeError:
+            return DeliveryReport(DeliveryOutcome.FAILED)
+        timeout_s = self._attempt_timeout_s if trigger.timeout_s is None else trigger.timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                status = await self._connections.post(target, request)
         except TimeoutError:
             return DeliveryReport(DeliveryOutcome.FAILED, timed_out=True)
-        except (aiohttp.ClientError, OSError):
+        except OSError:
             return DeliveryReport(DeliveryOutcome.FAILED)
         succeeded = 200 <= status < 300 or status == 404
         return DeliveryReport(
@@ -168,17 +137,4 @@ class HttpDelivery:
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-async def _read_to_end(content: aiohttp.StreamReader, bytes_max: int) -> bool:
-    """Read and drop an answer's body, so that its connection can serve the next trigger;
-    False, having read a little more than `bytes_max`, when the body is longer than that."""
-    read = 0
-    while chunk := await content.read(bytes_max + 1 - read):
-        read += len(chunk)
-        if read > bytes_max:
-            return False
-    return True
+        await self._connections.close()
