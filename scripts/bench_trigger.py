@@ -20,6 +20,11 @@ never be below zero; delivered/s over [first due, last delivery]; acked/s over [
 app holding none of the scenario's jobs any more], i.e. fired + delivered + acked through Raft.
 Over that same window, for a cluster started here: the CPU its nodes used, summed (200% is two
 cores' worth) and per trigger, and this process's (the sink's) CPU: what bounds the rate.
+
+Then the reference (bench_ceiling.py): one aiohttp client process posts as many trigger-shaped
+requests as the burst had to the same sink, 128 at a time (what a node keeps open to one app), with
+nothing scheduled, replicated or acked; `ceiling/s` is what the sink received per second from it,
+and the burst's delivered/s is shown as a ratio of that.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 from bench_report import Series
@@ -62,6 +69,10 @@ ACKED_TIMEOUT_S = 60.0
 ACKED_POLL_S = 0.1
 # After everything arrived, listen this long more for duplicates.
 QUIET_S = 1.0
+# The reference client's requests in flight: as many as a node keeps open to one app
+# (http_delivery.connections_per_host_max).
+CEILING_IN_FLIGHT = 128
+CEILING_CLIENT = Path(__file__).with_name("bench_ceiling.py")
 
 
 @dataclass(frozen=True)
@@ -223,7 +234,34 @@ async def run(nodes: Endpoints, args: argparse.Namespace) -> dict[str, object]:
         await register_app(session, nodes.urls[0], sink.url, nodes.app, nodes.app_headers)
         create_rate = await calibrate(rig)
         rows = {s.name: await run_scenario(rig, s, create_rate) for s in scenarios if s.jobs > 0}
-    return {"calibration_creates_per_s": round(create_rate, 1), **rows, "series": plots(rig)}
+        ceiling = await measure_ceiling(sink, args.burst) if args.burst > 0 else None
+    figures: dict[str, object] = {"calibration_creates_per_s": round(create_rate, 1), **rows}
+    if ceiling is not None:
+        figures["ceiling"] = ceiling
+        delivered_per_s = rows["burst"].get("delivered_per_s")
+        if isinstance(delivered_per_s, float | int):
+            figures["burst_over_ceiling"] = round(delivered_per_s / ceiling["per_s"], 2)
+    return {**figures, "series": plots(rig)}
+
+
+async def measure_ceiling(sink: TriggerSink, count: int) -> dict[str, float]:
+    """`count` trigger-shaped requests from one aiohttp client process to `sink`: the rate the
+    sink received them at, over [first, last], and the sink's CPU meanwhile."""
+    prefix = "ceiling"
+    cpu_before = time.process_time()
+    client = await asyncio.create_subprocess_exec(
+        sys.executable, str(CEILING_CLIENT), sink.url, prefix, str(count), str(CEILING_IN_FLIGHT)
+    )
+    if await client.wait() != 0:
+        raise RuntimeError(f"the reference client exited with {client.returncode}")
+    cpu_s = time.process_time() - cpu_before
+    received = [r.received_ms for r in sink.receipts if r.name.startswith(prefix + "-")]
+    window_s = max(max(received) - min(received), 1.0) / 1000
+    return {
+        "requests": len(received),
+        "per_s": round(len(received) / window_s, 1),
+        "sink_cpu_pct": round(100 * cpu_s / window_s, 1),
+    }
 
 
 def plots(rig: Rig) -> dict[str, Series]:
@@ -260,6 +298,13 @@ def print_table(figures: dict[str, object]) -> None:
         )
         if row.get("early"):
             print(f"!! {name}: {row['early']} triggers arrived before their scheduled time")
+    ceiling = figures.get("ceiling")
+    if isinstance(ceiling, dict):
+        print(
+            f"reference: one aiohttp client process to the same sink: {ceiling['per_s']} "
+            f"requests/s (sink cpu {ceiling['sink_cpu_pct']}%); burst delivered/s over it: "
+            f"{figures.get('burst_over_ceiling', '-')}x"
+        )
 
 
 def main(argv: list[str]) -> dict[str, object]:

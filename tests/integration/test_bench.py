@@ -109,6 +109,9 @@ def test_trigger_measures_an_existing_cluster_and_draws_its_plots(
         assert row["delivered"] == 40 and row["missing"] == 0, row
         assert row["duplicates"] == 0 and row["early"] == 0, row
         assert row["cluster_cpu_pct"] is None and row["sink_cpu_pct"] >= 0, row
+    # The reference: one plain client process posted as many requests to the same sink.
+    assert figures["ceiling"]["requests"] == 40 and figures["ceiling"]["per_s"] > 0, figures
+    assert figures["burst_over_ceiling"] > 0, figures
 
 
 def bench_alone(results: Path, *case: str) -> tuple[dict[str, Any], str]:
