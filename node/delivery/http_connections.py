@@ -37,6 +37,7 @@ import httptools
 
 from node.delivery.allowed_hosts import AllowedHosts
 from node.delivery.trigger import ANSWER_BYTES_MAX
+from node.slots import Slots
 from store.app_url import AppUrl
 
 # An idle connection is closed after this long; apps (aiohttp's server: 75 s) keep theirs longer,
@@ -181,7 +182,7 @@ class _Connection(asyncio.Protocol):
 class _HostPool:
     """The connections to one (scheme, host, port)."""
 
-    slots: asyncio.Semaphore
+    slots: Slots
     idle: list[_Connection] = field(default_factory=list)
     live: set[_Connection] = field(default_factory=set)
 
@@ -205,7 +206,7 @@ class HttpConnections:
         tls: ssl.SSLContext,
         hosts: AllowedHosts,
     ) -> None:
-        self._slots = asyncio.Semaphore(connections_max)
+        self._slots = Slots(connections_max)
         self._per_host_max = connections_per_host_max
         self._tls = tls
         self._hosts = hosts
@@ -220,7 +221,7 @@ class HttpConnections:
         key = (target.scheme, target.host, port)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = _HostPool(asyncio.Semaphore(self._per_host_max))
+            pool = self._pools[key] = _HostPool(Slots(self._per_host_max))
         async with pool.slots, self._slots:
             connection = self._idle_connection(pool)
             if connection is None:

@@ -28,6 +28,7 @@ from node.access import Caller
 from node.delivery.trigger import DeliveryOutcome, Trigger
 from node.http.access import caller_of
 from node.http.openapi import API_PREFIXES
+from node.slots import Slots
 from node.watch.frames import decode_acks, encode_triggers
 from store.errors import Unavailable, ValidationError
 from store.machine import AppKey
@@ -81,7 +82,7 @@ class Watcher:
         self._ids = itertools.count(1)
         self._in_flight: dict[int, asyncio.Future[DeliveryOutcome]] = {}
         self._outbox: asyncio.Queue[tuple[int, Trigger]] = asyncio.Queue()
-        self._slots = asyncio.Semaphore(config.stream_in_flight_max)
+        self._slots = Slots(config.stream_in_flight_max)
         self.closed = False
 
     @property
