@@ -84,6 +84,11 @@ class HttpDelivery:
             hosts=self._hosts,
         )
 
+    @property
+    def host_pools(self) -> int:
+        """How many app hosts have a connection pool now."""
+        return self._connections.host_pools
+
     def abandon(self) -> None:
         """Reset every connection, in use or idle: a request that has not fully left is never
         sent (SO_LINGER 0 discards what the kernel holds), so no copy of it reaches the app once

@@ -222,6 +222,7 @@ class HttpConnections:
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = _HostPool(Slots(self._per_host_max))
+            self._sweep_later()
         async with pool.slots, self._slots:
             connection = self._idle_connection(pool)
             if connection is None:
@@ -234,8 +235,12 @@ class HttpConnections:
             if connection.reusable and connection in pool.live:
                 connection.idle_since = time.monotonic()
                 pool.idle.append(connection)
-                self._sweep_later()
             return status
+
+    @property
+    def host_pools(self) -> int:
+        """How many (scheme, host, port) have a pool now."""
+        return len(self._pools)
 
     def abort_all(self) -> None:
         """Reset every connection, in use or idle: what the kernel had not sent is discarded."""
@@ -316,12 +321,18 @@ class HttpConnections:
             self._sweep = asyncio.get_running_loop().call_later(KEEPALIVE_S, self._close_stale)
 
     def _close_stale(self) -> None:
+        """Close the connections idle for KEEPALIVE_S, and forget the pools nobody uses: an app
+        that moves its URL from port to port must not leave a pool behind for each."""
         self._sweep = None
         now = time.monotonic()
-        for pool in self._pools.values():
+        for key, pool in list(self._pools.items()):
             stale = [c for c in pool.idle if now - c.idle_since >= KEEPALIVE_S]
             for connection in stale:
                 pool.idle.remove(connection)
                 connection.close()
-            if pool.idle:
-                self._sweep_later()
+            if not pool.live and pool.slots.free == self._per_host_max:
+                # Nothing open, nobody holding or waiting for a slot: the next delivery to
+                # this host starts a pool afresh.
+                del self._pools[key]
+        if self._pools:
+            self._sweep_later()

@@ -323,6 +323,25 @@ def test_an_idle_connection_is_closed_after_the_keepalive(monkeypatch: pytest.Mo
     run(go())
 
 
+def test_a_host_nobody_delivers_to_any_more_leaves_no_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_connections, "KEEPALIVE_S", 0.1)
+
+    async def go() -> None:
+        delivery = HttpDelivery(DeliveryConfig(), attempt_timeout_s=5)
+        for _ in range(5):  # an app moving its URL from port to port
+            async with RawApp(answering(OK)) as url:
+                assert (await delivery.deliver(url, TRIGGER)).status == 200
+        assert delivery.host_pools == 5
+        # Ten sweeps: the first closes the idle connections, a later one drops their pools.
+        await asyncio.sleep(1.0)
+        assert delivery.host_pools == 0
+        await delivery.close()
+
+    run(go())
+
+
 def test_https_checks_the_app_certificate_against_the_ca_file(tmp_path: Path) -> None:
     authority = CertificateAuthority(tmp_path / "ca")
     stranger = CertificateAuthority(tmp_path / "other")
