@@ -1,10 +1,12 @@
 """Partition hand-off: which partitions a node fires in the current epoch, and from when. Pure.
 
-Partitions move only with an epoch, but the node that owned a partition in the epoch before may
-still be delivering one of its occurrences when the epoch changes (its ack still counts until it
-releases). So a node that gains a partition fires it only once the previous owner has committed
-its Release for the current epoch, or is not live (its lease has run out: it fires nothing). A
-node proposes its own Release once nothing it holds in flight belongs to a partition it lost.
+Partitions move only with an epoch, but a node that owned a partition in an earlier epoch may
+still be delivering one of its occurrences when the epoch changes: its ack still counts until it
+releases a later epoch (store/machine.py), and epochs can follow each other faster than a
+delivery ends. So a node that owns a partition fires it only once every other live node whose
+ack of it may still count has committed its Release for the current epoch; a node not live has
+let its lease run out and abandoned its deliveries. A node proposes its own Release once nothing
+it holds in flight belongs to a partition it lost.
 
 The planner reads the committed state through `OwnershipView` (store.machine.JobMachine is one)
 and the node's current `Holdings`, and returns the new holdings with what the node must do:
@@ -31,19 +33,16 @@ class OwnershipView(Protocol):
         """The partitions `member` owns in the current epoch."""
         ...
 
-    def previous_owner(self, partition: int) -> str | None:
-        """Who owned `partition` in the epoch before the current one."""
-        ...
-
-    def has_released(self, member: str) -> bool:
-        """Whether `member` committed its Release for the current epoch."""
+    def acking_former_owners(self, partition: int) -> frozenset[str]:
+        """The members, other than its current owner, whose ack of the partition's jobs may
+        still count: each owned it in an earlier epoch and has released no epoch since."""
         ...
 
 
 @dataclass(frozen=True)
 class Holdings:
     """One node's part of the ring: what it owns in `epoch`, and which of those partitions
-    still wait for their previous owner's Release, by that owner. `released_epoch` is the epoch
+    still wait for a former owner's Release, by that node. `released_epoch` is the epoch
     whose Release this node has proposed (0: none), so that it proposes one per epoch."""
 
     epoch: int = 0
@@ -74,24 +73,22 @@ class Handoff:
 def next_holdings(view: OwnershipView, node: str, current: Holdings) -> Handoff:
     """The holdings of `node` in the view's epoch, after `current`: on every new epoch.
 
-    A node not live owns nothing. A partition new here, or still waiting for a Release, waits
-    (again) while its previous owner in the view's epoch is another live node that has not
-    released; a partition that stays owned and was not waiting goes on firing as it was.
+    A node not live owns nothing. A partition new here (every one, for a node just started),
+    or still waiting for a Release, waits (again) for the live former owners whose acks of it
+    may still count; a partition that stays owned and was not waiting goes on firing as it was.
     """
     owned = view.partitions_of(node) if node in view.live else frozenset()
     candidates = (owned - current.owned) | (current.waiting() & owned)
+    live = frozenset(view.live)
     waits: dict[str, set[int]] = {}
     for partition in candidates:
-        previous = view.previous_owner(partition)
-        if previous is None or previous == node or previous not in view.live:
-            continue
-        if not view.has_released(previous):
-            waits.setdefault(previous, set()).add(partition)
+        for member in view.acking_former_owners(partition) & live:
+            waits.setdefault(member, set()).add(partition)
     waiting = {partition for parts in waits.values() for partition in parts}
     holdings = Holdings(
         epoch=view.epoch,
         owned=owned,
-        waits={previous: frozenset(parts) for previous, parts in waits.items()},
+        waits={member: frozenset(parts) for member, parts in waits.items()},
         released_epoch=current.released_epoch,
     )
     return Handoff(
@@ -102,12 +99,13 @@ def next_holdings(view: OwnershipView, node: str, current: Holdings) -> Handoff:
 
 
 def after_release(current: Holdings, member: str) -> Handoff:
-    """`member` released what it lost in the current epoch: arm what waited for it."""
+    """`member` released what it lost in the current epoch: arm what waited for it alone."""
     parts = current.waits.get(member, frozenset())
-    waits = {previous: p for previous, p in current.waits.items() if previous != member}
+    waits = {other: p for other, p in current.waits.items() if other != member}
+    still = frozenset().union(*waits.values())
     return Handoff(
         Holdings(current.epoch, current.owned, waits, current.released_epoch),
-        arm=tuple(sorted(parts & current.owned)),
+        arm=tuple(sorted((parts & current.owned) - still)),
     )
 
 

@@ -1,7 +1,7 @@
 """The closed set of commands the job machine applies, and the bytes of commands and snapshots.
 
 A command travels as msgpack `[COMMAND_VERSION, tag, *fields]`; a snapshot as msgpack
-`[SNAPSHOT_VERSION, partitions, epoch, members, live, previous_live, released, apps, heartbeats,
+`[SNAPSHOT_VERSION, partitions, epoch, members, live, past_live, released, apps, heartbeats,
 watchers, jobs, dead_letters, app_tokens]`. Version 2 added fields at the end of a few commands
 and rows (a Put's quotas, a DeletePrefix's chunk size, a Heartbeat's zone data, a SetMembers'
 freshness check, a job's quarantine reason) and the dead letters and app tokens of a snapshot;
@@ -16,6 +16,7 @@ at a format.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from enum import IntEnum
@@ -33,7 +34,10 @@ from store.jobs import Job, JobSpec, MisfirePolicy
 
 COMMAND_VERSION = 2
 # Version 3 stores the jobs as columns (store/job_columns.py); 1 and 2, row by row, still decode.
-SNAPSHOT_VERSION = 3
+# Version 4 keeps the live members of several past epochs with their numbers, and the last epoch
+# each member released; before, only the epoch before's live members and the current epoch's
+# releases (read as exactly that).
+SNAPSHOT_VERSION = 4
 
 # A snapshot stores each job as its fields in this order; changing Job's fields must bump
 # SNAPSHOT_VERSION and teach decode_snapshot the old layout.
@@ -375,10 +379,11 @@ class MachineState(NamedTuple):
     epoch: int
     members: tuple[Member, ...]
     live: tuple[str, ...]
-    # The live members of the epoch before: who owned a partition until this epoch began.
-    previous_live: tuple[str, ...]
-    # Members that released the partitions they lost in this epoch (see Release), sorted.
-    released: tuple[str, ...]
+    # (epoch, its live members) of the last epochs before this one, oldest first: who owned a
+    # partition then, whose acks of deliveries begun then may still count.
+    past_live: tuple[tuple[int, tuple[str, ...]], ...]
+    # (member, the last epoch it released; see Release), sorted by member.
+    released: tuple[tuple[str, int], ...]
     # (namespace, app, url, token), sorted.
     apps: tuple[tuple[str, str, str, str], ...]
     # (node, last heartbeat ms, raft address, http address, zone data version, standing by),
@@ -510,7 +515,7 @@ def encode_snapshot(state: MachineState) -> bytes:
         state.epoch,
         state.members,
         state.live,
-        state.previous_live,
+        state.past_live,
         state.released,
         state.apps,
         state.heartbeats,
@@ -555,7 +560,7 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
         raise CodecError("snapshot: missing version")
     head = _Fields(tuple(unpacker.unpack() for _ in range(min(top_fields, 10))), "snapshot")
     version = head.take(int, "version")
-    if (version, top_fields) not in ((1, 11), (2, 13), (SNAPSHOT_VERSION, 13)):
+    if (version, top_fields) not in ((1, 11), (2, 13), (3, 13), (SNAPSHOT_VERSION, 13)):
         raise CodecError(f"snapshot version {version} is not {SNAPSHOT_VERSION}")
     # Version 1 rows lack their last fields: a heartbeat's zone data and standing by; a job's
     # quarantine reason, pause, manual run and history; a spec's jitter and delivery timeout.
@@ -565,8 +570,15 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
     epoch = head.take(int, "epoch")
     members = _members(head.array("members"))
     live = _texts(head.array("live"))
-    previous_live = _texts(head.array("previous_live"))
-    released = _texts(head.array("released"))
+    past_live: tuple[tuple[int, tuple[str, ...]], ...]
+    if version < 4:
+        # The epoch before's live members, and the members that released the current epoch.
+        previous_live = _texts(head.array("previous_live"))
+        past_live = ((epoch - 1, previous_live),) if previous_live else ()
+        released = tuple((member, epoch) for member in _texts(head.array("released")))
+    else:
+        past_live = _past_live(head.array("past_live"))
+        released = _released(head.array("released"))
     apps = tuple(_app(_Fields(row, "app")) for row in head.array("apps").rest())
     heartbeats = tuple(
         _heartbeat(_Fields(row, "heartbeat").extended(row_missing))
@@ -574,7 +586,7 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
     )
     watchers = tuple(_watchers(_Fields(row, "watchers")) for row in head.array("watchers").rest())
     head.done()
-    if version == SNAPSHOT_VERSION:
+    if version >= 3:
         jobs = job_columns.unpack_jobs(unpacker, _policy_row, _history)
     else:
         jobs = _job_rows(unpacker, version)
@@ -590,7 +602,7 @@ def _read_snapshot(unpacker: msgpack.Unpacker) -> MachineState:
         epoch,
         members,
         live,
-        previous_live,
+        past_live,
         released,
         apps,
         heartbeats,
@@ -708,6 +720,26 @@ def _texts(fields: _Fields) -> tuple[str, ...]:
             raise CodecError(f"expected a string, got {item!r:.80}")
         texts.append(sys.intern(item))
     return tuple(texts)
+
+
+def _past_live(fields: _Fields) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    past: list[tuple[int, tuple[str, ...]]] = []
+    for row in fields.rest():
+        epoch_live = _Fields(row, "past epoch")
+        past.append((epoch_live.take(int, "epoch"), _texts(epoch_live.array("live"))))
+        epoch_live.done()
+    if any(a[0] >= b[0] for a, b in itertools.pairwise(past)):
+        raise CodecError("snapshot past epochs out of order")
+    return tuple(past)
+
+
+def _released(fields: _Fields) -> tuple[tuple[str, int], ...]:
+    released: list[tuple[str, int]] = []
+    for row in fields.rest():
+        member_epoch = _Fields(row, "release")
+        released.append((member_epoch.text("member"), member_epoch.take(int, "epoch")))
+        member_epoch.done()
+    return tuple(released)
 
 
 def _members(fields: _Fields) -> tuple[Member, ...]:

@@ -86,6 +86,11 @@ log = logging.getLogger(__name__)
 APP_TOKEN_CHARS_MAX = 512
 # A node's count of one app's watch streams, as recorded: a bound on what a command may claim.
 WATCHERS_PER_NODE_MAX = 1_000_000
+# How many epochs before the current one keep their ring, so that an ack of a delivery begun in
+# one of them still counts. An epoch comes with each change of the live set (a cluster that
+# restarts makes one per node rejoining), and a delivery lasts at most its timeout: an ack older
+# than this many epochs is refused as stale (the occurrence is delivered again: at least once).
+PAST_EPOCHS_KEPT = 8
 # A cluster's members, as a SetMembers may list them: far more than a Raft group can hold.
 MEMBERS_MAX = 256
 # The longest node id, address or zone-data version a heartbeat may carry.
@@ -201,11 +206,13 @@ class JobMachine:
         self._epoch = 0
         self._members: tuple[Member, ...] = ()
         self._live: tuple[str, ...] = ()
-        # The epoch before's live members and ring: a partition's owner until this epoch began,
-        # whose acks still count until it has released the partitions it lost (see _release).
-        self._previous_live: tuple[str, ...] = ()
-        self._previous_ring: Assignment | None = None
-        self._released: set[str] = set()
+        # The live members and rings of the last epochs before this one (at most
+        # PAST_EPOCHS_KEPT): who owned a partition then. A node's ack of a delivery it began in
+        # one of them counts until it releases a later epoch (see _ack).
+        self._past_live: dict[int, tuple[str, ...]] = {}
+        self._past_rings: dict[int, Assignment] = {}
+        # member -> the last epoch whose Release it committed.
+        self._released: dict[str, int] = {}
         self._ring: Assignment | None = None
         self._dead_letters = DeadLetterBook()
         # node -> (last heartbeat ms, raft address, http address, zone data version, standing by)
@@ -337,18 +344,8 @@ class JobMachine:
         return Result(watchers_changed=True)
 
     def _ack(self, command: Ack) -> Result:
-        # An ack counts from the current owner, or from the previous epoch's owner until it has
-        # released: a delivery it started before the epoch changed must still be recorded, or
-        # the new owner would deliver that occurrence again.
-        if command.epoch == self._epoch:
-            ring = self._ring
-        elif (
-            command.epoch == self._epoch - 1
-            and self._previous_ring is not None
-            and command.node not in self._released
-        ):
-            ring = self._previous_ring
-        else:
+        partitions = self._ackable_partitions(command)
+        if partitions is None:
             message = f"ack for epoch {command.epoch}, the current epoch is {self._epoch}"
             return _failed(ErrorKind.STALE, message, AckCounts(0, len(command.entries)))
         if command.history_max < 0 or command.dead_letters_max < 0:
@@ -357,7 +354,7 @@ class JobMachine:
         applied = dropped = 0
         for entry in command.entries:
             if entry.kind is EntryKind.REDRIVE:
-                applied += self._settle_redrive(entry, command, ring)
+                applied += self._settle_redrive(entry, command, partitions)
                 continue
             job = self.get_by_uid(entry.uid)
             # Only the owner's ack for the current occurrence (or the pending manual run)
@@ -368,7 +365,7 @@ class JobMachine:
             current = job.manual_ms if entry.kind is EntryKind.MANUAL else job.next_ms
             if current != entry.scheduled_ms:
                 continue
-            if ring is None or ring.owner(job.partition) != command.node:
+            if job.partition not in partitions:
                 continue
             try:
                 settled = _settle(job, entry, command.node, command.now_ms, command.history_max)
@@ -389,13 +386,37 @@ class JobMachine:
         counts = AckCounts(applied, len(command.entries) - applied)
         return Result(value=counts, changes=tuple(changes.values()), dead_letters_dropped=dropped)
 
-    def _settle_redrive(self, entry: AckEntry, command: Ack, ring: Assignment | None) -> int:
+    def _ackable_partitions(self, command: Ack) -> frozenset[int] | None:
+        """The partitions whose jobs `command.node` may ack with the command's epoch; None if
+        the epoch is stale.
+
+        An ack counts from the current owner, or from a node that owned the job's partition in
+        the epoch the delivery began in, or in a later one, until it releases an epoch after
+        that: a delivery it started before the epoch changed (or changed again: epochs can
+        follow each other within a delivery) must still be recorded, or the new owner would
+        deliver that occurrence again. The new owner waits for that Release (acking_former_owners,
+        cluster/handoff.py), which the node proposes only once its delivery is over."""
+        node = command.node
+        now = frozenset() if self._ring is None else self._ring.partitions_of(node)
+        if command.epoch == self._epoch:
+            return now
+        if command.epoch not in self._past_rings:
+            return None  # older than the epochs kept, or not begun
+        released = self._released.get(node, 0)
+        since = [
+            ring.partitions_of(node)
+            for epoch, ring in self._past_rings.items()
+            if command.epoch <= epoch and released <= epoch
+        ]
+        return now.union(*since) if since else None
+
+    def _settle_redrive(self, entry: AckEntry, command: Ack, partitions: frozenset[int]) -> int:
         """Record a redrive's attempt on its dead letter; 1 if it counted, 0 if it was an echo."""
         letter = self._dead_letters.find(f"{entry.scheduled_ms}:{entry.uid}")
-        if letter is None or letter.redrive_ms is None or ring is None:
+        if letter is None or letter.redrive_ms is None:
             return 0
         partition = partition_of(letter.namespace, letter.app, letter.name, self._partitions)
-        if ring.owner(partition) != command.node:
+        if partition not in partitions:
             return 0
         outcome = {Outcome.SUCCESS: "success", Outcome.FAILED: "failed"}.get(entry.outcome)
         if outcome is None:
@@ -516,13 +537,17 @@ class JobMachine:
             return _failed(ErrorKind.STALE, message)
         # Built before anything changes: a ring that cannot be built refuses the command whole.
         ring = self._assign(command.live, self._partitions) if command.live else None
-        self._previous_live, self._previous_ring = self._live, self._ring
-        self._released = set()
+        if self._ring is not None:
+            self._past_live[self._epoch] = self._live
+            self._past_rings[self._epoch] = self._ring
+        for old in [epoch for epoch in self._past_live if epoch < command.epoch - PAST_EPOCHS_KEPT]:
+            del self._past_live[old], self._past_rings[old]
         self._epoch = command.epoch
         self._members = command.members
         self._live = command.live
         self._ring = ring
         ids = {member.id for member in command.members}
+        self._released = {node: epoch for node, epoch in self._released.items() if node in ids}
         # Forget the heartbeats of former members, so the table stays as small as the cluster.
         self._heartbeats = {n: beat for n, beat in self._heartbeats.items() if n in ids}
         return Result(members_changed=True, watchers_changed=self._forget_watchers_of_dead())
@@ -547,9 +572,9 @@ class JobMachine:
             return _failed(ErrorKind.STALE, message)
         if command.node not in {member.id for member in self._members}:
             raise ValidationError(f"release from {command.node!r}, not a member")
-        if command.node in self._released:
+        if self._released.get(command.node) == command.epoch:
             return Result()
-        self._released.add(command.node)
+        self._released[command.node] = command.epoch
         return Result(released=command.node)
 
     # ---- app tokens ----
@@ -746,14 +771,16 @@ class JobMachine:
         """The live member that fires the partition's jobs in the current epoch."""
         return None if self._ring is None else self._ring.owner(partition)
 
-    def previous_owner(self, partition: int) -> str | None:
-        """Who owned the partition in the epoch before the current one."""
-        ring = self._previous_ring
-        return None if ring is None else ring.owner(partition)
-
-    def has_released(self, member: str) -> bool:
-        """Whether `member` released the partitions it lost when this epoch began."""
-        return member in self._released
+    def acking_former_owners(self, partition: int) -> frozenset[str]:
+        """The members, other than its current owner, whose ack of the partition's jobs may
+        still count: each owned it in a kept past epoch and has released no epoch since."""
+        owner = self.owner(partition)
+        former = ((epoch, ring.owner(partition)) for epoch, ring in self._past_rings.items())
+        return frozenset(
+            node
+            for epoch, node in former
+            if node is not None and node != owner and self._released.get(node, 0) <= epoch
+        )
 
     def partitions_of(self, member: str) -> frozenset[int]:
         return frozenset() if self._ring is None else self._ring.partitions_of(member)
@@ -818,8 +845,8 @@ class JobMachine:
             epoch=self._epoch,
             members=self._members,
             live=self._live,
-            previous_live=self._previous_live,
-            released=tuple(sorted(self._released)),
+            past_live=tuple(sorted(self._past_live.items())),
+            released=tuple(sorted(self._released.items())),
             apps=tuple((*key, *route) for key, route in sorted(self._app_routes.items())),
             heartbeats=tuple((node, *beat) for node, beat in sorted(self._heartbeats.items())),
             watchers=tuple(
@@ -865,11 +892,12 @@ class JobMachine:
         machine._members = state.members
         machine._live = state.live
         machine._ring = assign(state.live, state.partitions) if state.live else None
-        machine._previous_live = state.previous_live
-        machine._previous_ring = (
-            assign(state.previous_live, state.partitions) if state.previous_live else None
-        )
-        machine._released = set(state.released)
+        past = [(epoch, live) for epoch, live in state.past_live if live]
+        if any(not state.epoch - PAST_EPOCHS_KEPT <= epoch < state.epoch for epoch, _ in past):
+            raise CodecError(f"snapshot of epoch {state.epoch} keeps past epochs {past}")
+        machine._past_live = dict(past)
+        machine._past_rings = {epoch: assign(live, state.partitions) for epoch, live in past}
+        machine._released = dict(state.released)
         machine._app_routes = {
             (ns, app): AppRoute(url, token) for ns, app, url, token in state.apps
         }
@@ -936,8 +964,8 @@ _STATE_SLOTS = (
     "_members",
     "_live",
     "_ring",
-    "_previous_live",
-    "_previous_ring",
+    "_past_live",
+    "_past_rings",
     "_released",
     "_heartbeats",
     "_dead_letters",

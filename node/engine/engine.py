@@ -662,12 +662,10 @@ class TriggerEngine:
             raise
         finally:
             self.metrics.deliveries_in_flight -= 1
-        if not self._lease() and not self._stopping:
-            # Answered after the lease lapsed: the partition may have moved, and its new owner
-            # delivers again; recording this attempt could not spare the app that copy.
-            self.metrics.deliveries_abandoned += 1
-            self._end_holds([key])
-            return
+        # An answer that came after the lease lapsed is recorded all the same: the app has it,
+        # and the ack (tagged with the epoch the delivery began in) counts where the machine
+        # still counts this node's acks. Dropping it would make this node, still the owner once
+        # its lease is back, deliver the occurrence again.
         if report.outcome is DeliveryOutcome.UNDELIVERABLE:
             # Not an attempt: nothing is acked, and the job fires again after a pause (or
             # waits for its app, if it has neither a URL nor a watcher any more).

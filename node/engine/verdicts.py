@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from node.engine.acks import AckVerdict, PendingAck
 from store.codec import Outcome
+from store.machine import PAST_EPOCHS_KEPT
 
 # For acks bounced as STALE: the machine's epoch now, and whether this node owns each ack's job
 # there. Called only for that verdict (it reads the machine).
@@ -111,13 +112,15 @@ def send_again(pendings: Sequence[PendingAck], stopped: bool) -> Settlement:
 
 
 def still_counted(pending: PendingAck, epoch: int) -> bool:
-    """Whether the machine would still apply this ack, `epoch` being the engine's: it was fired
-    in the current epoch, or in the one before, whose owners' acks count until they release (and
-    a node does not release the partitions it lost while it holds one of their jobs). Sending it
-    again then spares the app a duplicate even when the partition has moved on meanwhile: its
-    new owner waits for the release. An older ack is refused; its job is the new owner's to
-    deliver again."""
-    return pending.epoch >= epoch - 1
+    """Whether the machine may still apply this ack, `epoch` being the engine's: it was fired in
+    the current epoch, or in one of the last PAST_EPOCHS_KEPT before, whose owners' acks count
+    until they release a later epoch (and a node does not release the partitions it lost while
+    it holds one of their jobs). Sending it again then spares the app a duplicate even when the
+    partition has moved on meanwhile: its new owner waits for the release. An older ack is
+    refused; its job is the new owner's to deliver again. (A release of a later epoch while the
+    partition stayed here can still make the machine refuse it: that answer is STALE, and the
+    ack goes again in the new epoch if the job is still this node's.)"""
+    return pending.epoch >= epoch - PAST_EPOCHS_KEPT
 
 
 def _entries(pendings: Sequence[PendingAck]) -> int:

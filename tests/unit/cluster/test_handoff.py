@@ -1,16 +1,16 @@
 """cluster/handoff.py: which partitions a node fires in an epoch, and when it may release.
 
 Method: tables pin the planner's decisions in named situations (the first epoch, a join, a
-leave, a death, a previous owner not live, a release arriving, a partition regained while still
-waiting). Then hypothesis runs random histories of a cluster of up to four nodes over six
-partitions: epochs with any live set and any assignment, nodes that see each command late (in
-log order, as the engine does), jobs fired and settled, Releases proposed when the planner says
-so, restarts. It checks after every step that no partition is armed on two live nodes at once,
-nor armed on one while another delivers one of its jobs whose ack may still apply; that the
-planner's arm and lost decisions keep a node's timers exactly on the partitions it may fire; and
-that a node that has caught up fires every partition it owns whose previous owner released, is
-not live, or is itself. A last property quiets a random history (everything settles, is seen and
-released) and checks that every owned partition then fires.
+leave, a death, a former owner not live, a release arriving, a node just started, a partition
+still waiting when the next epoch begins). Then hypothesis runs random histories of a cluster of
+up to four nodes over six partitions: epochs with any live set and any assignment, nodes that see
+each command late (in log order, as the engine does), jobs fired and settled, Releases proposed
+when the planner says so, restarts. It checks after every step that no partition is armed on two
+live nodes at once, nor armed on one while another delivers one of its jobs whose ack may still
+count (as store.machine counts acks, epochs back); that the planner's arm and lost decisions keep
+a node's timers exactly on the partitions it may fire; and that a node that has caught up waits
+only for live former owners whose acks may still count. A last property quiets a random history
+(everything settles, is seen and released) and checks that every owned partition then fires.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cluster.handoff import Handoff, Holdings, after_release, next_holdings, release_due
+from store.machine import PAST_EPOCHS_KEPT
 
 NODES = ("n1", "n2", "n3", "n4")
 PARTITIONS = 6
@@ -29,27 +30,29 @@ PARTITIONS = 6
 
 @dataclass(frozen=True)
 class View:
-    """A committed state as cluster.handoff.OwnershipView reads it: owners by partition."""
+    """A committed state as cluster.handoff.OwnershipView reads it: owners by partition, and
+    by partition the former owners whose acks may still count."""
 
     epoch: int
     live: tuple[str, ...]
     owners: tuple[str | None, ...]
-    previous: tuple[str | None, ...]
-    released: frozenset[str] = frozenset()
+    acking: tuple[frozenset[str], ...]
 
     def partitions_of(self, member: str) -> frozenset[int]:
         return frozenset(p for p, owner in enumerate(self.owners) if owner == member)
 
-    def previous_owner(self, partition: int) -> str | None:
-        return self.previous[partition]
-
-    def has_released(self, member: str) -> bool:
-        return member in self.released
+    def acking_former_owners(self, partition: int) -> frozenset[str]:
+        return self.acking[partition]
 
 
 def owners(text: str) -> tuple[str | None, ...]:
     """'1 2 - 3': partition 0 owned by n1, 1 by n2, 2 by nobody, 3 by n3."""
     return tuple(None if word == "-" else f"n{word}" for word in text.split())
+
+
+def acking(text: str) -> tuple[frozenset[str], ...]:
+    """'- 1 12 -': whose acks may still count: of partition 1 n1's, of 2 n1's and n2's."""
+    return tuple(frozenset(f"n{c}" for c in word if c != "-") for word in text.split())
 
 
 def held(
@@ -60,10 +63,11 @@ def held(
 
 
 # n1 and n2 in epoch 1; n3 joins in epoch 2 and takes partition 2 from n1.
-EPOCH_1 = View(1, ("n1", "n2"), owners("1 2 1 2"), owners("- - - -"))
-JOIN = View(2, ("n1", "n2", "n3"), owners("1 2 3 2"), owners("1 2 1 2"))
+EPOCH_1 = View(1, ("n1", "n2"), owners("1 2 1 2"), acking("- - - -"))
+JOIN = View(2, ("n1", "n2", "n3"), owners("1 2 3 2"), acking("- - 1 -"))
 # n2 leaves (or dies) in epoch 2: n1 takes everything.
-LEAVE = View(2, ("n1",), owners("1 1 1 1"), owners("1 2 1 2"))
+LEAVE = View(2, ("n1",), owners("1 1 1 1"), acking("- 2 - 2"))
+ALL = ("n1", "n2", "n3")
 
 SYNC_TABLE = [
     (
@@ -110,35 +114,50 @@ SYNC_TABLE = [
     ),
     (
         "a previous owner that released before this node looked is not waited for",
-        View(2, ("n1", "n2", "n3"), owners("1 2 3 2"), owners("1 2 1 2"), frozenset({"n1"})),
+        View(2, ALL, owners("1 2 3 2"), acking("- - - -")),
         "n3",
         held(1, set()),
         Handoff(held(2, {2}), arm=(2,)),
     ),
     (
-        "a partition regained while still waiting is armed: this node owned it last epoch",
-        View(3, ("n1", "n2", "n3"), owners("1 2 3 2"), owners("1 2 3 2")),
+        "a node just started waits for the live former owners that may still ack",
+        View(3, ALL, owners("3 2 3 2"), acking("- - 1 -")),
+        "n3",
+        Holdings(),
+        Handoff(held(3, {0, 2}, {"n1": {2}}), arm=(0,)),
+    ),
+    (
+        # n1 may still deliver what it fired two epochs ago: its ack counts until it releases.
+        "a partition still waiting goes on waiting for the same node when it stays owned here",
+        View(3, ALL, owners("1 2 3 2"), acking("- - 1 -")),
+        "n3",
+        held(2, {2}, {"n1": {2}}),
+        Handoff(held(3, {2}, {"n1": {2}})),
+    ),
+    (
+        "a partition still waiting stops waiting for a node that released the new epoch",
+        View(3, ALL, owners("1 2 3 2"), acking("- - - -")),
         "n3",
         held(2, {2}, {"n1": {2}}),
         Handoff(held(3, {2}), arm=(2,)),
     ),
     (
-        "a partition still waiting two epochs on waits for its newest previous owner",
-        View(4, ("n1", "n2", "n3"), owners("1 2 3 2"), owners("1 2 2 2")),
+        "a partition still waiting two epochs on waits for each former owner that may ack",
+        View(4, ALL, owners("1 2 3 2"), acking("- - 12 -")),
         "n3",
         held(2, {2}, {"n1": {2}}),
-        Handoff(held(4, {2}, {"n2": {2}})),
+        Handoff(held(4, {2}, {"n1": {2}, "n2": {2}})),
     ),
     (
-        "a partition still waiting whose previous owner died is armed",
-        View(3, ("n2", "n3"), owners("2 2 3 2"), owners("1 2 1 2")),
+        "a partition still waiting whose former owner died is armed",
+        View(3, ("n2", "n3"), owners("2 2 3 2"), acking("- - 1 -")),
         "n3",
         held(2, {2}, {"n1": {2}}),
         Handoff(held(3, {2}), arm=(2,)),
     ),
     (
         "a partition lost while waiting is dropped with its wait",
-        View(3, ("n1", "n2", "n3"), owners("1 2 1 2"), owners("1 2 3 2")),
+        View(3, ALL, owners("1 2 1 2"), acking("- - 3 -")),
         "n3",
         held(2, {2}, {"n1": {2}}),
         Handoff(held(3, set()), lost=(2,)),
@@ -179,6 +198,13 @@ RELEASE_TABLE = [
 ]
 
 
+def test_a_partition_waiting_for_two_nodes_is_armed_after_both_released() -> None:
+    both = held(3, {2}, {"n1": {2}, "n2": {2}})
+    first = after_release(both, "n1")
+    assert first == Handoff(held(3, {2}, {"n2": {2}}))
+    assert after_release(first.holdings, "n2") == Handoff(held(3, {2}), arm=(2,))
+
+
 @pytest.mark.parametrize(
     ("member", "expected"),
     [case[1:] for case in RELEASE_TABLE],
@@ -212,16 +238,44 @@ def test_release_due_table(current: Holdings, in_flight: list[int], expected: in
 
 @dataclass
 class Machine:
-    """The committed state: the current and previous assignment, and who released."""
+    """The committed state: the assignment of every epoch so far, and the last epoch each
+    node released."""
 
     epoch: int = 0
     live: tuple[str, ...] = ()
     owners: tuple[str | None, ...] = (None,) * PARTITIONS
-    previous: tuple[str | None, ...] = (None,) * PARTITIONS
-    released: set[str] = field(default_factory=set)
+    past: dict[int, tuple[str | None, ...]] = field(default_factory=dict)
+    released: dict[str, int] = field(default_factory=dict)
+
+    def kept(self) -> range:
+        """The past epochs store.machine keeps the assignment of."""
+        return range(max(self.epoch - PAST_EPOCHS_KEPT, 1), self.epoch)
+
+    def counts(self, name: str, partition: int, epoch: int) -> bool:
+        """Whether `name`'s ack of a delivery of `partition` begun in `epoch` counts now, as
+        store.machine counts acks: from the current owner (an ack refused as stale is sent
+        again with the current epoch by a node that owns the job now), or from its owner in
+        that epoch or a later kept one until it releases an epoch after that one."""
+        if self.owners[partition] == name:
+            return True
+        if epoch not in self.kept():
+            return False
+        released = self.released.get(name, 0)
+        return any(
+            self.past[e][partition] == name and released <= e for e in self.kept() if e >= epoch
+        )
 
     def view(self) -> View:
-        return View(self.epoch, self.live, self.owners, self.previous, frozenset(self.released))
+        former = tuple(
+            frozenset(
+                name
+                for name in NODES
+                if name != self.owners[partition]
+                and any(self.counts(name, partition, e) for e in self.kept())
+            )
+            for partition in range(PARTITIONS)
+        )
+        return View(self.epoch, self.live, self.owners, former)
 
 
 @dataclass
@@ -256,10 +310,14 @@ def commit_epoch(data: st.DataObject, machine: Machine, nodes: dict[str, Node]) 
     assignment = tuple(
         data.draw(st.sampled_from(live)) if live else None for _ in range(PARTITIONS)
     )
-    machine.previous, machine.owners = machine.owners, assignment
+    machine.past[machine.epoch] = machine.owners
+    machine.owners = assignment
     machine.epoch += 1
     machine.live = live
-    machine.released = set()
+    # A node is dropped from the live set only after its lease lapsed, which abandons every
+    # delivery it had in flight (the engine's fence).
+    for name in set(NODES) - set(live):
+        nodes[name].in_flight.clear()
     for node in nodes.values():
         node.events.append(("members", ""))
 
@@ -283,8 +341,8 @@ def propose_release(name: str, machine: Machine, nodes: dict[str, Node]) -> None
     node.holdings = Holdings(
         node.holdings.epoch, node.holdings.owned, node.holdings.waits, released_epoch=epoch
     )
-    if epoch == machine.epoch and name not in machine.released:
-        machine.released.add(name)
+    if epoch == machine.epoch and machine.released.get(name) != epoch:
+        machine.released[name] = epoch
         for other in nodes.values():
             other.events.append(("released", name))
 
@@ -337,12 +395,6 @@ def step(data: st.DataObject, machine: Machine, nodes: dict[str, Node]) -> None:
         restart(name, machine, nodes)
 
 
-def counted(machine: Machine, epoch: int) -> bool:
-    """Whether the ack of a delivery started in `epoch` may still apply: in the current epoch,
-    or in the one before while its node has not released (which it must not while delivering)."""
-    return epoch >= machine.epoch - 1
-
-
 def check(machine: Machine, nodes: dict[str, Node]) -> None:
     for name, node in nodes.items():
         # The decisions keep the timers exactly on what the holdings say this node fires.
@@ -350,18 +402,14 @@ def check(machine: Machine, nodes: dict[str, Node]) -> None:
         assert node.armed == fires, name
         if node.events:
             continue
-        # Caught up: it owns what the machine says, and fires whatever is not held back.
+        # Caught up: it owns what the machine says, and waits only for live former owners
+        # whose acks may still count.
         view = machine.view()
         owned = view.partitions_of(name) if name in machine.live else frozenset()
         assert node.holdings.owned == owned, name
         for partition in owned:
-            previous = machine.previous[partition]
-            free = (
-                previous in (None, name)
-                or previous not in machine.live
-                or previous in machine.released
-            )
-            assert node.holdings.fires(partition) == free, (name, partition)
+            waited = {m for m, parts in node.holdings.waits.items() if partition in parts}
+            assert waited <= view.acking_former_owners(partition) & set(machine.live), name
     for partition in range(PARTITIONS):
         firing = {
             name
@@ -374,7 +422,7 @@ def check(machine: Machine, nodes: dict[str, Node]) -> None:
             name
             for name, node in nodes.items()
             for p, epoch in node.in_flight
-            if p == partition and name in machine.live and counted(machine, epoch)
+            if p == partition and name in machine.live and machine.counts(name, p, epoch)
         }
         assert len(firing | delivering) <= 1, (partition, firing, delivering)
 

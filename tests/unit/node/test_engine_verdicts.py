@@ -1,8 +1,9 @@
 """node/engine/verdicts.py: the fate of each ack once its batch has a verdict.
 
-Method: one test per rule, on acks of jobs fired in the engine's epoch (7), in the one before
-(6, still counted) and earlier (5, refused by the machine); then hypothesis checks over random
-batches and verdicts that every ack gets exactly one fate and the metrics count its entries.
+Method: one test per rule, on acks of jobs fired in the engine's epoch (20), in the ones kept
+before it (12-19, still counted) and earlier (11, refused by the machine); then hypothesis
+checks over random batches and verdicts that every ack gets exactly one fate and the metrics
+count its entries.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from hypothesis import strategies as st
 from node.engine.acks import AckVerdict, PendingAck
 from node.engine.verdicts import Settlement, send_again, settle, still_counted
 from store.codec import AckEntry, Outcome
+from store.machine import PAST_EPOCHS_KEPT
 
-EPOCH = 7
-NEW_EPOCH = 8
+EPOCH = 20
+NEW_EPOCH = 21
+# Fired in an epoch the machine no longer keeps: its ack is refused.
+GONE = EPOCH - PAST_EPOCHS_KEPT - 1
 
 
 def ack(name: str, epoch: int = EPOCH, *outcomes: Outcome) -> PendingAck:
@@ -49,7 +53,7 @@ def decide(
 
 def test_committed_ends_every_hold_and_counts_nothing() -> None:
     owners = Owners("a")
-    pendings = [ack("a"), ack("b", EPOCH - 2, Outcome.FAILED)]
+    pendings = [ack("a"), ack("b", GONE, Outcome.FAILED)]
     assert decide(pendings, AckVerdict.COMMITTED, owners) == Settlement(end=tuple(pendings))
     assert owners.calls == 0
 
@@ -81,7 +85,7 @@ def test_stale_after_stop_gave_up_ends_the_hold_even_of_an_owned_job() -> None:
 
 def test_unavailable_resends_later_what_the_machine_still_counts() -> None:
     owners = Owners()
-    current, previous, older = ack("a"), ack("b", EPOCH - 1), ack("c", EPOCH - 2)
+    current, previous, older = ack("a"), ack("b", EPOCH - 1), ack("c", GONE)
     settlement = decide([current, previous, older], AckVerdict.UNAVAILABLE, owners)
     # Not applied for certain: nothing is counted as re-sent or dropped.
     assert settlement == Settlement(later=(current, previous), end=(older,))
@@ -115,7 +119,7 @@ def test_unknown_ends_the_hold_of_an_ack_with_a_failed_entry() -> None:
 
 
 def test_unknown_ends_the_hold_of_an_ack_the_machine_refuses_now() -> None:
-    older = ack("a", EPOCH - 2)
+    older = ack("a", GONE)
     assert decide([older], AckVerdict.UNKNOWN, Owners("a")) == Settlement(end=(older,), dropped=1)
 
 
@@ -127,9 +131,15 @@ def test_a_later_resend_goes_out_now_unless_stop_gave_up_meanwhile() -> None:
 
 @pytest.mark.parametrize(
     ("fired_in", "counted"),
-    [(EPOCH + 1, True), (EPOCH, True), (EPOCH - 1, True), (EPOCH - 2, False)],
+    [
+        (EPOCH + 1, True),
+        (EPOCH, True),
+        (EPOCH - 1, True),
+        (EPOCH - PAST_EPOCHS_KEPT, True),
+        (GONE, False),
+    ],
 )
-def test_an_ack_counts_in_its_epoch_and_the_next(fired_in: int, counted: bool) -> None:
+def test_an_ack_counts_in_its_epoch_and_the_kept_epochs_after(fired_in: int, counted: bool) -> None:
     assert still_counted(ack("a", fired_in), EPOCH) is counted
 
 
@@ -139,7 +149,7 @@ outcomes = st.lists(st.sampled_from(list(Outcome)), min_size=1, max_size=3)
 @st.composite
 def batches(draw: st.DrawFn) -> list[PendingAck]:
     names = draw(st.lists(st.sampled_from("abcdefgh"), unique=True, max_size=8))
-    return [ack(name, draw(st.integers(EPOCH - 3, EPOCH)), *draw(outcomes)) for name in names]
+    return [ack(name, draw(st.integers(GONE - 1, EPOCH)), *draw(outcomes)) for name in names]
 
 
 @given(

@@ -50,7 +50,7 @@ from store.history import Attempt, AttemptOutcome
 from store.jobs import JobSpec, MisfirePolicy, derive_job
 from store.machine import JobMachine
 from tests.unit.store.machine_streams import intents, materialize
-from tests.unit.store.snapshot_layouts import JOBS_FIELD, unpacked
+from tests.unit.store.snapshot_layouts import JOBS_FIELD, old_handoff, unpacked
 
 SPEC = JobSpec(
     name="j",
@@ -231,6 +231,11 @@ def snapshot_with(apps: list[object], watchers: list[object], live: list[str]) -
     return raw(SNAPSHOT_VERSION, 8, 1, [], live, [], [], apps, [], watchers, [], [], [])
 
 
+def snapshot_with_handoff(past_live: list[object], released: list[object]) -> bytes:
+    """A snapshot of epoch 1 with these past epochs and releases."""
+    return raw(SNAPSHOT_VERSION, 8, 1, [], ["n1"], past_live, released, [], [], [], [], [], [])
+
+
 def test_bad_snapshots_are_codec_errors_and_leave_the_machine_alone() -> None:
     source = JobMachine(8, Ring)
     source.apply(COMMANDS[0])
@@ -272,6 +277,14 @@ def test_bad_snapshots_are_codec_errors_and_leave_the_machine_alone() -> None:
         snapshot_with([], [["ns", "app", "n9", 1]], []),
         snapshot_with([], [["ns", "app", "n1", 0]], ["n1"]),
         snapshot_with([], [["ns", "app", "n1", "1"]], ["n1"]),
+        # Past epochs out of order, not before the snapshot's epoch, or too far back; a past
+        # epoch or a release that is not a pair of its fields.
+        snapshot_with_handoff([[0, ["n1"]], [0, ["n2"]]], []),
+        snapshot_with_handoff([[1, ["n1"]]], []),
+        snapshot_with_handoff([[-8, ["n1"]]], []),
+        snapshot_with_handoff([["n1"]], []),
+        snapshot_with_handoff([], [["n1"]]),
+        snapshot_with_handoff([], [["n1", 1, 2]]),
     ]
     for data in bad:
         with pytest.raises(CodecError):
@@ -315,6 +328,27 @@ def test_app_tokens_and_watchers_survive_a_snapshot() -> None:
     assert restored.app_route("ns", "app") == ("http://127.0.0.1:6000", "s3cret")
     assert restored.watchers() == {("ns", "app"): {"n2": 2}, ("ns", "other"): {"n1": 1}}
     assert restored.digest() == source.digest()
+
+
+def test_snapshots_before_version_4_keep_the_epoch_before_and_its_releases() -> None:
+    members = (Member("n1", "r1", "h1"), Member("n2", "r2", "h2"))
+    machine = JobMachine(8, Ring)
+    machine.apply(SetMembers(1, members, ("n1", "n2")))
+    machine.apply(SetMembers(2, members, ("n1",)))
+    machine.apply(Release(2, "n1"))
+    state = decode_snapshot(machine.to_bytes())
+    assert (state.past_live, state.released) == (((1, ("n1", "n2")),), (("n1", 2),))
+    as_v2 = unpacked(machine.to_bytes())
+    as_v3 = msgpack.unpackb(machine.to_bytes(), use_list=True, raw=False)
+    as_v3[0] = 3
+    as_v3[5:7] = old_handoff(as_v3[2], as_v3[5], as_v3[6])
+    assert as_v3[5:7] == [["n1", "n2"], ["n1"]]
+    for fields in (as_v2, as_v3):
+        restored = JobMachine.from_bytes(msgpack.packb(fields, use_bin_type=True), Ring)
+        assert restored.digest() == machine.digest()
+        assert [restored.acking_former_owners(p) for p in range(8)] == [
+            machine.acking_former_owners(p) for p in range(8)
+        ]
 
 
 def test_an_empty_machine_round_trips() -> None:
