@@ -49,15 +49,18 @@ class Holdings:
     owned: frozenset[int] = frozenset()
     waits: Mapping[str, frozenset[int]] = field(default_factory=dict)
     released_epoch: int = 0
+    # The partitions owned and not waiting: asked about for every job fired and armed.
+    _firing: frozenset[int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_firing", self.owned - self.waiting())
 
     def waiting(self) -> frozenset[int]:
         return frozenset().union(*self.waits.values())
 
     def fires(self, partition: int) -> bool:
         """Whether this node may keep timers for the partition's jobs now."""
-        return partition in self.owned and not any(
-            partition in parts for parts in self.waits.values()
-        )
+        return partition in self._firing
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import operator
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from enum import IntEnum
@@ -955,15 +956,36 @@ def _decode_ack(fields: _Fields) -> Ack:
         epoch=fields.take(int, "epoch"),
         node=fields.text("node"),
         now_ms=fields.take(int, "now_ms"),
-        entries=tuple(
-            _ack_entry(_Fields(row, "ack entry")) for row in fields.array("entries").rest()
-        ),
+        entries=tuple(map(_ack_entry, fields.array("entries").rest())),
         history_max=fields.take(int, "history_max"),
         dead_letters_max=fields.take(int, "dead_letters_max"),
     )
 
 
-def _ack_entry(fields: _Fields) -> AckEntry:
+# The exact types of a version 2 ack entry's fields (bool is not an int here, nor an int a bool).
+_ACK_ENTRY_TYPES = (str, int, int, int, int, int, int, bool)
+
+
+def _ack_entry(row: object) -> AckEntry:
+    """An ack entry. Every trigger's outcome is one, applied on every replica: a well-formed
+    entry is checked in one pass over its types; anything else goes field by field, for the
+    error that names what is wrong."""
+    if (
+        type(row) is tuple
+        and len(row) == len(_ACK_ENTRY_TYPES)
+        and all(map(operator.is_, map(type, row), _ACK_ENTRY_TYPES))
+    ):
+        outcome = _OUTCOMES.get(row[2])
+        kind = _ENTRY_KINDS.get(row[3])
+        if outcome is not None and kind is not None:
+            uid, scheduled_ms, _, _, started_ms, duration_ms, status, timed_out = row
+            return AckEntry(
+                uid, scheduled_ms, outcome, kind, started_ms, duration_ms, status, timed_out
+            )
+    return _ack_entry_fields(_Fields(row, "ack entry"))
+
+
+def _ack_entry_fields(fields: _Fields) -> AckEntry:
     uid = fields.take(str, "uid")
     scheduled_ms = fields.take(int, "scheduled_ms")
     outcome = _OUTCOMES.get(fields.take(int, "outcome"))

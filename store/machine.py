@@ -626,8 +626,8 @@ class JobMachine:
     def _remove(self, job: Job) -> None:
         app_key = (job.namespace, job.app)
         app_jobs = self._apps_jobs[app_key]
-        assert app_jobs.by_name.get(job.name) == job.uid
-        app_jobs.by_name.remove(job.name)
+        removed = app_jobs.by_name.remove(job.name)
+        assert removed == job.uid
         app_jobs.data_bytes -= len(job.spec.data)
         if not app_jobs.by_name:
             del self._apps_jobs[app_key]

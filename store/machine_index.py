@@ -65,12 +65,13 @@ class NameIndex(Generic[V]):
             self._values[index : index + 1] = [values[:half], values[half:]]
             self._maxes[index : index + 1] = [chunk[half - 1], chunk[-1]]
 
-    def remove(self, name: str) -> None:
-        """Remove a name that is in the index, and its value."""
+    def remove(self, name: str) -> V:
+        """Remove a name that is in the index, and return its value."""
         index, position = self._find(name)
-        chunk = self._chunks[index]
+        chunk, values = self._chunks[index], self._values[index]
+        value = values[position]
         del chunk[position]
-        del self._values[index][position]
+        del values[position]
         self._len -= 1
         if chunk:
             self._maxes[index] = chunk[-1]
@@ -78,6 +79,7 @@ class NameIndex(Generic[V]):
             del self._chunks[index]
             del self._values[index]
             del self._maxes[index]
+        return value
 
     def page(self, prefix: str, after: str | None, limit: int | None) -> list[V]:
         """The values of the names starting with `prefix`, in name order, strictly after

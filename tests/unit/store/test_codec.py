@@ -135,6 +135,10 @@ def raw(*fields: object) -> bytes:
     return packed
 
 
+def ack_with_entry(entry: list[object]) -> bytes:
+    return raw(COMMAND_VERSION, CommandTag.ACK, 1, "n1", 5, [entry], 0, 0)
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -152,6 +156,14 @@ def raw(*fields: object) -> bytes:
         (raw(COMMAND_VERSION, CommandTag.HEARTBEAT, "n1", 5, "r"), "missing http"),
         (raw(COMMAND_VERSION, CommandTag.ACK, 1, "n1", 5, [["u", 1, 7]]), "unknown outcome"),
         (raw(COMMAND_VERSION, CommandTag.ACK, 1, "n1", 5, "entries"), "entries must be tuple"),
+        # Entries of a version 2 ack's full width, each wrong in one field.
+        (ack_with_entry(["u", 1, 9, 0, 0, 0, 0, False]), "unknown outcome"),
+        (ack_with_entry(["u", 1, 0, 9, 0, 0, 0, False]), "unknown kind"),
+        (ack_with_entry(["u", True, 0, 0, 0, 0, 0, False]), "scheduled_ms must be int"),
+        (ack_with_entry(["u", 1, 0, 0, 0, 0, 0, 1]), "timed_out must be bool"),
+        (ack_with_entry([b"u", 1, 0, 0, 0, 0, 0, False]), "uid must be str"),
+        (ack_with_entry(["u", 1, 0, 0, 0, 0.5, 0, False]), "duration_ms must be int"),
+        (ack_with_entry(["u", 1, 0, 0, 0, 0, 0, False, 1]), "1 extra fields"),
         (raw(COMMAND_VERSION, CommandTag.SET_MEMBERS, 1, [], [3]), "expected a string"),
         (msgpack.packb({"a": 1}), "expected an array"),
     ],

@@ -50,8 +50,7 @@ def test_index_matches_a_sorted_list(
                 index.add(name, name.upper())
             elif name in model:
                 model.remove(name)
-                del values[name]
-                index.remove(name)
+                assert index.remove(name) == values.pop(name)
             assert index.get(name) == values.get(name)
         assert list(index) == model and len(index) == len(model)
         assert list(index.values()) == [values[name] for name in model]
