@@ -20,7 +20,8 @@ engine does not run; or its wall clock has been off from the cluster's median by
 `max_clock_offset_ms` for `clock_offset_persist_s`, see cluster/clock_offset.py) gives up its
 lease at once and heartbeats "standing by": the leader takes it out of the live set at once and
 its partitions move to the nodes that may fire. An offset beyond the bound stops the node's
-firing at once (`may_fire`), but stands it by only once it has lasted: a node too busy to apply
+firing at once (`may_fire`; its deliveries in flight go on, since it keeps its lease and its
+partitions: `holds_lease`), but stands it by only once it has lasted: a node too busy to apply
 heartbeats promptly reads as off for a second or two, and standing by then moved every one of its
 partitions out and back each time. An unhealthy leader goes on committing epochs (someone must),
 and keeps only the Raft leadership, which owns no partition; a leader whose clock is off hands
@@ -196,12 +197,19 @@ class Membership:
         # Since when (monotonic) the offset has been beyond the bound, or None.
         self._beyond_since: float | None = None
 
-    def may_fire(self) -> bool:
-        """True while this node's lease holds, it is live in the current epoch and its clock is
-        known to be within the bound."""
-        if self._clock.monotonic() >= self._lease_until or not self._clock_known_good():
+    def holds_lease(self) -> bool:
+        """True while this node's lease holds and it is live in the current epoch: no other node
+        fires its partitions, and its deliveries in flight may go on."""
+        if self._clock.monotonic() >= self._lease_until:
             return False
         return self._machine.read(lambda m: self._me.id in m.live)
+
+    def may_fire(self) -> bool:
+        """True while this node holds its lease and its clock is known to be within the bound:
+        it may start a delivery. A clock read beyond the bound stops new deliveries at once but
+        does not abandon those in flight (their triggers went out by a clock then trusted, and
+        no other node fires the partitions until this one stands by and gives up its lease)."""
+        return self.holds_lease() and self._clock_known_good()
 
     def clock_not_ready_reason(self) -> str | None:
         """Why this node is not ready because of its clock, or None."""

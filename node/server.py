@@ -141,6 +141,7 @@ class Node:
             self.machine,
             self.delivery,
             self.clock,
+            self.membership.holds_lease,
             self.membership.may_fire,
             engine_config_of(config),
             self.supervisor,

@@ -144,8 +144,11 @@ class _Hold:
 class TriggerEngine:
     """Fires the due jobs of the partitions `node_id` owns; one per node, on the event loop.
 
-    `lease()` says whether this node may fire right now (its last heartbeat committed less
-    than a lease ago); without it nothing fires and the timers stay. `metrics` is read by the
+    `lease()` says whether this node holds its lease (its last heartbeat committed less than a
+    lease ago, and it is live): when it lapses, the deliveries in flight are abandoned (another
+    node will fire the partitions). `may_fire()` says whether it may start deliveries now (the
+    lease, and a clock within the bound); without it nothing fires and the timers stay, while
+    the deliveries in flight go on. `metrics` is read by the
     admin API. The loop and the ack batcher's flush run under `supervisor` (restarted after a
     crash); without one, the engine supervises them on its own.
     """
@@ -158,6 +161,7 @@ class TriggerEngine:
         deliverer: Delivers,
         clock: Clock,
         lease: Callable[[], bool],
+        may_fire: Callable[[], bool],
         config: EngineConfig,
         supervisor: Supervisor | None = None,
     ) -> None:
@@ -168,6 +172,7 @@ class TriggerEngine:
         self._deliverer = deliverer
         self._clock = clock
         self._lease = lease
+        self._may_fire = may_fire
         self._config = config
         self.metrics = EngineMetrics()
         self._supervisor = supervisor or Supervisor()
@@ -477,6 +482,8 @@ class TriggerEngine:
         rows_left = bool(self._moved_rows) or self._horizon.refilling
         if not self._lease():
             self._fence()
+            return 0 if rows_left else self._config.lease_poll_ms
+        if not self._may_fire():
             return 0 if rows_left else self._config.lease_poll_ms
         free = self._config.deliveries_in_flight_max - len(self._held)
         self._slots_full = free <= 0

@@ -67,6 +67,7 @@ class SimNode:
             replica.machine,
             self._app.client(self.id, self.clock),
             self.clock,
+            membership.holds_lease,
             membership.may_fire,
             ENGINE,
             supervisor,

@@ -52,6 +52,8 @@ class Harness:
     def __init__(self, data_dir: Path, config: EngineConfig) -> None:
         self.clock = SystemClock()
         self.lease_held = True
+        # Whether this node's clock is taken as within the bound (lease_held aside).
+        self.clock_trusted = True
         self._data_dir = data_dir
         self._config = config
         self._loop = asyncio.new_event_loop()
@@ -67,11 +69,14 @@ class Harness:
         )
         self.http = HttpDelivery(DeliveryConfig(), attempt_timeout_s=3.0)
         self.engine = TriggerEngine(
-            NODE, self.store, self.machine, self.http, self.clock, self._lease, config
+            NODE, self.store, self.machine, self.http, self.clock, self._lease, self._fires, config
         )
 
     def _lease(self) -> bool:
         return self.lease_held
+
+    def _fires(self) -> bool:
+        return self.lease_held and self.clock_trusted
 
     # ---- lifecycle ----
 

@@ -157,6 +157,52 @@ def test_without_a_lease_nothing_fires_until_it_is_back(harness: Harness, sink: 
     assert scheduled_ms(call) == job.next_ms
 
 
+def deliver_slowly(harness: Harness, slow_sink: Sink, name: str) -> int:
+    """Put a job of the slow app due at once; return, with its delivery in flight (the app has
+    it and answers SLOW_S later), the count of deliveries abandoned so far."""
+    abandoned = harness.engine.metrics.deliveries_abandoned
+    harness.put(name, app="slow", due_time="200ms")
+    assert len(slow_sink.wait_for(name, 1, timeout_s=5)) == 1
+    return abandoned
+
+
+def test_a_clock_not_trusted_fires_nothing_new_and_lets_deliveries_in_flight_finish(
+    harness: Harness, sink: Sink, slow_sink: Sink
+) -> None:
+    # A clock read beyond the bound (a busy node's heartbeats apply late and read as an offset
+    # for a moment) keeps the lease: abandoning the delivery in flight would only make it go
+    # out again.
+    abandoned = deliver_slowly(harness, slow_sink, "in-flight")
+    harness.clock_trusted = False
+    try:
+        harness.put("held-back", due_time="100ms")
+        harness.wait_gone("in-flight", app="slow")
+        assert sink.wait_for("held-back", 1, timeout_s=1.0) == []
+    finally:
+        harness.clock_trusted = True
+    assert len(sink.wait_for("held-back", 1, timeout_s=5)) == 1
+    assert len(slow_sink.calls_for("in-flight")) == 1
+    assert harness.engine.metrics.deliveries_abandoned == abandoned
+
+
+def test_a_lease_lapse_abandons_the_deliveries_in_flight(harness: Harness, slow_sink: Sink) -> None:
+    # Without its lease another node may fire the partition: nothing of this node's attempt may
+    # reach the app later, and its answer is not waited for. The occurrence goes out again.
+    abandoned = deliver_slowly(harness, slow_sink, "fenced")
+    harness.lease_held = False
+    try:
+        deadline = time.monotonic() + 5
+        while harness.engine.metrics.deliveries_abandoned == abandoned:
+            assert time.monotonic() < deadline, "the delivery in flight was not abandoned"
+            time.sleep(0.02)
+        job = harness.job("fenced", app="slow")
+        assert job is not None and job.trigger_count == 0
+    finally:
+        harness.lease_held = True
+    harness.wait_gone("fenced", app="slow")
+    assert len(slow_sink.calls_for("fenced")) == 2
+
+
 def test_misfire_all_replays_every_missed_occurrence_oldest_first(
     harness: Harness, sink: Sink
 ) -> None:
