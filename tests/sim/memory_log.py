@@ -187,7 +187,12 @@ class MemoryLog:
             return
         proposal.fail(OutcomeUnknown("leadership changed after the proposal left"))
         if draw >= 2 / 3:
-            self._carried.append(proposal.command)
+            if self.leader is not None and self.has_majority():
+                # The leader elected meanwhile has the entry: it commits it now. (Raft never
+                # commits it at a later election: a leader without it overwrites it.)
+                self._commit(proposal.command, None)
+            else:
+                self._carried.append(proposal.command)
 
     def _commit(self, command: bytes, proposal: _Proposal | None) -> None:
         self.entries.append(command)
