@@ -5,15 +5,20 @@ fire triggers, only while its own last heartbeat committed less than `lease_s` a
 the moment it was *sent* on the node's monotonic clock: a node cut off from the majority (or
 paused) stops firing by itself once the lease runs out, without hearing from anyone.
 
-The leader watches the committed heartbeats (every `epoch_check_s`). A member whose last
-heartbeat is older than `dead_s` (> lease + margin, so its lease has surely run out) is dropped
-from the live set, and a member heartbeating again is taken back; each change is committed as a
-new epoch. Partitions move only with an epoch, so the old owner has stopped firing before the
-new owner starts: no duplicate from a healthy failover, only from deliveries in flight when a
-node died.
+The leader watches the committed heartbeats (every `epoch_check_s`). A member whose lease has
+surely run out is dropped from the live set, and a member heartbeating again is taken back; each
+change is committed as a new epoch. Partitions move only with an epoch, so the old owner has
+stopped firing before the new owner starts: no duplicate from a healthy failover, only from
+deliveries in flight when a node died.
 
-A heartbeat is stamped with its sender's wall clock and judged against the leader's: this
-assumes clocks within a small fraction of `dead_s - lease_s` of each other, which NTP gives.
+The leader knows a lease has run out in two ways. It applied the member's last heartbeat more
+than `lease_s + heard_margin_s` ago by its own monotonic clock: the heartbeat was sent before it
+was applied, so its lease, counted from the sending, ended earlier; no clock but the leader's
+takes part, and the margin covers the rates of two monotonic clocks and a delivery that begins
+as a lease ends. Or the heartbeat's wall stamp, judged against the leader's wall clock, is
+`dead_s` old: the way for a heartbeat the leader applied late (one it caught up with as it was
+elected, or replayed at its start), which assumes clocks within a small fraction of
+`dead_s - lease_s` of each other, as NTP gives.
 
 A node that may not fire (`healthy()` false: one of its tasks keeps crashing, or its trigger
 engine does not run; or its wall clock has been off from the cluster's median by more than
@@ -32,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,15 +63,21 @@ Spawn = Callable[[str, Callable[[], Coroutine[Any, Any, None]]], "asyncio.Task[N
 @dataclass(frozen=True, kw_only=True)
 class MembershipConfig:
     heartbeat_s: float = 0.2
-    # A leader's death lapses the survivors' leases when the election and a heartbeat outlast
-    # it, which abandons their deliveries in flight (answered ones go out again: duplicates in
-    # a healthy failover). 1 s outlasts most elections (the first of the survivors' timeouts,
-    # 0.4-1.4 s each, store/raft/config.py); shorter election timeouts brought spurious
-    # elections under saturated load.
-    lease_s: float = 1.0
+    # A dead node's partitions move about this long after its last heartbeat, so the shorter
+    # the faster a failover. But a leader's death lapses the survivors' leases when the
+    # election and a heartbeat outlast it, which abandons their deliveries in flight. A leader
+    # whose process died is replaced in 0.1-0.3 s (its followers see its connections close,
+    # store/raft/transport.py section 10); one paused or cut off takes an election timeout
+    # (0.4-1.4 s, the first of the survivors'; shorter timeouts brought spurious elections
+    # under saturated load), which 0.9 s outlasts about half the time.
+    lease_s: float = 0.9
+    # A member is dead once the leader applied its last heartbeat lease_s + heard_margin_s ago
+    # by its own monotonic clock, or once the heartbeat's wall stamp is dead_s old by the
+    # leader's wall clock.
+    heard_margin_s: float = 0.05
     dead_s: float = 1.3
-    # How often the leader looks for a member whose heartbeat has turned dead_s old (and for
-    # one come back): a dead node's partitions move at most this long after its lease ran out.
+    # How often the leader looks for a member turned dead (and for one come back): a dead
+    # node's partitions move at most this long after it was found dead.
     epoch_check_s: float = 0.05
     # A node whose wall clock is further than this from the median of the live members' stops
     # firing, gives up leadership and is not ready (cluster/clock_offset.py). Below the margin
@@ -85,6 +96,11 @@ class MembershipConfig:
             raise ValidationError(
                 f"heartbeat_s, lease_s and dead_s must satisfy 0 < heartbeat_s < lease_s < dead_s, "
                 f"not {self.heartbeat_s}, {self.lease_s} and {self.dead_s}"
+            )
+        if not 0 < self.heard_margin_s < self.dead_s - self.lease_s:
+            raise ValidationError(
+                f"heard_margin_s must satisfy 0 < heard_margin_s < dead_s - lease_s, "
+                f"not {self.heard_margin_s}"
             )
         if not 0 < self.epoch_check_s <= self.heartbeat_s:
             raise ValidationError(
@@ -129,15 +145,18 @@ def next_membership(
     now_ms: int,
     config: MembershipConfig,
     may_declare_dead: Collection[str],
+    heard_s: Mapping[str, float],
 ) -> tuple[tuple[Member, ...], tuple[str, ...]] | None:
     """The (members, live) the leader should commit now, or None when nothing changes. Pure.
 
     Members are the nodes of the Raft cluster (by raft address) that have announced themselves
-    in a heartbeat. A live member stays live until its heartbeat is `dead_s` old; a member not
-    live becomes live once its heartbeat is fresher than `lease_s` (it has caught up: a node
-    heartbeats only once it is ready). Only the members in `may_declare_dead` may be declared
-    dead: during a new leader's first `leader_grace_s`, while the live nodes' first heartbeats
-    under it are still arriving, those it holds no connection to.
+    in a heartbeat. A live member stays live until the leader applied its last heartbeat
+    `lease_s + heard_margin_s` ago (`heard_s`: seconds by the leader's monotonic clock; a member
+    missing was heard just now) or the heartbeat's wall stamp is `dead_s` old at `now_ms`; a
+    member not live becomes live once its heartbeat is fresher than `lease_s` by both (it has
+    caught up: a node heartbeats only once it is ready). Only the members in `may_declare_dead`
+    may be declared dead: during a new leader's first `leader_grace_s`, while the live nodes'
+    first heartbeats under it are still arriving, those it holds no connection to.
     """
     members = tuple(
         sorted(
@@ -153,9 +172,15 @@ def next_membership(
             # It stopped firing before it said so: its partitions may move at once.
             keep = False
         elif node in view.live:
-            keep = age_ms < config.dead_s * 1000 or node not in may_declare_dead
+            dead = (
+                heard_s.get(node, 0.0) >= config.lease_s + config.heard_margin_s
+                or age_ms >= config.dead_s * 1000
+            )
+            keep = not dead or node not in may_declare_dead
         else:
-            keep = age_ms < config.lease_s * 1000
+            # Fresh by both clocks: a member whose wall clock runs ahead does not come back on
+            # stamps that look young while the leader has not heard from it.
+            keep = age_ms < config.lease_s * 1000 and heard_s.get(node, 0.0) < config.lease_s
         if keep:
             live.append(node)
     if members == view.members and tuple(live) == view.live:
@@ -196,6 +221,8 @@ class Membership:
         self._skewed_ms: int | None = None
         # Since when (monotonic) the offset has been beyond the bound, or None.
         self._beyond_since: float | None = None
+        # member -> (wall stamp of its last heartbeat, monotonic time this node applied it).
+        self._heard: dict[str, tuple[int, float]] = {}
 
     def holds_lease(self) -> bool:
         """True while this node's lease holds and it is live in the current epoch: no other node
@@ -238,9 +265,12 @@ class Membership:
         result = applied.result
         if not (isinstance(result, Result) and isinstance(result.value, HeartbeatSeen)):
             return
+        seen = result.value
+        # A heartbeat replayed at start counts as heard now: later than it was sent, as the
+        # judging of leases needs (_heard_s).
+        self._heard[seen.node] = (seen.now_ms, self._clock.monotonic())
         # Heartbeats replayed at start, or caught up with, are old: they say nothing of clocks.
         if self._store.ready:
-            seen = result.value
             self._offsets.observe(
                 seen.node, seen.now_ms, self._clock.wall_ms(), self._clock.monotonic()
             )
@@ -350,6 +380,18 @@ class Membership:
                     ZONE_DATA_VERSION,
                 )
 
+    def _heard_s(self, heartbeats: Mapping[str, int]) -> dict[str, float]:
+        """member -> seconds since this node applied its last committed heartbeat. A heartbeat
+        the read holds but no callback has told of yet was applied just now."""
+        now = self._clock.monotonic()
+        heard: dict[str, tuple[int, float]] = {}
+        for node, stamp_ms in heartbeats.items():
+            known = self._heard.get(node)
+            heard[node] = known if known is not None and known[0] == stamp_ms else (stamp_ms, now)
+        # Former members' heartbeats leave the machine; they leave this table with them.
+        self._heard = heard
+        return {node: now - applied for node, (_, applied) in heard.items()}
+
     async def _lead_if_leader(self) -> None:
         if self._store.status().role is not Role.LEADER:
             self._leading_since = None
@@ -377,14 +419,18 @@ class Membership:
             now_ms,
             self._config,
             may_declare_dead,
+            self._heard_s(view.heartbeats),
         )
         if change is None:
             return
         members, live = change
         log.info("epoch %d: live %s", view.epoch + 1, ", ".join(live) or "(none)")
-        command = SetMembers(
-            view.epoch + 1, members, live, now_ms, round(self._config.dead_s * 1000)
+        judged = tuple(
+            (node, view.heartbeats[node])
+            for node in sorted(set(view.live) - set(live))
+            if node in view.heartbeats and node not in view.standing_by
         )
+        command = SetMembers(view.epoch + 1, members, live, now_ms, 0, judged)
         try:
             result = await self._store.propose(encode_command(command), self._config.lease_s)
         except TockError as error:

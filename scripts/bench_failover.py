@@ -8,13 +8,15 @@ default of 60. Each trial: wait until triggers flow, SIGKILL the current leader,
 `watch-seconds` while polling the survivors' `GET /admin/cluster` every 50 ms, then restart the
 killed node and wait until the cluster is whole again; the next trial kills the next leader.
 `--kill follower` kills a follower instead, for comparison: no election then, and the leader
-may declare the node dead `dead` after its last heartbeat rather than `dead` after an election.
+declares the node dead once it applied its last heartbeat `lease_s + heard_margin_s` ago, with
+no election first.
 
 Figures per trial, in seconds from the SIGKILL:
 - elected: a survivor reports a new leader (Raft election; none when a follower was killed);
 - moved: a survivor's status shows the killed node owning no partitions, i.e. the membership
-  epoch without it is committed (the leader declares a node dead `dead_s` after its last
-  heartbeat, 1.3 s by default, which dominates once the election is over);
+  epoch without it is committed (the leader declares a node dead once it applied its last
+  heartbeat `lease_s + heard_margin_s` ago, 0.95 s by default, or its wall stamp is `dead_s`
+  old, 1.3 s, when the new leader applied it only as it was elected);
 - flowing: the first trigger the app receives, after the kill, of a job whose partition the
   killed node owned (the new owner has armed the partition and delivered);
 - gap: the longest silence in the killed node's jobs' triggers around the kill;

@@ -226,13 +226,18 @@ class SetMembers:
     epoch: int
     members: tuple[Member, ...]
     live: tuple[str, ...]
-    # The leader's wall time when it decided, and the age at which a heartbeat is dead. The
-    # machine refuses to drop from the live set a member whose heartbeat, committed before this
-    # command, is younger than that: a heartbeat that landed after the leader read the state
-    # renewed the member's lease, and moving its partitions now would let two nodes fire them.
-    # 0 and 0: no check (a command from before the check existed).
+    # The leader's wall time when it decided, and the age at which a heartbeat is dead: in a
+    # command without `judged`, the machine refuses to drop from the live set a member whose
+    # heartbeat, committed before this command, is younger than that. 0 and 0: no check (a
+    # command from before the check existed).
     now_ms: int = 0
     dead_ms: int = 0
+    # (member, wall stamp of the heartbeat the leader judged dead) for each live member the
+    # command drops that does not stand by. The machine refuses the command if such a member's
+    # last committed heartbeat is another one: a heartbeat that landed after the leader read the
+    # state renewed the member's lease, and moving its partitions now would let two nodes fire
+    # them. None in a command from before the leader judged heartbeats by its own clock.
+    judged: tuple[tuple[str, int], ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -1028,7 +1033,20 @@ def _decode_set_members(fields: _Fields) -> SetMembers:
         live=_texts(fields.array("live")),
         now_ms=fields.take(int, "now_ms"),
         dead_ms=fields.take(int, "dead_ms"),
+        judged=_judged(fields) if fields.remaining() else None,
     )
+
+
+def _judged(fields: _Fields) -> tuple[tuple[str, int], ...] | None:
+    rows = fields.optional(tuple, "judged")
+    if rows is None:
+        return None
+    judged: list[tuple[str, int]] = []
+    for row in rows:
+        member_stamp = _Fields(row, "judged")
+        judged.append((member_stamp.text("member"), member_stamp.take(int, "stamp_ms")))
+        member_stamp.done()
+    return tuple(judged)
 
 
 def _decode_barrier(fields: _Fields) -> Barrier:

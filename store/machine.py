@@ -533,7 +533,7 @@ class JobMachine:
         _check_members(command.members, command.live)
         fresh = self._dropped_while_fresh(command)
         if fresh:
-            message = f"members {fresh} heartbeat within {command.dead_ms} ms of {command.now_ms}"
+            message = f"members {fresh} heartbeat since the leader judged them dead"
             return _failed(ErrorKind.STALE, message)
         # Built before anything changes: a ring that cannot be built refuses the command whole.
         ring = self._assign(command.live, self._partitions) if command.live else None
@@ -554,16 +554,23 @@ class JobMachine:
 
     def _dropped_while_fresh(self, command: SetMembers) -> list[str]:
         """Live members this command would drop although their last committed heartbeat does
-        not stand by and is not yet `dead_ms` old at the command's time (SetMembers.now_ms)."""
+        not stand by and is not the one the leader judged dead (SetMembers.judged), or, in a
+        command from before the leader judged by its own clock, is not yet `dead_ms` old at the
+        command's time (SetMembers.now_ms)."""
+        dropped = [
+            node
+            for node in sorted(set(self._live) - set(command.live))
+            if node in self._heartbeats and not self._heartbeats[node][4]
+        ]
+        if command.judged is not None:
+            judged = dict(command.judged)
+            if len(judged) != len(command.judged):
+                raise ValidationError("members judged dead more than once")
+            return [node for node in dropped if judged.get(node) != self._heartbeats[node][0]]
         if command.dead_ms <= 0:
             return []
-        dropped = sorted(set(self._live) - set(command.live))
         return [
-            node
-            for node in dropped
-            if node in self._heartbeats
-            and not self._heartbeats[node][4]
-            and command.now_ms - self._heartbeats[node][0] < command.dead_ms
+            node for node in dropped if command.now_ms - self._heartbeats[node][0] < command.dead_ms
         ]
 
     def _release(self, command: Release) -> Result:

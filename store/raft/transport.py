@@ -42,6 +42,12 @@ install, around an unchanged library:
    message leaves (what it refers to may not be durable) and the node skips its ticks: no
    election, no commit, no apply. It tries the writes again at every tick and ticks on once
    they succeed.
+10. A leader whose connection closes. A process that dies (a crash, a SIGKILL, the OOM
+   killer) has its sockets closed by the kernel at once, so a follower whose connection to its
+   leader closes campaigns within `leader_lost_election_s_min..max` instead of waiting out an
+   election timeout (0.4-1.4 s) for heartbeats that will not come. A leader that is only slow,
+   paused or cut off keeps its connections and is judged by the timeout as before: what makes
+   elections spurious under load (a timeout too short for a saturated leader) does not apply.
 
 What the store must provide: a SyncObjConf with `journalFile` and `fullDumpFile` (without a
 journal file the durability pieces are skipped, which suits only in-memory tests), and a
@@ -60,6 +66,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +127,11 @@ class HardeningConfig:
     handshakes_max: int = 64
     # After accept() ran out of descriptors, the listener rests this long before trying again.
     accept_pause_s: float = 0.1
+    # A follower whose connection to its leader closes campaigns after a delay drawn from this
+    # range (section 10): short, since a closed connection says the leader's process is gone;
+    # random, so that the followers that all saw it close do not split the vote.
+    leader_lost_election_s_min: float = 0.02
+    leader_lost_election_s_max: float = 0.2
 
     def validate(self) -> None:
         if not 0 < self.quiet_election_timeout_s_min <= self.quiet_election_timeout_s_max:
@@ -135,6 +147,11 @@ class HardeningConfig:
             raise ValidationError("handshake_s_max must be in (0, 10] seconds")
         if self.handshakes_max <= 0 or self.accept_pause_s <= 0:
             raise ValidationError("handshakes_max and accept_pause_s must be positive")
+        if not 0 < self.leader_lost_election_s_min < self.leader_lost_election_s_max:
+            raise ValidationError(
+                "leader_lost_election_s_min and leader_lost_election_s_max must satisfy "
+                "0 < leader_lost_election_s_min < leader_lost_election_s_max"
+            )
 
 
 @dataclass
@@ -158,6 +175,7 @@ class TransportStats(PortStats):
     quiet_starts_resumed: int = 0
     leader_queries_sent: int = 0
     leader_queries_answered: int = 0
+    leader_lost_campaigns: int = 0
 
 
 class HardenedTransport(TCPTransport):  # type: ignore[misc]
@@ -183,6 +201,8 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
         self._leader_replies: dict[Any, tuple[bool, int, float]] = {}
         self._next_leader_query_at = 0.0
         self._campaigning_early = False
+        # The last leader a tick knew of (section 10).
+        self._leader_followed: Any = None
         self._handshakes = Handshakes(
             self._hardening.handshake_s_max, self._hardening.handshakes_max, self._stats
         )
@@ -249,6 +269,7 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
     def _onTick(self) -> None:
         self._hold_elections_while_recovering()
         super()._onTick()
+        self._leader_followed = self._syncObj._getLeader() or self._leader_followed
         self._steer_quiet_start()
         self._guard_port()
         self._flush_outbox()
@@ -669,7 +690,43 @@ class HardenedTransport(TCPTransport):  # type: ignore[misc]
 
     def _onDisconnected(self, conn: Any) -> None:
         self._handshakes.forget(conn)
+        node = self._connToNode(conn)
         super()._onDisconnected(conn)
+        if node is not None:
+            self._campaign_soon_if_leader_lost(node)
+
+    # 10. A leader whose connection closes.
+
+    def _campaign_soon_if_leader_lost(self, node: Any) -> None:
+        """Bring the election deadline forward when the connection to our leader has closed.
+
+        Only a follower that is caught up and neither quiet nor recovering: those hold their
+        elections back on purpose. If the leader lives on (the close was the network's), its
+        next AppendEntries over the connection the library dials again resets the deadline; if
+        it comes too late, the leader is deposed once, as an election timeout would have.
+        """
+        syncObj = self._syncObj
+        leader = syncObj._getLeader()
+        # A candidate's vote request that arrived first has made us forget the leader already.
+        if leader is None:
+            leader = self._leader_followed
+        if (
+            node != leader
+            or getattr(syncObj, _STATE) == _LEADER_STATE
+            or self._recovering
+            or self._normal_election_timeouts is not None
+            or not syncObj.isReady()
+        ):
+            return
+        hardening = self._hardening
+        delay = random.uniform(
+            hardening.leader_lost_election_s_min, hardening.leader_lost_election_s_max
+        )
+        deadline = library_monotonic() + delay
+        if deadline < getattr(syncObj, _ELECTION_DEADLINE):
+            setattr(syncObj, _ELECTION_DEADLINE, deadline)
+            self._stats.leader_lost_campaigns += 1
+            logger.info("connection to the leader %s closed: campaigning in %.2f s", node, delay)
 
     def _guard_port(self) -> None:
         self._handshakes.close_expired()

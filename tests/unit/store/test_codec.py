@@ -80,6 +80,15 @@ COMMANDS: list[Command] = [
     Heartbeat("n2", 99, "127.0.0.1:7501", "127.0.0.1:3501"),
     Heartbeat("n2", 99, "127.0.0.1:7501", "127.0.0.1:3501", "2026.1"),
     SetMembers(4, (Member("n1", "127.0.0.1:7500", "127.0.0.1:3500"),), ("n1",)),
+    SetMembers(
+        4,
+        (Member("n1", "127.0.0.1:7500", "127.0.0.1:3500"),),
+        ("n1",),
+        1_700_000_000_000,
+        0,
+        (("n2", 1_699_999_998_900), ("n3", 1_699_999_998_800)),
+    ),
+    SetMembers(4, (), (), 1_700_000_000_000, 0, ()),
     Barrier(),
     WatchersChanged("ns", "app", "n2", 3),
     WatchersChanged("ns", "app", "n2", 0),
@@ -165,12 +174,27 @@ def ack_with_entry(entry: list[object]) -> bytes:
         (ack_with_entry(["u", 1, 0, 0, 0, 0.5, 0, False]), "duration_ms must be int"),
         (ack_with_entry(["u", 1, 0, 0, 0, 0, 0, False, 1]), "1 extra fields"),
         (raw(COMMAND_VERSION, CommandTag.SET_MEMBERS, 1, [], [3]), "expected a string"),
+        (raw(COMMAND_VERSION, CommandTag.SET_MEMBERS, 1, [], [], 5, 0, 7), "judged must be"),
+        (raw(COMMAND_VERSION, CommandTag.SET_MEMBERS, 1, [], [], 5, 0, [["n2"]]), "missing stamp"),
+        (
+            raw(COMMAND_VERSION, CommandTag.SET_MEMBERS, 1, [], [], 5, 0, [["n2", "1"]]),
+            "stamp_ms must be int",
+        ),
+        (
+            raw(COMMAND_VERSION, CommandTag.SET_MEMBERS, 1, [], [], 5, 0, [["n2", 1, 2]]),
+            "1 extra fields",
+        ),
         (msgpack.packb({"a": 1}), "expected an array"),
     ],
 )
 def test_malformed_commands_are_codec_errors(data: bytes, message: str) -> None:
     with pytest.raises(CodecError, match=message):
         decode_command(data)
+
+
+def test_a_set_members_from_before_the_judged_stamps_decodes_without_them() -> None:
+    before = raw(COMMAND_VERSION, CommandTag.SET_MEMBERS, 4, [], [], 1_700_000_000_000, 1300)
+    assert decode_command(before) == SetMembers(4, (), (), 1_700_000_000_000, 1300, None)
 
 
 def put_with_spec_row(spec_row: list[object]) -> bytes:

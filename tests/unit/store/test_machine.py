@@ -516,3 +516,20 @@ def test_a_member_whose_heartbeat_landed_after_the_leaders_read_is_not_dropped()
     # Once the heartbeat is dead_ms old at the command's time, the member may go.
     assert machine.apply(SetMembers(2, MEMBERS, ("n1",), NOW_MS + 1500, 1500)).ok
     assert list(machine.live) == ["n1"]
+
+
+def test_a_member_is_dropped_only_with_the_heartbeat_the_leader_judged_dead() -> None:
+    machine = machine_with_members()
+    assert machine.apply(Heartbeat("n2", NOW_MS, "r2", "h2")).ok
+    # The leader judged n2's heartbeat of NOW_MS - 200 dead; the one of NOW_MS landed since.
+    late = machine.apply(SetMembers(2, MEMBERS, ("n1",), NOW_MS, 0, (("n2", NOW_MS - 200),)))
+    assert (late.ok, late.error) == (False, ErrorKind.STALE)
+    # A member dropped without a judged heartbeat (the command names another) stays.
+    unjudged = machine.apply(SetMembers(2, MEMBERS, ("n1",), NOW_MS, 0, (("n3", NOW_MS),)))
+    assert (unjudged.ok, unjudged.error) == (False, ErrorKind.STALE)
+    twice = machine.apply(SetMembers(2, MEMBERS, ("n1",), NOW_MS, 0, (("n2", NOW_MS),) * 2))
+    assert (twice.ok, twice.error) == (False, ErrorKind.INVALID)
+    assert machine.live == NODES and machine.epoch == 1
+    # The judged heartbeat is still the last: how old its wall stamp is does not matter.
+    assert machine.apply(SetMembers(2, MEMBERS, ("n1",), NOW_MS, 0, (("n2", NOW_MS),))).ok
+    assert list(machine.live) == ["n1"]
