@@ -303,6 +303,14 @@ class LocalCluster:
             status["ready"] = False
         return status
 
+    def metrics(self, node_id: str) -> str:
+        """The node's `GET /metrics` text."""
+        url = f"{self.node(node_id).url}/metrics"
+        request = urllib.request.Request(url, headers=self.admin_headers())
+        with urllib.request.urlopen(request, timeout=5, context=self._ssl) as reply:
+            text: str = reply.read().decode()
+        return text
+
     # -- internals -------------------------------------------------------------------------
 
     def _node_process(self, k: int) -> NodeProcess:

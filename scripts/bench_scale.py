@@ -15,7 +15,8 @@ sent again in a retry pass.
 
 Figures:
 - create rate (first pass), latency p50/p99, errors (by HTTP status), the driver's CPU use;
-  the membership epochs and Raft terms that began meanwhile (every node is up: both spurious);
+  the membership epochs and Raft terms that began meanwhile (every node is up: both spurious),
+  and how many early campaigns a closed connection to the leader began (store/raft/transport.py);
 - per node, RSS (VmRSS of the node process) with 0 jobs, with N, and after each restart, and
   the resident bytes one job costs (RSS growth from 0 to N, divided by N); the
   sizes of its Raft journal and dump once every node holds N;
@@ -114,6 +115,17 @@ def epoch_and_term(cluster: LocalCluster) -> tuple[int, int]:
     epoch, term = status["epoch"], status["term"]
     assert isinstance(epoch, int) and isinstance(term, int)
     return epoch, term
+
+
+def early_campaigns(cluster: LocalCluster) -> int:
+    """Early campaigns (a follower saw its connection to the leader close), summed over the
+    nodes, from their metrics."""
+    total = 0.0
+    for node in cluster.nodes:
+        for line in cluster.metrics(node.node_id).splitlines():
+            if line.startswith("tock_raft_leader_lost_campaigns_total "):
+                total += float(line.split()[1])
+    return int(total)
 
 
 def jobs_everywhere(cluster: LocalCluster) -> dict[str, int]:
@@ -355,6 +367,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         watch.start()
         urls = [node.url for node in cluster.nodes]
         epoch, term = epoch_and_term(cluster)
+        campaigns = early_campaigns(cluster)
         load = asyncio.run(create_jobs(urls, args.jobs, args.in_flight, args.schedule, progress))
         figures["create"] = load.figures()
         counts = wait_for_jobs(cluster, args.jobs, args.ready_timeout)
@@ -365,6 +378,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         # (or its clock off) while busy, or an election.
         figures["epochs_during_create"] = epoch_after - epoch
         figures["elections_during_create"] = term_after - term
+        figures["early_campaigns_during_create"] = early_campaigns(cluster) - campaigns
         time.sleep(SETTLE_S)
         figures["rss_mib_full"] = memory(cluster)
         figures["ram_bytes_per_job"] = ram_bytes_per_job(figures, args.jobs)
@@ -388,7 +402,8 @@ def print_table(figures: dict[str, object]) -> None:
         f"{create['requests_per_s']}/s over {create['seconds']} s, p50 {create['latency_ms_p50']}"
         f" ms, p99 {create['latency_ms_p99']} ms, errors {create['errors']}, "
         f"driver cpu {create['driver_cpu_pct']}%; new epochs {figures['epochs_during_create']}, "
-        f"new terms {figures['elections_during_create']} (every node up: both should be 0)"
+        f"new terms {figures['elections_during_create']} (every node up: both should be 0; "
+        f"{figures['early_campaigns_during_create']} begun by a closed connection)"
     )
     print(
         f"{'node':>4} {'rss@0':>8} {'rss@N':>8} {'journal':>10} {'dump':>10}  (MiB)"

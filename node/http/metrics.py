@@ -203,6 +203,11 @@ def _raft(raft: RaftStatus) -> Iterator[Metric]:
         int(raft.disk_error is not None),
     )
     yield _counter(
+        "tock_raft_leader_lost_campaigns",
+        "Times this follower campaigned early because its connection to the leader closed.",
+        raft.transport.leader_lost_campaigns,
+    )
+    yield _counter(
         "tock_raft_torn_tails_truncated",
         "Torn journal tails (a crash during a write) truncated at this node's start.",
         raft.transport.torn_tails_truncated,

@@ -54,6 +54,7 @@ def test_the_dapr_scheduler_families_are_there_with_their_types(node: LiveNode) 
     for name in ("tock_raft_term", "tock_raft_commit_index", "tock_raft_applied_index"):
         assert found[name].type == "gauge"
     assert found["tock_raft_leader_changes"].type == "counter"
+    assert found["tock_raft_leader_lost_campaigns"].type == "counter"
     assert found["tock_deliveries_in_flight"].type == "gauge"
     assert found["tock_raft_entry_largest_bytes"].unit in ("", "bytes")
 
