@@ -211,6 +211,14 @@ class Membership:
         self._spawn = spawn
         self._healthy = healthy
         self._lease_until = float("-inf")
+        # When (monotonic) this node last gave its lease up: a heartbeat sent before then renews
+        # nothing, whenever it commits.
+        self._lease_given_up_at = float("-inf")
+        # Heartbeats proposed and not yet answered (see _send_beat), and when the next is due.
+        self._beats: set[asyncio.Task[None]] = set()
+        self._next_beat = float("-inf")
+        # What a heartbeat task raised beyond a failed proposal: the loop raises it in turn.
+        self._beat_crash: BaseException | None = None
         self._leading_since: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._zone_data_warned: set[tuple[str, str]] = set()
@@ -259,6 +267,10 @@ class Membership:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        beats = list(self._beats)
+        for beat in beats:
+            beat.cancel()
+        await asyncio.gather(*beats, return_exceptions=True)
         self._lease_until = float("-inf")
 
     def _on_applied(self, applied: Applied) -> None:
@@ -321,21 +333,22 @@ class Membership:
         return self._machine.read(lambda m: tuple(member.id for member in m.members))
 
     async def _run(self) -> None:
-        next_beat = float("-inf")
+        self._next_beat = float("-inf")
         while True:
             fault_point(TASK)
-            if self._store.ready and self._clock.monotonic() >= next_beat:
-                next_beat = self._clock.monotonic() + self._config.heartbeat_s
+            crash, self._beat_crash = self._beat_crash, None
+            if crash is not None:
+                raise crash
+            if self._store.ready and self._clock.monotonic() >= self._next_beat:
+                self._next_beat = self._clock.monotonic() + self._config.heartbeat_s
                 self._check_clock()
                 # A node that may not fire still heartbeats, standing by: its clock goes on
                 # being measured, and the leader moves its partitions at once.
                 standing_by = not self._healthy() or self._skewed_ms is not None
                 if standing_by:
                     self._lease_until = float("-inf")
-                if not await self._beat(standing_by):
-                    # No leader (an election) or no commit: try again soon rather than a whole
-                    # heartbeat later, so that leases survive an election whenever they can.
-                    next_beat = self._clock.monotonic() + self._config.epoch_check_s
+                    self._lease_given_up_at = self._clock.monotonic()
+                self._send_beat(standing_by)
                 if self._skewed_ms is not None and self._store.status().role is Role.LEADER:
                     # A leader judges every heartbeat's age by its own clock: a skewed one
                     # would declare live members dead. Another member leads instead.
@@ -344,8 +357,26 @@ class Membership:
                 await self._lead_if_leader()
             await self._clock.sleep(self._config.epoch_check_s)
 
-    async def _beat(self, standing_by: bool) -> bool:
-        """Commit one heartbeat, renewing the lease unless standing by; False if it failed."""
+    def _send_beat(self, standing_by: bool) -> None:
+        """Propose a heartbeat without waiting for it. A proposal whose outcome stays unknown
+        (lost with a leader, or slow) takes up to lease_s to fail; waiting for it would send the
+        next heartbeat only then, and the leader, which declares a member dead a lease after it
+        last applied one of its heartbeats, would take one lost proposal for a death. At most
+        as many as a lease holds are in flight: beyond that the cluster is not committing
+        anyway, and more would only queue."""
+        if len(self._beats) * self._config.heartbeat_s >= self._config.lease_s:
+            return
+        beat = asyncio.ensure_future(self._beat(standing_by))
+        self._beats.add(beat)
+        beat.add_done_callback(self._beat_done)
+
+    def _beat_done(self, beat: asyncio.Task[None]) -> None:
+        self._beats.discard(beat)
+        if not beat.cancelled() and beat.exception() is not None:
+            self._beat_crash = beat.exception()
+
+    async def _beat(self, standing_by: bool) -> None:
+        """Commit one heartbeat, renewing the lease unless standing by (or given up since)."""
         sent = self._clock.monotonic()
         heartbeat = Heartbeat(
             self._me.id,
@@ -359,11 +390,15 @@ class Membership:
             await self._store.propose(encode_command(heartbeat), self._config.lease_s)
         except TockError as error:
             log.debug("heartbeat not committed: %s", error)
-            return False
-        if not standing_by:
-            self._lease_until = sent + self._config.lease_s
+            # No leader (an election) or no commit: try again soon rather than a whole
+            # heartbeat later, so that leases survive an election whenever they can.
+            retry = self._clock.monotonic() + self._config.epoch_check_s
+            self._next_beat = min(self._next_beat, retry)
+            return
+        if not standing_by and sent > self._lease_given_up_at:
+            # Heartbeats may commit out of the order they were sent in.
+            self._lease_until = max(self._lease_until, sent + self._config.lease_s)
         self._compare_zone_data()
-        return True
 
     def _compare_zone_data(self) -> None:
         """Say once per member and version when a member computes times with other zone data."""
