@@ -18,6 +18,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
 from store.errors import OutcomeUnknown, TockError, Unavailable
 from store.raft import journal
+from store.raft.handover import Handover
 from store.raft.state import EntryApplied, ReplicatedState
 from store.raft.transport import HardenedTransport, HardeningConfig, TransportStats
 
@@ -107,12 +108,19 @@ class ReplicatedNode(SyncObj):  # type: ignore[misc]
     ) -> None:
         self._tock_state = state
         self._tock_on_applied = on_applied
+        self.handover = Handover()
         # HardenedTransport reads its knobs here while SyncObj.__init__ builds it.
         self.hardening = hardening
         journal.install()
         super().__init__(
             self_address, list(peer_addresses), conf=conf, transportClass=HardenedTransport
         )
+
+    def _checkCommandsToApply(self) -> None:
+        """Append (or forward to the leader) the commands queued, unless a leadership transfer
+        holds them: they wait, and go to the next leader once there is one."""
+        if not self.handover.holds_appends():
+            super()._checkCommandsToApply()
 
     @replicated  # type: ignore[untyped-decorator]
     def apply_entry(self, data: bytes) -> EntryApplied:

@@ -125,8 +125,6 @@ class RaftStore:
         # Written on the tick thread only (by _refresh_status).
         self._last_leader: str | None = None
         self._leader_changes = 0
-        # Set on the loop, read and cleared on the tick thread: a bool's store is atomic.
-        self._transfer_asked = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -156,7 +154,7 @@ class RaftStore:
             self._config.tuning.hardening,
         )
         node.addOnTickCallback(self._refresh_status)
-        node.addOnTickCallback(self._transfer_if_asked)
+        node.addOnTickCallback(lambda: node.handover.tick(node))
         self._node = node
         self._batcher = Batcher(
             loop=loop,
@@ -262,20 +260,11 @@ class RaftStore:
         return frozenset(self._status.members)
 
     def transfer_leadership(self) -> None:
-        """Ask the tick thread to hand leadership to the most caught-up follower (Raft's
-        TimeoutNow); best effort: a leader that stays asks again on its next beat."""
-        self._transfer_asked = True
-
-    def _transfer_if_asked(self) -> None:
-        # On the tick thread: pysyncobj's transferLeadership sends from there only.
+        """Hand leadership to the most caught-up follower, if this node leads (Raft's transfer,
+        store/raft/handover.py); best effort: a leader that stays asks again on its next beat."""
         node = self._node
-        if not self._transfer_asked or node is None:
-            return
-        self._transfer_asked = False
-        try:
-            node.transferLeadership()
-        except Exception:
-            log.exception("leadership transfer failed")
+        if node is not None:
+            node.handover.ask()
 
     async def _change_membership(self, action: str, address: str, timeout_s: float) -> None:
         node, cross = self._node, self._cross

@@ -216,6 +216,15 @@ class Node:
                 results.append({"ok": True, "result": _jsonable(outcome)})
         return {"results": results}
 
+    async def op_propose_and_transfer(self, request: dict[str, Any]) -> dict[str, object]:
+        """Propose a command and, without waiting for it, ask for a leadership transfer: what a
+        leader whose clock is off does on each heartbeat (cluster/membership.py)."""
+        command = base64.b64decode(request["command"])
+        proposal = asyncio.ensure_future(self.store.propose(command, 10.0))
+        await asyncio.sleep(0)
+        self.store.transfer_leadership()
+        return {"result": _jsonable(await proposal)}
+
     async def op_barrier(self, request: dict[str, Any]) -> dict[str, object]:
         await self.store.barrier(float(request.get("timeout", 10.0)))
         return {}
