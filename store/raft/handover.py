@@ -14,6 +14,7 @@ Everything here runs on pysyncobj's tick thread but `ask`, which only sets a fla
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pysyncobj import FAIL_REASON
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 class Handover:
     """One node's leadership transfer in progress, if any."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: Callable[[], float] = library_monotonic) -> None:
+        # The library's monotonic clock, which its ticks and timeouts read.
+        self._now = now
         # Set on the event loop, read and cleared on the tick thread: a bool's store is atomic.
         self._asked = False
         # Since when (the library's monotonic clock) new entries wait, or None.
@@ -46,15 +49,17 @@ class Handover:
         """Move the transfer on: called by the node on each tick, after its commands."""
         if not node._isLeader():
             if self._holding_since is not None and self._sent:
-                elapsed = library_monotonic() - self._holding_since
+                elapsed = self._now() - self._holding_since
                 log.info("leadership handed on in %.3f s", elapsed)
             self._reset()
             return
-        now = library_monotonic()
+        now = self._now()
         if self._holding_since is None:
             if not self._asked:
                 return
             self._asked = False
+            if not any(map(node.isNodeConnected, node.otherNodes)):
+                return  # no follower to hand to: holding the entries would only stall them
             self._holding_since = now
         if now - self._holding_since > node.conf.raftMinTimeout:
             log.warning(
