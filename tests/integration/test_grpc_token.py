@@ -7,6 +7,7 @@ app the metadata names."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -19,10 +20,12 @@ from dapr.proto.runtime.v1 import dapr_pb2_grpc, jobs_pb2
 
 from cluster.local import LocalCluster
 from tests.integration.grpc_helpers import RPC_TIMEOUT_S, dapr_stubs, sdk_client, unique
-from tests.integration.node_helpers import call
+from tests.integration.node_helpers import call, wait_until
 from tests.support.local_cluster import running_cluster
 
 Metadata = tuple[tuple[str, str], ...]
+# A revoked token stops working on every node within this (the contract's bound).
+REVOKED_WITHIN_S = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +64,15 @@ def code_of(attempt: Callable[[], object]) -> grpc.StatusCode:
     error: grpc.RpcError = refused.value
     code: grpc.StatusCode = error.code()
     return code
+
+
+def refused(method: Callable[..., object], metadata: Metadata) -> bool:
+    """Whether a GetJob through `method` with `metadata` is UNAUTHENTICATED."""
+    try:
+        method(jobs_pb2.GetJobRequest(name="probe"), metadata=metadata, timeout=RPC_TIMEOUT_S)
+    except grpc.RpcError as error:
+        return bool(error.code() is grpc.StatusCode.UNAUTHENTICATED)
+    return False
 
 
 def calls_of(
@@ -164,7 +176,15 @@ def test_a_revoked_token_is_unauthenticated_on_every_node(
         client.schedule_job(Job(name="before", schedule="@every 1h"))
     url = f"{cluster.nodes[2].url}/admin/apps/{app}/tokens/{token_id}"
     assert call(url, "DELETE", headers=cluster.admin_headers()).status == 204
+    revoked_at = time.monotonic()
     metadata = (("dapr-api-token", token),)
+
+    def refused_everywhere() -> bool:
+        return all(refused(stub.GetJob, metadata) for stub in stubs)
+
+    # The other nodes apply the revocation a moment after the node that answered it.
+    wait_until(refused_everywhere, REVOKED_WITHIN_S, "the token refused on every node")
+    print(f"revoked token refused on every node after {time.monotonic() - revoked_at:.3f} s")
     for stub in stubs:
         for attempt in calls_of(stub, "before", metadata):
             assert code_of(attempt) is grpc.StatusCode.UNAUTHENTICATED
