@@ -46,6 +46,7 @@ from typing import Any
 
 from cluster.handoff import Holdings, after_release, next_holdings, release_due
 from node.delivery.dispatch import Delivers
+from node.delivery.sending import SENDING, Fenced, Sending
 from node.delivery.trigger import DeliveryOutcome, DeliveryReport
 from node.engine import acks, attempts, verdicts
 from node.engine.acks import AckBatcher, AckConfig, AckVerdict, PendingAck
@@ -207,7 +208,8 @@ class TriggerEngine:
         # Due jobs of apps with no URL and no watcher: they fire when the app registers or a
         # watcher connects.
         self._parking = Parking(self.metrics)
-        self._deliveries: set[asyncio.Task[None]] = set()
+        # Each delivery in flight, with what a watch stream tells of it (delivery/sending.py).
+        self._deliveries: dict[asyncio.Task[None], Sending] = {}
         self._wake = asyncio.Event()
         # While the loop sleeps: the wall ms it wakes at (inf: only when woken). While it runs:
         # -inf, so that nothing wakes it needlessly.
@@ -527,13 +529,30 @@ class TriggerEngine:
     def _fence(self) -> None:
         """The lease lapsed: abandon every delivery still in flight, its connection reset, so
         that none reaches the app later than the lease allowed; their jobs' new owners deliver
-        them again, and a copy of ours can only have come before theirs."""
-        if not self._deliveries:
+        them again, and a copy of ours can only have come before theirs. A delivery whose
+        trigger is out on a watch stream is spared, fenced: the app has it, and its ack, still
+        recorded where this node's acks count, keeps the job from firing again once the lease
+        is back (node/delivery/sending.py)."""
+        abandoned = spared = 0
+        for task, sending in list(self._deliveries.items()):
+            if sending.fenced:
+                continue  # spared by an earlier turn of the lapse
+            if sending.out:
+                sending.fenced = True
+                spared += 1
+            else:
+                task.cancel()
+                abandoned += 1
+        if not abandoned and not spared:
             return
-        log.warning("lease lapsed: abandoning %d deliveries in flight", len(self._deliveries))
-        self.metrics.deliveries_abandoned += len(self._deliveries)
-        for task in list(self._deliveries):
-            task.cancel()
+        log.warning(
+            "lease lapsed: abandoning %d deliveries in flight, waiting for the answers to %d "
+            "out on watch streams",
+            abandoned,
+            spared,
+        )
+        self.metrics.deliveries_abandoned += abandoned
+        self.metrics.deliveries_spared += spared
         self._deliverer.abandon()
 
     async def _sleep(self, now_ms: int, sleep_ms: float) -> None:
@@ -601,9 +620,10 @@ class TriggerEngine:
     def _start_delivery(self, key: TimerKey, target: Fireable, now_ms: int) -> None:
         route = self._parking.route((target.namespace, target.app))
         epoch = self._holdings.epoch
-        task = asyncio.create_task(self._deliver(key, target, route, epoch, now_ms))
-        self._deliveries.add(task)
-        task.add_done_callback(self._deliveries.discard)
+        sending = Sending()
+        task = asyncio.create_task(self._deliver(key, target, route, epoch, now_ms, sending))
+        self._deliveries[task] = sending
+        task.add_done_callback(self._deliveries.pop)
 
     def _give_up(self, target: Fireable, error: Exception) -> None:
         """A job that cannot be fired is quarantined; a redrive that cannot is logged and
@@ -643,7 +663,9 @@ class TriggerEngine:
         route: AppRoute | None,
         epoch: int,
         started_ms: int,
+        sending: Sending,
     ) -> None:
+        SENDING.set(sending)  # this task's own context: what the watch stream reads
         try:
             trigger = attempts.trigger_of(target, route)
             due_ms = attempts.deadline_ms(target)
@@ -657,13 +679,17 @@ class TriggerEngine:
         began = self._clock.monotonic()
         try:
             report = await self._deliverer.deliver(route.url if route else "", trigger)
+        except Fenced:
+            # Spared by a lease lapse, its stream closed before the app answered: as abandoned.
+            self._end_holds([key])
+            return
         except Exception:
             # Delivery reports the app's faults as outcomes; anything raised is our bug. It
             # must still end in an ack, or the job would stay held and never fire again.
             log.exception("delivery of %s raised", trigger.trigger_id)
             report = DeliveryReport(DeliveryOutcome.FAILED)
         except asyncio.CancelledError:
-            # Fenced (the lease lapsed) or stopped past its deadline: no outcome to record; the
+            # Abandoned (the lease lapsed) or stopped past its deadline: no outcome to record; the
             # job fires again from its next owner, or from this node after a restart.
             self._end_holds([key])
             raise

@@ -79,6 +79,9 @@ class EngineMetrics:
     acks_dropped: int = 0
     # Deliveries dropped because the lease lapsed while they were in flight (fencing).
     deliveries_abandoned: int = 0
+    # Deliveries whose trigger was out on a watch stream when the lease lapsed: their answers
+    # were awaited rather than dropped (node/delivery/sending.py).
+    deliveries_spared: int = 0
     # Jobs this node stopped because computing, encoding or delivering them raised (Job.error).
     jobs_quarantined: int = 0
     # Dead letters the cluster dropped to keep an app within its bound, seen in this node's log.

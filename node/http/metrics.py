@@ -154,6 +154,12 @@ class NodeCollector(Collector):
             engine.deliveries_abandoned,
         )
         yield _counter(
+            "tock_deliveries_spared",
+            "Deliveries out on a watch stream when this node's lease lapsed, whose answers were "
+            "awaited rather than dropped.",
+            engine.deliveries_spared,
+        )
+        yield _counter(
             "tock_jobs_quarantined",
             "Jobs this node stopped because firing them raised an error.",
             engine.jobs_quarantined,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from node.access import Caller
+from node.delivery.sending import SENDING, Fenced, Sending
 from node.delivery.trigger import DeliveryOutcome, Trigger
 from node.http.access import caller_of
 from node.http.openapi import API_PREFIXES
@@ -81,7 +82,7 @@ class Watcher:
         self._config = config
         self._ids = itertools.count(1)
         self._in_flight: dict[int, asyncio.Future[DeliveryOutcome]] = {}
-        self._outbox: asyncio.Queue[tuple[int, Trigger]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[int, Trigger, Sending | None]] = asyncio.Queue()
         self._slots = Slots(config.stream_in_flight_max)
         self.closed = False
 
@@ -91,18 +92,23 @@ class Watcher:
 
     async def push(self, trigger: Trigger) -> DeliveryOutcome:
         """Send the trigger and wait for its ack; Closed if the stream ends first. The caller
-        bounds the wait: cancelled, the trigger is forgotten and a late ack for it ignored."""
+        bounds the wait: cancelled, the trigger is forgotten and a late ack for it ignored.
+        The engine's `Sending` of the delivery (node/delivery/sending.py) is `out` from the
+        moment its frame is written until the wait ends."""
+        sending = SENDING.get()
         async with self._slots:
             if self.closed:
                 raise Closed
             stream_id = next(self._ids)
             acked: asyncio.Future[DeliveryOutcome] = asyncio.get_running_loop().create_future()
             self._in_flight[stream_id] = acked
-            self._outbox.put_nowait((stream_id, trigger))
+            self._outbox.put_nowait((stream_id, trigger, sending))
             try:
                 return await acked
             finally:
                 self._in_flight.pop(stream_id, None)
+                if sending is not None:
+                    sending.out = False
 
     async def serve(self, request: web.Request) -> None:
         """Answer the handshake, then send frames and read acks until the app or the node
@@ -137,12 +143,18 @@ class Watcher:
             frame = [await self._outbox.get()]
             while len(frame) < self._config.frame_triggers_max and not self._outbox.empty():
                 frame.append(self._outbox.get_nowait())
-            # A trigger whose wait ended (timeout) while queued is not sent at all.
-            live = [(stream_id, t) for stream_id, t in frame if stream_id in self._in_flight]
+            # A trigger whose wait ended (timeout, or abandoned) while queued is not sent at all.
+            live = [item for item in frame if item[0] in self._in_flight]
             if not live:
                 continue
+            data = encode_triggers([(stream_id, trigger) for stream_id, trigger, _ in live])
+            # Out from here: the frame is written before send_bytes first yields, and a
+            # compressed one is shielded; only the stream's end stops it, and that ends the waits.
+            for _, _, sending in live:
+                if sending is not None:
+                    sending.out = True
             try:
-                await self._socket.send_bytes(encode_triggers(live))
+                await self._socket.send_bytes(data)
             except (ConnectionError, RuntimeError):
                 # The stream broke under us: closing it ends the ack loop, which hands back
                 # everything in flight.
@@ -204,14 +216,19 @@ class LocalWatchers:
 
     async def deliver(self, trigger: Trigger, timeout_s: float) -> DeliveryOutcome:
         """Push to the app's watchers here, the next one after a stream closes; FAILED when
-        no ack comes in `timeout_s`, UNDELIVERABLE when no watcher of the app is left here."""
+        no ack comes in `timeout_s`, UNDELIVERABLE when no watcher of the app is left here.
+        A delivery fenced while its trigger was out (its lease lapsed) pushes nothing more:
+        its stream closing ends it in Fenced."""
         app = (trigger.namespace, trigger.app)
+        sending = SENDING.get()
         try:
             async with asyncio.timeout(timeout_s):
                 while (watcher := self._pick(app)) is not None:
                     try:
                         return await watcher.push(trigger)
                     except Closed:
+                        if sending is not None and sending.fenced:
+                            raise Fenced from None
                         continue
         except TimeoutError:
             return DeliveryOutcome.FAILED

@@ -14,9 +14,10 @@ import threading
 import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from cluster.ring import Ring
+from node.delivery.dispatch import Delivers
 from node.delivery.http import DeliveryConfig, HttpDelivery
 from node.engine.engine import EngineConfig, TriggerEngine
 from store.clock import SystemClock
@@ -36,7 +37,8 @@ OTHER_NODE = "n2"
 NAMESPACE = "default"
 PARTITIONS = 16
 START_TIMEOUT_S = 15.0
-# The slow app (conftest.py's slow_sink) answers after this long: below the attempt timeout (3 s).
+ATTEMPT_TIMEOUT_S = 3.0
+# The slow app (conftest.py's slow_sink) answers after this long: below the attempt timeout.
 SLOW_S = 1.0
 WAIT_TIMEOUT_S = 10.0
 
@@ -67,10 +69,21 @@ class Harness:
             ),
             self.machine,
         )
-        self.http = HttpDelivery(DeliveryConfig(), attempt_timeout_s=3.0)
+        self.http = HttpDelivery(DeliveryConfig(), attempt_timeout_s=ATTEMPT_TIMEOUT_S)
         self.engine = TriggerEngine(
-            NODE, self.store, self.machine, self.http, self.clock, self._lease, self._fires, config
+            NODE,
+            self.store,
+            self.machine,
+            self._delivers(),
+            self.clock,
+            self._lease,
+            self._fires,
+            config,
         )
+
+    def _delivers(self) -> Delivers:
+        """What the engine delivers through: HTTP to the sinks (a subclass may add more)."""
+        return self.http
 
     def _lease(self) -> bool:
         return self.lease_held
@@ -80,7 +93,7 @@ class Harness:
 
     # ---- lifecycle ----
 
-    def start(self) -> Harness:
+    def start(self) -> Self:
         self._thread.start()
         self.run(self._start(), START_TIMEOUT_S)
         return self
@@ -95,7 +108,7 @@ class Harness:
         await self._propose(SetMembers(epoch=1, members=(self.member,), live=(NODE,)))
         self.engine.start()
 
-    def resume(self) -> Harness:
+    def resume(self) -> Self:
         """Start on a data dir that holds a journal, as a restarted node does (node/server.py):
         the engine subscribes before the replay. Returns once the store has caught up."""
         self._thread.start()
