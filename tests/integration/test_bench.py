@@ -8,7 +8,8 @@ none twice; its markdown report lists the figures and embeds plots that exist as
 neither file holds the token; and the jobs went to app `bench`, not `default`. Then `compare`, on
 local clusters of its own and a real etcd: both ratios come out of one run, and the APScheduler
 reference delivered every trigger too. `scale`, short, on a cluster of its own: every job on every
-node after each of its restarts. And `tock bench` is the harness.
+node after each of its restarts. `apply`, in-process, times the job machine's commands. And
+`tock bench` is the harness.
 """
 
 from __future__ import annotations
@@ -171,3 +172,12 @@ def test_scale_finds_every_job_on_every_node_after_each_restart(tmp_path: Path) 
     for restart in ("restart_kill", "restart_clean", "restart_one"):
         assert figures[restart]["jobs"] == {"n1": 300, "n2": 300, "n3": 300}, figures[restart]
     assert set(figures["ram_bytes_per_job"]) == {"n1", "n2", "n3"}
+
+
+def test_apply_times_each_kind_of_command_on_one_replica(tmp_path: Path) -> None:
+    """`apply`, in-process: its own assertions check that every ack ended or moved its job."""
+    figures, stdout = bench_alone(tmp_path, "apply", "--jobs", "300", "--repeat", "1")
+    assert set(figures["us_each"]) == {"put", "ack_ending", "ack_advancing"}, figures
+    assert all(us > 0 for us in figures["us_each"].values()), figures
+    assert figures["apply_us_per_trigger"] == 3 * figures["us_each"]["ack_ending"], figures
+    assert "triggers/s per core" in stdout, stdout
