@@ -27,6 +27,14 @@ class Settled(NamedTuple):
 def settle(job: Job, entry: AckEntry, node: str, now_ms: int, history_max: int) -> Settled:
     """The job after the acked attempt `entry` (for its current occurrence or its manual run)."""
     manual = entry.kind is EntryKind.MANUAL
+    # The job at its next occurrence, once this one is done (delivered or skipped).
+    moved = None
+    if not manual and entry.outcome is not Outcome.FAILED:
+        moved = advance(job, counted=entry.outcome is Outcome.SUCCESS)
+        if moved is None:
+            # The sequence ended: the job goes, and its history with it. Most acks of a burst
+            # of one-shot jobs end here, on every replica: nothing else to build.
+            return Settled(None, None)
     outcome = _attempt_outcome(job, entry, manual)
     attempt = Attempt(
         scheduled_ms=entry.scheduled_ms,
@@ -41,11 +49,9 @@ def settle(job: Job, entry: AckEntry, node: str, now_ms: int, history_max: int) 
     history = recorded(job.history, attempt, history_max)
     if manual:
         return Settled(job._replace(manual_ms=None, history=history), None)
+    if moved is not None:
+        return Settled(moved._replace(history=history), None)
     with_history = job._replace(history=history)
-    if entry.outcome is Outcome.SUCCESS:
-        return Settled(advance(with_history, counted=True), None)
-    if entry.outcome is Outcome.SKIPPED:
-        return Settled(advance(with_history, counted=False), None)
     letter = None
     if outcome is AttemptOutcome.DROPPED:
         letter = DeadLetter(
