@@ -6,6 +6,9 @@ is queued when the lane's pump runs (up to `batch_max` and `batch_bytes_max`) go
 so a slow watcher delays its own batch, not the next. The target answers one outcome per
 trigger once every one is acked, FAILED or timed out (`ForwardRoute`).
 
+A trigger whose delivery the owner abandons (its lease lapsed) while it still waits in the lane
+is dropped there, never sent; one whose batch is on its way is the target's to push.
+
 A request that never reached the target (connection refused) is UNDELIVERABLE: the owner may
 try elsewhere. One that may have reached it and got no answer is FAILED, as an HTTP delivery
 with no answer is: the failure policy retries it.
@@ -107,18 +110,29 @@ class _Lane:
             self._queued.clear()
             while self._queue:
                 await self._requests.acquire()
-                task = asyncio.create_task(self._send(self._take_batch()))
+                batch = self._take_batch()
+                if not batch:
+                    self._requests.release()
+                    continue
+                task = asyncio.create_task(self._send(batch))
                 self._sending.add(task)
                 task.add_done_callback(self._sending.discard)
 
     def _take_batch(self) -> list[_Pending]:
-        """The oldest queued triggers, as many as fit one request (at least one)."""
+        """The oldest queued triggers still awaited, as many as fit one request (at least one,
+        unless none is). A trigger whose delivery was abandoned while it waited here (the
+        owner's lease lapsed: its outcome was cancelled) is dropped, never sent: nothing of an
+        abandoned delivery may reach the app."""
         config = self._forwarder.config
-        batch = [self._queue.popleft()]
-        size = len(batch[0][0].data)
+        batch: list[_Pending] = []
+        size = 0
         while self._queue and len(batch) < config.batch_max:
-            size += len(self._queue[0][0].data)
-            if size > config.batch_bytes_max:
+            trigger, outcome = self._queue[0]
+            if outcome.done():
+                self._queue.popleft()
+                continue
+            size += len(trigger.data)
+            if batch and size > config.batch_bytes_max:
                 break
             batch.append(self._queue.popleft())
         return batch
