@@ -83,9 +83,10 @@ class Deliverer:
         return await self._http.deliver(url, trigger)
 
     def abandon(self) -> None:
-        # A watch stream's frames have left already; the owner's streams go on serving.
         self._http.abandon()
         self._grpc.abandon()
+        if self._watch is not None:
+            self._watch.abandon()
 
     async def close(self) -> None:
         await self._http.close()

@@ -48,7 +48,7 @@ HEAD_BYTES_MAX = 64 * 1024
 
 # SO_LINGER on, with a linger of 0 s: closing the socket resets the connection and discards
 # whatever the kernel had not sent yet.
-_LINGER_RESET = struct.pack("ii", 1, 0)
+LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 class AnswerError(ConnectionError):
@@ -274,7 +274,7 @@ class HttpConnections:
         for family, address in await self._addresses(target, port):
             sock = socket.socket(family, socket.SOCK_STREAM)
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.setblocking(False)
                 await loop.sock_connect(sock, address)

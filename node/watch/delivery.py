@@ -95,6 +95,11 @@ class WatchDelivery:
                 return outcome
         return DeliveryOutcome.UNDELIVERABLE
 
+    def abandon(self) -> None:
+        """Cut the triggers on their way to other nodes' watchers (node/watch/forward.py). Those
+        pushed on this node's own streams have left already."""
+        self._forwarder.abandon()
+
     def _others_in_turn(self, app: AppKey) -> list[str]:
         turns = self._turns.get(app)
         if not turns:

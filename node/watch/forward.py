@@ -7,7 +7,10 @@ so a slow watcher delays its own batch, not the next. The target answers one out
 trigger once every one is acked, FAILED or timed out (`ForwardRoute`).
 
 A trigger whose delivery the owner abandons (its lease lapsed) while it still waits in the lane
-is dropped there, never sent; one whose batch is on its way is the target's to push.
+is dropped there, never sent. `abandon()` (the owner's fence) also cuts every batch in flight:
+the hop's sockets close with a reset (SO_LINGER 0), so what the kernel still holds of a batch is
+discarded rather than sent when a link comes back; what the target had already received is its
+to push, as an HTTP request that reached the app is the app's.
 
 A request that never reached the target (connection refused) is UNDELIVERABLE: the owner may
 try elsewhere. One that may have reached it and got no answer is FAILED, as an HTTP delivery
@@ -27,13 +30,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections import deque
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from aiohttp.connector import AddrInfoType
 
+from node.delivery.http_connections import LINGER_RESET
 from node.delivery.trigger import DeliveryOutcome, Trigger
 from node.internal_auth import SIGNATURE_HEADER, RequestSigner, SignatureCheck
 from node.scope import checked_scope
@@ -149,6 +155,12 @@ class _Lane:
                 if not outcome.done():
                     outcome.set_result(value)
 
+    def abandon(self) -> None:
+        """Cut the batches in flight: each ends, its triggers UNDELIVERABLE to whoever still
+        waits (nobody, after a fence), and its connection is reset."""
+        for task in self._sending:
+            task.cancel()
+
     async def close(self) -> None:
         self._pump.cancel()
         for task in (self._pump, *self._sending):
@@ -194,7 +206,9 @@ class Forwarder:
         """One batch to the node serving HTTP at `http_address`: an outcome per trigger, never
         an exception for its faults."""
         if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=True if self._tls is None else self._tls)
+            connector = aiohttp.TCPConnector(
+                ssl=True if self._tls is None else self._tls, socket_factory=resetting_socket
+            )
             self._session = aiohttp.ClientSession(connector=connector)
         body = encode_forward(triggers, round(self._ack_timeout_s * 1000))
         timeout = aiohttp.ClientTimeout(total=self._ack_timeout_s + self.config.answer_margin_s)
@@ -220,6 +234,11 @@ class Forwarder:
             log.warning("forwarding %d triggers to %s: %r", len(triggers), url, error)
             return [DeliveryOutcome.FAILED] * len(triggers)
 
+    def abandon(self) -> None:
+        """Cut every batch in flight to every node, its connection reset (see the module doc)."""
+        for lane in self._lanes.values():
+            lane.abandon()
+
     async def close(self) -> None:
         lanes, self._lanes = list(self._lanes.values()), {}
         for lane in lanes:
@@ -227,6 +246,15 @@ class Forwarder:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def resetting_socket(addr_info: AddrInfoType) -> socket.socket:
+    """A socket for the hop whose close resets the connection (SO_LINGER 0), discarding what
+    the kernel has not sent yet."""
+    family, kind, protocol, _, _ = addr_info
+    sock = socket.socket(family, kind, protocol)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+    return sock
 
 
 class ForwardRoute:

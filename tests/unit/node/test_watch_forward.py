@@ -3,7 +3,8 @@
 The target is an aiohttp server on 127.0.0.1 standing for the node that holds the watcher: it
 records the triggers of every batch it is sent and answers SUCCESS for each, holding its answer
 to the first batch until the test lets it go. With one request at a time per node, a second
-trigger waits in the owner's lane meanwhile.
+trigger waits in the owner's lane meanwhile. A plain TCP server stands for it where the test must
+tell a connection reset from a close.
 """
 
 from __future__ import annotations
@@ -88,5 +89,56 @@ def test_a_delivery_abandoned_while_its_trigger_waits_in_the_lane_sends_nothing(
             last = forwarder.deliver(target.address, trigger("last"))
             assert await asyncio.wait_for(last, WAIT_S) is DeliveryOutcome.SUCCESS
         assert target.batches == [["first"], ["last"]]
+
+    asyncio.run(asyncio.wait_for(body(), 30))
+
+
+class RawTarget:
+    """A plain TCP server reading one request: it tells a reset (RST) from a close (FIN)."""
+
+    def __init__(self) -> None:
+        self.received = asyncio.Event()
+        self.ending: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        self.received.set()
+        try:
+            ended = "closed" if not await reader.read(1) else "more bytes"
+        except ConnectionResetError:
+            ended = "reset"
+        self.ending.set_result(ended)
+        writer.close()
+
+
+def test_abandon_cuts_a_batch_in_flight_with_a_connection_reset() -> None:
+    # The owner's fence: what the kernel still holds of a batch must never go out once a link
+    # comes back, so the connection is reset (SO_LINGER 0), not closed.
+    async def body() -> None:
+        target = RawTarget()
+        server = await asyncio.start_server(target.serve, "127.0.0.1", 0)
+        address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        forwarder = Forwarder(
+            ForwardConfig(),
+            ACK_TIMEOUT_S,
+            RequestSigner(TEST_CLUSTER_SECRET, SystemClock()),
+            Supervisor(),
+        )
+        try:
+            delivery = asyncio.create_task(forwarder.deliver(address, trigger("cut")))
+            await asyncio.wait_for(target.received.wait(), WAIT_S)
+            forwarder.abandon()
+            assert await asyncio.wait_for(delivery, WAIT_S) is DeliveryOutcome.UNDELIVERABLE
+            assert await asyncio.wait_for(target.ending, WAIT_S) == "reset"
+        finally:
+            await forwarder.close()
+            server.close()
+            await server.wait_closed()
 
     asyncio.run(asyncio.wait_for(body(), 30))
