@@ -29,11 +29,15 @@ from tests.unit.node.engine_harness import (
     free_port,
 )
 
+# How long a trigger pushed on a stream waits for its ack: long, so that a test that holds an
+# ack back on a loaded machine never sees the attempt fail instead.
+ACK_TIMEOUT_S = 15.0
+
 
 class WatchHarness(Harness):
     def __init__(self, data_dir: Path, config: EngineConfig) -> None:
         self.watchers = LocalWatchers(
-            WatchConfig(), on_change=lambda: None, ack_timeout_s=ATTEMPT_TIMEOUT_S
+            WatchConfig(), on_change=lambda: None, ack_timeout_s=ACK_TIMEOUT_S
         )
         self._address = ("127.0.0.1", free_port())
         self.watch_url = f"ws://{self._address[0]}:{self._address[1]}/watch"
