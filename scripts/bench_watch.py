@@ -3,15 +3,18 @@
 
     scripts/bench watch [--jobs 20000] [--watchers 3] [--lead-seconds auto] [--in-flight 64]
 
-Watcher k holds its stream on node k mod 3, so the owners of most jobs forward their triggers
-to another node, and the owner's own watcher gets the rest with no hop. Jobs are created first
+Watcher k holds its stream on node k mod 3. An owner delivers to a watcher of its own first: with
+one on every node (the default) no trigger takes a hop; with fewer (`--watchers 1`), the owners
+without one forward theirs to a node that has one. Jobs are created first
 (concurrently, over all nodes) with an absolute dueTime `lead` seconds ahead, long enough that
 every create has answered before the first is due (reported as `created_before_due`).
 
 Figures: triggers delivered (must be all) and duplicates; lateness = receive time - scheduled
 time (the frame's `scheduledTime`) as min/p50/p99/max in ms, never below zero; delivered/s over
 [due, last delivery]; acked/s over [due, the cluster holding none of the jobs any more], i.e.
-fired + delivered + acked through Raft.
+fired + delivered + acked through Raft; over that same window, the three nodes' CPU summed, as a
+% of one core and in µs per trigger (`us/trig`: what each trigger cost the cluster, steadier
+from run to run than the rates, which follow the machine's speed).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from bench_report import Series
 from bench_support import (
     Load,
     closed_loop,
+    cpu_seconds,
     get_json,
     now_ms,
     post_expecting,
@@ -92,8 +96,17 @@ async def wait_no_jobs(session: aiohttp.ClientSession, node_url: str) -> float |
     return None
 
 
+async def cpu_when_due(due_ms: int, pids: tuple[int, ...]) -> float | None:
+    """The nodes' CPU seconds so far, read at `due_ms`."""
+    await asyncio.sleep(max(due_ms - now_ms(), 0) / 1000)
+    return cpu_seconds(pids)
+
+
 async def run(
-    node_urls: list[str], admin_headers: dict[str, str], args: argparse.Namespace
+    node_urls: list[str],
+    pids: tuple[int, ...],
+    admin_headers: dict[str, str],
+    args: argparse.Namespace,
 ) -> dict[str, object]:
     receipts = Receipts(wanted=args.jobs)
     lead_s = args.lead_seconds or args.jobs / ASSUMED_CREATES_PER_S + LEAD_MARGIN_S
@@ -109,16 +122,36 @@ async def run(
         due_ms = now_ms() + int(lead_s * 1000)
         load = await create_jobs(node_urls, args.jobs, due_ms, args.in_flight)
         created_ms = now_ms()
+        cpu_at_due = asyncio.create_task(cpu_when_due(due_ms, pids))
         wait_s = max(due_ms - created_ms, 0) / 1000 + DELIVERY_TIMEOUT_S
         try:
             await asyncio.wait_for(receipts.arrived.wait(), wait_s)
         except TimeoutError:
             print(f"!! only {len(receipts.rows)} of {load.done} triggers arrived in time")
         acked_ms = await wait_no_jobs(session, node_urls[0])
+        cpu_s = cpu_used(await cpu_at_due, cpu_seconds(pids))
         await asyncio.sleep(QUIET_S)
         for task in watching:
             task.cancel()
-    return figures(receipts, load, due_ms, created_ms, acked_ms, lead_s, args.watchers)
+    row = figures(receipts, load, due_ms, created_ms, acked_ms, lead_s, args.watchers)
+    acked_window_s = None if acked_ms is None else max(acked_ms - due_ms, 1.0) / 1000
+    return {**row, **cluster_cpu(cpu_s, acked_window_s, len(receipts.distinct))}
+
+
+def cpu_used(started: float | None, ended: float | None) -> float | None:
+    return None if started is None or ended is None else ended - started
+
+
+def cluster_cpu(
+    cpu_s: float | None, window_s: float | None, triggers: int
+) -> dict[str, float | None]:
+    """The nodes' CPU over [due, all acked]: % of one core, and µs per trigger delivered."""
+    if cpu_s is None or window_s is None or not triggers:
+        return {"cluster_cpu_pct": None, "cluster_cpu_us_per_trigger": None}
+    return {
+        "cluster_cpu_pct": round(100 * cpu_s / window_s, 1),
+        "cluster_cpu_us_per_trigger": round(1e6 * cpu_s / triggers),
+    }
 
 
 def figures(
@@ -164,13 +197,15 @@ def print_table(row: dict[str, object]) -> None:
     assert isinstance(late, dict)
     print(
         f"{'jobs':>6} {'watch':>5} {'deliv':>6} {'dup':>4} {'deliv/s':>8} {'acked/s':>8} "
-        f"{'late min':>8} {'p50':>7} {'p99':>7} {'max':>7} {'lead s':>6} {'in time':>7}"
+        f"{'late min':>8} {'p50':>7} {'p99':>7} {'max':>7} {'lead s':>6} {'in time':>7} "
+        f"{'srv cpu%':>8} {'us/trig':>7}"
     )
     print(
         f"{row['jobs']:>6} {row['watchers']:>5} {row['delivered']:>6} {row['duplicates']:>4} "
         f"{row['delivered_per_s']:>8} {row['acked_per_s']!s:>8} {late['min']:>8} "
         f"{late['p50']:>7} {late['p99']:>7} {late['max']:>7} {row['lead_s']:>6} "
-        f"{row['created_before_due']!s:>7}"
+        f"{row['created_before_due']!s:>7} {row['cluster_cpu_pct'] or '-':>8} "
+        f"{row['cluster_cpu_us_per_trigger'] or '-':>7}"
     )
     if row["early"]:
         print(f"!! {row['early']} triggers arrived before their scheduled time")
@@ -189,6 +224,7 @@ def main(argv: list[str]) -> dict[str, object]:
     args = parser.parse_args(argv)
     with tock_cluster() as cluster:
         node_urls = [node.url for node in cluster.nodes]
-        row = asyncio.run(run(node_urls, cluster.admin_headers(), args))
+        pids = tuple(node.pid for node in cluster.nodes if node.pid is not None)
+        row = asyncio.run(run(node_urls, pids, cluster.admin_headers(), args))
     print_table(row)
     return row

@@ -8,8 +8,8 @@ none twice; its markdown report lists the figures and embeds plots that exist as
 neither file holds the token; and the jobs went to app `bench`, not `default`. Then `compare`, on
 local clusters of its own and a real etcd: both ratios come out of one run, and the APScheduler
 reference delivered every trigger too. `scale`, short, on a cluster of its own: every job on every
-node after each of its restarts. `apply`, in-process, times the job machine's commands. And
-`tock bench` is the harness.
+node after each of its restarts. `watch`, short: every trigger once, and what it cost the nodes.
+`apply`, in-process, times the job machine's commands. And `tock bench` is the harness.
 """
 
 from __future__ import annotations
@@ -181,3 +181,12 @@ def test_apply_times_each_kind_of_command_on_one_replica(tmp_path: Path) -> None
     assert all(us > 0 for us in figures["us_each"].values()), figures
     assert figures["apply_us_per_trigger"] == 3 * figures["us_each"]["ack_ending"], figures
     assert "triggers/s per core" in stdout, stdout
+
+
+def test_watch_counts_what_each_trigger_cost_the_cluster(tmp_path: Path) -> None:
+    """`watch`, short, on a cluster of its own: every trigger once, and the nodes' CPU for it."""
+    figures, stdout = bench_alone(tmp_path, "watch", "--jobs", "200", "--lead-seconds", "4")
+    assert figures["delivered"] == 200 and figures["missing"] == 0, figures
+    assert figures["duplicates"] == 0 and figures["early"] == 0, figures
+    assert figures["cluster_cpu_pct"] > 0 and figures["cluster_cpu_us_per_trigger"] > 0, figures
+    assert "us/trig" in stdout, stdout
