@@ -13,8 +13,8 @@ import contextvars
 import json
 import logging
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
@@ -35,14 +35,25 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
-@contextmanager
-def log_fields(**fields: object) -> Iterator[None]:
+class _Fields:
+    """The context manager of `log_fields`. A class rather than a generator: every delivery
+    enters one, and a generator's context manager costs about twice as much."""
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, fields: dict[str, object]) -> None:
+        self._fields = fields
+
+    def __enter__(self) -> None:
+        self._token = _FIELDS.set(MappingProxyType({**_FIELDS.get(), **self._fields}))
+
+    def __exit__(self, *_exception: object) -> None:
+        _FIELDS.reset(self._token)
+
+
+def log_fields(**fields: object) -> AbstractContextManager[None]:
     """Add `fields` to every line logged in this context (this task and the tasks it starts)."""
-    token = _FIELDS.set(MappingProxyType({**_FIELDS.get(), **fields}))
-    try:
-        yield
-    finally:
-        _FIELDS.reset(token)
+    return _Fields(fields)
 
 
 def event_fields(record: logging.LogRecord) -> dict[str, object]:
