@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from node.scope import APP_ID_HEADER, NAMESPACE_HEADER, Scope, app_id, scope_from, scope_part
@@ -50,11 +50,14 @@ class TokenOwners(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who a Jobs API request acts for; `token_id` names the app token it came with (None for
-    the admin token and in open mode)."""
+    """Who a Jobs API request acts for; its scope names the app token it came with, if any."""
 
     scope: Scope
-    token_id: str | None = None
+
+    @property
+    def token_id(self) -> str | None:
+        """The app token the request came with (None for the admin token and in open mode)."""
+        return self.scope.token_id
 
 
 def check_admin_token(token: str) -> None:
@@ -118,7 +121,7 @@ class Access:
         for what, claimed, own in claims:
             if claimed is not None and scope_part(what, claimed) != own:
                 raise Forbidden(f"{what} {claimed!r:.80} is not the app token's own ({own!r})")
-        return Caller(scope, owner.token_id)
+        return Caller(replace(scope, token_id=owner.token_id))
 
     def stands(self, caller: Caller) -> bool:
         """Whether a caller's credential still stands: an app token may have been revoked."""

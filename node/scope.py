@@ -28,10 +28,13 @@ _SURROGATES = range(0xD800, 0xE000)
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Who is asking: jobs are unique per (namespace, app)."""
+    """Who is asking: jobs are unique per (namespace, app). `token_id` names the app token the
+    request came with (None for the admin token and in open mode): the writes it asks for are
+    applied only while that token stands."""
 
     namespace: str = DEFAULT_SCOPE_PART
     app: str = DEFAULT_SCOPE_PART
+    token_id: str | None = None
 
 
 def _is_control(char: str) -> bool:

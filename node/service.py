@@ -29,6 +29,7 @@ from store.codec import (
     Resume,
     RunNow,
     UnregisterApp,
+    WithAppToken,
     encode_command,
 )
 from store.dead_letters import DeadLetter
@@ -38,6 +39,7 @@ from store.errors import (
     JobNotFound,
     OutcomeUnknown,
     QuotaExceeded,
+    Unauthenticated,
     ValidationError,
 )
 from store.history import Attempt
@@ -154,7 +156,7 @@ class JobService:
         # The whole derivation (schedule, dueTime, ttl) runs here too, so that every error the
         # machine would give comes back before anything is proposed.
         derive_job(spec, put.namespace, put.app, put.uid, put.now_ms, put.zone, 1)
-        job = (await self._write(put)).value
+        job = (await self._write(put, scope)).value
         assert isinstance(job, Job)
         self.created.count(put.namespace, put.app)
         return job
@@ -178,7 +180,7 @@ class JobService:
     async def delete(self, scope: Scope, name: str) -> None:
         self._check_name(name)
         validate_name(name, self._config.job_limits.name_chars_max)
-        await self._write(Delete(scope.namespace, scope.app, name))
+        await self._write(Delete(scope.namespace, scope.app, name), scope)
 
     async def list(
         self, scope: Scope, prefix: str, limit: int | None, cursor: str | None
@@ -211,7 +213,7 @@ class JobService:
         total = 0
         while True:
             command = DeletePrefix(scope.namespace, scope.app, prefix, chunk)
-            deleted = (await self._write(command)).value
+            deleted = (await self._write(command, scope)).value
             assert isinstance(deleted, int) and 0 <= deleted <= chunk
             total += deleted
             if deleted < chunk:
@@ -228,15 +230,15 @@ class JobService:
 
     async def pause(self, scope: Scope, name: str) -> None:
         self._check_name(name)
-        await self._write(Pause(scope.namespace, scope.app, name))
+        await self._write(Pause(scope.namespace, scope.app, name), scope)
 
     async def resume(self, scope: Scope, name: str) -> None:
         self._check_name(name)
-        await self._write(Resume(scope.namespace, scope.app, name, self._clock.wall_ms()))
+        await self._write(Resume(scope.namespace, scope.app, name, self._clock.wall_ms()), scope)
 
     async def run_now(self, scope: Scope, name: str) -> None:
         self._check_name(name)
-        await self._write(RunNow(scope.namespace, scope.app, name, self._clock.wall_ms()))
+        await self._write(RunNow(scope.namespace, scope.app, name, self._clock.wall_ms()), scope)
 
     async def history(self, scope: Scope, name: str, limit: int | None) -> Sequence[Attempt]:
         """The job's last attempts, newest first."""
@@ -262,11 +264,13 @@ class JobService:
 
     async def redrive(self, scope: Scope, letter_id: str) -> None:
         checked_text("dead letter id", letter_id, DEAD_LETTER_ID_CHARS_MAX)
-        await self._write(Redrive(scope.namespace, scope.app, letter_id, self._clock.wall_ms()))
+        await self._write(
+            Redrive(scope.namespace, scope.app, letter_id, self._clock.wall_ms()), scope
+        )
 
     async def forget_dead_letter(self, scope: Scope, letter_id: str) -> None:
         checked_text("dead letter id", letter_id, DEAD_LETTER_ID_CHARS_MAX)
-        await self._write(ForgetDeadLetter(scope.namespace, scope.app, letter_id))
+        await self._write(ForgetDeadLetter(scope.namespace, scope.app, letter_id), scope)
 
     # -- apps ------------------------------------------------------------------------------
 
@@ -275,24 +279,30 @@ class JobService:
         URL must keep the rules of an app URL and point where deliveries may go."""
         await self._app_hosts.check(parse_app_url(url))
         check_app_token(token)
-        await self._write(RegisterApp(scope.namespace, scope.app, url, token))
+        await self._write(RegisterApp(scope.namespace, scope.app, url, token), scope)
 
     async def app_route(self, scope: Scope) -> AppRoute | None:
         await self._store.barrier(self._propose_timeout_s)
         return self._machine.read(lambda m: m.app_route(scope.namespace, scope.app))
 
     async def unregister_app(self, scope: Scope) -> bool:
-        return bool((await self._write(UnregisterApp(scope.namespace, scope.app))).value)
+        return bool((await self._write(UnregisterApp(scope.namespace, scope.app), scope)).value)
 
     # -- the write path --------------------------------------------------------------------
 
     async def write(self, command: Command) -> Result:
         """Propose any command and return its result, a refusal raised as its TockError: the
-        write path of the services beside the Jobs API (app tokens)."""
-        return await self._write(command)
+        write path of the services beside the Jobs API (app tokens, asked for by the admin)."""
+        return await self._write(command, None)
 
-    async def _write(self, command: Command) -> Result:
-        result = await self._store.propose(encode_command(command), self._propose_timeout_s)
+    async def _write(self, command: Command, scope: Scope | None) -> Result:
+        """Propose `command`, asked for by `scope`: with the app token it came with, if any, so
+        that every replica refuses it once that token is revoked (store/codec.py WithAppToken)."""
+        data = encode_command(command)
+        if scope is not None and scope.token_id is not None:
+            guarded = WithAppToken(scope.namespace, scope.app, scope.token_id, data)
+            data = encode_command(guarded)
+        result = await self._store.propose(data, self._propose_timeout_s)
         if not isinstance(result, Result):
             # The entry applied nothing (e.g. the Raft layer reported a failed assembly).
             raise OutcomeUnknown(f"the command was not applied: {result}")
@@ -302,6 +312,8 @@ class JobService:
             raise JobConflict(result.message)
         if result.error is ErrorKind.QUOTA:
             raise QuotaExceeded(result.message)
+        if result.error is ErrorKind.UNAUTHENTICATED:
+            raise Unauthenticated(result.message)
         if result.error is ErrorKind.NOT_FOUND:
             if isinstance(command, Redrive):
                 raise DeadLetterNotFound(result.message)

@@ -102,6 +102,7 @@ class CommandTag(IntEnum):
     # -- app tokens (the Jobs API's credentials, store/app_tokens.py) --
     ISSUE_APP_TOKEN = 19
     REVOKE_APP_TOKEN = 20
+    WITH_APP_TOKEN = 21
 
 
 class Outcome(IntEnum):
@@ -293,6 +294,19 @@ class RevokeAppToken:
     id: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class WithAppToken:
+    """`command` (encoded), asked for by the holder of the app's token `token_id`: applied only
+    while that token stands. A node checks the token at the edge against its own replica, which
+    may not have applied a revocation yet; the log orders this command after any revocation
+    committed before it, so every replica refuses it alike once the token is revoked."""
+
+    namespace: str
+    app: str
+    token_id: str
+    command: bytes
+
+
 # -- end of app tokens ---------------------------------------------------------------------------
 
 
@@ -375,6 +389,7 @@ Command = (
     | ImportJobs
     | IssueAppToken
     | RevokeAppToken
+    | WithAppToken
 )
 
 
@@ -1135,6 +1150,15 @@ def _decode_revoke_app_token(fields: _Fields) -> RevokeAppToken:
     return RevokeAppToken(fields.text("namespace"), fields.text("app"), fields.take(str, "id"))
 
 
+def _decode_with_app_token(fields: _Fields) -> WithAppToken:
+    return WithAppToken(
+        fields.text("namespace"),
+        fields.text("app"),
+        fields.take(str, "token_id"),
+        fields.take(bytes, "command"),
+    )
+
+
 _FAILURE_KINDS = {str(kind): kind for kind in FailureKind}
 _ATTEMPT_OUTCOMES = {str(outcome): outcome for outcome in AttemptOutcome}
 _ENTRY_KINDS = {int(kind): kind for kind in EntryKind}
@@ -1162,6 +1186,7 @@ _TAGS: dict[type, CommandTag] = {
     ImportJobs: CommandTag.IMPORT_JOBS,
     IssueAppToken: CommandTag.ISSUE_APP_TOKEN,
     RevokeAppToken: CommandTag.REVOKE_APP_TOKEN,
+    WithAppToken: CommandTag.WITH_APP_TOKEN,
 }
 # Each command type's field names in dataclass order, computed once: dataclasses.fields()
 # rebuilds its tuple on every call (about a third of encode_command's time for a Put).
@@ -1189,8 +1214,13 @@ _DECODERS: dict[int, Callable[[_Fields], Command]] = {
     CommandTag.IMPORT_JOBS: _decode_import_jobs,
     CommandTag.ISSUE_APP_TOKEN: _decode_issue_app_token,
     CommandTag.REVOKE_APP_TOKEN: _decode_revoke_app_token,
+    CommandTag.WITH_APP_TOKEN: _decode_with_app_token,
 }
-_APP_TOKEN_TAGS = (CommandTag.ISSUE_APP_TOKEN, CommandTag.REVOKE_APP_TOKEN)
+_APP_TOKEN_TAGS = (
+    CommandTag.ISSUE_APP_TOKEN,
+    CommandTag.REVOKE_APP_TOKEN,
+    CommandTag.WITH_APP_TOKEN,
+)
 # The fields version 2 appended to version 1 commands, with the values that keep the old meaning.
 _V1_MISSING_FIELDS: dict[int, tuple[object, ...]] = {
     CommandTag.ACK: (0, 0),

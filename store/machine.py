@@ -56,6 +56,7 @@ from store.codec import (
     SetMembers,
     UnregisterApp,
     WatchersChanged,
+    WithAppToken,
     decode_command,
     decode_snapshot,
     encode_snapshot,
@@ -114,6 +115,8 @@ class ErrorKind(StrEnum):
     QUOTA = "quota"
     # The job or dead letter the command names does not exist (a 404).
     NOT_FOUND = "not_found"
+    # The app token the command was asked for with no longer stands (a 401).
+    UNAUTHENTICATED = "unauthenticated"
 
 
 class JobChange(NamedTuple):
@@ -597,6 +600,23 @@ class JobMachine:
     def _revoke_app_token(self, command: RevokeAppToken) -> Result:
         return Result(value=self._app_tokens.revoke(command.namespace, command.app, command.id))
 
+    def _with_app_token(self, command: WithAppToken) -> Result:
+        """Apply the command an app token's holder asked for, if that token still stands."""
+        try:
+            inner = decode_command(command.command)
+        except CodecError as error:
+            return _failed(ErrorKind.INVALID, str(error))
+        if not isinstance(inner, APP_WRITES) or (inner.namespace, inner.app) != (
+            command.namespace,
+            command.app,
+        ):
+            kind = type(inner).__name__
+            raise ValidationError(f"an app token cannot ask for a {kind} outside its app")
+        token = self._app_tokens.get(command.token_id)
+        if token is None or (token.namespace, token.app) != (command.namespace, command.app):
+            return _failed(ErrorKind.UNAUTHENTICATED, "the app token was revoked")
+        return self._dispatch(inner)
+
     def app_token(self, token_id: str) -> AppToken | None:
         """The token issued with id `token_id`, None if none (or revoked)."""
         return self._app_tokens.get(token_id)
@@ -1001,7 +1021,21 @@ _HANDLERS: dict[type, Callable[[JobMachine, Any], Result]] = {
     ImportJobs: JobMachine._import_jobs,
     IssueAppToken: JobMachine._issue_app_token,
     RevokeAppToken: JobMachine._revoke_app_token,
+    WithAppToken: JobMachine._with_app_token,
 }
+# What an app token may ask for: the writes of its own app's jobs, dead letters and route.
+APP_WRITES = (
+    Put,
+    Delete,
+    DeletePrefix,
+    RegisterApp,
+    UnregisterApp,
+    Pause,
+    Resume,
+    RunNow,
+    Redrive,
+    ForgetDeadLetter,
+)
 
 # The settlement rules, by a name of the machine's own (so that a test can make one job fail).
 _settle = settle

@@ -181,6 +181,7 @@ class LiveNode:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.store: RaftStore | None = None
+        self.service: JobService | None = None
         self.view: StoreView | None = None
         self._runner: web.AppRunner | None = None
 
@@ -278,7 +279,7 @@ class LiveNode:
             data_bytes_max_per_app=DATA_BYTES_MAX_PER_APP,
             delete_prefix_chunk_max=DELETE_PREFIX_CHUNK_MAX,
         )
-        service = JobService(
+        service = self.service = JobService(
             store, machine, SystemClock(), service_config, propose_timeout_s=PROPOSE_TIMEOUT_S
         )
         metrics = node_registry(

@@ -16,9 +16,10 @@ from node.http.errors import describe
 from node.http.openapi import openapi_document
 from node.http.operations import OperationRoutes
 from node.http.tokens import AppTokenRoutes
+from node.scope import DEFAULT_SCOPE_PART, Scope
 from node.watch.forward import ForwardRoute
 from node.watch.route import LocalWatchers, WatchConfig, WatchRoute
-from store.errors import OutcomeUnknown
+from store.errors import OutcomeUnknown, Unauthenticated
 from tests.unit.node.api_node import ADMIN, ADMIN_TOKEN, BODY_BYTES_MAX, FAILING_MEMBER, LiveNode
 
 
@@ -243,6 +244,30 @@ def test_in_token_mode_an_app_token_decides_the_app_and_the_admin_token_acts_as_
     path = f"/admin/apps/orders/tokens/{issued.json['id']}"
     assert guarded.call("DELETE", path, headers=ADMIN).status == 204
     assert guarded.call("GET", "/v1.0/jobs/mine", headers=mine).status == 401
+
+
+def test_a_write_let_through_by_a_node_that_had_not_applied_the_revocation_changes_nothing(
+    guarded: LiveNode,
+) -> None:
+    # A node checks an app token against its own replica: one that had not applied the
+    # revocation yet let the request through. The write it proposes comes after the revocation
+    # in the log, and every replica refuses it there. The service is asked directly here, as
+    # such a node's edge would have asked it, with the revoked token's scope.
+    issued = guarded.call("POST", "/admin/apps/laggard/tokens", headers=ADMIN).json
+    mine = {"dapr-api-token": issued["token"]}
+    assert guarded.call("POST", "/v1.0/jobs/before", {"dueTime": "1h"}, mine).status == 204
+    path = f"/admin/apps/laggard/tokens/{issued['id']}"
+    assert guarded.call("DELETE", path, headers=ADMIN).status == 204
+    service = guarded.service
+    assert service is not None
+    scope = Scope(DEFAULT_SCOPE_PART, "laggard", token_id=issued["id"])
+    with pytest.raises(Unauthenticated, match="revoked"):
+        guarded.run(service.schedule(scope, "after", {"dueTime": "1h"}))
+    with pytest.raises(Unauthenticated, match="revoked"):
+        guarded.run(service.delete(scope, "before"))
+    as_laggard = {**ADMIN, "dapr-app-id": "laggard"}
+    assert guarded.call("GET", "/v1.0/jobs/after", headers=as_laggard).status == 404
+    assert guarded.call("GET", "/v1.0/jobs/before", headers=as_laggard).status == 200
 
 
 def test_tokens_are_listed_by_id_and_time_never_shown_again(guarded: LiveNode) -> None:

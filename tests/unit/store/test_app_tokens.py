@@ -1,5 +1,6 @@
 """App tokens in the replicated state: issued and revoked per app, bounded per app, refused when
-malformed, kept by snapshots (and absent from the snapshots of versions before them)."""
+malformed, kept by snapshots (and absent from the snapshots of versions before them); and the
+writes asked for with a token, applied only while it stands."""
 
 from __future__ import annotations
 
@@ -12,13 +13,18 @@ from cluster.ring import Ring
 from store.app_tokens import APP_TOKENS_PER_APP_MAX, AppToken
 from store.codec import (
     COMMAND_VERSION,
+    Command,
     CommandTag,
+    Delete,
     IssueAppToken,
+    Put,
     RevokeAppToken,
+    WithAppToken,
     decode_command,
     encode_command,
 )
 from store.errors import CodecError
+from store.jobs import JobSpec
 from store.machine import ErrorKind, JobMachine
 from tests.unit.store.snapshot_layouts import unpacked
 
@@ -137,3 +143,48 @@ def test_a_snapshot_with_a_bad_or_repeated_token_is_a_codec_error() -> None:
 def test_a_token_record_never_holds_the_token() -> None:
     assert AppToken._fields == ("namespace", "app", "id", "hash", "created_ms")
     assert "hash" not in repr(issue("ns", "a", 1))
+
+
+def guarded(command: Command, n: int, namespace: str = "ns", app: str = "orders") -> WithAppToken:
+    return WithAppToken(namespace, app, token_id(n), encode_command(command))
+
+
+def put(name: str, app: str = "orders") -> Put:
+    spec = JobSpec(name=name, schedule="@every 1h")
+    return Put("ns", app, spec, False, NOW_MS, f"uid-{name}", "UTC")
+
+
+def test_a_write_asked_for_with_a_token_applies_only_while_the_token_stands() -> None:
+    # The node that took the request checked the token against its own replica; one that had
+    # not applied the revocation yet let this write through, and the log puts it after the
+    # revocation: every replica refuses it there, and nothing changes.
+    machine = JobMachine(8, Ring)
+    assert machine.apply(issue("ns", "orders", 1)).ok
+    first = machine.apply(guarded(put("kept"), 1))
+    assert first.ok and machine.get("ns", "orders", "kept") is not None
+    assert machine.apply(RevokeAppToken("ns", "orders", token_id(1))).value is True
+    late = machine.apply(guarded(put("late"), 1))
+    assert (late.ok, late.error) == (False, ErrorKind.UNAUTHENTICATED)
+    refused = machine.apply(guarded(Delete("ns", "orders", "kept"), 1))
+    assert refused.error is ErrorKind.UNAUTHENTICATED
+    assert machine.get("ns", "orders", "late") is None
+    assert machine.get("ns", "orders", "kept") is not None
+
+
+def test_a_token_acts_only_for_its_own_app_and_only_on_its_writes() -> None:
+    machine = JobMachine(8, Ring)
+    assert machine.apply(issue("ns", "orders", 1)).ok
+    assert machine.apply(issue("ns", "billing", 2)).ok
+    # Billing's token, presented as orders': refused as a token that does not stand there.
+    other = machine.apply(guarded(put("x"), 2))
+    assert other.error is ErrorKind.UNAUTHENTICATED
+    # A command of another app inside, or one no app token may ask for: malformed.
+    wrong_app = machine.apply(guarded(put("y", app="billing"), 1))
+    assert wrong_app.error is ErrorKind.INVALID and "outside its app" in wrong_app.message
+    revoke = machine.apply(guarded(RevokeAppToken("ns", "orders", token_id(2)), 1))
+    assert revoke.error is ErrorKind.INVALID and machine.app_token(token_id(2)) is not None
+    nested = machine.apply(guarded(guarded(put("z"), 1), 1))
+    assert nested.error is ErrorKind.INVALID
+    garbage = machine.apply(WithAppToken("ns", "orders", token_id(1), b"\xc1"))
+    assert garbage.error is ErrorKind.INVALID
+    assert machine.count() == 0

@@ -39,6 +39,7 @@ from store.codec import (
     SetMembers,
     UnregisterApp,
     WatchersChanged,
+    WithAppToken,
     decode_command,
     decode_snapshot,
     encode_command,
@@ -109,6 +110,7 @@ COMMANDS: list[Command] = [
     ),
     IssueAppToken("ns", "app", "0123456789abcdef", bytes(32), 1_700_000_000_000),
     RevokeAppToken("ns", "app", "0123456789abcdef"),
+    WithAppToken("ns", "app", "0123456789abcdef", encode_command(Delete("ns", "app", "job"))),
 ]
 
 
